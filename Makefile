@@ -1,0 +1,35 @@
+# MEHR-Bench. `make run` and `make test` each set up .venv (idempotent) and then do their job.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+LOCK_HASH := $(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(LOCK_HASH)
+MODELS ?= catboost,xgboost_late_fusion,mehrt
+TASKS ?= all
+BUDGET ?= default
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup run test bench leaderboard clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@rm -f $(VENV)/.installed-*
+	@touch $(STAMP)
+
+run: setup
+	$(PY) -m benchmark run --model $(MODELS) --task $(TASKS) --budget $(BUDGET)
+	$(PY) -m benchmark leaderboard
+
+test: setup
+	$(PY) -m pytest -q --benchmark-disable -p no:randomly tests
+
+bench: setup
+	$(PY) -m pytest -q tests/benchmarks --benchmark-enable --benchmark-columns=min,mean,rounds
+
+clean:
+	rm -rf $(VENV) results .pytest_cache

@@ -1,0 +1,170 @@
+"""A cohort directory: MEDS data shards + metadata + multimodal sidecar, read lazily with polars.
+
+Layout (DESIGN.md)::
+
+    <cohort>/data/<split>/<shard>.parquet      subject_id, time, code, numeric_value, text_value
+    <cohort>/metadata/codes.parquet            code, description, parent_codes
+    <cohort>/metadata/subject_splits.parquet   subject_id, split
+    <cohort>/metadata/dataset.json
+    <cohort>/modalities/<name>.parquet         subject_id, time, embedding | path, item columns
+    <cohort>/predicates.yaml                   predicate name -> code rule
+
+Nothing here loads the whole dataset into memory: `scan()` returns a LazyFrame over all shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import cached_property
+from pathlib import Path
+
+import polars as pl
+
+from benchmark.errors import UserError
+
+CORE_COLUMNS = ("subject_id", "time", "code", "numeric_value", "text_value")
+SPLITS = ("train", "tuning", "held_out")
+
+
+class Cohort:
+    """Lazy access to a cohort directory.
+
+    Args:
+        root: the cohort folder.
+        predicates_file: overrides <root>/predicates.yaml.
+    """
+
+    def __init__(self, root: str | Path, predicates_file: str | Path | None = None):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise UserError("cohort folder not found", file=self.root, field="--data",
+                            fix="pass a MEDS cohort folder, or create one with "
+                                "`python -m benchmark prepare synthetic --out DIR`")
+        self.predicates_file = Path(predicates_file) if predicates_file else self.root / "predicates.yaml"
+
+    def __repr__(self) -> str:
+        return f"Cohort({str(self.root)!r})"
+
+    # ------------------------------------------------------------------ files
+    def data_files(self) -> list[Path]:
+        """All data shards (data/**/*.parquet), sorted."""
+        files = sorted((self.root / "data").rglob("*.parquet"))
+        if not files:
+            raise UserError("no data shards found", file=self.root / "data",
+                            fix="a MEDS cohort has data/<split>/<shard>.parquet files")
+        return files
+
+    def scan(self, columns: tuple[str, ...] = ("subject_id", "time", "code", "numeric_value")) -> pl.LazyFrame:
+        """Lazy scan over all shards with the requested core columns (extra columns are ignored).
+
+        numeric_value is read as Float32 and time as microsecond Datetime whatever the shard's
+        MEDS version wrote, so downstream code sees one schema.
+        """
+        lf = pl.scan_parquet(self.data_files(), missing_columns="insert", extra_columns="ignore",
+                             cast_options=pl.ScanCastOptions(integer_cast="upcast", float_cast="downcast",
+                                                             datetime_cast=["nanosecond-downcast"]))
+        casts = {"subject_id": pl.Int64, "time": pl.Datetime("us"), "code": pl.String,
+                 "numeric_value": pl.Float32, "text_value": pl.String}
+        return lf.select([pl.col(c).cast(casts[c]) for c in columns])
+
+    @cached_property
+    def splits(self) -> pl.DataFrame:
+        """subject_id -> split, from metadata/subject_splits.parquet."""
+        p = self.root / "metadata" / "subject_splits.parquet"
+        if not p.exists():
+            raise UserError("subject splits file not found", file=p,
+                            fix="write metadata/subject_splits.parquet with subject_id, split")
+        return pl.read_parquet(p, columns=["subject_id", "split"]).with_columns(pl.col("subject_id").cast(pl.Int64))
+
+    def subjects(self, split: str | None = None) -> pl.Series:
+        """Subject ids, optionally of one split."""
+        s = self.splits
+        if split is not None:
+            s = s.filter(pl.col("split") == split)
+        return s["subject_id"]
+
+    def codes(self) -> pl.DataFrame:
+        """metadata/codes.parquet (code, description, parent_codes); empty if absent."""
+        p = self.root / "metadata" / "codes.parquet"
+        if not p.exists():
+            return pl.DataFrame(schema={"code": pl.String, "description": pl.String})
+        return pl.read_parquet(p)
+
+    def dataset_metadata(self) -> dict:
+        p = self.root / "metadata" / "dataset.json"
+        return json.loads(p.read_text()) if p.exists() else {}
+
+    def modality_names(self) -> list[str]:
+        d = self.root / "modalities"
+        return sorted(p.stem for p in d.glob("*.parquet")) if d.is_dir() else []
+
+    def modality(self, name: str) -> pl.LazyFrame:
+        """Lazy scan of modalities/<name>.parquet."""
+        p = self.root / "modalities" / f"{name}.parquet"
+        if not p.exists():
+            raise UserError(f"modality {name!r} not found", file=p,
+                            fix=f"available modalities: {', '.join(self.modality_names()) or 'none'}")
+        return pl.scan_parquet(p)
+
+    # ------------------------------------------------------------------ derived
+    def predicate_map(self):
+        """The dataset's predicate name -> CodeRule map."""
+        from benchmark.predicates import load_predicate_map
+        return load_predicate_map(self.predicates_file)
+
+    def fingerprint(self) -> str:
+        """Content hash of data, metadata, sidecars and predicates (images excluded).
+
+        Cached in <root>/.fingerprint keyed by file sizes and mtimes so it is computed once.
+        """
+        files = [*self.data_files(), *sorted((self.root / "metadata").glob("*")),
+                 *sorted((self.root / "modalities").glob("*.parquet"))]
+        if self.predicates_file.exists():
+            files.append(self.predicates_file)
+        stamp = hashlib.sha256()
+        for f in files:
+            st = f.stat()
+            stamp.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        key = stamp.hexdigest()
+        cache = self.root / ".fingerprint"
+        try:
+            cached = json.loads(cache.read_text())
+            if cached.get("key") == key:
+                return cached["fingerprint"]
+        except (OSError, ValueError):
+            pass
+        h = hashlib.sha256()
+        for f in files:
+            h.update(f.relative_to(self.root).as_posix().encode() if f.is_relative_to(self.root)
+                     else f.name.encode())
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+        fp = h.hexdigest()[:16]
+        try:
+            tmp = cache.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"key": key, "fingerprint": fp}))
+            tmp.replace(cache)
+        except OSError:
+            pass  # read-only cohort: recompute next time
+        return fp
+
+    def demographics(self) -> pl.DataFrame:
+        """One row per subject: subject_id, sex, race, ethnicity, birth_time (nulls where absent).
+
+        Read from the static codes GENDER/*, RACE/*, ETHNICITY/* and MEDS_BIRTH.
+        """
+        lf = self.scan(("subject_id", "time", "code"))
+        static = (lf.filter(pl.col("code").str.starts_with("GENDER/") | pl.col("code").str.starts_with("RACE/")
+                            | pl.col("code").str.starts_with("ETHNICITY/") | (pl.col("code") == "MEDS_BIRTH"))
+                  .collect())
+        def first_of(prefix: str, name: str) -> pl.DataFrame:
+            return (static.filter(pl.col("code").str.starts_with(prefix))
+                    .group_by("subject_id").agg(pl.col("code").first().str.replace(prefix, "").alias(name)))
+        birth = (static.filter(pl.col("code") == "MEDS_BIRTH").group_by("subject_id")
+                 .agg(pl.col("time").min().alias("birth_time")))
+        out = self.splits.select("subject_id")
+        for prefix, name in (("GENDER/", "sex"), ("RACE/", "race"), ("ETHNICITY/", "ethnicity")):
+            out = out.join(first_of(prefix, name), on="subject_id", how="left")
+        return out.join(birth, on="subject_id", how="left").sort("subject_id")

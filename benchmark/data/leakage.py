@@ -1,0 +1,43 @@
+"""The leakage guard: the one door every model input goes through.
+
+A model may see an event only if its time <= the prediction time of the sample it is building
+(static rows with a null time are always visible). Featurizers, encoders and tokenizers call
+`visible_events` / `visible_modality`; nothing reads raw shards for model input any other way.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+
+def _samples(prediction_times: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    lf = prediction_times.lazy() if isinstance(prediction_times, pl.DataFrame) else prediction_times
+    return lf.select(pl.col("subject_id").cast(pl.Int64),
+                     pl.col("prediction_time").cast(pl.Datetime("us"))).unique(maintain_order=True)
+
+
+def visible_events(events: pl.LazyFrame, prediction_times: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    """Events each sample may see.
+
+    Args:
+        events: LazyFrame with subject_id, time and any other columns.
+        prediction_times: (subject_id, prediction_time) samples; a subject may have several.
+
+    Returns:
+        LazyFrame with the event columns plus prediction_time, one copy of an event per sample whose
+        prediction_time >= event time (null-time static events go to every sample of the subject).
+    """
+    joined = events.join(_samples(prediction_times), on="subject_id", how="inner")
+    return joined.filter(pl.col("time").is_null() | (pl.col("time") <= pl.col("prediction_time")))
+
+
+def visible_modality(modality: pl.LazyFrame, prediction_times: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+    """Modality sidecar rows (studies) each sample may see; same rule as `visible_events`."""
+    return visible_events(modality, prediction_times)
+
+
+def assert_no_future(frame: pl.DataFrame) -> None:
+    """Raise AssertionError if any row has time > prediction_time (a guard for tests and encoders)."""
+    bad = frame.filter(pl.col("time").is_not_null() & (pl.col("time") > pl.col("prediction_time")))
+    if bad.height:
+        raise AssertionError(f"{bad.height} rows are after their prediction time")

@@ -1,0 +1,351 @@
+"""Vectorized label extraction (polars): task spec + cohort -> MEDS LabelSchema rows.
+
+One scan over the shards collects the events of every predicate a task needs; everything after
+that is joins and group-bys on those (small) predicate tables. Output columns follow
+`meds.LabelSchema`: subject_id, prediction_time and, by kind,
+  binary      boolean_value
+  multilabel  integer_value = bitmask over the task's label names in file order (bit i = label i)
+  survival    float_value = days to event or censoring, boolean_value = event observed
+  regression  float_value
+Results are cached on disk by (task hash, predicate rules, labeler version, data fingerprint).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from benchmark.data.cohort import Cohort
+from benchmark.durations import parse_duration, to_timedelta
+from benchmark.errors import UserError
+from benchmark.paths import cache_dir
+from benchmark.predicates import BUILTIN_PREDICATES, CodeRule, DerivedRule, predicate_rules_digest
+from benchmark.taskspec import TaskSpec
+
+LABELER_VERSION = "1"
+DEATH_CODE = "MEDS_DEATH"
+_EVENTS_SCHEMA = {"subject_id": pl.Int64, "time": pl.Datetime("us"), "numeric_value": pl.Float32}
+
+
+class TaskNotApplicable(Exception):
+    """The dataset does not map some predicates the task needs; the runner skips the task."""
+
+    def __init__(self, task: str, missing: list[str]):
+        self.task = task
+        self.missing = sorted(missing)
+        super().__init__(f"task {task} needs predicates the dataset does not map: {', '.join(self.missing)}")
+
+
+@dataclass
+class LabelSet:
+    """Labels of one task on one cohort, with what was seen while making them."""
+
+    task: TaskSpec
+    labels: pl.DataFrame
+    predicate_counts: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    cache_file: Path | None = None
+
+    def multilabel_matrix(self) -> np.ndarray:
+        """[n_samples, n_labels] 0/1 matrix decoded from the integer_value bitmask."""
+        bits = self.labels["integer_value"].to_numpy().astype(np.int64)
+        n = len(self.task.label_names())
+        return ((bits[:, None] >> np.arange(n)[None, :]) & 1).astype(np.int8)
+
+
+# ---------------------------------------------------------------------------- predicate events
+def _resolve_rules(task: TaskSpec, dataset_rules: dict[str, CodeRule]) -> dict[str, CodeRule | DerivedRule | str]:
+    needed = task.referenced_predicates()
+    missing = [n for n in task.dataset_predicates() if n not in dataset_rules]
+    if missing:
+        raise TaskNotApplicable(task.name, missing)
+    rules: dict[str, CodeRule | DerivedRule | str] = {}
+    for n in needed:
+        if n in task.predicates:
+            rules[n] = task.predicates[n]
+        elif n in BUILTIN_PREDICATES:
+            rules[n] = n
+        else:
+            rules[n] = dataset_rules[n]
+    return rules
+
+
+def _scan_predicates(cohort: Cohort, code_rules: dict[str, CodeRule]) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
+    """One pass over the shards: events per code predicate, and per-subject record start/end/death."""
+    lf = cohort.scan(("subject_id", "time", "code", "numeric_value")).filter(pl.col("time").is_not_null())
+    names = sorted(code_rules)
+    queries = []
+    if names:
+        flags = [code_rules[n].expr().alias(f"__p{i}") for i, n in enumerate(names)]
+        queries.append(lf.with_columns(flags).filter(pl.any_horizontal([f"__p{i}" for i in range(len(names))]))
+                       .select("subject_id", "time", "numeric_value", *[f"__p{i}" for i in range(len(names))]))
+    queries.append(lf.group_by("subject_id").agg(
+        pl.col("time").min().alias("record_start"), pl.col("time").max().alias("record_end"),
+        (pl.col("code") == DEATH_CODE).any().alias("dead")))
+    frames = pl.collect_all(queries, engine="streaming")
+    bounds = frames[-1]
+    out = {}
+    if names:
+        hits = frames[0]
+        for i, n in enumerate(names):
+            out[n] = (hits.filter(pl.col(f"__p{i}")).select("subject_id", "time", "numeric_value")
+                      .sort("subject_id", "time"))
+    return out, bounds
+
+
+def _kdigo_aki(cr: pl.DataFrame, rule) -> pl.DataFrame:
+    """AKI events: creatinine rise >= abs_rise within abs_window, or >= rel_rise x min within rel_window."""
+    cr = cr.drop_nulls("numeric_value").sort("subject_id", "time")
+    if cr.height == 0:
+        return cr
+    def prior_min(period: str) -> pl.Series:
+        return (cr.rolling(index_column="time", period=period, closed="left", group_by="subject_id")
+                .agg(pl.col("numeric_value").min().alias("m"))["m"])
+    # rolling() keeps the input order within groups; cr is sorted by (subject_id, time) already.
+    cr = cr.with_columns(prior_min(rule.abs_window.replace("min", "m")).alias("min_abs"),
+                         prior_min(rule.rel_window.replace("min", "m")).alias("min_rel"))
+    hit = (((pl.col("numeric_value") - pl.col("min_abs")) >= rule.abs_rise - 1e-6).fill_null(False)
+           | ((pl.col("numeric_value") / pl.col("min_rel")) >= rule.rel_rise - 1e-6).fill_null(False))
+    return cr.filter(hit).select("subject_id", "time", "numeric_value")
+
+
+def _neutropenic_fever(anc: pl.DataFrame, temp: pl.DataFrame, rule) -> pl.DataFrame:
+    """Events where ANC < anc_max and temperature >= temp_min lie within `within` of each other."""
+    tol = to_timedelta(parse_duration(rule.within))
+    low = anc.filter(pl.col("numeric_value") < rule.anc_max).select("subject_id", "time").sort("subject_id", "time")
+    fev = temp.filter(pl.col("numeric_value") >= rule.temp_min).select("subject_id", "time").sort("subject_id", "time")
+    # A pair is timed at its later member: for each fever, the latest low ANC at or before it
+    # within tol; for each low ANC, the latest fever at or before it within tol.
+    a = (fev.join_asof(low.with_columns(pl.col("time").alias("t_other")), on="time", by="subject_id",
+                       strategy="backward", tolerance=tol).filter(pl.col("t_other").is_not_null()))
+    b = (low.join_asof(fev.with_columns(pl.col("time").alias("t_other")), on="time", by="subject_id",
+                       strategy="backward", tolerance=tol).filter(pl.col("t_other").is_not_null()))
+    ev = pl.concat([a.select("subject_id", "time"), b.select("subject_id", "time")]).unique().sort("subject_id", "time")
+    return ev.with_columns(pl.lit(None, dtype=pl.Float32).alias("numeric_value"))
+
+
+def predicate_events(task: TaskSpec, cohort: Cohort, rules) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
+    """Events (subject_id, time, numeric_value) of every predicate the task reads, plus record bounds."""
+    code_rules = {n: r for n, r in rules.items() if isinstance(r, CodeRule)}
+    events, bounds = _scan_predicates(cohort, code_rules)
+    if "_record_start" in rules:
+        events["_record_start"] = bounds.select("subject_id", pl.col("record_start").alias("time"),
+                                                pl.lit(None, dtype=pl.Float32).alias("numeric_value"))
+    if "_any_event" in rules:
+        events["_any_event"] = (cohort.scan(("subject_id", "time", "numeric_value"))
+                                .filter(pl.col("time").is_not_null()).collect(engine="streaming"))
+    pending = {n: r for n, r in rules.items() if isinstance(r, DerivedRule)}
+    while pending:
+        progressed = False
+        for n, r in list(pending.items()):
+            if not all(i in events for i in r.inputs()):
+                continue
+            if r.of is not None:
+                e = events[r.of]
+                if r.value_min is not None:
+                    e = e.filter(pl.col("numeric_value") >= r.value_min)
+                if r.value_max is not None:
+                    e = e.filter(pl.col("numeric_value") <= r.value_max)
+            elif r.any_of_predicates is not None:
+                e = pl.concat([events[i] for i in r.any_of_predicates]).sort("subject_id", "time")
+            elif r.kdigo_aki is not None:
+                e = _kdigo_aki(events[r.kdigo_aki.creatinine], r.kdigo_aki)
+            else:
+                nf = r.neutropenic_fever
+                e = _neutropenic_fever(events[nf.anc], events[nf.temperature], nf)
+            events[n] = e.cast(_EVENTS_SCHEMA)
+            del pending[n]
+            progressed = True
+        if not progressed:
+            raise UserError(f"task predicates form a cycle or use unknown names: {sorted(pending)}",
+                            field="predicates", fix="each task predicate must build on defined names")
+    return events, bounds
+
+
+# ---------------------------------------------------------------------------- windows
+def _window_stats(samples: pl.DataFrame, events: pl.DataFrame, start_s: float, end_s: float | pl.Expr,
+                  name: str) -> pl.DataFrame:
+    """Per sample: count and first time of `events` in (t + start, t + end]; end may be a column."""
+    j = samples.select("subject_id", "prediction_time").join(events.select("subject_id", "time"),
+                                                             on="subject_id", how="inner")
+    cond = pl.lit(True)
+    if not math.isinf(start_s):
+        cond = cond & (pl.col("time") > pl.col("prediction_time") + to_timedelta(start_s))
+    if isinstance(end_s, pl.Expr):
+        cond = cond & (pl.col("time") <= end_s)
+    elif not math.isinf(end_s):
+        cond = cond & (pl.col("time") <= pl.col("prediction_time") + to_timedelta(end_s))
+    if isinstance(end_s, pl.Expr):
+        j = j.join(samples.select("subject_id", "prediction_time", "__end"), on=["subject_id", "prediction_time"])
+    agg = (j.filter(cond).group_by("subject_id", "prediction_time")
+           .agg(pl.len().alias(f"{name}_n"), pl.col("time").min().alias(f"{name}_first")))
+    return (samples.join(agg, on=["subject_id", "prediction_time"], how="left")
+            .with_columns(pl.col(f"{name}_n").fill_null(0)))
+
+
+def _first_after(samples: pl.DataFrame, events: pl.DataFrame, name: str) -> pl.DataFrame:
+    """Per sample: time of the first event strictly after the prediction time (null if none)."""
+    return _window_stats(samples, events, 0.0, math.inf, name).drop(f"{name}_n")
+
+
+# ---------------------------------------------------------------------------- main entry
+def _rules_key(task: TaskSpec, rules) -> str:
+    blob = json.dumps({"task": task.model_dump(mode="json"), "rules": predicate_rules_digest(rules),
+                       "labeler": LABELER_VERSION}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def label_cache_file(task: TaskSpec, cohort: Cohort, rules) -> Path:
+    return (cache_dir() / "labels" / task.name.replace("/", "__")
+            / f"{_rules_key(task, rules)}-{cohort.fingerprint()}.parquet")
+
+
+def extract_labels(task: TaskSpec, cohort: Cohort, *, dataset_rules: dict[str, CodeRule] | None = None,
+                   use_cache: bool = True) -> LabelSet:
+    """Compute (or load from cache) the labels of `task` on `cohort`.
+
+    Args:
+        task: the task spec.
+        cohort: the cohort.
+        dataset_rules: predicate map (default: the cohort's predicates.yaml).
+        use_cache: read/write the on-disk label cache.
+
+    Returns:
+        LabelSet with a LabelSchema DataFrame sorted by subject_id, prediction_time.
+
+    Raises:
+        TaskNotApplicable: the dataset does not map some predicates the task needs.
+    """
+    dataset_rules = cohort.predicate_map() if dataset_rules is None else dataset_rules
+    rules = _resolve_rules(task, dataset_rules)
+    cache_file = label_cache_file(task, cohort, rules) if use_cache else None
+    if cache_file is not None and cache_file.exists():
+        meta_file = cache_file.with_suffix(".json")
+        meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+        return LabelSet(task, pl.read_parquet(cache_file), meta.get("predicate_counts", {}),
+                        meta.get("warnings", []), cache_file)
+
+    events, bounds = predicate_events(task, cohort, rules)
+    counts = {n: events[n].height for n in sorted(events)}
+    notes = [f"task {task.name}: predicate {n!r} matches no event in {cohort.root}; "
+             f"check its rule in {cohort.predicates_file}" for n, c in counts.items()
+             if c == 0 and isinstance(rules.get(n), CodeRule)]
+    for w in notes:
+        warnings.warn(w, stacklevel=2)
+    labels = _label(task, events, bounds)
+    ls = LabelSet(task, labels, counts, notes, cache_file)
+    if cache_file is not None:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
+        labels.write_parquet(tmp)
+        tmp.replace(cache_file)
+        tmpm = cache_file.with_name(f".{cache_file.stem}.{os.getpid()}.json.tmp")
+        tmpm.write_text(json.dumps({"predicate_counts": counts, "warnings": notes}))
+        tmpm.replace(cache_file.with_suffix(".json"))
+    return ls
+
+
+def _index_samples(task: TaskSpec, events: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    idx = events[task.index.predicate].select("subject_id", "time")
+    if task.index.occurrence == "first":
+        idx = idx.group_by("subject_id").agg(pl.col("time").min())
+    elif task.index.occurrence == "last":
+        idx = idx.group_by("subject_id").agg(pl.col("time").max())
+    else:
+        idx = idx.unique()
+    off = to_timedelta(parse_duration(task.index.offset))
+    return (idx.rename({"time": "index_time"})
+            .with_columns((pl.col("index_time") + off).alias("prediction_time"))
+            .sort("subject_id", "prediction_time"))
+
+
+def _label(task: TaskSpec, events: dict[str, pl.DataFrame], bounds: pl.DataFrame) -> pl.DataFrame:
+    s = _index_samples(task, events)
+    for i, c in enumerate(task.inclusion):
+        st, en = c.seconds()
+        s = _window_stats(s, events[c.predicate], st, en, f"inc{i}")
+        s = s.filter(pl.col(f"inc{i}_n") >= c.min_count).drop(f"inc{i}_n", f"inc{i}_first")
+    for i, c in enumerate(task.exclusion):
+        st, en = c.seconds()
+        s = _window_stats(s, events[c.predicate], st, en, f"exc{i}")
+        s = s.filter(pl.col(f"exc{i}_n") == 0).drop(f"exc{i}_n", f"exc{i}_first")
+    s = s.join(bounds.select("subject_id", "record_end", "dead"), on="subject_id", how="left")
+    lab = task.label
+    day = 86400.0
+
+    if task.kind == "multilabel":
+        st, en = lab.window.seconds()
+        mask = pl.lit(0, dtype=pl.Int64)
+        for bit, (name, pred) in enumerate(lab.outcomes.items()):
+            s = _window_stats(s, events[pred], st, en, f"y{bit}")
+            mask = mask + pl.when(pl.col(f"y{bit}_n") > 0).then(1 << bit).otherwise(0)
+        out = s.with_columns(mask.alias("integer_value")).select("subject_id", "prediction_time", "integer_value")
+
+    elif task.kind == "survival":
+        h = to_timedelta(parse_duration(lab.horizon))
+        s = _first_after(s, events[lab.event], "ev")
+        end = pl.min_horizontal(pl.col("record_end"), pl.col("prediction_time") + h)
+        if lab.censor_on:
+            cens = pl.concat([events[c].select("subject_id", "time") for c in lab.censor_on])
+            s = _first_after(s, cens, "cens")
+            end = pl.min_horizontal(end, pl.col("cens_first"))
+        s = s.with_columns(end.alias("fu_end"))
+        observed = pl.col("ev_first").is_not_null() & (pl.col("ev_first") <= pl.col("fu_end"))
+        t_end = pl.when(observed).then(pl.col("ev_first")).otherwise(pl.col("fu_end"))
+        out = (s.with_columns(observed.alias("boolean_value"),
+                              ((t_end - pl.col("prediction_time")).dt.total_microseconds() / (day * 1e6))
+                              .cast(pl.Float32).alias("float_value"))
+               .filter(pl.col("boolean_value") | (pl.col("float_value") > 0))
+               .select("subject_id", "prediction_time", "boolean_value", "float_value"))
+
+    elif lab.duration_to is not None:  # binary threshold or regression on a duration
+        ends = pl.concat([events[c].select("subject_id", "time") for c in lab.duration_to])
+        s = _first_after(s, ends, "end")
+        origin = pl.col("index_time") if lab.from_index else pl.col("prediction_time")
+        dur = (pl.col("end_first") - origin).dt.total_microseconds() / (day * 1e6)
+        s = s.with_columns(dur.alias("dur"),
+                           ((pl.col("record_end") - origin).dt.total_microseconds() / (day * 1e6)).alias("seen"))
+        if task.kind == "regression":
+            out = (s.filter(pl.col("dur").is_not_null())
+                   .select("subject_id", "prediction_time", pl.col("dur").cast(pl.Float32).alias("float_value")))
+        else:
+            thr = parse_duration(lab.threshold) / day
+            known = pl.col("dur").is_not_null() | (pl.col("seen") > thr)
+            out = (s.filter(known).with_columns(
+                pl.when(pl.col("dur").is_not_null()).then(pl.col("dur") > thr).otherwise(True).alias("boolean_value"))
+                .select("subject_id", "prediction_time", "boolean_value"))
+
+    else:  # binary outcome in a window
+        st, en = lab.window.seconds()
+        end_expr: float | pl.Expr = en
+        if lab.end_at:
+            s = _first_after(s, events[lab.end_at], "endat")
+            w_end = pl.col("prediction_time") + to_timedelta(en) if not math.isinf(en) else None
+            e = pl.col("endat_first")
+            s = s.with_columns((pl.min_horizontal(e, w_end) if w_end is not None else e).alias("__end"))
+            end_expr = pl.col("__end")
+        if isinstance(end_expr, pl.Expr):
+            # no end_at occurrence: the window runs to its nominal end (or forever)
+            nominal = (pl.col("prediction_time") + to_timedelta(en)) if not math.isinf(en) else pl.lit(None, dtype=pl.Datetime("us"))
+            s = s.with_columns(pl.coalesce(pl.col("__end"), nominal).alias("__end"))
+            s = _window_stats(s, events[lab.outcome], st, pl.col("__end").fill_null(pl.datetime(9999, 1, 1)), "y")
+            window_end = pl.col("__end")
+        else:
+            s = _window_stats(s, events[lab.outcome], st, en, "y")
+            window_end = pl.col("prediction_time") + to_timedelta(en) if not math.isinf(en) else pl.lit(None, dtype=pl.Datetime("us"))
+        s = s.with_columns((pl.col("y_n") > 0).alias("boolean_value"), window_end.alias("w_end"))
+        if lab.censoring == "exclude":
+            # A negative is kept only if the record covers the whole window, or ends in death.
+            covered = pl.col("w_end").is_not_null() & (pl.col("record_end") >= pl.col("w_end"))
+            s = s.filter(pl.col("boolean_value") | covered | pl.col("dead").fill_null(False))
+        out = s.select("subject_id", "prediction_time", "boolean_value")
+
+    return out.sort("subject_id", "prediction_time")

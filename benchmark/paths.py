@@ -1,0 +1,33 @@
+"""Where things live: the tasks folder, the cache, the embedded default cohort, results."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+DEFAULT_SUBJECTS = 5000
+DEFAULT_SEED = 0
+
+
+def tasks_dir() -> Path:
+    """The task YAML folder ($MEHR_BENCH_TASKS or <repo>/tasks)."""
+    return Path(os.environ.get("MEHR_BENCH_TASKS", REPO_ROOT / "tasks"))
+
+
+def cache_dir() -> Path:
+    """The cache root ($MEHR_BENCH_CACHE or ~/.cache/mehr-bench)."""
+    p = Path(os.environ.get("MEHR_BENCH_CACHE", Path.home() / ".cache" / "mehr-bench"))
+    return p
+
+
+def default_cohort_dir(n_subjects: int = DEFAULT_SUBJECTS, seed: int = DEFAULT_SEED) -> Path:
+    """Folder of the embedded synthetic cohort (generated on first use)."""
+    from data_prep.synthetic import GENERATOR_VERSION  # light module: numpy/polars only
+
+    return cache_dir() / "cohorts" / f"synthetic-n{n_subjects}-s{seed}-g{GENERATOR_VERSION}"
+
+
+def default_results_dir() -> Path:
+    return Path(os.environ.get("MEHR_BENCH_RESULTS", "results"))

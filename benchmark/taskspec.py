@@ -1,0 +1,264 @@
+"""The task schema: one strict YAML file per task (tasks/<family>/<name>.yaml).
+
+Windows are relative to the prediction time t (index event time + offset) and half-open:
+an event at time e is in window {start: S, end: E} when t + S < e <= t + E ("-inf" is allowed).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from benchmark.durations import EXAMPLES, parse_duration
+from benchmark.errors import UserError
+from benchmark.predicates import DerivedRule
+
+TaskKind = Literal["binary", "multilabel", "survival", "regression"]
+MODALITIES = ("ct", "wsi", "cxr", "note", "prs")
+FAIRNESS_ATTRIBUTES = ("sex", "race", "ethnicity", "age_band", "modality_availability")
+METRICS_BY_KIND = {
+    "binary": ("auroc", "auprc", "brier", "ece"),
+    "multilabel": ("auroc_macro", "auprc_macro"),
+    "survival": ("c_index_harrell", "c_index_uno", "td_auc", "ibs"),
+    "regression": ("mae", "rmse", "r2"),
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_duration(v: str | int) -> str:
+    try:
+        parse_duration(v)
+    except ValueError as e:
+        raise ValueError(str(e)) from None
+    return str(v)
+
+
+class Window(_Strict):
+    """A half-open window (t + start, t + end] around the prediction time t."""
+
+    start: str
+    end: str
+
+    _d = field_validator("start", "end", mode="before")(_check_duration)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Window":
+        if parse_duration(self.start) >= parse_duration(self.end):
+            raise ValueError(f"window start {self.start} must be before end {self.end}")
+        return self
+
+    def seconds(self) -> tuple[float, float]:
+        return parse_duration(self.start), parse_duration(self.end)
+
+
+class Index(_Strict):
+    """The index event that sets the prediction time: time of `occurrence` of `predicate` + offset."""
+
+    predicate: str
+    occurrence: Literal["first", "last", "all"] = "first"
+    offset: str = "0"
+
+    _d = field_validator("offset", mode="before")(_check_duration)
+
+
+class Criterion(_Strict):
+    """Inclusion (needs >= min_count events) or exclusion (any event) in a window."""
+
+    predicate: str
+    start: str
+    end: str
+    min_count: int = Field(default=1, ge=1)
+
+    _d = field_validator("start", "end", mode="before")(_check_duration)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Criterion":
+        if parse_duration(self.start) >= parse_duration(self.end):
+            raise ValueError(f"window start {self.start} must be before end {self.end}")
+        return self
+
+    def seconds(self) -> tuple[float, float]:
+        return parse_duration(self.start), parse_duration(self.end)
+
+
+class Label(_Strict):
+    """How the label is read after the prediction time. Which fields apply depends on the kind:
+
+    binary:     outcome + window [+ end_at] + censoring, or duration_to + threshold
+    multilabel: outcomes (label name -> predicate) + window
+    survival:   event + horizon [+ censor_on]
+    regression: duration_to [+ from_index]
+    """
+
+    outcome: str | None = None
+    outcomes: dict[str, str] | None = None
+    window: Window | None = None
+    end_at: str | None = Field(default=None, description="predicate whose first occurrence after t "
+                                                          "closes the label window (inclusive)")
+    censoring: Literal["exclude", "negative"] = "exclude"
+    event: str | None = None
+    horizon: str | None = None
+    censor_on: tuple[str, ...] = ()
+    duration_to: tuple[str, ...] | None = None
+    from_index: bool = True
+    threshold: str | None = None
+
+    @field_validator("horizon", "threshold", mode="before")
+    @classmethod
+    def _dur(cls, v):
+        return None if v is None else _check_duration(v)
+
+    @field_validator("duration_to", "censor_on", mode="before")
+    @classmethod
+    def _listify(cls, v):
+        return (v,) if isinstance(v, str) else v
+
+
+class TaskSpec(_Strict):
+    """A benchmark task. `name` comes from the file path, never from the file."""
+
+    name: str
+    version: int = Field(ge=1)
+    kind: TaskKind
+    description: str
+    references: tuple[str, ...] = ()
+    index: Index
+    predicates: dict[str, DerivedRule] = {}
+    inclusion: tuple[Criterion, ...] = ()
+    exclusion: tuple[Criterion, ...] = ()
+    label: Label
+    modalities: tuple[Literal["ct", "wsi", "cxr", "note", "prs"], ...] = ()
+    fairness: tuple[Literal["sex", "race", "ethnicity", "age_band", "modality_availability"], ...] = ()
+    metrics: tuple[str, ...]
+    main_metric: str
+
+    @model_validator(mode="after")
+    def _kind_rules(self) -> "TaskSpec":
+        lab = self.label
+        k = self.kind
+        if k == "binary":
+            if (lab.outcome is None) == (lab.duration_to is None):
+                raise ValueError("label: a binary task needs either outcome + window, "
+                                 "or duration_to + threshold")
+            if lab.outcome is not None and lab.window is None:
+                raise ValueError("label.window is required with label.outcome")
+            if lab.duration_to is not None and lab.threshold is None:
+                raise ValueError("label.threshold is required with label.duration_to")
+        elif k == "multilabel":
+            if not lab.outcomes or lab.window is None:
+                raise ValueError("label: a multilabel task needs outcomes (name -> predicate) and window")
+        elif k == "survival":
+            if lab.event is None or lab.horizon is None:
+                raise ValueError("label: a survival task needs event and horizon")
+        elif k == "regression":
+            if lab.duration_to is None:
+                raise ValueError("label: a regression task needs duration_to")
+        allowed = METRICS_BY_KIND[k]
+        for m in self.metrics:
+            if m not in allowed:
+                raise ValueError(f"metric {m!r} does not apply to a {k} task; use some of {list(allowed)}")
+        if self.main_metric not in self.metrics:
+            raise ValueError(f"main_metric {self.main_metric!r} must be one of metrics {list(self.metrics)}")
+        return self
+
+    # ------------------------------------------------------------------ helpers
+    def referenced_predicates(self) -> set[str]:
+        """Every predicate name the task reads (task-local names included)."""
+        lab = self.label
+        names = {self.index.predicate}
+        names |= {c.predicate for c in self.inclusion + self.exclusion}
+        for n in (lab.outcome, lab.event, lab.end_at):
+            if n:
+                names.add(n)
+        names |= set((lab.outcomes or {}).values())
+        names |= set(lab.censor_on) | set(lab.duration_to or ())
+        frontier = list(names)
+        while frontier:
+            n = frontier.pop()
+            if n in self.predicates:
+                for i in self.predicates[n].inputs():
+                    if i not in names:
+                        names.add(i)
+                        frontier.append(i)
+        return names
+
+    def dataset_predicates(self) -> set[str]:
+        """Predicate names the dataset's predicates.yaml must map (task-local and built-ins removed)."""
+        from benchmark.predicates import BUILTIN_PREDICATES
+        return {n for n in self.referenced_predicates()
+                if n not in self.predicates and n not in BUILTIN_PREDICATES}
+
+    def label_names(self) -> list[str]:
+        """Multilabel column names in file order (one name for other kinds)."""
+        return list(self.label.outcomes) if self.label.outcomes else [self.name]
+
+    def horizon_days(self) -> float | None:
+        """The horizon (survival) or label-window end (binary) in days, if finite."""
+        if self.label.horizon:
+            return parse_duration(self.label.horizon) / 86400
+        if self.label.window:
+            end = parse_duration(self.label.window.end)
+            return None if math.isinf(end) else end / 86400
+        return None
+
+    def content_hash(self) -> str:
+        """sha256 of the task's canonical JSON (name, version and all rules)."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def load_task_file(path: str | Path, name: str) -> TaskSpec:
+    """Read and validate one task YAML.
+
+    Args:
+        path: the YAML file.
+        name: the task name (its path under tasks/ without .yaml).
+
+    Returns:
+        The validated TaskSpec.
+
+    Raises:
+        UserError: naming the file, the field and a fix.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise UserError(f"not valid YAML: {e}", file=path, fix="fix the YAML syntax") from None
+    if not isinstance(raw, dict):
+        raise UserError("a task file must be a YAML mapping", file=path,
+                        fix="see tasks/README.md for the layout of a task file")
+    if "name" in raw:
+        raise UserError("the task name comes from the file path, not from the file", file=path,
+                        field="name", fix=f"remove 'name:'; this task is called {name!r}")
+    try:
+        return TaskSpec.model_validate({**raw, "name": name})
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"] if not isinstance(x, int) or True)
+        msg = err["msg"].removeprefix("Value error, ")
+        fix = _fix_for(err)
+        raise UserError(msg, file=path, field=loc or None, fix=fix) from None
+
+
+def _fix_for(err: dict) -> str:
+    t = err["type"]
+    loc = [str(x) for x in err["loc"]]
+    if t == "extra_forbidden":
+        return f"remove or rename '{loc[-1]}'; see tasks/README.md for the allowed keys"
+    if t == "literal_error":
+        return f"use one of the allowed values ({err.get('ctx', {}).get('expected', '')})"
+    if t == "missing":
+        return f"add '{loc[-1]}'"
+    if "duration" in err["msg"]:
+        return f"write durations as {EXAMPLES}"
+    return "see tasks/README.md for the task file format"
