@@ -57,7 +57,9 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     for col in ("name", "kind", "modalities", "version", "description"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        table.add_row(r["name"], r["kind"], ",".join(r["modalities"]), str(r["version"]), r["description"])
+        first = r["description"].split(". ")[0]
+        table.add_row(r["name"], r["kind"], ",".join(r["modalities"]), str(r["version"]),
+                      first if len(first) <= 90 else first[:87] + "...")
     _console().print(table)
     return 0
 
@@ -92,7 +94,8 @@ def cmd_labels(args: argparse.Namespace) -> int:
         df = ls.labels
         if "boolean_value" in df.columns:
             rate = df["boolean_value"].mean()
-            print(f"{task.name}: {df.height} samples, event rate {rate:.3f}")
+            shown = "n/a" if rate is None else f"{rate:.3f}"
+            print(f"{task.name}: {df.height} samples, event rate {shown}")
         else:
             print(f"{task.name}: {df.height} samples")
         if args.out:

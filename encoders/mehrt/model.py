@@ -286,12 +286,9 @@ class Attention(nn.Module):
         k = k.view(B, T, Hkv, hd).transpose(1, 2)  # [B, Hkv, T, hd]
         v = v.view(B, T, Hkv, hd).transpose(1, 2)  # [B, Hkv, T, hd]
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        if Hkv != H and x.device.type != "cuda":
-            # CPU SDPA kernels have no native GQA path; expanding K/V here keeps the fused kernel.
-            k, v = k.repeat_interleave(H // Hkv, dim=1), v.repeat_interleave(H // Hkv, dim=1)
         y = F.scaled_dot_product_attention(  # softmax(q k^T / sqrt(hd) + mask) v
             q, k, v, attn_mask=mask, is_causal=mask is None,
-            dropout_p=self.dropout if self.training else 0.0, enable_gqa=k.shape[1] != H)
+            dropout_p=self.dropout if self.training else 0.0, enable_gqa=Hkv != H)
         return self.out(y.transpose(1, 2).reshape(B, T, H * hd))  # [B, T, d]
 
 
