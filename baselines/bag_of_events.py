@@ -1,0 +1,149 @@
+"""Bag-of-events features (seed 000, appendix B.1), streamed over shards with polars.
+
+For each sample (subject, prediction time): counts of each code seen before the prediction time
+(through the leakage guard), for codes present in >= 1% of training subjects, with ICD-10-CM/PCS
+codes truncated to their first three characters (ICD10CM/C34.90 -> ICD10CM/C34); plus sex, age at
+the first visible event, age at prediction time, race and ethnicity one-hot. As a documented
+extension, the last value before the prediction time of each numeric code in the vocabulary
+("last:<code>") is added (labs carry much of the signal; set numeric=False for the paper's B.1).
+The output is a scipy CSR matrix per split, cached in the task's work folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from benchmark.data.leakage import visible_events
+from benchmark.model_api import TaskData
+
+FEATURIZER_VERSION = "1"
+TRUNCATED_VOCABS = ("ICD10CM/", "ICD10PCS/")
+
+
+def normalize_code(code: pl.Expr) -> pl.Expr:
+    """ICD-10-CM/PCS codes -> vocabulary/first three characters; other codes unchanged."""
+    trunc = code.str.extract(r"^((?:ICD10CM|ICD10PCS)/[^.]{1,3})", 1)
+    return pl.when(trunc.is_not_null()).then(trunc).otherwise(code)
+
+
+@dataclass
+class BagOfEvents:
+    """Sparse features per split and their names."""
+
+    X: dict[str, sp.csr_matrix]
+    names: list[str]
+
+    def block(self, split: str | tuple[str, ...]) -> sp.csr_matrix:
+        splits = (split,) if isinstance(split, str) else split
+        return sp.vstack([self.X[s] for s in splits]).tocsr()
+
+
+def _shard_counts(files: list[Path], samples: pl.DataFrame, numeric: bool) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Per shard: (row, code) counts and last numeric values of visible events; concatenated."""
+    counts, firsts = [], []
+    for f in files:
+        ev = pl.scan_parquet(f).select(pl.col("subject_id").cast(pl.Int64), pl.col("time").cast(pl.Datetime("us")),
+                                       pl.col("code").cast(pl.String), pl.col("numeric_value").cast(pl.Float32))
+        vis = (visible_events(ev, samples.lazy()).join(samples.lazy(), on=["subject_id", "prediction_time"])
+               .with_columns(normalize_code(pl.col("code")).alias("code")))
+        aggs = [pl.len().alias("n")]
+        if numeric:
+            aggs.append(pl.col("numeric_value").sort_by("time").drop_nulls().last().alias("last"))
+        q1 = vis.filter(pl.col("code") != "MEDS_BIRTH").group_by("row", "code").agg(aggs)
+        q2 = (vis.filter(pl.col("time").is_not_null() & (pl.col("code") != "MEDS_BIRTH"))
+              .group_by("row").agg(pl.col("time").min().alias("first_time")))
+        c, fi = pl.collect_all([q1, q2])
+        counts.append(c)
+        firsts.append(fi)
+    return pl.concat(counts), pl.concat(firsts)
+
+
+def featurize(data: TaskData, *, min_subject_frac: float = 0.01, numeric: bool = True) -> BagOfEvents:
+    """Build (or load) bag-of-events features for every split of the task.
+
+    Args:
+        data: the task's samples; only events with time <= prediction time are read.
+        min_subject_frac: keep codes present in at least this fraction of training subjects.
+        numeric: add last-value features for numeric codes.
+
+    Returns:
+        BagOfEvents with CSR matrices for train, tuning and held_out, rows in label order.
+    """
+    key = hashlib.sha256(json.dumps([FEATURIZER_VERSION, min_subject_frac, numeric,
+                                     data.labels.select("subject_id", "prediction_time").hash_rows().sum()],
+                                    default=str).encode()).hexdigest()[:12]
+    cache = data.work_dir / f"bag_of_events-{key}.npz"
+    names_file = cache.with_suffix(".json")
+    splits = ("train", "tuning", "held_out")
+    if cache.exists() and names_file.exists():
+        z = np.load(cache, allow_pickle=False)
+        X = {s: sp.csr_matrix((z[f"{s}_data"], z[f"{s}_indices"], z[f"{s}_indptr"]), shape=tuple(z[f"{s}_shape"]))
+             for s in splits}
+        return BagOfEvents(X, json.loads(names_file.read_text()))
+
+    samples = data.labels.select("subject_id", "prediction_time", "split").with_row_index("row")
+    counts, firsts = _shard_counts(data.cohort.data_files(), samples.select("row", "subject_id", "prediction_time"),
+                                   numeric)
+    # vocabulary from training subjects only
+    train_rows = samples.filter(pl.col("split") == "train")
+    n_train_subjects = max(train_rows["subject_id"].n_unique(), 1)
+    vocab = (counts.join(train_rows.select("row", "subject_id"), on="row")
+             .group_by("code").agg(pl.col("subject_id").n_unique().alias("k"),
+                                   pl.col("last").is_not_null().any().alias("numeric") if numeric else pl.lit(False).alias("numeric"))
+             .filter(pl.col("k") >= min_subject_frac * n_train_subjects).sort("code"))
+    codes = vocab["code"].to_list()
+    names = [f"count:{c}" for c in codes]
+    code_idx = pl.DataFrame({"code": codes, "col": np.arange(len(codes), dtype=np.int64)})
+    m = counts.join(code_idx, on="code", how="inner")
+    rows = [m["row"].to_numpy()]
+    cols = [m["col"].to_numpy()]
+    vals = [m["n"].to_numpy().astype(np.float32)]
+    if numeric:
+        num_codes = vocab.filter(pl.col("numeric"))["code"].to_list()
+        num_idx = pl.DataFrame({"code": num_codes, "col": np.arange(len(num_codes), dtype=np.int64) + len(names)})
+        names += [f"last:{c}" for c in num_codes]
+        mn = counts.drop_nulls("last").join(num_idx, on="code", how="inner")
+        rows.append(mn["row"].to_numpy())
+        cols.append(mn["col"].to_numpy())
+        vals.append(mn["last"].to_numpy().astype(np.float32))
+
+    # demographics: sex, ages, race and ethnicity one-hot (categories from the training split)
+    demo = data.cohort.demographics()
+    s = (samples.join(demo, on="subject_id", how="left").join(firsts, on="row", how="left").sort("row"))
+    dense_cols: list[tuple[str, np.ndarray]] = [
+        ("sex:F", (s["sex"] == "F").fill_null(False).to_numpy().astype(np.float32)),
+        ("age_at_first_event", ((s["first_time"] - s["birth_time"]).dt.total_days() / 365.25).to_numpy()),
+        ("age_at_prediction", ((s["prediction_time"] - s["birth_time"]).dt.total_days() / 365.25).to_numpy()),
+    ]
+    train_demo = s.filter(pl.col("split") == "train")
+    for col in ("race", "ethnicity"):
+        for cat in sorted(v for v in train_demo[col].unique().to_list() if v is not None):
+            dense_cols.append((f"{col}:{cat}", (s[col] == cat).fill_null(False).to_numpy().astype(np.float32)))
+    base = len(names)
+    for j, (n, v) in enumerate(dense_cols):
+        v = np.nan_to_num(np.asarray(v, dtype=np.float32), nan=0.0)
+        nz = np.nonzero(v)[0]
+        rows.append(nz)
+        cols.append(np.full(len(nz), base + j))
+        vals.append(v[nz])
+        names.append(n)
+    X_all = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+                          shape=(samples.height, len(names)), dtype=np.float32)
+    split_arr = samples["split"].to_numpy()
+    X = {sp_: X_all[np.nonzero(split_arr == sp_)[0]] for sp_ in splits}
+    payload = {}
+    for sp_ in splits:
+        payload.update({f"{sp_}_data": X[sp_].data, f"{sp_}_indices": X[sp_].indices, f"{sp_}_indptr": X[sp_].indptr,
+                        f"{sp_}_shape": np.array(X[sp_].shape)})
+    tmp = cache.with_name(f".{cache.name}.tmp.npz")
+    np.savez(tmp, **payload)
+    tmp.replace(cache)
+    names_file.write_text(json.dumps(names))
+    return BagOfEvents(X, names)

@@ -1,0 +1,104 @@
+"""What the runner hands a model, and what it expects back.
+
+A model is built by its spec's factory as ``factory(budget=Budget, seed=int)`` and then:
+
+    model.fit(data)                      # data: TaskData (train + tuning visible)
+    model.predict(data, "held_out")      # -> Prediction
+    model.predict(data, "tuning")        # used to choose thresholds on validation data
+
+Scores: binary = P(y=1) [n]; multilabel = P(label) [n, L]; survival = risk [n] (higher = earlier
+event), optionally survival curves; regression = value [n]. All model input goes through
+`TaskData.visible_events()` / `visible_modality()` (the leakage guard).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import polars as pl
+
+from benchmark.data.cohort import Cohort
+from benchmark.data.leakage import visible_events, visible_modality
+from benchmark.taskspec import TaskSpec
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much search/training a run may spend. smoke: seconds per cell; default: fits `make run`."""
+
+    name: str
+    n_trials: int          # random-search trials per model
+    n_folds: int           # CV folds for the search
+    max_iterations: int    # boosting rounds / epochs cap
+    mehrt_size: str        # MEHRT size config
+    mehrt_steps: int       # MEHRT pretraining steps per stage
+    n_boot: int            # bootstrap replicates for CIs
+
+
+BUDGETS = {
+    "smoke": Budget("smoke", n_trials=1, n_folds=3, max_iterations=60, mehrt_size="tiny", mehrt_steps=60, n_boot=200),
+    "default": Budget("default", n_trials=4, n_folds=5, max_iterations=300, mehrt_size="small", mehrt_steps=600,
+                      n_boot=1000),
+    "full": Budget("full", n_trials=30, n_folds=5, max_iterations=1500, mehrt_size="small", mehrt_steps=5000,
+                   n_boot=1000),
+}
+
+
+@dataclass
+class Prediction:
+    """A model's output on one split, aligned with TaskData.samples(split)."""
+
+    score: np.ndarray
+    surv_times: np.ndarray | None = None     # [k] days, survival models only
+    surv_prob: np.ndarray | None = None      # [n, k] S(t) at surv_times
+    info: dict[str, Any] = field(default_factory=dict)  # hyperparameters, modalities_used, tokens_per_s ...
+
+
+class Model(Protocol):
+    def fit(self, data: "TaskData") -> "Model": ...
+    def predict(self, data: "TaskData", split: str) -> Prediction: ...
+
+
+@dataclass
+class TaskData:
+    """One task's labeled samples on one cohort, with splits, for one seed."""
+
+    task: TaskSpec
+    cohort: Cohort
+    labels: pl.DataFrame  # LabelSchema columns + split, sorted by subject_id, prediction_time
+    seed: int
+    work_dir: Path        # per (task, data) cache folder for features/embeddings
+
+    def frame(self, split: str | tuple[str, ...]) -> pl.DataFrame:
+        splits = (split,) if isinstance(split, str) else split
+        return self.labels.filter(pl.col("split").is_in(list(splits)))
+
+    def samples(self, split: str | tuple[str, ...]) -> pl.DataFrame:
+        """(subject_id, prediction_time) of a split, in label order."""
+        return self.frame(split).select("subject_id", "prediction_time")
+
+    def y(self, split: str | tuple[str, ...]) -> np.ndarray:
+        """Targets: binary int8 [n]; multilabel int8 [n, L]; survival float [n, 2] (time days, event); regression float [n]."""
+        f = self.frame(split)
+        k = self.task.kind
+        if k == "binary":
+            return f["boolean_value"].cast(pl.Int8).to_numpy()
+        if k == "multilabel":
+            bits = f["integer_value"].to_numpy().astype(np.int64)
+            n = len(self.task.label_names())
+            return ((bits[:, None] >> np.arange(n)[None, :]) & 1).astype(np.int8)
+        if k == "survival":
+            return np.column_stack([f["float_value"].to_numpy().astype(float),
+                                    f["boolean_value"].cast(pl.Float64).to_numpy()])
+        return f["float_value"].to_numpy().astype(float)
+
+    def visible_events(self, split: str | tuple[str, ...], columns=("subject_id", "time", "code", "numeric_value")):
+        """The leakage guard over MEDS events for the split's samples (LazyFrame)."""
+        return visible_events(self.cohort.scan(columns), self.samples(split))
+
+    def visible_modality(self, name: str, split: str | tuple[str, ...]):
+        """The leakage guard over a modality sidecar for the split's samples (LazyFrame)."""
+        return visible_modality(self.cohort.modality(name), self.samples(split))

@@ -1,0 +1,108 @@
+"""The model registry: one Python file per model with a module-level `SPEC` (a frozen ModelSpec).
+
+Built-in models are listed by module path below and imported only when asked for, so importing
+`benchmark` never imports torch or a GBDT library. Outside packages register through the
+entry-point group `mehr_bench.models` (each entry point names a module that defines SPEC).
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from typing import Any, Callable, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from benchmark.errors import UserError
+
+ModelKind = Literal["baseline", "encoder+head", "foundation"]
+Modality = Literal["structured", "ct", "wsi", "cxr", "note", "prs"]
+
+# name -> module path holding SPEC. One file per model; keep alphabetical within each group.
+BUILTIN_MODELS: dict[str, str] = {
+    "catboost": "baselines.models.catboost",
+    "lightgbm": "baselines.models.lightgbm",
+    "logistic_regression": "baselines.models.logistic_regression",
+    "random_forest": "baselines.models.random_forest",
+    "xgboost": "baselines.models.xgboost",
+    "catboost_late_fusion": "baselines.models.catboost_late_fusion",
+    "xgboost_late_fusion": "baselines.models.xgboost_late_fusion",
+    "ehrt": "encoders.mehrt.register_ehrt",
+    "mehrt": "encoders.mehrt.register_mehrt",
+}
+
+
+class ModelSpec(BaseModel):
+    """Metadata of a registered model. Frozen; unknown fields are rejected; key fields have no default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    name: str
+    kind: ModelKind
+    description: str
+    modalities: tuple[Modality, ...] = Field(description="modalities the model consumes")
+    requires: tuple[Modality, ...] = Field(default=(), description="modalities a task must offer")
+    task_kinds: tuple[Literal["binary", "multilabel", "survival", "regression"], ...]
+    n_parameters: int | None
+    training_data: str
+    license: str
+    reference: str
+    authors: str
+    factory: Callable[..., Any] = Field(exclude=True)
+
+    def public_dict(self) -> dict:
+        """JSON-able metadata (without the factory)."""
+        return self.model_dump(mode="json", exclude={"factory"})
+
+    def fits(self, task) -> str | None:
+        """None if the model can run the task, else the reason it cannot."""
+        if task.kind not in self.task_kinds:
+            return f"{self.name} does not support {task.kind} tasks"
+        missing = [m for m in self.requires if m not in task.modalities]
+        if missing:
+            return f"{task.name} offers no {', '.join(missing)} (needed by {self.name})"
+        return None
+
+
+def _load(module: str) -> ModelSpec:
+    mod = importlib.import_module(module)
+    spec = getattr(mod, "SPEC", None)
+    if not isinstance(spec, ModelSpec):
+        raise TypeError(f"{module} does not define SPEC = ModelSpec(...)")
+    return spec
+
+
+def _entry_point_modules() -> dict[str, str]:
+    return {ep.name: ep.value for ep in entry_points(group="mehr_bench.models")}
+
+
+def model_names() -> list[str]:
+    """Every registered model name (built-in and entry points), without importing them."""
+    return sorted({**BUILTIN_MODELS, **_entry_point_modules()})
+
+
+def get_model(name: str) -> ModelSpec:
+    """The spec of one model (imports its module).
+
+    Raises:
+        UserError: unknown name, listing the known ones.
+    """
+    modules = {**BUILTIN_MODELS, **_entry_point_modules()}
+    if name not in modules:
+        raise UserError(f"unknown model {name!r}", field="--model", fix="choose from: " + ", ".join(sorted(modules)))
+    spec = _load(modules[name])
+    if spec.name != name:
+        raise TypeError(f"{modules[name]} registers {spec.name!r} but is listed as {name!r}")
+    return spec
+
+
+def list_models() -> list[ModelSpec]:
+    """Specs of all models whose module imports (others are reported on stderr, not hidden)."""
+    import sys
+    out = []
+    for n in model_names():
+        try:
+            out.append(get_model(n))
+        except ImportError as e:
+            print(f"warning: model {n} is registered but cannot be imported ({e})", file=sys.stderr)
+    return out

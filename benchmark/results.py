@@ -1,0 +1,105 @@
+"""Result files: `<results>/<model>/<task>/seed<k>.json` and `seed<k>.predictions.parquet`.
+
+Append-only and typed: a cell is written once, atomically (temp file + rename), and skipped on
+rerun unless forced. `schema_version` changes when a field's meaning changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from benchmark.paths import REPO_ROOT
+
+SCHEMA_VERSION = 1
+
+
+def cell_paths(results_dir: Path, model: str, task: str, seed: int) -> tuple[Path, Path]:
+    d = Path(results_dir) / model / task
+    return d / f"seed{seed}.json", d / f"seed{seed}.predictions.parquet"
+
+
+def is_finished(results_dir: Path, model: str, task: str, seed: int) -> bool:
+    """A cell is finished when its JSON exists and parses with status ok/refused/skipped."""
+    j, _ = cell_paths(results_dir, model, task, seed)
+    try:
+        return json.loads(j.read_text()).get("status") in {"ok", "refused"}
+    except (OSError, ValueError):
+        return False
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    return x
+
+
+def write_result(path: Path, record: dict) -> None:
+    """Write a result JSON atomically (sorted keys, NaN/inf as null)."""
+    atomic_write_bytes(path, (json.dumps(_jsonable(record), indent=2, sort_keys=True) + "\n").encode())
+
+
+def write_predictions(path: Path, frame: pl.DataFrame) -> None:
+    """Write a predictions parquet atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    frame.write_parquet(tmp)
+    os.replace(tmp, path)
+
+
+def read_results(results_dir: Path) -> list[dict]:
+    """Every result JSON under results_dir (sorted by model, task, seed)."""
+    out = []
+    for p in sorted(Path(results_dir).rglob("seed*.json")):
+        try:
+            out.append(json.loads(p.read_text()))
+        except ValueError:
+            continue
+    return sorted(out, key=lambda r: (r.get("model", ""), r.get("task", ""), r.get("seed", 0)))
+
+
+@lru_cache(maxsize=1)
+def git_sha() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
+                              timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+@lru_cache(maxsize=1)
+def lockfile_hash() -> str | None:
+    p = REPO_ROOT / "requirements.lock"
+    return hashlib.sha256(p.read_bytes()).hexdigest()[:16] if p.exists() else None
+
+
+def hardware() -> dict:
+    return {"machine": platform.machine(), "processor": platform.processor() or None,
+            "cpus": os.cpu_count(), "python": platform.python_version(), "system": platform.system()}
