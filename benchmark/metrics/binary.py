@@ -3,10 +3,10 @@
 Every metric here is built on a *kernel*: a function that maps a matrix of non-negative row weights
 (one row per bootstrap replicate) to one metric value per replicate. A resample of subjects is a
 vector of integer counts, and a metric weighted by those counts equals the metric computed on the
-resampled rows, so the bootstrap (`benchmark.metrics.bootstrap`) evaluates hundreds of resamples with
-one sort and a few cumulative sums instead of one full metric call per resample. The plain functions
-(`auroc`, `auprc`, ...) call the same kernels with unit weights, so point estimates and bootstrap
-replicates share one implementation.
+resampled rows, so the bootstrap (`benchmark.metrics.bootstrap`) evaluates hundreds of resamples
+with one sort and a few cumulative sums instead of one full metric call per resample. The plain
+functions (`auroc`, `auprc`, ...) call the same kernels with unit weights, so point estimates and
+bootstrap replicates share one implementation.
 
 Kernel contract (used by every metric module):
     kernel(counts) -> values
@@ -52,7 +52,8 @@ def _as_1d(name: str, x, *, dtype=float) -> np.ndarray:
     if a.dtype.kind == "f":
         bad = ~np.isfinite(a)
         if bad.any():
-            raise DegenerateInputError(f"{name} has {int(bad.sum())} non-finite values (NaN or inf)")
+            raise DegenerateInputError(
+                f"{name} has {int(bad.sum())} non-finite values (NaN or inf)")
     return a
 
 
@@ -112,7 +113,7 @@ def _counts_2d(counts) -> np.ndarray:
 
 def _row_weights(counts: np.ndarray, row_subject: np.ndarray) -> np.ndarray:
     """(R, n_subjects) subject counts -> (R, n_rows) row weights."""
-    return counts[:, row_subject]
+    return np.take(counts, row_subject, axis=1)
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -122,10 +123,6 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     out = np.full(np.broadcast(num, den).shape, np.nan)
     np.divide(num, den, out=out, where=den != 0)
     return out
-
-
-def _unit_counts(row_subject: np.ndarray) -> np.ndarray:
-    return np.ones((1, int(row_subject.max()) + 1), dtype=np.int64)
 
 
 def _weights_as_counts(sample_weight, n: int):
@@ -143,7 +140,8 @@ def _weights_as_counts(sample_weight, n: int):
 def _scalar(values: np.ndarray, what: str) -> float:
     v = float(np.asarray(values).ravel()[0])
     if not np.isfinite(v):
-        raise DegenerateInputError(f"{what} is undefined for these weights (a class has zero weight)")
+        raise DegenerateInputError(
+            f"{what} is undefined for these weights (a class has zero weight)")
     return v
 
 
@@ -185,12 +183,12 @@ def make_auroc_kernel(y_true, y_score, row_subject=None) -> Kernel:
     def kernel(counts) -> np.ndarray:
         c = _counts_2d(counts)
         cn = np.zeros((c.shape[0], n0 + 1), dtype=c.dtype)
-        np.cumsum(c[:, neg_sub], axis=1, out=cn[:, 1:])
-        cp = c[:, pos_sub]
+        np.cumsum(np.take(c, neg_sub, axis=1), axis=1, out=cn[:, 1:])
+        cp = np.take(c, pos_sub, axis=1)
         if has_ties:
-            num2 = (cp * (cn[:, lo] + cn[:, hi])).sum(axis=1)
+            num2 = (cp * (np.take(cn, lo, axis=1) + np.take(cn, hi, axis=1))).sum(axis=1)
         else:  # lo == hi: no positive shares a score with a negative
-            num2 = 2 * (cp * cn[:, lo]).sum(axis=1)
+            num2 = 2 * (cp * np.take(cn, lo, axis=1)).sum(axis=1)
         w1 = cp.sum(axis=1).astype(float)
         w0 = cn[:, -1].astype(float)
         return _ratio(num2, 2.0 * w1 * w0)
@@ -253,13 +251,13 @@ def make_auprc_kernel(y_true, y_score, row_subject=None) -> Kernel:
     def kernel(counts) -> np.ndarray:
         c = _counts_2d(counts)
         r = c.shape[0]
-        cp_w = c[:, pos_sub]
+        cp_w = np.take(c, pos_sub, axis=1)
         cp = np.zeros((r, n1 + 1), dtype=c.dtype)
         np.cumsum(cp_w, axis=1, out=cp[:, 1:])
         cn = np.zeros((r, n0 + 1), dtype=c.dtype)
-        np.cumsum(c[:, neg_sub], axis=1, out=cn[:, 1:])
-        tp = cp[:, a].astype(float)
-        called = tp + cn[:, b]
+        np.cumsum(np.take(c, neg_sub, axis=1), axis=1, out=cn[:, 1:])
+        tp = np.take(cp, a, axis=1).astype(float)
+        called = tp + np.take(cn, b, axis=1)
         # A positive with zero weight can sit where nothing is called positive yet (0/0); its
         # recall step is zero, so its precision does not matter: use 0.
         prec = np.divide(tp, called, out=np.zeros_like(tp), where=called > 0)

@@ -208,17 +208,22 @@ def _cindex_kernel(t: np.ndarray, ev: np.ndarray, risk: np.ndarray, rs: np.ndarr
                    event_weight: np.ndarray, tied_tol: float) -> Kernel:
     """Kernel for sum_i w_i sum_j c_i c_j ([concordant] + 0.5 [tied]) / sum_i w_i c_i c_j over
     comparable pairs (i event, j outlives i), where w_i is a per-event weight (1 for Harrell,
-    1/G(t_i)^2 for Uno) and c are the bootstrap counts."""
+    1/G(t_i)^2 for Uno) and c are the bootstrap counts.
+
+    event_weight is (n,) or (K, n): K weightings share one dominance plan (Harrell and Uno
+    differ only in w), and the kernel returns (R,) or (R, K)."""
     n = len(t)
+    squeeze = event_weight.ndim == 1
+    event_weight = np.atleast_2d(event_weight)
     # Time order: ascending time, events before censorings at the same time, so that the
     # comparable partners of event i are exactly the rows after the last event tied with i.
     time_order = np.lexsort((~ev, t))
     pos = np.empty(n, dtype=np.int64)
     pos[time_order] = np.arange(n)
-    ev_rows = np.flatnonzero(ev & (event_weight > 0))
+    ev_rows = np.flatnonzero(ev & (event_weight > 0).any(axis=0))
     t_sorted = t[time_order]
     ev_times_sorted = np.sort(t[ev])
-    # last event position within the tie group of t_i = (#rows with time < t_i) + (#events at t_i) - 1
+    # last event position in the tie group of t_i = (#rows with time < t_i) + (#events at t_i) - 1
     q_pos = (np.searchsorted(t_sorted, t[ev_rows], side="left")
              + np.searchsorted(ev_times_sorted, t[ev_rows], side="right")
              - np.searchsorted(ev_times_sorted, t[ev_rows], side="left") - 1)
@@ -233,26 +238,28 @@ def _cindex_kernel(t: np.ndarray, ev: np.ndarray, risk: np.ndarray, rs: np.ndarr
     item_order = np.lexsort((tiebreak, values))
     plan = _DominancePlan(pos, np.concatenate([q_pos, q_pos]), item_order)
     q_sub = rs[np.concatenate([ev_rows, ev_rows])]
-    q_w = 0.5 * np.concatenate([event_weight[ev_rows], event_weight[ev_rows]])
+    q_w = 0.5 * np.concatenate([event_weight[:, ev_rows], event_weight[:, ev_rows]], axis=1).T
     # Precompose rows -> subjects so a replicate gathers straight from the counts matrix.
     levels = [(rs[rows], q_sub[q], q_w[q], k_lo, k_hi) for rows, q, k_lo, k_hi in plan.levels]
-    ev_sub, ev_w = rs[ev_rows], event_weight[ev_rows]
+    ev_sub, ev_w = rs[ev_rows], event_weight[:, ev_rows].T  # (m, K)
     time_sub = rs[time_order]
 
     def kernel(counts) -> np.ndarray:
         c = _counts_2d(counts)
-        num = np.zeros(c.shape[0])
+        num = np.zeros((c.shape[0], ev_w.shape[1]))
         for sub, qs, qw, k_lo, k_hi in levels:
             # weight of partners in [k_lo, k_hi) of this level's sequence, times the query weight
             cs = np.zeros((c.shape[0], len(sub) + 1), dtype=c.dtype)
-            np.cumsum(c[:, sub], axis=1, out=cs[:, 1:])
-            num += ((cs[:, k_hi] - cs[:, k_lo]) * c[:, qs]) @ qw
+            np.cumsum(np.take(c, sub, axis=1), axis=1, out=cs[:, 1:])
+            partners = np.take(cs, k_hi, axis=1) - np.take(cs, k_lo, axis=1)
+            num += (partners * np.take(c, qs, axis=1)) @ qw
         # Denominator: sum_i w_i c_i * (weight of rows after position q_pos_i in time order).
         ct = np.zeros((c.shape[0], n + 1), dtype=c.dtype)
-        np.cumsum(c[:, time_sub], axis=1, out=ct[:, 1:])
-        after = ct[:, -1:] - ct[:, q_pos + 1]
-        den = (after * c[:, ev_sub]) @ ev_w
-        return _ratio(num, den)
+        np.cumsum(np.take(c, time_sub, axis=1), axis=1, out=ct[:, 1:])
+        after = ct[:, -1:] - np.take(ct, q_pos + 1, axis=1)
+        den = (after * np.take(c, ev_sub, axis=1)) @ ev_w
+        out = _ratio(num, den)
+        return out[:, 0] if squeeze else out
 
     return kernel
 
@@ -327,12 +334,38 @@ def make_uno_kernel(time, event, risk, train_time, train_event, tau: float | Non
         kernel(counts) -> (R,) Uno C-index.
     """
     t, ev, r, n = _cindex_inputs(time, event, risk)
+    w = _uno_weights(t, ev, train_time, train_event, tau)
+    return _cindex_kernel(t, ev, r, _row_subject(row_subject, n), w, tied_tol)
+
+
+def _uno_weights(t, ev, train_time, train_event, tau) -> np.ndarray:
+    """w_i = 1 / G(t_i)^2 for events before tau, else 0."""
     cens = _Censoring(train_time, train_event)
     use = ev & (t < tau) if tau is not None else ev.copy()
     if not use.any():
         raise DegenerateInputError(f"no events before tau={tau:g}; Uno's C-index is undefined")
-    w = np.zeros(n)
+    w = np.zeros(len(t))
     w[use] = 1.0 / cens.at(t[use], "Uno's C-index") ** 2
+    return w
+
+
+def make_cindex_pair_kernel(time, event, risk, train_time, train_event, tau: float | None = None,
+                            row_subject=None, tied_tol: float = TIED_TOL) -> Kernel:
+    """Kernel for Harrell's and Uno's C-index together: one dominance plan, two weightings.
+
+    Args:
+        time, event, risk: (n,) test follow-up, events and risk scores.
+        train_time, train_event: training follow-up used to estimate G (for Uno).
+        tau: Uno's truncation time (None = none).
+        row_subject: (n,) subject index of each row; None = one row per subject.
+        tied_tol: tolerance for tied risks.
+
+    Returns:
+        kernel(counts) -> (R, 2): Harrell's C in column 0, Uno's C in column 1. Raises
+        DegenerateInputError when Uno's C is undefined (build Harrell's kernel alone then).
+    """
+    t, ev, r, n = _cindex_inputs(time, event, risk)
+    w = np.stack([np.ones(n), _uno_weights(t, ev, train_time, train_event, tau)])
     return _cindex_kernel(t, ev, r, _row_subject(row_subject, n), w, tied_tol)
 
 
@@ -400,7 +433,8 @@ def make_td_auc_kernel(time, event, risk, times, train_time, train_event, row_su
 
     Math (scikit-survival's cumulative_dynamic_auc): at time t, cases are events with t_i <= t,
     weighted by omega_i = 1 / G(t_i); controls are rows with t_j > t, weight 1;
-    AUC(t) = sum_{case i, control j} omega_i ([r_i > r_j] + 0.5 [tied]) / (sum omega_i * n_controls),
+    AUC(t) = sum_{case i, control j} omega_i ([r_i > r_j] + 0.5 [tied])
+             / (sum omega_i * n_controls),
     ties being runs of sorted risks with consecutive gaps <= tied_tol. The mean over times weights
     AUC(t_k) by the drop of the test-set Kaplan-Meier S over (t_{k-1}, t_k], divided by 1 - S(t_K).
     Risks are sorted once per column; each time point then costs one cumulative sum of control
@@ -428,7 +462,8 @@ def make_td_auc_kernel(time, event, risk, times, train_time, train_event, row_su
         rk = rk[:, sort_t]
     if rk.ndim == 2:
         if not np.isfinite(rk).all():
-            raise DegenerateInputError(f"risk has {int((~np.isfinite(rk)).sum())} non-finite values")
+            bad = int((~np.isfinite(rk)).sum())
+            raise DegenerateInputError(f"risk has {bad} non-finite values (NaN or inf)")
     else:
         rk = _as_1d("risk", rk)
     n = _same_length(time=t, event=ev, risk=rk)
@@ -438,7 +473,8 @@ def make_td_auc_kernel(time, event, risk, times, train_time, train_event, row_su
     omega = np.zeros(n)
     omega[need] = 1.0 / cens.at(t[need], "time-dependent AUC")
 
-    columns = []  # per time: (sorted subjects, control mask sorted, case positions, lo, hi, omega)
+    # per time: (risk column, control mask in sorted order, case subjects, lo, hi, omega)
+    columns = []
     sorted_cache: dict[int, tuple] = {}
     for k, tk in enumerate(tm):
         col = k if rk.ndim == 2 else 0
@@ -455,36 +491,48 @@ def make_td_auc_kernel(time, event, risk, times, train_time, train_event, row_su
         case = ev[o] & (t[o] <= tk)
         ctrl = t[o] > tk
         cpos = np.flatnonzero(case)
-        columns.append((rs[o], ctrl, cpos, lo_all[cpos], hi_all[cpos], omega[o][cpos]))
+        columns.append((col, ctrl, rs[o][cpos], lo_all[cpos], hi_all[cpos], omega[o][cpos]))
+    sorted_subjects = {col: rs[o] for col, (o, _, _) in sorted_cache.items()}
 
-    # Test-set Kaplan-Meier per replicate, for the mean AUC: group rows by distinct time.
+    # Test-set Kaplan-Meier per replicate, for the mean AUC. Only distinct event times up to the
+    # last evaluation time change S there, so with rows sorted by time and integer prefix sums
+    # of the weights, d_u = events at u and n_u = weight with time >= u are differences of
+    # prefix sums read at the first / last row of each such time u.
     t_order = np.argsort(t, kind="stable")
-    uniq, first = np.unique(t[t_order], return_index=True)
-    ev_sorted = ev[t_order]
+    t_sorted, ev_sorted = t[t_order], ev[t_order]
     sub_t = rs[t_order]
-    # index of the last distinct time <= each evaluation time (times are >= min(t), so >= 0)
-    at_idx = np.searchsorted(uniq, tm, side="right") - 1
+    u_ev = np.unique(t_sorted[ev_sorted & (t_sorted <= tm[-1])])
+    u_first = np.searchsorted(t_sorted, u_ev, side="left")
+    u_end = np.searchsorted(t_sorted, u_ev, side="right")
+    # index of the last such event time <= each evaluation time (-1: none yet, S = 1)
+    at_idx = np.searchsorted(u_ev, tm, side="right") - 1
 
     def kernel(counts) -> np.ndarray:
         c = _counts_2d(counts)
         n_rep = c.shape[0]
         out = np.empty((n_rep, len(tm) + 1))
-        for k, (sub, ctrl, cpos, lo, hi, om) in enumerate(columns):
-            cw = c[:, sub]
-            cs = np.zeros((n_rep, n + 1), dtype=cw.dtype)
-            np.cumsum(cw * ctrl, axis=1, out=cs[:, 1:])
-            case_w = cw[:, cpos] * om
-            num = (case_w * (cs[:, lo] + cs[:, hi])).sum(axis=1) * 0.5
+        gathered: dict[int, np.ndarray] = {}  # row weights in risk order, per risk column
+        for k, (col, ctrl, case_sub, lo, hi, om) in enumerate(columns):
+            if col not in gathered:
+                gathered[col] = np.take(c, sorted_subjects[col], axis=1)
+            cs = np.zeros((n_rep, n + 1), dtype=c.dtype)
+            np.cumsum(gathered[col] * ctrl, axis=1, out=cs[:, 1:])
+            case_w = np.take(c, case_sub, axis=1) * om
+            num = (case_w * (np.take(cs, lo, axis=1) + np.take(cs, hi, axis=1))).sum(axis=1) * 0.5
             out[:, k] = _ratio(num, case_w.sum(axis=1) * cs[:, -1])
         if len(tm) == 1:
             out[:, -1] = out[:, 0]
             return out
-        w_sorted = c[:, sub_t].astype(float)
-        d = np.add.reduceat(w_sorted * ev_sorted, first, axis=1)
-        tot = np.add.reduceat(w_sorted, first, axis=1)
-        at_risk = np.cumsum(tot[:, ::-1], axis=1)[:, ::-1]
+        w_t = np.take(c, sub_t, axis=1)
+        cw = np.zeros((n_rep, n + 1), dtype=c.dtype)
+        np.cumsum(w_t, axis=1, out=cw[:, 1:])
+        ce = np.zeros((n_rep, n + 1), dtype=c.dtype)
+        np.cumsum(w_t * ev_sorted, axis=1, out=ce[:, 1:])
+        d = (np.take(ce, u_end, axis=1) - np.take(ce, u_first, axis=1)).astype(float)
+        at_risk = (cw[:, -1:] - np.take(cw, u_first, axis=1)).astype(float)
         hazard = np.divide(d, at_risk, out=np.zeros_like(d), where=d != 0)
-        s_at = np.cumprod(1.0 - hazard, axis=1)[:, at_idx]
+        surv = np.concatenate([np.ones((n_rep, 1)), np.cumprod(1.0 - hazard, axis=1)], axis=1)
+        s_at = np.take(surv, at_idx + 1, axis=1)
         drop = -np.diff(np.concatenate([np.ones((n_rep, 1)), s_at], axis=1), axis=1)
         out[:, -1] = _ratio((out[:, :-1] * drop).sum(axis=1), 1.0 - s_at[:, -1])
         return out
@@ -548,7 +596,8 @@ def make_ibs_kernel(time, event, surv_prob, times, train_time, train_event,
         raise DegenerateInputError(
             f"surv_prob must have shape (n, len(times)) = ({len(t)}, {len(tm)}), got {sp.shape}")
     if not np.isfinite(sp).all():
-        raise DegenerateInputError(f"surv_prob has {int((~np.isfinite(sp)).sum())} non-finite values")
+        bad = int((~np.isfinite(sp)).sum())
+        raise DegenerateInputError(f"surv_prob has {bad} non-finite values (NaN or inf)")
     if sp.min() < 0 or sp.max() > 1:
         raise DegenerateInputError("surv_prob must hold probabilities in [0, 1]")
     o = np.argsort(tm)

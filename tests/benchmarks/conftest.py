@@ -48,7 +48,7 @@ def compare(benchmark, bench_enabled):
     def run(ours: Callable[[], object], reference: Callable[[], object], *, min_ratio: float,
             rounds: int = 3, reference_rounds: int | None = None) -> float | None:
         if not bench_enabled:
-            ours()
+            benchmark(ours)  # runs once, untimed, under --benchmark-disable
             reference()
             return None
         benchmark.pedantic(ours, rounds=rounds, iterations=1, warmup_rounds=0)
