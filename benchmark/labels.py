@@ -30,7 +30,7 @@ from benchmark.paths import cache_dir
 from benchmark.predicates import BUILTIN_PREDICATES, CodeRule, DerivedRule, predicate_rules_digest
 from benchmark.taskspec import TaskSpec
 
-LABELER_VERSION = "1"
+LABELER_VERSION = "2"
 DEATH_CODE = "MEDS_DEATH"
 _EVENTS_SCHEMA = {"subject_id": pl.Int64, "time": pl.Datetime("us"), "numeric_value": pl.Float32}
 
@@ -87,8 +87,9 @@ def _scan_predicates(cohort: Cohort, code_rules: dict[str, CodeRule]) -> tuple[d
         flags = [code_rules[n].expr().alias(f"__p{i}") for i, n in enumerate(names)]
         queries.append(lf.with_columns(flags).filter(pl.any_horizontal([f"__p{i}" for i in range(len(names))]))
                        .select("subject_id", "time", "numeric_value", *[f"__p{i}" for i in range(len(names))]))
+    # record_start is the first clinical event: MEDS_BIRTH is timed but is not a record.
     queries.append(lf.group_by("subject_id").agg(
-        pl.col("time").min().alias("record_start"), pl.col("time").max().alias("record_end"),
+        pl.col("time").filter(pl.col("code") != "MEDS_BIRTH").min().alias("record_start"), pl.col("time").max().alias("record_end"),
         (pl.col("code") == DEATH_CODE).any().alias("dead")))
     frames = pl.collect_all(queries, engine="streaming")
     bounds = frames[-1]
@@ -125,9 +126,9 @@ def _neutropenic_fever(anc: pl.DataFrame, temp: pl.DataFrame, rule) -> pl.DataFr
     # A pair is timed at its later member: for each fever, the latest low ANC at or before it
     # within tol; for each low ANC, the latest fever at or before it within tol.
     a = (fev.join_asof(low.with_columns(pl.col("time").alias("t_other")), on="time", by="subject_id",
-                       strategy="backward", tolerance=tol).filter(pl.col("t_other").is_not_null()))
+                       strategy="backward", tolerance=tol, check_sortedness=False).filter(pl.col("t_other").is_not_null()))
     b = (low.join_asof(fev.with_columns(pl.col("time").alias("t_other")), on="time", by="subject_id",
-                       strategy="backward", tolerance=tol).filter(pl.col("t_other").is_not_null()))
+                       strategy="backward", tolerance=tol, check_sortedness=False).filter(pl.col("t_other").is_not_null()))
     ev = pl.concat([a.select("subject_id", "time"), b.select("subject_id", "time")]).unique().sort("subject_id", "time")
     return ev.with_columns(pl.lit(None, dtype=pl.Float32).alias("numeric_value"))
 

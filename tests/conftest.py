@@ -1,0 +1,23 @@
+"""Shared fixtures: the embedded default cohort (generated once per cache) and a small cohort."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmark.data.cohort import Cohort
+
+
+@pytest.fixture(scope="session")
+def default_cohort() -> Cohort:
+    """The embedded default synthetic cohort (5000 subjects, seed 0), as `run` uses it."""
+    from benchmark.default_cohort import ensure_default_cohort
+    return Cohort(ensure_default_cohort())
+
+
+@pytest.fixture(scope="session")
+def small_cohort(tmp_path_factory) -> Cohort:
+    """A 600-subject synthetic cohort without images, for fast end-to-end tests."""
+    from data_prep.synthetic import generate
+    root = tmp_path_factory.mktemp("small") / "cohort"
+    generate(root, n_subjects=600, seed=1, images=False)
+    return Cohort(root)
