@@ -64,3 +64,12 @@ def test_featurizer_never_sees_post_prediction_events(tmp_path, monkeypatch):
     X = feats.block("train")
     col = feats.names.index("last:LOINC/2160-0")
     assert X[0, col] == pytest.approx(1.01)
+
+
+def test_modality_guard_drops_label_columns_and_future_studies():
+    from benchmark.data.leakage import visible_modality
+    mod = pl.DataFrame({"subject_id": [1, 1], "time": [datetime(2020, 1, 1), datetime(2020, 1, 5)],
+                        "embedding": [[0.1, 0.2], [0.3, 0.4]], "labels": [[1, 0], [0, 1]]}).lazy()
+    samples = pl.DataFrame({"subject_id": [1], "prediction_time": [datetime(2020, 1, 2)]})
+    out = visible_modality(mod, samples).collect()
+    assert out.height == 1 and "labels" not in out.columns

@@ -31,9 +31,19 @@ def visible_events(events: pl.LazyFrame, prediction_times: pl.DataFrame | pl.Laz
     return joined.filter(pl.col("time").is_null() | (pl.col("time") <= pl.col("prediction_time")))
 
 
+# Sidecar item columns that hold ground truth (e.g. the CheXpert labels of a CXR study, known only
+# once the report is signed). They never reach a model, whatever the row's time.
+LABEL_COLUMNS = ("labels",)
+
+
 def visible_modality(modality: pl.LazyFrame, prediction_times: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
-    """Modality sidecar rows (studies) each sample may see; same rule as `visible_events`."""
-    return visible_events(modality, prediction_times)
+    """Modality sidecar rows (studies) each sample may see; same rule as `visible_events`.
+
+    Ground-truth item columns (LABEL_COLUMNS) are dropped.
+    """
+    names = modality.collect_schema().names()
+    keep = [c for c in names if c not in LABEL_COLUMNS]
+    return visible_events(modality.select(keep), prediction_times)
 
 
 def assert_no_future(frame: pl.DataFrame) -> None:
