@@ -1,1 +1,1 @@
-"""Per-modality encoders, fusion and survival heads, and the MEHRT reference model (encoders.mehrt)."""
+"""Per-modality encoders, fusion and survival heads, and the MEHRT reference model."""

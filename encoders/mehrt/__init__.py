@@ -1,4 +1,4 @@
-"""MEHRT, the reference multimodal EHR transformer: tokenizer, model (model.py), pretraining, probes.
+"""MEHRT, the reference multimodal EHR transformer: tokenizer, model.py, pretraining, probes.
 
 Submodules import torch; this package itself stays import-light.
 """

@@ -18,15 +18,15 @@ reference vocabulary of 8192 tokens, no image projections, no PRS; embeddings co
 =======  =======  ========  =======  ==========  =====  ===========  =============
 size     d_model  n_layers  n_heads  n_kv_heads  d_ff   parameters   non-embedding
 =======  =======  ========  =======  ==========  =====  ===========  =============
-tiny          64         2        4           2    192        0.62M          0.09M
-small        192         6        6           2    512        4.06M          2.49M
-9M           256         9        4           2    704        8.72M          6.62M
-28M          384        16        6           2   1024       28.34M         25.20M
-56M          576        14        9           3   1536       54.27M         49.55M
-109M         768        16       12           4   2048      106.98M        100.70M
-256M        1024        21       16           8   2752      252.04M        243.65M
-535M        1536        21       24           8   4096      541.07M        528.49M
-982M        2048        22       32           8   5504      991.83M        975.05M
+tiny          64         2        4           2    192        0.62M          0.10M
+small        192         6        6           2    512        3.93M          2.36M
+9M           256         9        4           2    704        8.74M          6.64M
+28M          384        16        6           2   1024       28.32M         25.18M
+56M          576        14        9           3   1536       54.28M         49.56M
+109M         768        16       12           4   2048      106.98M        100.69M
+256M        1024        21       16           8   2752      252.03M        243.64M
+535M        1536        21       24           8   4096      541.13M        528.55M
+982M        2048        22       32           8   5504      991.52M        974.74M
 =======  =======  ========  =======  ==========  =====  ===========  =============
 """
 
@@ -101,7 +101,8 @@ class MEHRTConfig:
             problems.append(f"d_model={self.d_model} must split into n_heads={self.n_heads} heads "
                             "of even size (RoPE rotates pairs of dimensions)")
         if self.n_heads % self.n_kv_heads:
-            problems.append(f"n_heads={self.n_heads} must be a multiple of n_kv_heads={self.n_kv_heads}")
+            problems.append(f"n_heads={self.n_heads} must be a multiple of "
+                            f"n_kv_heads={self.n_kv_heads}")
         if self.prs_mode not in (None, *PRS_MODES):
             problems.append(f"prs_mode={self.prs_mode!r} must be one of {PRS_MODES} or None")
         if (self.prs_mode is None) != (self.prs_dim is None):
@@ -234,7 +235,7 @@ def rope_tables(head_dim: int, max_len: int, theta: float) -> tuple[torch.Tensor
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin) ("rotate-half" layout, as HF Llama).
+    """Rotate pairs (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin); HF Llama's "rotate-half" layout.
 
     Args:
         x: [B, H, T, hd] queries or keys.
@@ -249,16 +250,18 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
 
 
 class SwiGLU(nn.Module):
-    """MLP: down(silu(x W_gate) * (x W_up)) (Shazeer 2020). Gate and up share one matmul."""
+    """MLP: down(silu(x W_gate) * (x W_up)) (Shazeer 2020, "GLU variants improve transformers")."""
 
     def __init__(self, d_model: int, d_ff: int):
         super().__init__()
-        self.gate_up = nn.Linear(d_model, 2 * d_ff, bias=False)
+        # Separate gate/up matmuls: on CPU, splitting one fused output makes silu run on strided
+        # halves and its backward concatenate them, which costs more than the extra matmul call.
+        self.gate = nn.Linear(d_model, d_ff, bias=False)
+        self.up = nn.Linear(d_model, d_ff, bias=False)
         self.down = nn.Linear(d_ff, d_model, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, T, d] -> [B, T, d]
-        gate, up = self.gate_up(x).chunk(2, dim=-1)  # each [B, T, d_ff]
-        return self.down(F.silu(gate) * up)
+        return self.down(F.silu(self.gate(x)) * self.up(x))  # inner tensors [B, T, d_ff]
 
 
 class Attention(nn.Module):
@@ -285,6 +288,7 @@ class Attention(nn.Module):
         q = q.view(B, T, H, hd).transpose(1, 2)  # [B, H, T, hd]
         k = k.view(B, T, Hkv, hd).transpose(1, 2)  # [B, Hkv, T, hd]
         v = v.view(B, T, Hkv, hd).transpose(1, 2)  # [B, Hkv, T, hd]
+        cos, sin = cos.to(q.dtype), sin.to(q.dtype)  # bf16 under autocast: no fp32 promotion
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         y = F.scaled_dot_product_attention(  # softmax(q k^T / sqrt(hd) + mask) v
             q, k, v, attn_mask=mask, is_causal=mask is None,
@@ -338,6 +342,60 @@ class Block(nn.Module):
             x = self.xattn(x, memory)  # Flamingo puts the gated layer before the LM block
         x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, mask))
         return x + self.drop(self.mlp(self.mlp_norm(x)))
+
+
+class FusedCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy over rows whose target is not IGNORE_INDEX, with a lean backward.
+
+    loss = sum_i w_i (logsumexp(x_i) - x_i[t_i]) with w_i = valid_i / n_valid, and
+    d loss / d x_i = w_i (softmax(x_i) - onehot(t_i)). The forward turns its log-probabilities
+    into that gradient in place (exp, subtract 1 at the target, scale by w), so the backward has
+    nothing left to compute. F.cross_entropy instead zero-fills an [N, V] NLL gradient and then
+    runs a separate log-softmax backward: about twice the memory traffic over the largest tensor
+    of a training step. Use through `cross_entropy` (plain F.cross_entropy when no grad is needed).
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        # logits [N, V] float32, targets [N] long
+        valid = targets != IGNORE_INDEX  # [N]
+        safe_targets = torch.where(valid, targets, 0)  # gather needs an in-range index everywhere
+        log_probs = torch.log_softmax(logits, dim=-1)  # [N, V]
+        nll = -log_probs.gather(1, safe_targets[:, None]).squeeze(1)  # [N]
+        weight = valid / valid.sum().clamp(min=1)  # [N]: mean over kept rows, 0 for ignored ones
+        grad = log_probs.exp_()  # softmax [N, V], written over the log-probabilities
+        grad.scatter_add_(1, safe_targets[:, None], grad.new_full((grad.shape[0], 1), -1.0))
+        grad.mul_(weight[:, None])
+        ctx.save_for_backward(grad)
+        return (nll * weight).sum()
+
+    @staticmethod
+    def backward(ctx, grad_loss: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (grad,) = ctx.saved_tensors
+        # The usual loss.backward() has grad_loss == 1: hand over the saved buffer instead of
+        # writing an [N, V] copy (autograd only reads it, so a second backward stays correct).
+        # Checked on CPU only; on GPUs the .item() sync would cost more than the copy.
+        if (grad_loss.device.type == "cpu" and not torch.compiler.is_compiling()
+                and grad_loss.item() == 1.0):
+            return grad, None
+        return grad * grad_loss, None
+
+
+def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy (same value and gradient as F.cross_entropy, faster).
+
+    Args:
+        logits: [N, V] float (upcast to float32 here, as bf16 log-softmax is too coarse).
+        targets: [N] long, IGNORE_INDEX marks rows to skip.
+
+    Returns:
+        Scalar mean over the kept rows (0 with a zero gradient when none is kept).
+    """
+    logits = logits.float()
+    if not (torch.is_grad_enabled() and logits.requires_grad):  # evaluation: nothing to prepare
+        total = F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum")
+        return total / (targets != IGNORE_INDEX).sum().clamp(min=1)
+    return FusedCrossEntropy.apply(logits, targets)
 
 
 # ---------------------------------------------------------------------------------------- model
@@ -496,7 +554,6 @@ class MEHRT(nn.Module):
             cos, sin = self.rope_cos[: P + T], self.rope_sin[: P + T]  # [S, hd]
         else:
             cos, sin = self.rope_cos[positions][:, None], self.rope_sin[positions][:, None]
-        cos, sin = cos.to(x.dtype), sin.to(x.dtype)  # keep bf16 activations bf16 under autocast
         mask = self._attention_mask(attention_mask, segment_ids, P, T)
         for block in self.blocks:
             x = block(x, cos, sin, mask, memory)
@@ -560,9 +617,7 @@ class MEHRT(nn.Module):
         # Pad the last position with an ignored target instead of slicing logits[:, :-1], which
         # would copy the whole [B, T, V] tensor.
         targets = F.pad(targets, (0, 1), value=IGNORE_INDEX)  # [B, T]
-        total = F.cross_entropy(logits.reshape(B * T, V).float(), targets.reshape(-1),
-                                ignore_index=IGNORE_INDEX, reduction="sum")
-        return total / (targets != IGNORE_INDEX).sum().clamp(min=1)
+        return cross_entropy(logits.reshape(B * T, V), targets.reshape(-1))
 
     # --------------------------------------------------------------------------- accounting
     def num_parameters(self, exclude_embeddings: bool = False) -> int:
