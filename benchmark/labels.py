@@ -78,8 +78,14 @@ def _resolve_rules(task: TaskSpec, dataset_rules: dict[str, CodeRule]) -> dict[s
     return rules
 
 
-def _scan_predicates(cohort: Cohort, code_rules: dict[str, CodeRule]) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
-    """One pass over the shards: events per code predicate, and per-subject record start/end/death."""
+def _scan_predicates(cohort: Cohort, code_rules: dict[str, CodeRule],
+                     need_start: bool = False) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
+    """One pass over the shards: events per code predicate, and per-subject record bounds.
+
+    Bounds: record_end (last timed event), dead (has MEDS_DEATH) and, when asked, record_start
+    (first timed event other than MEDS_BIRTH, which is timed but is not a record). The queries
+    share one scan (polars collect_all); each aggregate reads only the columns it needs.
+    """
     lf = cohort.scan(("subject_id", "time", "code", "numeric_value")).filter(pl.col("time").is_not_null())
     names = sorted(code_rules)
     queries = []
@@ -87,12 +93,17 @@ def _scan_predicates(cohort: Cohort, code_rules: dict[str, CodeRule]) -> tuple[d
         flags = [code_rules[n].expr().alias(f"__p{i}") for i, n in enumerate(names)]
         queries.append(lf.with_columns(flags).filter(pl.any_horizontal([f"__p{i}" for i in range(len(names))]))
                        .select("subject_id", "time", "numeric_value", *[f"__p{i}" for i in range(len(names))]))
-    # record_start is the first clinical event: MEDS_BIRTH is timed but is not a record.
-    queries.append(lf.group_by("subject_id").agg(
-        pl.col("time").filter(pl.col("code") != "MEDS_BIRTH").min().alias("record_start"), pl.col("time").max().alias("record_end"),
-        (pl.col("code") == DEATH_CODE).any().alias("dead")))
+    queries.append(lf.group_by("subject_id").agg(pl.col("time").max().alias("record_end")))
+    queries.append(lf.filter(pl.col("code") == DEATH_CODE).select("subject_id").unique())
+    if need_start:
+        queries.append(lf.filter(pl.col("code") != "MEDS_BIRTH").group_by("subject_id")
+                       .agg(pl.col("time").min().alias("record_start")))
     frames = pl.collect_all(queries, engine="streaming")
-    bounds = frames[-1]
+    k = 1 if names else 0
+    bounds = frames[k].join(frames[k + 1].with_columns(pl.lit(True).alias("dead")), on="subject_id", how="left")
+    bounds = bounds.with_columns(pl.col("dead").fill_null(False))
+    if need_start:
+        bounds = bounds.join(frames[k + 2], on="subject_id", how="left")
     out = {}
     if names:
         hits = frames[0]
@@ -136,10 +147,11 @@ def _neutropenic_fever(anc: pl.DataFrame, temp: pl.DataFrame, rule) -> pl.DataFr
 def predicate_events(task: TaskSpec, cohort: Cohort, rules) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
     """Events (subject_id, time, numeric_value) of every predicate the task reads, plus record bounds."""
     code_rules = {n: r for n, r in rules.items() if isinstance(r, CodeRule)}
-    events, bounds = _scan_predicates(cohort, code_rules)
+    events, bounds = _scan_predicates(cohort, code_rules, need_start="_record_start" in rules)
     if "_record_start" in rules:
-        events["_record_start"] = bounds.select("subject_id", pl.col("record_start").alias("time"),
-                                                pl.lit(None, dtype=pl.Float32).alias("numeric_value"))
+        events["_record_start"] = (bounds.select("subject_id", pl.col("record_start").alias("time"),
+                                                 pl.lit(None, dtype=pl.Float32).alias("numeric_value"))
+                                   .drop_nulls("time"))
     if "_any_event" in rules:
         events["_any_event"] = (cohort.scan(("subject_id", "time", "numeric_value"))
                                 .filter(pl.col("time").is_not_null()).collect(engine="streaming"))
@@ -255,7 +267,7 @@ def extract_labels(task: TaskSpec, cohort: Cohort, *, dataset_rules: dict[str, C
 
 
 def _index_samples(task: TaskSpec, events: dict[str, pl.DataFrame]) -> pl.DataFrame:
-    idx = events[task.index.predicate].select("subject_id", "time")
+    idx = events[task.index.predicate].select("subject_id", "time").drop_nulls("time")
     if task.index.occurrence == "first":
         idx = idx.group_by("subject_id").agg(pl.col("time").min())
     elif task.index.occurrence == "last":

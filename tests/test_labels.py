@@ -172,3 +172,14 @@ def test_cache_is_used_and_keyed_by_data(tmp_path):
     c2 = Cohort(make_cohort(tmp_path / "other", [(1, "2019-12-01", "ICD10CM/C34.9"), (1, "2020-01-01", "RXNORM/2555"),
                                                   (1, "2020-02-01", "MEDS_DEATH")]))
     assert extract_labels(TASKS["oncology/mortality_1y"], c2).cache_file != a.cache_file
+
+
+def test_record_start_index_skips_birth_only_subjects(tmp_path):
+    """A subject whose only timed event is MEDS_BIRTH has no record start, hence no sample."""
+    spec = TASKS["onset/t2d_10y"].model_copy(update={
+        "label": TASKS["onset/t2d_10y"].label.model_copy(update={"censoring": "negative"})})
+    ev = [(1, "1990-01-01", "MEDS_BIRTH"), (2, "1990-01-01", "MEDS_BIRTH"), (2, "2000-01-01", "ICD10CM/I10")]
+    df = extract_labels(spec, Cohort(make_cohort(tmp_path / "b", ev))).labels
+    assert df["subject_id"].to_list() == [2]
+    assert df["prediction_time"].null_count() == 0
+    assert str(df["prediction_time"][0]) == "2000-01-01 00:00:00"
