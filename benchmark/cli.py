@@ -19,7 +19,8 @@ EXIT_USER_ERROR = 2
 
 def _console():
     from rich.console import Console
-    return Console(stderr=False, highlight=False, soft_wrap=True)
+    import shutil
+    return Console(stderr=False, highlight=False, width=max(shutil.get_terminal_size((140, 24)).columns, 120))
 
 
 def _err(text: str) -> None:
@@ -228,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if args.command is None else EXIT_USER_ERROR
     with warnings.catch_warnings():
         warnings.simplefilter("default")
+        for noisy in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+            warnings.simplefilter("ignore", noisy)  # library chatter, not about the user's input
         warnings.showwarning = lambda msg, *a, **k: _err(f"warning: {msg}")
         try:
             return int(args.func(args) or 0)

@@ -181,7 +181,8 @@ def run_grid(models: str, tasks: str, cohort: Cohort, results_dir: Path, seeds: 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    console = Console(highlight=False)
+    import shutil
+    console = Console(highlight=False, width=max(shutil.get_terminal_size((140, 24)).columns, 120))
     if seeds < 1:
         raise UserError(f"--seeds {seeds} must be at least 1", field="--seeds", fix="pass --seeds 1 or more")
     specs = [get_model(m.strip()) for m in models.split(",") if m.strip()]

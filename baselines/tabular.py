@@ -1,0 +1,771 @@
+"""The shared tabular baseline: one wrapper for CatBoost, XGBoost, LightGBM, random forest and
+logistic regression on bag-of-events features (seed 000, appendix B.1).
+
+    model = TabularBaseline("catboost", budget=BUDGETS["default"], seed=0)
+    model.fit(data)                         # random search + refit on train + tuning
+    model.predict(data, "held_out")         # Prediction(score, surv_times, surv_prob, info)
+
+Layers, bottom up:
+  * learners: one small class per library with fit(X, y, eval_set) / score(X) / n_iter_, for each
+    task kind (binary, regression, survival); `OneVsRest` turns any of them into a multilabel
+    learner (a label with one class in training gets its constant prior);
+  * Cox helpers: the partial-likelihood gradient/Hessian (LightGBM's custom objective and the ridge
+    Cox of the linear baseline), Breslow's baseline hazard (survival curves for every Cox model);
+  * `fit_tuned`: random search over baselines.spaces with subject-grouped CV (baselines.search),
+    then a refit of the best configuration on all rows;
+  * `TabularBaseline`: features, targets and splits from a TaskData, predictions, info, explanations.
+
+Score conventions (benchmark.model_api): binary P(y=1); multilabel P(label) [n, L]; survival the log
+relative hazard (higher = earlier event) with Breslow survival curves; regression the value.
+Predictions for the train and tuning splits are the out-of-fold CV scores of the chosen
+configuration (honest, e.g. for choosing a threshold); held-out predictions come from the refit.
+
+Every learner runs with at most `threads` (default 2) threads and a seed derived from the cell
+seed, so a rerun gives identical predictions.
+"""
+
+from __future__ import annotations
+
+import warnings
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+import scipy.sparse as sp
+
+from baselines.search import SearchResult, make_folds, random_search
+from baselines.spaces import draw_trials
+from benchmark.model_api import Budget, Prediction, TaskData
+
+EARLY_STOPPING_ROUNDS = 30
+MIN_SURVIVAL_TIME = 1e-3  # days; Cox labels are signed times (negative = censored), so 0 is not allowed
+LIBRARIES = ("catboost", "xgboost", "lightgbm", "random_forest", "logistic_regression")
+TREE_LIBRARIES = ("catboost", "xgboost", "lightgbm")
+SUPPORTED_KINDS = {
+    "catboost": ("binary", "multilabel", "survival", "regression"),
+    "xgboost": ("binary", "multilabel", "survival", "regression"),
+    "lightgbm": ("binary", "multilabel", "survival", "regression"),
+    "random_forest": ("binary", "multilabel", "regression"),
+    "logistic_regression": ("binary", "multilabel", "survival", "regression"),
+}
+
+
+# ----------------------------------------------------------------------------------- seeds
+def derive_seed(seed: int, *parts: str | int) -> int:
+    """A 31-bit seed derived from the cell seed and a few labels (stable across runs and platforms).
+
+    Args:
+        seed: the cell seed.
+        parts: labels such as the library name and the purpose ("folds", "trials", "model").
+
+    Returns:
+        int in [0, 2**31).
+    """
+    key = [int(seed) % (2**32)] + [zlib.crc32(str(p).encode()) for p in parts]
+    return int(np.random.SeedSequence(key).generate_state(1)[0] % (2**31))
+
+
+# ----------------------------------------------------------------------------------- Cox math
+def cox_label(y: np.ndarray) -> np.ndarray:
+    """Survival targets [n, 2] (days, event) -> signed times (event: +t, censored: -t), the label
+    convention of XGBoost's survival:cox and CatBoost's Cox loss.
+
+    Args:
+        y: [n, 2] (time in days, event 0/1).
+
+    Returns:
+        [n] float64 signed times, |t| >= MIN_SURVIVAL_TIME.
+    """
+    t = np.maximum(np.asarray(y[:, 0], dtype=float), MIN_SURVIVAL_TIME)
+    return np.where(np.asarray(y[:, 1]) > 0, t, -t)
+
+
+def _unsign(label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    label = np.asarray(label, dtype=float)
+    return np.abs(label), (label > 0).astype(float)
+
+
+def cox_grad_hess(eta: np.ndarray, time: np.ndarray, event: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Gradient, diagonal Hessian and value of the negative Cox partial log-likelihood (Breslow ties).
+
+    With risk sets R_i = {j : t_j >= t_i} and S_i = sum_{j in R_i} exp(eta_j):
+        L      = sum_{i: event} (log S_i - eta_i)
+        dL/dk  = exp(eta_k) * sum_{i: event, t_i <= t_k} 1 / S_i  -  event_k
+        d2L/dk2 = exp(eta_k) * A_k - exp(2 eta_k) * sum_{i: event, t_i <= t_k} 1 / S_i^2
+    (the same diagonal approximation XGBoost's survival:cox uses). Computed in O(n log n) with one sort
+    and cumulative sums; eta is shifted by its maximum so exp never overflows.
+
+    Args:
+        eta: [n] log relative hazards.
+        time: [n] follow-up times.
+        event: [n] event indicators.
+
+    Returns:
+        (gradient [n], hessian [n], loss value).
+    """
+    eta = np.asarray(eta, dtype=float)
+    order = np.argsort(time, kind="stable")
+    ts, d, e = np.asarray(time, dtype=float)[order], np.asarray(event, dtype=float)[order], eta[order]
+    first = np.searchsorted(ts, ts, side="left")          # start of each row's tie group
+    last = np.searchsorted(ts, ts, side="right") - 1      # end of each row's tie group
+    m = e.max() if len(e) else 0.0
+    w = np.exp(e - m)
+    S = np.cumsum(w[::-1])[::-1][first]                   # risk-set sums (times exp(-m))
+    A = np.cumsum(d / S)[last]
+    B = np.cumsum(d / S**2)[last]
+    g_sorted = w * A - d
+    h_sorted = np.maximum(w * A - w**2 * B, 1e-16)
+    loss = float(np.sum(d * (np.log(S) + m - e)))
+    g, h = np.empty_like(g_sorted), np.empty_like(h_sorted)
+    g[order], h[order] = g_sorted, h_sorted
+    return g, h, loss
+
+
+def lightgbm_cox_objective(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """LightGBM custom objective: Cox partial likelihood on signed-time labels (see cox_label).
+
+    Args:
+        y_true: [n] signed times.
+        y_pred: [n] raw scores (log relative hazards).
+
+    Returns:
+        (gradient, hessian).
+    """
+    t, d = _unsign(y_true)
+    g, h, _ = cox_grad_hess(y_pred, t, d)
+    return g, h
+
+
+def lightgbm_cox_metric(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[str, float, bool]:
+    """LightGBM custom eval metric: negative Cox partial log-likelihood per event (lower is better).
+
+    Args:
+        y_true: [n] signed times.
+        y_pred: [n] raw scores.
+
+    Returns:
+        ("cox_nll", value, False).
+    """
+    t, d = _unsign(y_true)
+    _, _, loss = cox_grad_hess(y_pred, t, d)
+    return "cox_nll", loss / max(d.sum(), 1.0), False
+
+
+@dataclass
+class Breslow:
+    """Breslow's baseline cumulative hazard for a Cox-type risk score.
+
+    H0(t) = sum_{event times s <= t} d(s) / sum_{j: t_j >= s} exp(eta_j),  S(t | x) = exp(-H0(t) exp(eta(x))).
+    """
+
+    times_: np.ndarray | None = None
+    cumhaz_: np.ndarray | None = None
+    center_: float = 0.0
+
+    def fit(self, eta: np.ndarray, time: np.ndarray, event: np.ndarray) -> "Breslow":
+        """Estimate H0 from training risk scores and outcomes.
+
+        Args:
+            eta: [n] risk scores (log relative hazards) of the training rows.
+            time: [n] follow-up times.
+            event: [n] event indicators.
+
+        Returns:
+            self
+        """
+        eta = np.asarray(eta, dtype=float)
+        self.center_ = float(np.mean(eta)) if len(eta) else 0.0
+        w = np.exp(np.clip(eta - self.center_, -50, 50))
+        time, event = np.asarray(time, dtype=float), np.asarray(event) > 0
+        ev_times = np.unique(time[event])
+        order = np.argsort(time)
+        ts, ws = time[order], w[order]
+        at_risk = np.cumsum(ws[::-1])[::-1]                       # sum over t_j >= ts[k]
+        risk_at = at_risk[np.searchsorted(ts, ev_times, side="left")]
+        deaths = np.bincount(np.searchsorted(ev_times, time[event]), minlength=len(ev_times))
+        self.times_ = ev_times
+        self.cumhaz_ = np.cumsum(deaths / risk_at)
+        return self
+
+    def survival(self, eta: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """S(t | x) for each row at each time.
+
+        Args:
+            eta: [n] risk scores.
+            times: [k] times (days).
+
+        Returns:
+            [n, k] survival probabilities.
+        """
+        idx = np.searchsorted(self.times_, np.asarray(times, dtype=float), side="right") - 1
+        H0 = np.where(idx >= 0, self.cumhaz_[np.clip(idx, 0, None)], 0.0)
+        rel = np.exp(np.clip(np.asarray(eta, dtype=float) - self.center_, -50, 50))
+        return np.exp(-np.outer(rel, H0))
+
+
+def survival_grid(time: np.ndarray, event: np.ndarray, n: int = 9) -> np.ndarray:
+    """Times at which survival curves are reported: the 10..90 % quantiles of training event times.
+
+    Args:
+        time: training follow-up times.
+        event: training event indicators.
+        n: number of quantiles.
+
+    Returns:
+        [k <= n] unique increasing times (empty without events).
+    """
+    ev = np.asarray(time, dtype=float)[np.asarray(event) > 0]
+    if len(ev) == 0:
+        return np.array([])
+    return np.unique(np.quantile(ev, np.linspace(0.1, 0.9, n)))
+
+
+class RidgeCox:
+    """Cox proportional hazards with an L2 penalty: min_b  sum_i loss_i(Xb) / n + ||b||^2 / (2 C n).
+
+    The penalty uses logistic regression's C convention (C multiplies the data term), so one search
+    space serves both. Fitted by L-BFGS on the exact gradient of cox_grad_hess.
+    """
+
+    def __init__(self, C: float = 1.0, max_iter: int = 300):
+        self.C = C
+        self.max_iter = max_iter
+
+    def fit(self, X: np.ndarray, time: np.ndarray, event: np.ndarray) -> "RidgeCox":
+        """Fit the coefficients.
+
+        Args:
+            X: [n, p] (standardized) features.
+            time: [n] follow-up times.
+            event: [n] event indicators.
+
+        Returns:
+            self
+        """
+        from scipy.optimize import minimize
+
+        X = np.asarray(X, dtype=float)
+        n = max(len(X), 1)
+        lam = 1.0 / (self.C * n)
+
+        def f(b):
+            g, _, loss = cox_grad_hess(X @ b, time, event)
+            return loss / n + 0.5 * lam * b @ b, X.T @ g / n + lam * b
+
+        res = minimize(f, np.zeros(X.shape[1]), jac=True, method="L-BFGS-B",
+                       options={"maxiter": int(self.max_iter)})
+        self.coef_ = res.x
+        self.n_iter_ = int(res.nit)
+        return self
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Log relative hazards X @ coef_.
+
+        Args:
+            X: [n, p] features.
+
+        Returns:
+            [n] risk scores.
+        """
+        return np.asarray(X, dtype=float) @ self.coef_
+
+
+# ----------------------------------------------------------------------------------- learners
+class _Learner:
+    """Common state: task kind, configuration, seed, threads, rounds cap, fixed rounds (refit)."""
+
+    library = ""
+
+    def __init__(self, kind: str, params: dict[str, Any], *, seed: int, threads: int, max_iterations: int,
+                 n_iter: int | None = None):
+        self.kind = kind
+        self.params = params
+        self.seed = seed
+        self.threads = threads
+        self.max_iterations = max_iterations
+        self.n_iter = n_iter
+
+    def _target(self, y: np.ndarray) -> np.ndarray:
+        return cox_label(y) if self.kind == "survival" else np.asarray(y, dtype=float)
+
+    def _rounds(self, key: str) -> int:
+        return int(self.n_iter) if self.n_iter else int(min(self.params[key], self.max_iterations))
+
+    def native_model(self) -> Any:
+        """The fitted library model (for SHAP / importances)."""
+        return self.model_
+
+
+class CatBoostLearner(_Learner):
+    """CatBoost: Logloss (binary), RMSE (regression), Cox (survival; raw score = log hazard)."""
+
+    library = "catboost"
+
+    def fit(self, X, y, eval_set=None):
+        from catboost import CatBoostClassifier, CatBoostRegressor
+
+        rounds = self._rounds("iterations")
+        p = dict(depth=int(self.params["depth"]), learning_rate=float(self.params["learning_rate"]),
+                 l2_leaf_reg=float(self.params["l2_leaf_reg"]), iterations=rounds, random_seed=self.seed,
+                 thread_count=self.threads, verbose=0, allow_writing_files=False)
+        if self.kind == "binary":
+            m = CatBoostClassifier(loss_function="Logloss", **p)
+        elif self.kind == "survival":
+            m = CatBoostRegressor(loss_function="Cox", eval_metric="Cox", **p)
+        else:
+            m = CatBoostRegressor(loss_function="RMSE", **p)
+        if eval_set is not None:
+            m.fit(X, self._target(y), eval_set=(eval_set[0], self._target(eval_set[1])),
+                  early_stopping_rounds=EARLY_STOPPING_ROUNDS, use_best_model=True)
+            self.n_iter_ = int(m.get_best_iteration()) + 1
+        else:
+            m.fit(X, self._target(y))
+            self.n_iter_ = rounds
+        self.model_ = m
+        return self
+
+    def score(self, X):
+        if self.kind == "binary":
+            return self.model_.predict_proba(X)[:, 1]
+        if self.kind == "survival":
+            return np.asarray(self.model_.predict(X, prediction_type="RawFormulaVal"), dtype=float)
+        return np.asarray(self.model_.predict(X), dtype=float)
+
+    def size(self) -> int:
+        """Number of leaves (oblivious trees: 2**depth each)."""
+        return int(self.model_.tree_count_) * 2 ** int(self.params["depth"])
+
+
+class XGBoostLearner(_Learner):
+    """XGBoost (hist): binary:logistic, reg:squarederror, survival:cox (margin = log hazard)."""
+
+    library = "xgboost"
+
+    def fit(self, X, y, eval_set=None):
+        import xgboost as xgb
+
+        rounds = self._rounds("n_estimators")
+        p = dict(max_depth=int(self.params["max_depth"]), learning_rate=float(self.params["learning_rate"]),
+                 subsample=float(self.params["subsample"]), colsample_bytree=float(self.params["colsample_bytree"]),
+                 min_child_weight=float(self.params["min_child_weight"]), n_estimators=rounds, tree_method="hist",
+                 n_jobs=self.threads, random_state=self.seed,
+                 early_stopping_rounds=EARLY_STOPPING_ROUNDS if eval_set is not None else None)
+        if self.kind == "binary":
+            m = xgb.XGBClassifier(objective="binary:logistic", eval_metric="logloss", **p)
+        elif self.kind == "survival":
+            m = xgb.XGBRegressor(objective="survival:cox", eval_metric="cox-nloglik", **p)
+        else:
+            m = xgb.XGBRegressor(objective="reg:squarederror", eval_metric="rmse", **p)
+        if eval_set is not None:
+            m.fit(X, self._target(y), eval_set=[(eval_set[0], self._target(eval_set[1]))], verbose=False)
+            self.n_iter_ = int(m.best_iteration) + 1
+        else:
+            m.fit(X, self._target(y), verbose=False)
+            self.n_iter_ = rounds
+        self.model_ = m
+        return self
+
+    def score(self, X):
+        if self.kind == "binary":
+            return self.model_.predict_proba(X)[:, 1]
+        if self.kind == "survival":
+            return np.asarray(self.model_.predict(X, output_margin=True), dtype=float)
+        return np.asarray(self.model_.predict(X), dtype=float)
+
+    def size(self) -> int:
+        """Number of leaves over all trees."""
+        return int(sum(t.count("leaf=") for t in self.model_.get_booster().get_dump()))
+
+
+class LightGBMLearner(_Learner):
+    """LightGBM: binary, regression (L2), survival via the Cox custom objective (raw score = log hazard)."""
+
+    library = "lightgbm"
+
+    def fit(self, X, y, eval_set=None):
+        import lightgbm as lgb
+
+        rounds = self._rounds("n_estimators")
+        p = dict(num_leaves=int(self.params["num_leaves"]), learning_rate=float(self.params["learning_rate"]),
+                 min_child_samples=int(self.params["min_child_samples"]), subsample=float(self.params["subsample"]),
+                 subsample_freq=1, colsample_bytree=float(self.params["colsample_bytree"]),
+                 reg_lambda=float(self.params["reg_lambda"]), n_estimators=rounds, n_jobs=self.threads,
+                 random_state=self.seed, deterministic=True, force_col_wise=True, verbose=-1)
+        fit_kw: dict[str, Any] = {}
+        if self.kind == "binary":
+            m = lgb.LGBMClassifier(objective="binary", **p)
+        elif self.kind == "survival":
+            m = lgb.LGBMRegressor(objective=lightgbm_cox_objective, metric="None", **p)
+            fit_kw["eval_metric"] = lightgbm_cox_metric
+        else:
+            m = lgb.LGBMRegressor(objective="regression", **p)
+        if eval_set is not None:
+            m.fit(X, self._target(y), eval_set=[(eval_set[0], self._target(eval_set[1]))],
+                  callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, first_metric_only=True, verbose=False)],
+                  **fit_kw)
+            self.n_iter_ = int(m.best_iteration_) if m.best_iteration_ else rounds
+        else:
+            m.fit(X, self._target(y))
+            self.n_iter_ = rounds
+        self.model_ = m
+        return self
+
+    def score(self, X):
+        if self.kind == "binary":
+            return self.model_.predict_proba(X)[:, 1]
+        if self.kind == "survival":
+            return np.asarray(self.model_.predict(X, raw_score=True), dtype=float)
+        return np.asarray(self.model_.predict(X), dtype=float)
+
+    def size(self) -> int:
+        """Number of leaves over all trees."""
+        return int(sum(t["num_leaves"] for t in self.model_.booster_.dump_model()["tree_info"]))
+
+
+class RandomForestLearner(_Learner):
+    """scikit-learn random forest (binary, regression); n_estimators capped by the budget."""
+
+    library = "random_forest"
+
+    def fit(self, X, y, eval_set=None):
+        from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+        if self.kind == "survival":
+            raise ValueError("random_forest does not support survival tasks")
+        p = dict(n_estimators=int(min(self.params["n_estimators"], self.max_iterations)),
+                 max_depth=self.params["max_depth"], min_samples_leaf=int(self.params["min_samples_leaf"]),
+                 max_features=self.params["max_features"], n_jobs=self.threads, random_state=self.seed)
+        m = RandomForestClassifier(**p) if self.kind == "binary" else RandomForestRegressor(**p)
+        m.fit(X, self._target(y))
+        self.model_, self.n_iter_ = m, None
+        return self
+
+    def score(self, X):
+        if self.kind == "binary":
+            return self.model_.predict_proba(X)[:, 1]
+        return np.asarray(self.model_.predict(X), dtype=float)
+
+    def size(self) -> int:
+        """Number of leaves over all trees."""
+        return int(sum(e.tree_.n_leaves for e in self.model_.estimators_))
+
+
+class LinearLearner(_Learner):
+    """Linear baselines on standardized features, all with logistic regression's C:
+    binary = LogisticRegression (saga | liblinear, L1 | L2); regression = ridge (alpha = 1/C);
+    survival = RidgeCox (L2, C as above). Solver and penalty apply to the logistic model only.
+    """
+
+    library = "logistic_regression"
+
+    def fit(self, X, y, eval_set=None):
+        from sklearn.linear_model import LogisticRegression, Ridge
+        from sklearn.preprocessing import StandardScaler
+
+        C = float(self.params["C"])
+        self.scaler_ = StandardScaler().fit(X)
+        Z = self.scaler_.transform(X)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # extreme C values do not converge; the search judges them
+            if self.kind == "binary":
+                m = LogisticRegression(C=C, solver=self.params["solver"],
+                                       l1_ratio=1.0 if self.params["penalty"] == "l1" else 0.0,
+                                       max_iter=max(int(self.max_iterations), 100), random_state=self.seed)
+                m.fit(Z, np.asarray(y).astype(int))
+            elif self.kind == "survival":
+                m = RidgeCox(C=C, max_iter=max(int(self.max_iterations), 100)).fit(Z, y[:, 0], y[:, 1])
+            else:
+                m = Ridge(alpha=1.0 / C).fit(Z, np.asarray(y, dtype=float))
+        self.model_, self.n_iter_ = m, None
+        return self
+
+    def score(self, X):
+        Z = self.scaler_.transform(X)
+        if self.kind == "binary":
+            return self.model_.predict_proba(Z)[:, 1]
+        return np.asarray(self.model_.predict(Z), dtype=float)
+
+    def coefficients(self) -> np.ndarray:
+        """Coefficients on the standardized features, [p]."""
+        return np.ravel(self.model_.coef_)
+
+    def size(self) -> int:
+        """Number of coefficients plus intercept."""
+        return int(self.coefficients().size) + 1
+
+
+LEARNERS = {"catboost": CatBoostLearner, "xgboost": XGBoostLearner, "lightgbm": LightGBMLearner,
+            "random_forest": RandomForestLearner, "logistic_regression": LinearLearner}
+
+
+class ConstantLearner:
+    """Predicts the training prevalence (a multilabel label with one class in training)."""
+
+    def __init__(self, value: float):
+        self.value = float(value)
+        self.n_iter_ = None
+
+    def score(self, X) -> np.ndarray:
+        return np.full(X.shape[0], self.value)
+
+
+class OneVsRest:
+    """One binary learner per label; labels with a single class in training get a constant prior."""
+
+    def __init__(self, make_binary, n_labels: int, n_iter: list | None = None):
+        self.make_binary = make_binary
+        self.n_labels = n_labels
+        self.n_iter = n_iter
+
+    def fit(self, X, Y, eval_set=None):
+        Y = np.asarray(Y)
+        self.learners_ = []
+        for j in range(self.n_labels):
+            yj = Y[:, j]
+            if len(np.unique(yj)) < 2:
+                self.learners_.append(ConstantLearner(yj.mean() if len(yj) else 0.0))
+                continue
+            ev = None if eval_set is None else (eval_set[0], np.asarray(eval_set[1])[:, j])
+            it = None if self.n_iter is None else self.n_iter[j]
+            self.learners_.append(self.make_binary(it).fit(X, yj, eval_set=ev))
+        self.n_iter_ = [lr.n_iter_ for lr in self.learners_]
+        return self
+
+    def score(self, X) -> np.ndarray:
+        return np.column_stack([lr.score(X) for lr in self.learners_])
+
+    def fitted(self) -> list:
+        """The non-constant per-label learners."""
+        return [lr for lr in self.learners_ if not isinstance(lr, ConstantLearner)]
+
+    def size(self) -> int:
+        return int(sum(lr.size() for lr in self.fitted()))
+
+
+def make_learner(library: str, kind: str, params: dict[str, Any], *, seed: int, threads: int, max_iterations: int,
+                 n_iter: Any = None, n_labels: int | None = None):
+    """Build an unfitted learner for one library and task kind.
+
+    Args:
+        library: one of LIBRARIES.
+        kind: binary | multilabel | survival | regression.
+        params: a configuration from the library's search space.
+        seed: model seed.
+        threads: thread count for the library.
+        max_iterations: cap on boosting rounds / trees.
+        n_iter: fixed rounds for a refit (int; per-label list for multilabel); None = the config's own.
+        n_labels: number of labels (multilabel).
+
+    Returns:
+        A learner with fit(X, y, eval_set=None), score(X), n_iter_ and size().
+    """
+    if kind not in SUPPORTED_KINDS[library]:
+        raise ValueError(f"{library} does not support {kind} tasks")
+    cls = LEARNERS[library]
+    if kind == "multilabel":
+        return OneVsRest(lambda it: cls("binary", params, seed=seed, threads=threads, max_iterations=max_iterations,
+                                        n_iter=it), int(n_labels), n_iter)
+    return cls(kind, params, seed=seed, threads=threads, max_iterations=max_iterations, n_iter=n_iter)
+
+
+@dataclass
+class Tuned:
+    """A searched and refitted learner."""
+
+    library: str
+    kind: str
+    search: SearchResult
+    model: Any
+    params: dict[str, Any]
+
+    def hyperparameters(self) -> dict[str, Any]:
+        """Chosen configuration plus the rounds actually used in the refit."""
+        out = dict(self.params)
+        if self.search.n_iter is not None:
+            out["rounds_used"] = self.search.n_iter
+        return out
+
+
+def fit_tuned(library: str, kind: str, X: np.ndarray, y: np.ndarray, folds, budget: Budget, seed: int,
+              *, threads: int = 2, n_labels: int | None = None, tag: str = "") -> Tuned:
+    """Random search (budget.n_trials configurations, CV over `folds`), then refit the best on all rows.
+
+    Args:
+        library: one of LIBRARIES.
+        kind: task kind.
+        X: [n, p] features (train + tuning rows).
+        y: targets of those rows.
+        folds: from baselines.search.make_folds.
+        budget: trials and rounds cap.
+        seed: the cell seed.
+        threads: library thread count.
+        n_labels: multilabel label count.
+        tag: extra seed label (late fusion: the modality), so sub-models draw different trials.
+
+    Returns:
+        Tuned with the search result and the refitted learner.
+    """
+    trials = draw_trials(library, budget.n_trials, np.random.default_rng(derive_seed(seed, library, tag, "trials")))
+    model_seed = derive_seed(seed, library, tag, "model")
+
+    def make(params, n_iter):
+        return make_learner(library, kind, params, seed=model_seed, threads=threads,
+                            max_iterations=budget.max_iterations, n_iter=n_iter, n_labels=n_labels)
+
+    res = random_search(make, trials, X, y, folds, kind)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        final = make(res.best_params, res.n_iter).fit(X, y)
+    return Tuned(library, kind, res, final, res.best_params)
+
+
+# ----------------------------------------------------------------------------------- data helpers
+SPLITS = ("train", "tuning", "held_out")
+
+
+def dense(X) -> np.ndarray:
+    """CSR or array -> dense float32 C-contiguous array (absent counts are 0)."""
+    return np.ascontiguousarray(X.toarray() if sp.issparse(X) else X, dtype=np.float32)
+
+
+def split_rows(data: TaskData, split: str | tuple[str, ...]) -> list[str]:
+    """The split names of a split argument, validated."""
+    splits = [split] if isinstance(split, str) else list(split)
+    bad = [s for s in splits if s not in SPLITS]
+    if bad:
+        raise ValueError(f"unknown split(s) {bad}; expected {SPLITS}")
+    return splits
+
+
+def in_label_order(data: TaskData, splits: list[str], parts: list[np.ndarray]) -> np.ndarray:
+    """Concatenate per-split arrays and reorder them to TaskData.samples(splits) order.
+
+    (TaskData.frame(tuple) keeps label order, while per-split blocks stack split after split.)
+    """
+    if len(splits) == 1:
+        return parts[0]
+    lab = data.labels.with_row_index("_row")
+    rows = np.concatenate([lab.filter(pl.col("split") == s)["_row"].to_numpy() for s in splits])
+    return np.concatenate(parts, axis=0)[np.argsort(rows, kind="stable")]
+
+
+def stacked_targets(data: TaskData, splits=("train", "tuning")) -> tuple[np.ndarray, np.ndarray]:
+    """Targets and subject ids of several splits, stacked split after split (like BagOfEvents.block).
+
+    Returns:
+        (y, groups)
+    """
+    y = np.concatenate([data.y(s) for s in splits], axis=0)
+    g = np.concatenate([data.frame(s)["subject_id"].to_numpy() for s in splits])
+    return y, g
+
+
+def n_labels_of(data: TaskData) -> int | None:
+    """Number of labels of a multilabel task, else None."""
+    return len(data.task.label_names()) if data.task.kind == "multilabel" else None
+
+
+# ----------------------------------------------------------------------------------- the model
+class TabularBaseline:
+    """A tuned tabular model on bag-of-events features (the object a baseline's factory returns).
+
+    Args:
+        library: catboost | xgboost | lightgbm | random_forest | logistic_regression.
+        budget: search budget (trials, folds, rounds cap).
+        seed: the cell seed (folds, trials and model seeds derive from it).
+        threads: threads for the library (<= 2 on the benchmark machine).
+        explain: add explanations to held-out predictions.
+    """
+
+    def __init__(self, library: str, budget: Budget, seed: int = 0, threads: int = 2, explain: bool = True):
+        self.library = library
+        self.budget = budget
+        self.seed = seed
+        self.threads = threads
+        self.explain = explain
+
+    def fit(self, data: TaskData) -> "TabularBaseline":
+        """Featurize, search hyperparameters with subject-grouped CV on train + tuning, refit the best.
+
+        Args:
+            data: the task's samples (only train and tuning targets are read).
+
+        Returns:
+            self
+        """
+        from baselines.bag_of_events import featurize
+
+        kind = data.task.kind
+        if kind not in SUPPORTED_KINDS[self.library]:
+            raise ValueError(f"{self.library} does not support {kind} tasks")
+        boe = featurize(data)
+        X = dense(boe.block(("train", "tuning")))
+        y, groups = stacked_targets(data)
+        folds = make_folds(kind, y, groups, self.budget.n_folds, derive_seed(self.seed, "folds"))
+        self.tuned_ = fit_tuned(self.library, kind, X, y, folds, self.budget, self.seed, threads=self.threads,
+                                n_labels=n_labels_of(data))
+        self.feature_names_ = list(boe.names)
+        self.n_rows_ = {"train": data.frame("train").height, "tuning": data.frame("tuning").height}
+        if kind == "survival":
+            eta = self.tuned_.model.score(X)
+            self.breslow_ = Breslow().fit(eta, y[:, 0], y[:, 1])
+            self.surv_times_ = survival_grid(y[:, 0], y[:, 1])
+        return self
+
+    def _scores(self, data: TaskData, split: str) -> np.ndarray:
+        if split == "held_out":
+            from baselines.bag_of_events import featurize
+            return self.tuned_.model.score(dense(featurize(data).block("held_out")))
+        oof = self.tuned_.search.oof
+        n_tr = self.n_rows_["train"]
+        return oof[:n_tr] if split == "train" else oof[n_tr:]
+
+    def predict(self, data: TaskData, split: str | tuple[str, ...]) -> Prediction:
+        """Scores for a split: the refit model on held_out, out-of-fold CV scores on train/tuning.
+
+        Args:
+            data: the same TaskData as in fit.
+            split: a split name or a tuple of them.
+
+        Returns:
+            Prediction aligned with data.samples(split); survival adds Breslow curves (held_out);
+            info has hyperparameters, CV score, size and (held_out) explanations.
+        """
+        splits = split_rows(data, split)
+        score = in_label_order(data, splits, [self._scores(data, s) for s in splits])
+        t = self.tuned_
+        info: dict[str, Any] = {
+            "library": self.library,
+            "hyperparameters": t.hyperparameters(),
+            "cv_metric": t.search.metric,
+            "cv_score": t.search.summary()["cv_score"],
+            "search": t.search.summary() | {"n_folds": self.budget.n_folds, "n_trials": self.budget.n_trials},
+            "n_parameters": t.model.size(),
+            "n_features": len(self.feature_names_),
+            "modalities_used": ["structured"],
+            "prediction_source": ("refit on train+tuning" if splits == ["held_out"]
+                                  else "out-of-fold CV scores (train/tuning), refit (held_out)"),
+        }
+        surv_times = surv_prob = None
+        if data.task.kind == "survival" and splits == ["held_out"] and len(self.surv_times_) >= 2:
+            surv_times = self.surv_times_
+            surv_prob = self.breslow_.survival(score, surv_times)
+        if self.explain and splits == ["held_out"]:
+            from baselines.explain import explain_learner
+            from baselines.bag_of_events import featurize
+            X = dense(featurize(data).block("held_out"))
+            info["explanations"] = explain_learner(t.model, X, self.feature_names_, data.cohort.codes(),
+                                                   seed=derive_seed(self.seed, "explain"))
+        return Prediction(score=score, surv_times=surv_times, surv_prob=surv_prob, info=info)
+
+
+def factory_for(library: str):
+    """The ModelSpec factory of one library: factory(budget=Budget, seed=int) -> TabularBaseline."""
+
+    def factory(budget: Budget, seed: int = 0) -> TabularBaseline:
+        return TabularBaseline(library, budget=budget, seed=seed)
+
+    factory.__name__ = f"{library}_factory"
+    return factory

@@ -1,0 +1,12 @@
+"""Fusion heads over per-modality encodings, their training loop, and the task-kind objectives.
+
+* `inputs`     : turn a TaskData into standardized arrays (structured EHR, time series, modalities).
+* `losses`     : InfoNCE, MedCAM's local top-k contrastive score, Cox partial likelihood, discrete-time NLL.
+* `objectives` : one output adapter per task kind (binary, multilabel, regression, Cox, discrete-time).
+* `layers`     : tokenizers with learned missing tokens, bidirectional cross-attention, co-attention.
+* `heads`      : the fusion heads (concat_lr, late_fusion, contrastive, cross_attention, coattention,
+                 medcam) and the single-encoder heads (linear probe, timeline RNN).
+* `train`      : the minibatch loop with modality dropout and early stopping on the tuning split.
+* `estimator`  : `FusionHead` (scikit-learn style, arrays in) and `FusionModel` (TaskData in, the
+                 registry's fit/predict contract).
+"""

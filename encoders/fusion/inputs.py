@@ -1,0 +1,240 @@
+"""Turn a TaskData into the standardized arrays the fusion heads read.
+
+Inputs of one sample (everything through the leakage guard, via the encoders):
+
+* ``ehr``     [De]       structured EHR: the bag-of-events features of `baselines.bag_of_events`
+                         (counts as log1p, last lab values, demographics), standardized;
+* ``ts``      [T, F]     the binned time series of `encoders.timeline` (already standardized),
+  ``ts_obs``  [T]        bins at or after the first measurement (attention masks the others),
+  ``ts_sum``  [5V]       its per-code summary (last, mean, min, max, fraction observed), standardized;
+* per side modality m (ct, wsi, cxr, note, prs): ``m.mean`` [d], ``m.seq`` [K, d], ``m.seq_mask`` [K],
+  ``m.present`` (at least one visible study), standardized with the training rows that have it.
+
+Each modality's source is configurable: ``precomputed`` (sidecar embeddings, the default),
+``text_minilm`` (note text through sentence-transformers) or an image encoder name
+(``image_resnet50``, ``image_densenet121``, ``image_clip_vit_b32``) for image files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+
+from benchmark.model_api import TaskData
+from encoders.cache import SPLITS, split_rows
+
+SIDE_MODALITIES = ("ct", "wsi", "cxr", "note", "prs")
+
+
+@dataclass
+class InputConfig:
+    """Which inputs a head reads and where each modality comes from.
+
+    Attributes:
+        structured: include the bag-of-events EHR vector.
+        timeline: include the binned time series (and its summary).
+        modalities: side modalities to read (only those the task offers are used).
+        sources: modality -> "precomputed" | "text_minilm" | image encoder name.
+        window_hours: time-series window before the prediction time.
+        max_studies: K most recent studies kept as tokens.
+        encoder_kw: extra keyword arguments for image/text encoders (weights, allow_random_init, image_size).
+    """
+
+    structured: bool = True
+    timeline: bool = True
+    modalities: tuple[str, ...] = SIDE_MODALITIES
+    sources: dict[str, str] = field(default_factory=dict)
+    window_hours: float = 48
+    max_studies: int = 4
+    encoder_kw: dict = field(default_factory=dict)
+
+
+class FusionInputs:
+    """Standardized input arrays of n samples (dict of numpy arrays), sliceable and torch-convertible."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], modalities: tuple[str, ...]):
+        self.arrays = arrays
+        self.modalities = tuple(modalities)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.arrays.values())))
+
+    def take(self, idx: np.ndarray) -> "FusionInputs":
+        """Rows idx of every array."""
+        return FusionInputs({k: v[idx] for k, v in self.arrays.items()}, self.modalities)
+
+    def to_torch(self) -> dict:
+        """Dict of torch tensors (float32, bool masks)."""
+        import torch
+        return {k: torch.as_tensor(v) for k, v in self.arrays.items()}
+
+    def spec(self) -> dict:
+        """Shapes the heads are built from: ehr_dim, ts_shape, ts_sum_dim, modalities {name: (d, K)}."""
+        a = self.arrays
+        return {"ehr_dim": a["ehr"].shape[1] if "ehr" in a else 0,
+                "ts_shape": tuple(a["ts"].shape[1:]) if "ts" in a else None,
+                "ts_sum_dim": a["ts_sum"].shape[1] if "ts_sum" in a else 0,
+                "modalities": {m: (a[f"{m}.mean"].shape[1], a[f"{m}.seq"].shape[1]) for m in self.modalities}}
+
+    def presence(self) -> dict[str, float]:
+        """Fraction of samples with each side modality (and a time series)."""
+        out = {m: float(self.arrays[f"{m}.present"].mean()) if len(self) else 0.0 for m in self.modalities}
+        if "ts_obs" in self.arrays:
+            out["timeline"] = float(self.arrays["ts_obs"].any(1).mean()) if len(self) else 0.0
+        return out
+
+
+def raw_inputs(data: TaskData, cfg: InputConfig) -> tuple[dict[str, np.ndarray], tuple[str, ...], dict]:
+    """Unscaled, label-aligned arrays of every input the config asks for (cached encoders).
+
+    Args:
+        data: the task data.
+        cfg: the input configuration.
+
+    Returns:
+        (arrays, side modalities used, info with feature names / sources).
+    """
+    arrays: dict[str, np.ndarray] = {}
+    info: dict = {"sources": {}}
+    n = data.labels.height
+    if cfg.structured:
+        from baselines.bag_of_events import featurize
+        boe = featurize(data)
+        X = sp.lil_matrix((n, len(boe.names)), dtype=np.float32).tocsr()
+        blocks, rows = [], []
+        for s in SPLITS:
+            r = split_rows(data, s)
+            if len(r):
+                blocks.append(boe.X[s])
+                rows.append(r)
+        if blocks:
+            stacked = sp.vstack(blocks).tocsr()
+            perm = np.empty(n, dtype=np.int64)
+            perm[np.concatenate(rows)] = np.arange(n)
+            X = stacked[perm]
+        dense = X.toarray().astype(np.float32)
+        is_count = np.array([nm.startswith("count:") for nm in boe.names], dtype=bool)
+        dense[:, is_count] = np.log1p(np.maximum(dense[:, is_count], 0))
+        arrays["ehr"] = dense
+        info["ehr_names"] = boe.names
+    if cfg.timeline:
+        from encoders.timeline import timeline_features
+        tl = timeline_features(data, window_hours=cfg.window_hours)
+        arrays["ts"] = tl.x
+        # mask bins before the first measurement (pure normal-value fill carries no information)
+        arrays["ts_obs"] = np.maximum.accumulate(tl.observed, axis=1)
+        arrays["ts_sum"] = tl.summary()
+        info["ts_codes"] = tl.codes
+    used = []
+    offered = set(data.task.modalities)
+    for m in cfg.modalities:
+        if m not in offered:
+            continue
+        src = cfg.sources.get(m, "precomputed")
+        enc = encode_modality(data, m, src, cfg)
+        if enc is None:
+            continue
+        used.append(m)
+        info["sources"][m] = src
+        arrays[f"{m}.mean"] = enc.mean
+        arrays[f"{m}.seq"] = enc.seq
+        arrays[f"{m}.seq_mask"] = enc.seq_mask
+        arrays[f"{m}.present"] = enc.present
+    return arrays, tuple(used), info
+
+
+def encode_modality(data: TaskData, modality: str, source: str, cfg: InputConfig):
+    """Encode one side modality with its configured source.
+
+    Args:
+        data: the task data.
+        modality: sidecar name.
+        source: "precomputed", "text_minilm" or an image encoder name.
+        cfg: input configuration (max_studies, encoder_kw).
+
+    Returns:
+        ModalityEncoding, or None when the cohort has no such sidecar.
+    """
+    if source == "precomputed":
+        if modality not in data.cohort.modality_names():
+            return None
+        from encoders.precomputed import encode_precomputed
+        return encode_precomputed(data, modality, max_studies=cfg.max_studies)
+    if source == "text_minilm":
+        from encoders.text import encode_notes
+        kw = {k: v for k, v in cfg.encoder_kw.items() if k in ("model_path",)}
+        return encode_notes(data, max_notes=cfg.max_studies, **kw)
+    from encoders.image import IMAGE_ENCODERS, encode_images
+    if source in IMAGE_ENCODERS:
+        kw = {k: v for k, v in cfg.encoder_kw.items() if k in ("weights", "allow_random_init", "image_size")}
+        return encode_images(data, source, modality=modality, max_studies=cfg.max_studies, **kw)
+    raise ValueError(f"unknown source {source!r} for modality {modality!r}")
+
+
+def _mean_sd(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if len(x) == 0:
+        return np.zeros(x.shape[1], np.float32), np.ones(x.shape[1], np.float32)
+    mu = x.mean(0)
+    sd = x.std(0)
+    return mu.astype(np.float32), np.where(sd > 1e-6, sd, 1.0).astype(np.float32)
+
+
+class InputScaler:
+    """Standardization fitted on the training rows (scikit-learn style: fitted state ends in _)."""
+
+    def fit(self, arrays: dict[str, np.ndarray], modalities: tuple[str, ...], train_rows: np.ndarray) -> "InputScaler":
+        """Learn means/stds from the training rows.
+
+        Args:
+            arrays: from `raw_inputs`.
+            modalities: side modalities present in arrays.
+            train_rows: row indices of the training split.
+
+        Returns:
+            self.
+        """
+        self.modalities_ = tuple(modalities)
+        self.stats_ = {}
+        if "ehr" in arrays:
+            mu, sd = _mean_sd(arrays["ehr"][train_rows])
+            # drop columns that are constant on the training split
+            keep = arrays["ehr"][train_rows].std(0) > 1e-6 if len(train_rows) else np.ones(len(mu), bool)
+            self.ehr_keep_ = np.flatnonzero(keep)
+            self.stats_["ehr"] = (mu[self.ehr_keep_], sd[self.ehr_keep_])
+        if "ts_sum" in arrays:
+            self.stats_["ts_sum"] = _mean_sd(arrays["ts_sum"][train_rows])
+        for m in self.modalities_:
+            pres = arrays[f"{m}.present"][train_rows]
+            self.stats_[m] = _mean_sd(arrays[f"{m}.mean"][train_rows][pres])
+        return self
+
+    def transform(self, arrays: dict[str, np.ndarray], rows: np.ndarray) -> FusionInputs:
+        """Standardized inputs of some rows.
+
+        Args:
+            arrays: from `raw_inputs` (label-aligned).
+            rows: row indices to return.
+
+        Returns:
+            FusionInputs.
+        """
+        out: dict[str, np.ndarray] = {}
+        if "ehr" in arrays:
+            mu, sd = self.stats_["ehr"]
+            out["ehr"] = np.clip((arrays["ehr"][rows][:, self.ehr_keep_] - mu) / sd, -10, 10).astype(np.float32)
+        if "ts" in arrays:
+            out["ts"] = arrays["ts"][rows].astype(np.float32)
+            out["ts_obs"] = arrays["ts_obs"][rows].astype(bool)
+            mu, sd = self.stats_["ts_sum"]
+            out["ts_sum"] = np.clip((arrays["ts_sum"][rows] - mu) / sd, -10, 10).astype(np.float32)
+        for m in self.modalities_:
+            mu, sd = self.stats_[m]
+            pres = arrays[f"{m}.present"][rows].astype(bool)
+            smask = arrays[f"{m}.seq_mask"][rows].astype(bool)
+            out[f"{m}.mean"] = np.where(pres[:, None], (arrays[f"{m}.mean"][rows] - mu) / sd, 0).astype(np.float32)
+            out[f"{m}.seq"] = np.where(smask[:, :, None], (arrays[f"{m}.seq"][rows] - mu) / sd, 0).astype(np.float32)
+            out[f"{m}.seq_mask"] = smask
+            out[f"{m}.present"] = pres
+        return FusionInputs(out, self.modalities_)

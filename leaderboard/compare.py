@@ -1,0 +1,337 @@
+"""`python -m benchmark compare --a A --b B`: paired comparison of two models across tasks.
+
+For every task both models have results for (newest common task version, lowest common seed with
+status ok), the two prediction files are joined on (subject_id, prediction_time) and compared
+with a paired subject bootstrap (`benchmark.stats`, 2000 resamples): AUROC and AUPRC (binary, plus
+the precision difference on a recall grid), macro AUROC (multilabel), Harrell's C-index (survival),
+MAE (regression). Deltas are A - B. Discrimination deltas (AUROC, macro AUROC, C-index: all
+concordance probabilities) are pooled across tasks by fixed-effect and DerSimonian-Laird
+random-effects meta-analysis, AUPRC deltas separately; MAE is not pooled (its scale differs by
+task).
+
+Output: a rich table on stdout, and an HTML page (plus the same numbers as JSON) written to
+`--out` (a folder, or a file ending in .html) or `<results>/leaderboard/compare-A-vs-B.html`.
+The page holds aggregates only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmark.errors import UserError
+from leaderboard import plots
+from leaderboard.build import _int, environment, fmt, load_records, metric_label, slug
+
+POOLED = {"discrimination": ("auroc", "auroc_macro", "c_index"), "auprc": ("auprc",)}
+METRICS_BY_KIND = {"binary": ("auroc", "auprc"), "multilabel": ("auroc_macro",), "survival": ("c_index",),
+                   "regression": ("mae",)}
+DISPLAY = {"c_index": "Harrell's C", "auroc": "AUROC", "auprc": "AUPRC", "auroc_macro": "macro AUROC", "mae": "MAE"}
+
+
+def select_tasks(names: list[str], spec: str | None) -> list[str]:
+    """Filter task names by a CLI selection: "all", or comma-separated names / family prefixes.
+
+    Args:
+        names: available task names.
+        spec: the selection.
+
+    Returns:
+        Selected names, sorted.
+    """
+    if not spec or spec.strip() == "all":
+        return sorted(names)
+    parts = [p.strip().rstrip("/") for p in spec.split(",") if p.strip()]
+    return sorted(n for n in names if any(n == p or n.startswith(p + "/") for p in parts))
+
+
+def _ok_records(results_dir: Path, model: str) -> dict[str, list[dict]]:
+    recs, _ = load_records(results_dir)
+    out: dict[str, list[dict]] = {}
+    for r in recs:
+        if r["model"] == model and r.get("status") == "ok" and r["_pred"].exists():
+            out.setdefault(r["task"], []).append(r)
+    return out
+
+
+def _arrays(kind: str, df, suffix: str = ""):
+    """(y, score) of a kind from a predictions frame (score columns may carry a suffix)."""
+    if kind == "binary":
+        return df["boolean_value"].cast(int).to_numpy(), df["predicted_boolean_probability" + suffix].to_numpy()
+    if kind == "survival":
+        y = np.column_stack([df["float_value"].cast(float).to_numpy(), df["boolean_value"].cast(float).to_numpy()])
+        return y, df["predicted_risk" + suffix].to_numpy()
+    if kind == "multilabel":
+        labels = [c.split("/", 1)[1] for c in df.columns if c.startswith("boolean_value/")]
+        y = np.column_stack([df[f"boolean_value/{lab}"].cast(int).to_numpy() for lab in labels])
+        s = np.column_stack([df[f"predicted_boolean_probability/{lab}{suffix}"].to_numpy() for lab in labels])
+        return y, s
+    return df["float_value"].cast(float).to_numpy(), df["predicted_float_value" + suffix].to_numpy()
+
+
+def _label_columns(kind: str, columns: list[str]) -> list[str]:
+    if kind == "multilabel":
+        return [c for c in columns if c.startswith("boolean_value/")]
+    return ["boolean_value", "float_value"] if kind == "survival" else (
+        ["boolean_value"] if kind == "binary" else ["float_value"])
+
+
+def _pair(ra: list[dict], rb: list[dict]) -> tuple[dict, dict] | str:
+    va = {_int(r.get("task_version")) for r in ra}
+    vb = {_int(r.get("task_version")) for r in rb}
+    common = va & vb
+    if not common:
+        return f"no common task version (A has {sorted(va)}, B has {sorted(vb)})"
+    v = max(common)
+    sa = {_int(r.get("seed")): r for r in ra if _int(r.get("task_version")) == v}
+    sb = {_int(r.get("seed")): r for r in rb if _int(r.get("task_version")) == v}
+    seeds = sorted(set(sa) & set(sb))
+    if not seeds:
+        return "no common seed"
+    return sa[seeds[0]], sb[seeds[0]]
+
+
+def compare(results_dir: Path, a: str, b: str, tasks: str | None = "all", *, n_boot: int = 2000, seed: int = 0,
+            level: float = 0.95) -> dict[str, Any]:
+    """Paired comparison of models A and B on every common task, and meta-analysis across tasks.
+
+    Args:
+        results_dir: the results folder.
+        a: model A.
+        b: model B.
+        tasks: "all", or comma-separated task names / family prefixes.
+        n_boot: paired bootstrap replicates.
+        seed: bootstrap seed.
+        level: CI coverage.
+
+    Returns:
+        {"a", "b", "rows": [per task and metric: value_a, value_b, delta, ci_low, ci_high, p_value, se,
+        n_rows, n_subjects, seed, task_version, favours], "skipped": [{task, reason}],
+        "meta": {"discrimination"|"auprc": MetaResult dict or None}, "pr_curves": {task: dict},
+        "n_boot", "level"}.
+
+    Raises:
+        UserError: a model has no results, or the two share no task.
+    """
+    import polars as pl
+
+    from benchmark.metrics.binary import DegenerateInputError
+    from benchmark.stats import meta_analysis, paired_bootstrap, precision_difference_curve
+
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise UserError("results folder not found", file=results_dir, field="--results",
+                        fix="pass the folder that holds the result files")
+    recs_a, recs_b = _ok_records(results_dir, a), _ok_records(results_dir, b)
+    for name, recs, flag in ((a, recs_a, "--a"), (b, recs_b, "--b")):
+        if not recs:
+            known = sorted({r["model"] for r in load_records(results_dir)[0]})
+            raise UserError(f"no finished results for model {name!r}", file=results_dir, field=flag,
+                            fix="choose from: " + (", ".join(known) or "(no results yet: run `python -m benchmark run`)"))
+    chosen = select_tasks(sorted(set(recs_a) & set(recs_b)), tasks)
+    if not chosen:
+        raise UserError(f"models {a!r} and {b!r} have no finished task in common"
+                        + (f" among {tasks!r}" if tasks and tasks != "all" else ""), field="--tasks",
+                        fix="run both models on the same tasks, or widen --tasks")
+    rows, skipped, curves = [], [], {}
+    for task in chosen:
+        pair = _pair(recs_a[task], recs_b[task])
+        if isinstance(pair, str):
+            skipped.append({"task": task, "reason": pair})
+            continue
+        ra, rb = pair
+        kind = str(ra.get("task_kind") or "")
+        if kind not in METRICS_BY_KIND:
+            skipped.append({"task": task, "reason": f"unknown task kind {kind!r}"})
+            continue
+        try:
+            fa, fb = pl.read_parquet(ra["_pred"]), pl.read_parquet(rb["_pred"])
+            labels = _label_columns(kind, fa.columns)
+            score_cols = [c for c in fb.columns if c.startswith("predicted_")]
+            j = fa.join(fb.select(["subject_id", "prediction_time", *labels, *score_cols]),
+                        on=["subject_id", "prediction_time"], how="inner", suffix="_b")
+        except Exception as e:  # noqa: BLE001 - one bad file skips one task
+            skipped.append({"task": task, "reason": f"predictions could not be read or joined ({type(e).__name__})"})
+            continue
+        if j.height == 0:
+            skipped.append({"task": task, "reason": "the two prediction files share no (subject, time) row"})
+            continue
+        if any(not j[c].equals(j[c + "_b"]) for c in labels):
+            skipped.append({"task": task, "reason": "labels differ between the two files (different data?)"})
+            continue
+        y, sa = _arrays(kind, j)
+        _, sb = _arrays(kind, j, "_b")
+        sid = j["subject_id"].to_numpy()
+        for metric in METRICS_BY_KIND[kind]:
+            try:
+                pr = paired_bootstrap(y, sa, sb, sid, metric=metric, n_boot=n_boot, seed=seed, level=level)
+            except DegenerateInputError as e:
+                skipped.append({"task": task, "reason": f"{metric}: {e}"})
+                continue
+            lower_better = metric == "mae"
+            favours = None
+            if math.isfinite(pr.ci_low) and (pr.ci_low > 0 or pr.ci_high < 0):
+                favours = (a if pr.delta > 0 else b) if not lower_better else (b if pr.delta > 0 else a)
+            rows.append({"task": task, "kind": kind, "metric": metric, "value_a": pr.value_a, "value_b": pr.value_b,
+                         "delta": pr.delta, "mean_delta": pr.mean_delta, "ci_low": pr.ci_low, "ci_high": pr.ci_high,
+                         "p_value": pr.p_value, "se": pr.se, "n_rows": pr.n_rows, "n_subjects": pr.n_subjects,
+                         "seed": _int(ra.get("seed")), "task_version": _int(ra.get("task_version")),
+                         "favours": favours, "method": pr.method})
+        if kind == "binary":
+            try:
+                curves[task] = precision_difference_curve(y, sa, sb, sid, n_boot=n_boot, seed=seed,
+                                                          level=level).to_dict()
+            except DegenerateInputError:
+                pass
+    meta: dict[str, Any] = {}
+    for name, metrics in POOLED.items():
+        sel = [r for r in rows if r["metric"] in metrics]
+        if not sel:
+            meta[name] = None
+            continue
+        try:
+            m = meta_analysis([r["delta"] for r in sel], [r["se"] for r in sel], level=level).to_dict()
+            m["tasks"] = [f"{r['task']} ({DISPLAY[r['metric']]})" for r in sel]
+            meta[name] = m
+        except ValueError as e:
+            meta[name] = {"error": str(e), "tasks": [r["task"] for r in sel]}
+    return {"a": a, "b": b, "rows": rows, "skipped": skipped, "meta": meta, "pr_curves": curves,
+            "n_boot": n_boot, "level": level, "tasks": tasks or "all"}
+
+
+def _p(p: float) -> str:
+    if not isinstance(p, (int, float)) or not math.isfinite(p):
+        return "\u2014"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _d(x: float) -> str:
+    return "\u2014" if not isinstance(x, (int, float)) or not math.isfinite(x) else f"{x:+.3f}"
+
+
+def render_compare(res: dict[str, Any]) -> str:
+    """The comparison page (HTML) of a `compare` result.
+
+    Args:
+        res: the dict from `compare`.
+
+    Returns:
+        HTML text.
+    """
+    env = environment()
+    env.filters.update(p=_p, d=_d)
+    forests = {}
+    for name, metrics in POOLED.items():
+        m = res["meta"].get(name)
+        sel = [r for r in res["rows"] if r["metric"] in metrics]
+        if not sel:
+            continue
+        fr = [(f"{r['task']} ({DISPLAY[r['metric']]})", r["delta"], r["ci_low"], r["ci_high"], False) for r in sel]
+        if m and "fixed" in m:
+            fr.append(("pooled, fixed effect", m["fixed"]["estimate"], m["fixed"]["ci_low"], m["fixed"]["ci_high"], True))
+            fr.append(("pooled, random effects (DL)", m["random"]["estimate"], m["random"]["ci_low"],
+                       m["random"]["ci_high"], True))
+        label = "AUROC / C-index" if name == "discrimination" else "AUPRC"
+        forests[name] = plots.forest_plot(fr, title=f"{label}: {res['a']} \u2212 {res['b']} (95% CI)",
+                                          x_label=f"difference in {label} (A \u2212 B)")
+    pr_figs = []
+    for task, c in sorted(res["pr_curves"].items()):
+        pts = [(r, d) for r, d in zip(c["recall"], c["delta"]) if d is not None]
+        lo = [v if v is not None else d for v, (_, d) in zip(c["ci_low"], pts)]
+        hi = [v if v is not None else d for v, (_, d) in zip(c["ci_high"], pts)]
+        if len(pts) < 2:
+            continue
+        span = max([abs(v) for v in lo + hi] + [0.05]) * 1.1
+        span = math.ceil(span * 20) / 20
+        pr_figs.append(plots.line_plot([plots.Series("A \u2212 B (95% CI band)", pts, lo=lo, hi=hi)],
+                                       title=f"{task}: precision difference at fixed recall", x_label="recall",
+                                       y_label="precision A \u2212 B", x_range=(0.0, 1.0), y_range=(-span, span),
+                                       band=True, ref_y=0.0))
+    return env.get_template("compare.html.j2").render(root="", res=res, forests=forests, pr_figs=pr_figs,
+                                                      display=DISPLAY, metric_label=metric_label)
+
+
+def _print_table(res: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+    console = Console(highlight=False)
+    t = Table(title=f"{res['a']} (A) vs {res['b']} (B): paired bootstrap, {res['n_boot']} resamples, delta = A - B")
+    for col in ("task", "metric", "A", "B", "delta", "95% CI", "p", "favours"):
+        t.add_column(col)
+    for r in res["rows"]:
+        t.add_row(r["task"], DISPLAY[r["metric"]], fmt(r["value_a"]), fmt(r["value_b"]), _d(r["delta"]),
+                  f"[{_d(r['ci_low'])}, {_d(r['ci_high'])}]", _p(r["p_value"]), r["favours"] or "\u2014")
+    console.print(t)
+    for name, m in res["meta"].items():
+        if not m or "fixed" not in m:
+            continue
+        label = "AUROC / C-index" if name == "discrimination" else "AUPRC"
+        mt = Table(title=f"pooled {label} difference over {m['k']} task(s)")
+        for col in ("model", "estimate", "95% CI", "p"):
+            mt.add_column(col)
+        for key, txt in (("fixed", "fixed effect (inverse variance)"), ("random", "random effects (DerSimonian-Laird)")):
+            e = m[key]
+            mt.add_row(txt, _d(e["estimate"]), f"[{_d(e['ci_low'])}, {_d(e['ci_high'])}]", _p(e["p_value"]))
+        console.print(mt)
+        console.print(f"  heterogeneity: Q = {m['q']:.2f} (df {m['q_df']}), I\u00b2 = {100 * m['i2']:.0f}%, "
+                      f"tau\u00b2 = {m['tau2']:.2g}")
+    for s in res["skipped"]:
+        console.print(f"[yellow]skipped {s['task']}[/]: {s['reason']}")
+
+
+def output_path(results_dir: Path, a: str, b: str, out: str | None) -> Path:
+    """Where the comparison page goes.
+
+    Args:
+        results_dir: the results folder.
+        a: model A.
+        b: model B.
+        out: --out: a file ending in .html, a folder, or None (<results>/leaderboard).
+
+    Returns:
+        The HTML path.
+    """
+    name = f"compare-{slug(a)}-vs-{slug(b)}.html"
+    if out:
+        p = Path(out)
+        return p if p.suffix == ".html" else p / name
+    return Path(results_dir) / "leaderboard" / name
+
+
+def compare_cli(args) -> int:
+    """Entry point of `python -m benchmark compare`.
+
+    Args:
+        args: namespace with a, b, tasks, results, out (and optionally n_boot, seed).
+
+    Returns:
+        Exit status 0 (UserError is raised for bad input; the CLI prints it and exits 2).
+    """
+    from benchmark.results import atomic_write_bytes
+
+    results = Path(args.results)
+    res = compare(results, args.a, args.b, getattr(args, "tasks", "all"), n_boot=int(getattr(args, "n_boot", 2000)),
+                  seed=int(getattr(args, "seed", 0)))
+    _print_table(res)
+    path = output_path(results, args.a, args.b, getattr(args, "out", None))
+    atomic_write_bytes(path, render_compare(res).encode("utf-8"))
+    data = json.dumps(_finite(res), indent=1, sort_keys=True, allow_nan=False, default=str)
+    atomic_write_bytes(path.with_suffix(".json"), (data + "\n").encode("utf-8"))
+    print(f"comparison written to {path}")
+    return 0
+
+
+def _finite(x):
+    if isinstance(x, dict):
+        return {str(k): _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, np.generic):
+        return _finite(x.item())
+    return x
