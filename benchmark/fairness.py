@@ -226,7 +226,7 @@ def _attribute_report(kind: str, labels: np.ndarray, y: np.ndarray, s: np.ndarra
         worst, best = min(valued, key=key), max(valued, key=key)
         rep["worst_group"] = {"group": worst["group"], "value": worst["value"]}
         rep["best_group"] = {"group": best["group"], "value": best["value"]}
-        rep["gap"] = _r(abs(best["value"] - worst["value"]))
+        rep["gap"] = _r(abs(best["value"] - worst["value"])) if len(valued) >= 2 else None
     else:
         rep["worst_group"] = rep["best_group"] = rep["gap"] = None
     if kind == "binary":
@@ -267,7 +267,7 @@ def fairness_report(data: TaskData, test: Prediction, threshold: float | None = 
     metric = METRIC_BY_KIND[kind]
     block: dict[str, Any] = {
         "split": "held_out", "metric": metric, "higher_is_better": kind != "regression",
-        "threshold": _r(threshold) if threshold is not None and kind == "binary" else None, "min_count": min_count,
+        "threshold": _r(threshold, 3) if threshold is not None and kind == "binary" else None, "min_count": min_count,
         "n_boot": n_boot,
         "method": (f"{metric} per subgroup with percentile subject-bootstrap 95% CI ({n_boot} resamples, "
                    f"seed {data.seed}); groups with fewer than {min_count} subjects"

@@ -72,12 +72,12 @@ def predictions_frame(data: TaskData, pred: Prediction, split: str = "held_out")
     y = data.y(split)
     if k == "binary":
         return f.with_columns(pl.Series("boolean_value", y.astype(bool)),
-                              pl.Series("predicted_boolean_probability", pred.score.astype(np.float64)))
+                              pl.Series("predicted_boolean_probability", pred.score.astype(np.float32)))
     if k == "multilabel":
         cols = []
         for i, n in enumerate(data.task.label_names()):
             cols += [pl.Series(f"boolean_value/{n}", y[:, i].astype(bool)),
-                     pl.Series(f"predicted_boolean_probability/{n}", pred.score[:, i].astype(np.float64))]
+                     pl.Series(f"predicted_boolean_probability/{n}", pred.score[:, i].astype(np.float32))]
         return f.with_columns(cols)
     if k == "survival":
         return f.with_columns(pl.Series("float_value", y[:, 0]), pl.Series("boolean_value", y[:, 1].astype(bool)),
@@ -97,13 +97,15 @@ def score_cell(data: TaskData, test: Prediction, val: Prediction | None, n_boot:
         from benchmark.metrics.binary import choose_threshold
         yv = data.y("tuning")
         if len(np.unique(yv)) == 2:
-            kw["threshold"] = float(choose_threshold(yv, val.score, rule="youden"))
+            # rounded so the stored value is not one tuning patient's exact score
+            kw["threshold"] = round(float(choose_threshold(yv, val.score, rule="youden")), 3)
     if task.kind == "survival":
         ytr = data.y(("train", "tuning"))
         kw.update(train_time=ytr[:, 0], train_event=ytr[:, 1].astype(bool), horizon=task.horizon_days())
         ev_times = y[y[:, 1] == 1, 0]
         if len(ev_times) >= 4:
-            kw["times"] = np.quantile(ev_times, [0.25, 0.5, 0.75])
+            # whole days, so an evaluation time is never one patient's exact event time
+            kw["times"] = np.unique(np.round(np.quantile(ev_times, [0.25, 0.5, 0.75])))
         if test.surv_prob is not None and test.surv_times is not None:
             kw["surv_prob"], kw["times"] = test.surv_prob, test.surv_times
         res = evaluate("survival", (y[:, 0], y[:, 1].astype(bool)), test.score, sid, **kw)

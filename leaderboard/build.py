@@ -167,12 +167,19 @@ def metric_label(name: str, label_names: list[str] | None = None) -> str:
     return METRIC_LABELS.get(name, name)
 
 
+# the order `benchmark.metrics.evaluate` reports metrics in, for metrics a task does not declare
+_KNOWN_ORDER = ("auroc", "auprc", "brier", "ece", "sensitivity", "specificity", "ppv", "npv", "f1",
+                "auroc_macro", "auprc_macro", "c_index_harrell", "c_index_uno", "td_auc", "ibs", "mae", "rmse", "r2")
+
+
 def _metric_order(names: set[str], main: str, declared: tuple[str, ...]) -> list[str]:
     def key(n: str):
         if n == main:
             return (0, 0.0, n)
         if n in declared:
             return (1, float(declared.index(n)), n)
+        if n in _KNOWN_ORDER:
+            return (1, 100.0 + _KNOWN_ORDER.index(n), n)
         if n.startswith("td_auc@"):
             try:
                 return (2, float(n.split("@", 1)[1]), n)
@@ -541,14 +548,19 @@ def _curves(task: TaskInfo, cells: list[Cell], models: dict[str, ModelInfo]) -> 
     return out
 
 
+_VALUE_KEYS = ("mean_abs_shap", "importance", "abs_coefficient", "value", "mean_abs")
+
+
 def shap_summary(expl: Any, top: int = SHAP_TOP) -> tuple[str, list[tuple[str, float]]] | None:
     """Global feature importance from a result's "explanations" block.
 
-    Accepted shapes (the first that fits): {"method": ..., "global"|"mean_abs_shap"|"importance"|
-    "feature_importance"|"shap": X} or X itself, where X is {feature: value},
+    Accepted shapes (the first that fits): {"method": ..., "top_features"|"global"|"mean_abs_shap"|
+    "importance"|"feature_importance"|"shap": X} or X itself, where X is {feature: value},
     {"feature_names": [...], "mean_abs"|"mean_abs_shap"|"values": [...]} (a per-row matrix of at
     least 10 rows is reduced to mean |value| per feature), or [{"feature"|"name": f,
-    "mean_abs_shap"|"importance"|"value"|"mean_abs": v}] / [[f, v]].
+    "mean_abs_shap"|"importance"|"abs_coefficient"|"value"|"mean_abs": v}] / [[f, v]]. The
+    baselines write {"method", "n_rows", "output", "top_features": [{"feature", "description",
+    "mean_abs_shap" | "importance" | "abs_coefficient"}]}.
 
     Args:
         expl: the block.
@@ -557,17 +569,25 @@ def shap_summary(expl: Any, top: int = SHAP_TOP) -> tuple[str, list[tuple[str, f
     Returns:
         (method, [(feature, value)]) or None when nothing usable is there.
     """
+    got = _importance_items(expl, top)
+    return (got[0], [(n, v) for n, v, _ in got[1]]) if got else None
+
+
+def _importance_items(expl: Any, top: int = SHAP_TOP) -> tuple[str, list[tuple[str, float, str]]] | None:
     if not expl:
         return None
     method = "SHAP"
     obj = expl
     if isinstance(obj, dict):
         method = str(obj.get("method") or obj.get("explainer") or "SHAP")
-        for key in ("global", "mean_abs_shap", "importance", "feature_importance", "shap"):
+        for key in ("top_features", "global", "mean_abs_shap", "importance", "feature_importance", "shap"):
             if key in obj and isinstance(obj[key], (dict, list)):
                 obj = obj[key]
                 break
-    items: list[tuple[str, float]] = []
+        else:
+            if "modalities" in obj or "reason" in obj or "structured_model" in obj:
+                return None
+    items: list[tuple[str, float, str]] = []
     if isinstance(obj, dict):
         names = obj.get("feature_names") or obj.get("features")
         vals = next((obj[k] for k in ("mean_abs", "mean_abs_shap", "values") if k in obj), None)
@@ -579,22 +599,61 @@ def shap_summary(expl: Any, top: int = SHAP_TOP) -> tuple[str, list[tuple[str, f
             if arr.ndim == 2 and arr.shape[1] == len(names) and arr.shape[0] >= plots.MIN_COUNT:
                 arr = np.abs(arr).mean(axis=0)
             if arr.ndim == 1 and len(arr) == len(names):
-                items = [(str(n), float(v)) for n, v in zip(names, arr) if math.isfinite(v)]
+                items = [(str(n), float(v), "") for n, v in zip(names, arr) if math.isfinite(v)]
         else:
-            items = [(str(k), float(v)) for k, v in obj.items() if _num(v)]
+            items = [(str(k), float(v), "") for k, v in obj.items() if _num(v)]
     elif isinstance(obj, list):
         for e in obj:
-            name, v = None, None
+            name, v, desc = None, None, ""
             if isinstance(e, dict):
                 name = e.get("feature", e.get("name"))
-                v = next((e[k] for k in ("mean_abs_shap", "importance", "value", "mean_abs") if _num(e.get(k))),
-                         None)
+                v = next((e[k] for k in _VALUE_KEYS if _num(e.get(k))), None)
+                desc = str(e.get("description") or "")
             elif isinstance(e, (list, tuple)) and len(e) == 2:
                 name, v = e
             if name is not None and _num(v):
-                items.append((str(name), float(v)))
-    items = sorted(((n, abs(v)) for n, v in items), key=lambda t: (-t[1], t[0]))[:top]
+                items.append((str(name), float(v), desc))
+    items = sorted(((n, abs(v), d) for n, v, d in items), key=lambda t: (-t[1], t[0]))[:top]
     return (method, items) if items else None
+
+
+def explanation_figures(model: str, expl: Any, color: int) -> tuple[list[Markup], list[str]]:
+    """Plots of a result's "explanations" block: feature importance bars, and for late-fusion
+    models the leave-one-modality-out drop per modality plus the structured model's features.
+
+    Args:
+        model: model name (plot titles).
+        expl: the block.
+        color: palette index.
+
+    Returns:
+        (figures, notes).
+    """
+    figs: list[Markup] = []
+    notes: list[str] = []
+    if not isinstance(expl, (dict, list)) or not expl:
+        return figs, notes
+    if isinstance(expl, dict) and isinstance(expl.get("modalities"), list):
+        rows = [(str(m.get("modality")), float(m["drop"]), f"rows with it: {m.get('n_rows_with', '?')}")
+                for m in expl["modalities"] if isinstance(m, dict) and _num(m.get("drop"))]
+        if rows:
+            figs.append(plots.bar_plot(rows, title=f"{model}: {expl.get('method') or 'modality attribution'}",
+                                       x_label="drop without the modality (positive = it helps)", color=color,
+                                       label_width=120, width=460))
+    if isinstance(expl, dict) and expl.get("method") is None and expl.get("reason"):
+        notes.append(f"{model}: no explanation ({expl['reason']})")
+    sub = expl.get("structured_model") if isinstance(expl, dict) else None
+    for block, prefix in ((expl, ""), (sub, "structured model, ")):
+        got = _importance_items(block)
+        if got:
+            method, items = got
+            output = block.get("output") if isinstance(block, dict) else None
+            figs.append(plots.bar_plot(items, title=f"{model}: top features ({prefix}{method})",
+                                       x_label=f"importance ({output})" if output else "mean |value|",
+                                       color=color))
+        elif isinstance(block, dict) and block is sub and block.get("reason"):
+            notes.append(f"{model}: structured model not explained ({block['reason']})")
+    return figs, notes
 
 
 def _fairness_view(block: Any) -> dict | None:
@@ -699,7 +758,7 @@ def environment() -> Environment:
     css, hook, js = _read_static("style.css"), _read_static("hook.js"), _read_static("site.js")
     csp = ("default-src 'none'; img-src data:; style-src " + _csp_hash(css) + "; script-src "
            + _csp_hash(hook) + " " + _csp_hash(js) + "; base-uri 'none'; form-action 'none'")
-    env.globals.update(css=Markup(css), hook_js=Markup(hook), site_js=Markup(js), csp=csp)
+    env.globals.update(css=Markup(css), hook_js=Markup(hook), site_js=Markup(js), csp=Markup(csp))
     return env
 
 
@@ -821,22 +880,20 @@ def _task_page(env: Environment, site: Site, t: TaskInfo) -> str:
     names = {n for c in cells for n in c.metrics}
     order = _metric_order(names, t.main_metric, t.metrics)
     curves = _curves(t, cells, site.models)
-    fairness, shap = [], []
+    fairness, shap, shap_notes = [], [], []
     for c in cells:
         if c.status != "ok":
             continue
         fv = _fairness_view(c.records[0].get("fairness"))
         if fv and (fv["attributes"] or fv["notes"]):
             fairness.append((site.models[c.model], fv))
-        sm = shap_summary(c.records[0].get("explanations"))
-        if sm:
-            method, items = sm
-            shap.append((site.models[c.model], method, plots.bar_plot(
-                items, title=f"{c.model}: top features ({method}, mean |value|)", x_label="mean |SHAP value|",
-                color=site.models[c.model].color)))
+        figs, notes = explanation_figures(c.model, c.records[0].get("explanations"), site.models[c.model].color)
+        shap.extend(figs)
+        shap_notes.extend(notes)
     per_label = []
     if t.kind == "multilabel":
-        idx = sorted({int(n.split("/", 1)[1]) for n in names if n.startswith("auroc/") and n.split("/", 1)[1].isdigit()})
+        idx = sorted({int(n.split("/", 1)[1]) for n in names
+                      if n.startswith("auroc/") and n.split("/", 1)[1].isdigit()})
         for j in idx:
             name = t.label_names[j] if j < len(t.label_names) else f"label {j}"
             per_label.append((name, [c.metrics.get(f"auroc/{j}") for c in cells]))
@@ -848,7 +905,7 @@ def _task_page(env: Environment, site: Site, t: TaskInfo) -> str:
             thresholds[c.model] = f"{statistics.fmean(th):.2f}"
     return env.get_template("task.html.j2").render(
         root="../", site=site, task=t, cells=cells, metric_names=order, curves=curves, fairness=fairness,
-        shap=shap, per_label=per_label, thresholds=thresholds, models=site.models)
+        shap=shap, shap_notes=shap_notes, per_label=per_label, thresholds=thresholds, models=site.models)
 
 
 def _model_page(env: Environment, site: Site, m: ModelInfo) -> str:

@@ -30,6 +30,7 @@ from leaderboard.build import _int, environment, fmt, load_records, metric_label
 POOLED = {"discrimination": ("auroc", "auroc_macro", "c_index"), "auprc": ("auprc",)}
 METRICS_BY_KIND = {"binary": ("auroc", "auprc"), "multilabel": ("auroc_macro",), "survival": ("c_index",),
                    "regression": ("mae",)}
+_B = "B\u00a7"  # prefix of model B's columns after the join
 DISPLAY = {"c_index": "Harrell's C", "auroc": "AUROC", "auprc": "AUPRC", "auroc_macro": "macro AUROC", "mae": "MAE"}
 
 
@@ -58,19 +59,19 @@ def _ok_records(results_dir: Path, model: str) -> dict[str, list[dict]]:
     return out
 
 
-def _arrays(kind: str, df, suffix: str = ""):
-    """(y, score) of a kind from a predictions frame (score columns may carry a suffix)."""
+def _arrays(kind: str, df, score_prefix: str = ""):
+    """(y, score) of a kind from a joined predictions frame; B's score columns carry score_prefix."""
     if kind == "binary":
-        return df["boolean_value"].cast(int).to_numpy(), df["predicted_boolean_probability" + suffix].to_numpy()
+        return df["boolean_value"].cast(int).to_numpy(), df[score_prefix + "predicted_boolean_probability"].to_numpy()
     if kind == "survival":
         y = np.column_stack([df["float_value"].cast(float).to_numpy(), df["boolean_value"].cast(float).to_numpy()])
-        return y, df["predicted_risk" + suffix].to_numpy()
+        return y, df[score_prefix + "predicted_risk"].to_numpy()
     if kind == "multilabel":
         labels = [c.split("/", 1)[1] for c in df.columns if c.startswith("boolean_value/")]
         y = np.column_stack([df[f"boolean_value/{lab}"].cast(int).to_numpy() for lab in labels])
-        s = np.column_stack([df[f"predicted_boolean_probability/{lab}{suffix}"].to_numpy() for lab in labels])
+        s = np.column_stack([df[f"{score_prefix}predicted_boolean_probability/{lab}"].to_numpy() for lab in labels])
         return y, s
-    return df["float_value"].cast(float).to_numpy(), df["predicted_float_value" + suffix].to_numpy()
+    return df["float_value"].cast(float).to_numpy(), df[score_prefix + "predicted_float_value"].to_numpy()
 
 
 def _label_columns(kind: str, columns: list[str]) -> list[str]:
@@ -131,7 +132,8 @@ def compare(results_dir: Path, a: str, b: str, tasks: str | None = "all", *, n_b
         if not recs:
             known = sorted({r["model"] for r in load_records(results_dir)[0]})
             raise UserError(f"no finished results for model {name!r}", file=results_dir, field=flag,
-                            fix="choose from: " + (", ".join(known) or "(no results yet: run `python -m benchmark run`)"))
+                            fix="choose from: " + (", ".join(known)
+                                                   or "(no results yet: run `python -m benchmark run`)"))
     chosen = select_tasks(sorted(set(recs_a) & set(recs_b)), tasks)
     if not chosen:
         raise UserError(f"models {a!r} and {b!r} have no finished task in common"
@@ -151,20 +153,22 @@ def compare(results_dir: Path, a: str, b: str, tasks: str | None = "all", *, n_b
         try:
             fa, fb = pl.read_parquet(ra["_pred"]), pl.read_parquet(rb["_pred"])
             labels = _label_columns(kind, fa.columns)
-            score_cols = [c for c in fb.columns if c.startswith("predicted_")]
-            j = fa.join(fb.select(["subject_id", "prediction_time", *labels, *score_cols]),
-                        on=["subject_id", "prediction_time"], how="inner", suffix="_b")
+            # B's columns get a prefix no prediction column has, so A's names stay as they are
+            fb = fb.select(["subject_id", "prediction_time", *labels,
+                            *[c for c in fb.columns if c.startswith("predicted_")]])
+            fb = fb.rename({c: _B + c for c in fb.columns if c not in ("subject_id", "prediction_time")})
+            j = fa.join(fb, on=["subject_id", "prediction_time"], how="inner")
         except Exception as e:  # noqa: BLE001 - one bad file skips one task
             skipped.append({"task": task, "reason": f"predictions could not be read or joined ({type(e).__name__})"})
             continue
         if j.height == 0:
             skipped.append({"task": task, "reason": "the two prediction files share no (subject, time) row"})
             continue
-        if any(not j[c].equals(j[c + "_b"]) for c in labels):
+        if any(not j[c].equals(j[_B + c]) for c in labels):
             skipped.append({"task": task, "reason": "labels differ between the two files (different data?)"})
             continue
         y, sa = _arrays(kind, j)
-        _, sb = _arrays(kind, j, "_b")
+        _, sb = _arrays(kind, j, _B)
         sid = j["subject_id"].to_numpy()
         for metric in METRICS_BY_KIND[kind]:
             try:
@@ -232,7 +236,8 @@ def render_compare(res: dict[str, Any]) -> str:
             continue
         fr = [(f"{r['task']} ({DISPLAY[r['metric']]})", r["delta"], r["ci_low"], r["ci_high"], False) for r in sel]
         if m and "fixed" in m:
-            fr.append(("pooled, fixed effect", m["fixed"]["estimate"], m["fixed"]["ci_low"], m["fixed"]["ci_high"], True))
+            fr.append(("pooled, fixed effect", m["fixed"]["estimate"], m["fixed"]["ci_low"], m["fixed"]["ci_high"],
+                       True))
             fr.append(("pooled, random effects (DL)", m["random"]["estimate"], m["random"]["ci_low"],
                        m["random"]["ci_high"], True))
         label = "AUROC / C-index" if name == "discrimination" else "AUPRC"
@@ -266,19 +271,22 @@ def _print_table(res: dict[str, Any]) -> None:
         t.add_row(r["task"], DISPLAY[r["metric"]], fmt(r["value_a"]), fmt(r["value_b"]), _d(r["delta"]),
                   f"[{_d(r['ci_low'])}, {_d(r['ci_high'])}]", _p(r["p_value"]), r["favours"] or "\u2014")
     console.print(t)
-    for name, m in res["meta"].items():
+    for name in POOLED:
+        m = res["meta"].get(name)
         if not m or "fixed" not in m:
             continue
         label = "AUROC / C-index" if name == "discrimination" else "AUPRC"
         mt = Table(title=f"pooled {label} difference over {m['k']} task(s)")
         for col in ("model", "estimate", "95% CI", "p"):
             mt.add_column(col)
-        for key, txt in (("fixed", "fixed effect (inverse variance)"), ("random", "random effects (DerSimonian-Laird)")):
+        for key, txt in (("fixed", "fixed effect (inverse variance)"),
+                         ("random", "random effects (DerSimonian-Laird)")):
             e = m[key]
             mt.add_row(txt, _d(e["estimate"]), f"[{_d(e['ci_low'])}, {_d(e['ci_high'])}]", _p(e["p_value"]))
         console.print(mt)
-        console.print(f"  heterogeneity: Q = {m['q']:.2f} (df {m['q_df']}), I\u00b2 = {100 * m['i2']:.0f}%, "
-                      f"tau\u00b2 = {m['tau2']:.2g}")
+        if m["k"] >= 2:
+            console.print(f"  heterogeneity: Q = {m['q']:.2f} (df {m['q_df']}), I\u00b2 = {100 * m['i2']:.0f}%, "
+                          f"tau\u00b2 = {m['tau2']:.2g}")
     for s in res["skipped"]:
         console.print(f"[yellow]skipped {s['task']}[/]: {s['reason']}")
 
@@ -330,8 +338,8 @@ def _finite(x):
         return {str(k): _finite(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [_finite(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
+    if isinstance(x, float):
+        return round(x, 6) if math.isfinite(x) else None
     if isinstance(x, np.generic):
         return _finite(x.item())
     return x

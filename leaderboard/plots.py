@@ -320,7 +320,15 @@ def _svg_open(width: int, height: int, label: str, cls: str = "plot") -> list[st
     lab = escape(label)
     return [f'<svg class="{cls}" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
             f'width="{width}" height="{height}" role="img" aria-label="{lab}">',
-            f"<title>{lab}</title>"]
+            f"<title>{lab}</title>",
+            f'<text class="title" x="{_f(width / 2)}" y="16" text-anchor="middle">'
+            f'{escape(_fit(label, width - 12))}</text>']
+
+
+def _fit(text: str, px: float, char_px: float = 6.6) -> str:
+    """Shorten text with an ellipsis to about px pixels (the full text stays in the <title>)."""
+    n = int(px / char_px)
+    return text if len(text) <= n else text[: max(n - 1, 1)] + "\u2026"
 
 
 def _legend(series_names: list[tuple[str, int, bool]], x: float, y: float) -> list[str]:
@@ -339,12 +347,15 @@ def _axes_svg(ax: _Axes, x_label: str, y_label: str, x_ticks, y_ticks, x_fmt, y_
     for t in y_ticks:
         yy = ax.y(t)
         out.append(f'<line class="grid" x1="{_f(ax.left)}" y1="{_f(yy)}" x2="{_f(ax.left + ax.w)}" y2="{_f(yy)}"/>')
-        out.append(f'<text class="tick" x="{_f(ax.left - 5)}" y="{_f(yy + 4)}" text-anchor="end">{escape(y_fmt(t))}</text>')
+        out.append(f'<text class="tick" x="{_f(ax.left - 5)}" y="{_f(yy + 4)}" text-anchor="end">'
+                   f'{escape(y_fmt(t))}</text>')
     for t in x_ticks:
         xx = ax.x(t)
         out.append(f'<line class="grid" x1="{_f(xx)}" y1="{_f(ax.top)}" x2="{_f(xx)}" y2="{_f(ax.top + ax.h)}"/>')
-        out.append(f'<text class="tick" x="{_f(xx)}" y="{_f(ax.top + ax.h + 15)}" text-anchor="middle">{escape(x_fmt(t))}</text>')
-    out.append(f'<rect class="frame" x="{_f(ax.left)}" y="{_f(ax.top)}" width="{_f(ax.w)}" height="{_f(ax.h)}" fill="none"/>')
+        out.append(f'<text class="tick" x="{_f(xx)}" y="{_f(ax.top + ax.h + 15)}" text-anchor="middle">'
+                   f'{escape(x_fmt(t))}</text>')
+    out.append(f'<rect class="frame" x="{_f(ax.left)}" y="{_f(ax.top)}" width="{_f(ax.w)}" '
+               f'height="{_f(ax.h)}" fill="none"/>')
     out.append(f'<text class="label" x="{_f(ax.left + ax.w / 2)}" y="{_f(ax.top + ax.h + 32)}" '
                f'text-anchor="middle">{escape(x_label)}</text>')
     cy = ax.top + ax.h / 2
@@ -387,7 +398,6 @@ def line_plot(series: Sequence[Series], *, title: str, x_label: str, y_label: st
     total_h = height + legend_h
     ax = _Axes(x_range, y_range, left, top, width - left - right, height - top - bottom, log_x)
     out = _svg_open(width, total_h, title)
-    out.append(f'<text class="title" x="{_f(width / 2)}" y="16" text-anchor="middle">{escape(title)}</text>')
     if log_x:
         lo_e, hi_e = math.floor(math.log10(x_range[0])), math.ceil(math.log10(x_range[1]))
         x_ticks = [10.0 ** e for e in range(lo_e, hi_e + 1) if x_range[0] <= 10.0 ** e <= x_range[1]]
@@ -434,13 +444,14 @@ def line_plot(series: Sequence[Series], *, title: str, x_label: str, y_label: st
     return Markup("".join(out))
 
 
-def bar_plot(items: Sequence[tuple[str, float]], *, title: str, x_label: str, width: int = 560,
+def bar_plot(items: Sequence[tuple], *, title: str, x_label: str, width: int = 560,
              label_width: int = 220, color: int = 0, value_format: Callable[[float], str] = tick_label
              ) -> Markup:
-    """Horizontal bar chart (e.g. mean |SHAP| per feature), in the given order.
+    """Horizontal bar chart (e.g. mean |SHAP| per feature), in the given order; signed values get
+    a zero line and bars to either side.
 
     Args:
-        items: [(label, value >= 0)].
+        items: [(label, value)] or [(label, value, tooltip)].
         title: plot title.
         x_label: axis label under the bars.
         width: SVG width.
@@ -453,21 +464,30 @@ def bar_plot(items: Sequence[tuple[str, float]], *, title: str, x_label: str, wi
     """
     bar_h, gap, top = 16, 5, 26
     height = top + len(items) * (bar_h + gap) + 34
-    vmax = max([v for _, v in items] + [1e-12])
-    plot_w = width - label_width - 70
+    vals = [float(it[1]) for it in items]
+    lo, hi = min(vals + [0.0]), max(vals + [0.0])
+    if hi - lo <= 0:
+        hi = lo + 1e-12
+    plot_w = width - label_width - 80
+    zero = label_width + (0.0 - lo) / (hi - lo) * plot_w
     out = _svg_open(width, height, title)
-    out.append(f'<text class="title" x="{_f(width / 2)}" y="16" text-anchor="middle">{escape(title)}</text>')
     out.append(f'<g class="c{color % N_COLORS}">')
     max_chars = max(8, label_width // 7)
-    for i, (label, v) in enumerate(items):
+    if lo < 0:
+        out.append(f'<line class="ref" x1="{_f(zero)}" y1="{top - 2}" x2="{_f(zero)}" '
+                   f'y2="{_f(top + len(items) * (bar_h + gap))}"/>')
+    for i, it in enumerate(items):
+        label, v = str(it[0]), float(it[1])
+        tip = str(it[2]) if len(it) > 2 and it[2] else label
         y = top + i * (bar_h + gap)
         text = label if len(label) <= max_chars else label[:max_chars - 1] + "\u2026"
-        w = max(0.0, v) / vmax * plot_w
+        x_end = label_width + (v - lo) / (hi - lo) * plot_w
+        x0, w = min(zero, x_end), abs(x_end - zero)
         out.append(f'<text class="tick" x="{_f(label_width - 6)}" y="{_f(y + bar_h - 4)}" '
-                   f'text-anchor="end"><title>{escape(label)}</title>{escape(text)}</text>')
-        out.append(f'<rect class="bar" x="{_f(label_width)}" y="{_f(y)}" width="{_f(w)}" height="{bar_h}" '
+                   f'text-anchor="end"><title>{escape(tip)}</title>{escape(text)}</text>')
+        out.append(f'<rect class="bar" x="{_f(x0)}" y="{_f(y)}" width="{_f(w)}" height="{bar_h}" '
                    'fill="currentColor"/>')
-        out.append(f'<text class="tick" x="{_f(label_width + w + 4)}" y="{_f(y + bar_h - 4)}">'
+        out.append(f'<text class="tick" x="{_f(max(zero, x_end) + 4)}" y="{_f(y + bar_h - 4)}">'
                    f'{escape(value_format(v))}</text>')
     out.append("</g>")
     out.append(f'<text class="label" x="{_f(label_width + plot_w / 2)}" y="{_f(height - 10)}" '
@@ -497,13 +517,13 @@ def forest_plot(rows: Sequence[tuple[str, float, float, float, bool]], *, title:
     x_range = (-span, span)
     ax = _Axes(x_range, (0, 1), label_width, top, width - label_width - 20, len(rows) * row_h)
     out = _svg_open(width, height, title)
-    out.append(f'<text class="title" x="{_f(width / 2)}" y="16" text-anchor="middle">{escape(title)}</text>')
     for t in nice_ticks(*x_range):
         xx = ax.x(t)
         out.append(f'<line class="grid" x1="{_f(xx)}" y1="{top}" x2="{_f(xx)}" y2="{_f(top + len(rows) * row_h)}"/>')
         out.append(f'<text class="tick" x="{_f(xx)}" y="{_f(top + len(rows) * row_h + 15)}" '
                    f'text-anchor="middle">{escape(f"{t:+.3g}" if t else "0")}</text>')
-    out.append(f'<line class="ref" x1="{_f(ax.x(0))}" y1="{top}" x2="{_f(ax.x(0))}" y2="{_f(top + len(rows) * row_h)}"/>')
+    out.append(f'<line class="ref" x1="{_f(ax.x(0))}" y1="{top}" x2="{_f(ax.x(0))}" '
+               f'y2="{_f(top + len(rows) * row_h)}"/>')
     for i, (label, est, lo, hi, pooled) in enumerate(rows):
         y = top + i * row_h + row_h / 2
         out.append(f'<text class="tick{" strong" if pooled else ""}" x="{_f(label_width - 8)}" y="{_f(y + 4)}" '

@@ -7,7 +7,6 @@ predictions), so the tests do not wait for real runs.
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 from datetime import datetime, timedelta
@@ -27,7 +26,8 @@ SUBJECT_BASE = 7_100_000
 LABELS = ["atelectasis", "edema", "effusion"]
 
 TASKS = {
-    "demo/mortality": {"kind": "binary", "main_metric": "auroc", "version": 2, "metrics": ["auroc", "auprc", "brier", "ece"],
+    "demo/mortality": {"kind": "binary", "main_metric": "auroc", "version": 2,
+                       "metrics": ["auroc", "auprc", "brier", "ece"],
                        "description": "Death within a year. " + XSS, "modalities": ["ct", "note"],
                        "fairness": ["sex", "race"], "references": ["Doe et al. 2024"]},
     "demo/readmission": {"kind": "binary", "main_metric": "auroc", "version": 1,
@@ -45,7 +45,8 @@ TASKS = {
 
 MODELS = {
     "gbdt": {"name": "gbdt", "kind": "baseline", "description": "Gradient boosting on bags of events. " + XSS,
-             "modalities": ["structured"], "requires": [], "task_kinds": ["binary", "survival", "regression", "multilabel"],
+             "modalities": ["structured"], "requires": [],
+             "task_kinds": ["binary", "survival", "regression", "multilabel"],
              "n_parameters": None, "training_data": "none (trained per task)", "license": "Apache-2.0",
              "reference": "Chen & Guestrin 2016", "authors": "MEHR-Bench team"},
     "mehrt-tiny": {"name": "mehrt-tiny", "kind": "foundation", "description": "Multimodal EHR transformer, tiny.",
@@ -60,7 +61,21 @@ MODELS = {
                     "authors": "MEHR-Bench team"},
     # "fusion" is deliberately not in MODELS: its card falls back to what the result files say
 }
-STRENGTH = {"gbdt": 1.0, "mehrt-tiny": 1.3, "mehrt-small": 1.8, "fusion": 1.5}
+# explanation blocks in the layouts the models write (baselines/explain.py)
+_TOP = {"method": "TreeExplainer", "n_rows": 200, "output": "log-odds",
+        "top_features": [{"feature": "age", "description": None, "mean_abs_shap": 0.31},
+                         {"feature": "count:ICD10CM/C34", "description": "Lung cancer", "mean_abs_shap": 0.2},
+                         {"feature": "last:LOINC/2160-0", "description": "Creatinine " + XSS, "mean_abs_shap": 0.12},
+                         {"feature": XSS, "description": None, "mean_abs_shap": 0.05}]}
+EXPLANATIONS = {
+    "gbdt": _TOP,
+    "fusion": {"method": "leave-one-modality-out drop in out-of-fold auroc", "metric": "auroc", "metric_all": 0.8,
+               "modalities": [{"modality": "ct", "n_rows_with": 180, "metric_without": 0.77, "drop": 0.03},
+                              {"modality": "note", "n_rows_with": 150, "metric_without": 0.805, "drop": -0.005}],
+               "structured_model": {**_TOP, "method": "standardized coefficients", "output": "|coefficient| per SD"}},
+    "mehrt-tiny": {"method": None, "reason": "no explainer for this model"},
+}
+STRENGTH = {"gbdt": 0.6, "mehrt-tiny": 1.0, "mehrt-small": 2.5, "fusion": 1.4}
 
 
 def _samples(rng: np.random.Generator, n: int, task: str):
@@ -68,7 +83,8 @@ def _samples(rng: np.random.Generator, n: int, task: str):
     # a few subjects with two prediction times (the bootstrap resamples subjects)
     sid[n - 20:] = sid[:20]
     t0 = datetime(2018, 1, 1, 8, 0)
-    times = [t0 + timedelta(days=int(d), minutes=int(m)) for d, m in zip(rng.integers(0, 1500, n), rng.integers(0, 1440, n))]
+    times = [t0 + timedelta(days=int(d), minutes=int(m))
+             for d, m in zip(rng.integers(0, 1500, n), rng.integers(0, 1440, n))]
     return sid, times
 
 
@@ -121,7 +137,8 @@ def write_fake_results(root: Path, seed: int = 0, n: int = 240) -> dict:
     # a failed cell, a refused cell, an older task version
     _write_raw(root, "fusion", "demo/los", 0, {"status": "failed", "error": "RuntimeError: boom " + XSS})
     _write_raw(root, "gbdt", "demo/mortality", 7, {"status": "ok", "task_version": 1,
-                                                    "metrics": {"auroc": {"value": 0.99, "ci_low": 0.98, "ci_high": 1.0}}})
+                                                    "metrics": {"auroc": {"value": 0.99, "ci_low": 0.98,
+                                                                          "ci_high": 1.0}}})
     return {k: sorted(v, key=str) for k, v in leak.items()}
 
 
@@ -181,8 +198,7 @@ def _write_cell(root, model, task, spec, seed, sid, times, y, score, kind):
            "n_train": 1000, "n_tuning": 200, "n_test": len(sid),
            "n_events": int(np.sum(y if kind != "survival" else y[:, 1])) if kind != "regression" else None,
            "fairness": _fairness_block(kind) if kind in ("binary", "survival") else {"attributes": {}, "notes": []},
-           "explanations": {"method": "TreeSHAP", "global": {"age": 0.31, "LOINC/2160-0": 0.12, XSS: 0.05,
-                                                             "ICD10CM/C34": 0.2}} if model == "gbdt" else None,
+           "explanations": EXPLANATIONS.get(model),
            "model_info": {"kind": "encoder+head" if model == "fusion" else "baseline",
                           "modalities": ["structured", "ct"] if model == "fusion" else ["structured"],
                           "reference": "fusion paper " + XSS},
@@ -238,7 +254,8 @@ def test_pages_exist_and_tables(site):
 def test_best_and_rank_marks(site, fake):
     index = (site / "index.html").read_text()
     # the strongest fake model wins demo/mortality and holds rank 1 there
-    rows = re.findall(r'<tr data-kind="foundation"[^>]*>\s*<th scope="row" data-v="mehrt-small">(.*?)</tr>', index, re.S)
+    rows = re.findall(r'<tr data-kind="foundation"[^>]*>\s*<th scope="row" data-v="mehrt-small">(.*?)</tr>',
+                      index, re.S)
     assert len(rows) == 3, "mehrt-small should have a row in each family"
     for row in rows:
         assert 'class="best"' in row and "#1" in row
@@ -252,7 +269,8 @@ def test_task_page_has_metrics_curves_fairness_shap(site):
     page = (site / "tasks" / "demo--mortality.html").read_text()
     for text in ("AUROC", "AUPRC", "Brier", "ECE", "ROC curve", "Precision-recall", "Calibration",
                  "Fairness", "suppressed (fewer than 10 subjects)", "demographic-parity difference",
-                 "TreeSHAP", "LOINC/2160-0"):
+                 "TreeExplainer", "last:LOINC/2160-0", "leave-one-modality-out drop",
+                 "structured model, standardized coefficients", "no explanation (no explainer for this model)"):
         assert text in page, text
     assert page.count("<svg") >= 4
     # two seeds of gbdt: seed SD is shown; the older task version is counted, not ranked
