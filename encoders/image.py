@@ -122,12 +122,13 @@ def _load_state_dict(path: Path) -> dict:
     return {k.removeprefix("module."): v for k, v in sd.items()}
 
 
-def build_image_model(encoder: str, weights: Path | None):
+def build_image_model(encoder: str, weights: Path | None, image_size: int = 224):
     """The feature extractor of an encoder (eval mode), weights loaded or seeded random init.
 
     Args:
         encoder: a key of IMAGE_ENCODERS.
         weights: local weights file, or None for random init (seeded with 0).
+        image_size: input side (the ViT's position embeddings are resized to it; CNNs take any size).
 
     Returns:
         nn.Module mapping images [B, 3, H, W] (normalised) -> features [B, dim].
@@ -139,10 +140,8 @@ def build_image_model(encoder: str, weights: Path | None):
         torch.manual_seed(0)
         if encoder == "image_clip_vit_b32":
             import open_clip
-            if weights is None:
-                model = open_clip.create_model("ViT-B-32", pretrained=None)
-            else:
-                model = open_clip.create_model("ViT-B-32", pretrained=str(weights))
+            model = open_clip.create_model("ViT-B-32", pretrained=str(weights) if weights is not None else None,
+                                           force_image_size=image_size)
             return _ClipImage(model.visual).eval()
         import torchvision
         net = getattr(torchvision.models, encoder.removeprefix("image_"))(weights=None)
@@ -225,7 +224,7 @@ def embed_image_files(encoder: str, paths: list[Path], weights: Path | None, ima
     threads = torch.get_num_threads()
     torch.set_num_threads(min(2, threads))
     try:
-        model = build_image_model(encoder, weights)
+        model = build_image_model(encoder, weights, image_size)
         feats = []
         with torch.no_grad():
             for i in range(0, len(paths), batch_size):

@@ -86,7 +86,8 @@ def _compute(data: TaskData, window_hours: float, bin_hours: float, max_codes: i
            .filter(pl.col("numeric_value").is_not_null() & pl.col("time").is_not_null()
                    & pl.col("numeric_value").is_finite())
            .with_columns(((pl.col("prediction_time") - pl.col("time")).dt.total_microseconds()).alias("ago"))
-           .filter(pl.col("ago") < win_us)
+           # ago >= 0 always holds behind the guard; kept as a second line of defence
+           .filter((pl.col("ago") >= 0) & (pl.col("ago") < win_us))
            # bin 0 = oldest, n_bins - 1 = the bin ending at the prediction time
            .with_columns((n_bins - 1 - pl.col("ago") // bin_us).cast(pl.Int64).alias("bin"))
            .select("sample", "time", "code", "numeric_value", "bin")

@@ -8,7 +8,7 @@ concat_lr          per-modality vectors (learned missing token + presence flag) 
 late_fusion        one MLP head per modality; outputs averaged over the            seed 001
                    modalities a sample has (+ per-modality auxiliary losses)
 contrastive        2-step: symmetric InfoNCE aligns EHR and image projections,     seed 003
-                   then a head on both (encoders frozen by default)
+                   then a head on both, encoders fine-tuned
 cross_attention    bidirectional cross-attention between EHR and image tokens      seed 003
 coattention        alternating co-attention guided by the image (coattention_img)  seed 003
                    or by the EHR (coattention_ehr)
@@ -59,24 +59,34 @@ class ConcatLR(Head):
 
     x = [ehr, ts_summary, for each modality m: (present ? mean_m : missing_m), present_m]; out = W x + c.
     With no EHR inputs this is the linear probe of frozen encoders.
+
+    block_scale: each block (EHR vector, time-series summary, each modality) is divided by
+    sqrt(its width), so every block has the same total variance and one L2 penalty does not favour
+    the widest block (block scaling as in multiple factor analysis, Escofier & Pages 1994).
     """
 
-    def __init__(self, spec: dict, n_out: int):
+    def __init__(self, spec: dict, n_out: int, block_scale: bool = True):
         super().__init__()
         self.spec = spec
+        self.block_scale = block_scale
         self.mods = list(spec["modalities"])
         self.missing = nn.ParameterDict({m: param(d) for m, (d, _) in spec["modalities"].items()})
         width = spec["ehr_dim"] + spec["ts_sum_dim"] + sum(d + 1 for d, _ in spec["modalities"].values())
         self.linear = nn.Linear(max(width, 1), n_out)
 
+    def _scale(self, x: torch.Tensor) -> torch.Tensor:
+        return x / float(x.shape[1]) ** 0.5 if self.block_scale and x.shape[1] else x
+
     def features(self, b: dict) -> torch.Tensor:
         parts = []
-        flat = _flat_ehr(b, self.spec)
-        if flat is not None:
-            parts.append(flat)
+        if self.spec["ehr_dim"]:
+            parts.append(self._scale(b["ehr"]))
+        if self.spec["ts_sum_dim"]:
+            parts.append(self._scale(b["ts_sum"]))
         for m in self.mods:
             pres = b[f"{m}.present"]
-            parts.append(torch.where(pres[:, None], b[f"{m}.mean"], self.missing[m].expand_as(b[f"{m}.mean"])))
+            x = torch.where(pres[:, None], b[f"{m}.mean"], self.missing[m].expand_as(b[f"{m}.mean"]))
+            parts.append(self._scale(x))
             parts.append(pres.to(torch.float32)[:, None])
         if not parts:
             n = len(next(iter(b.values())))
@@ -96,7 +106,7 @@ class LateFusion(Head):
     per-modality head is also a usable unimodal model, as in classical late fusion).
     """
 
-    def __init__(self, spec: dict, n_out: int, hidden: int = 64, dropout: float = 0.1, aux_weight: float = 0.5):
+    def __init__(self, spec: dict, n_out: int, hidden: int = 64, dropout: float = 0.2, aux_weight: float = 0.5):
         super().__init__()
         self.spec = spec
         self.aux_weight = aux_weight
@@ -170,13 +180,14 @@ class Contrastive(Head):
     encoder (per-modality projections pooled over present modalities, then an MLP) are aligned
     with the symmetric InfoNCE loss on their projections (CLIP, Radford et al. 2021; ConVIRT,
     Zhang et al. 2022) over samples that have a side modality. Step 2: a head on [z_ehr, z_img]
-    is trained with the task loss; the encoders stay frozen unless finetune=True.
+    is trained with the task loss, fine-tuning the aligned encoders (finetune=False freezes them:
+    a linear-probe-style second step; on the synthetic cohort that loses 0.07-0.11 AUROC).
     """
 
     has_pretraining = True
 
-    def __init__(self, spec: dict, n_out: int, d: int = 64, hidden: int = 64, dropout: float = 0.1,
-                 temperature: float = 0.1, finetune: bool = False):
+    def __init__(self, spec: dict, n_out: int, d: int = 64, hidden: int = 64, dropout: float = 0.2,
+                 temperature: float = 0.1, finetune: bool = True):
         super().__init__()
         self.spec = spec
         self.temperature = temperature
@@ -224,7 +235,7 @@ class CrossAttention(Head):
     """
 
     def __init__(self, spec: dict, n_out: int, d: int = 64, n_heads: int = 4, n_layers: int = 1,
-                 hidden: int = 64, dropout: float = 0.1, n_struct_tokens: int = 4):
+                 hidden: int = 64, dropout: float = 0.2, n_struct_tokens: int = 4):
         super().__init__()
         self.ehr_tok = EHRTokenizer(spec["ehr_dim"], spec["ts_shape"], d, n_struct_tokens)
         self.side_tok = SideTokenizer(spec["modalities"], d)
@@ -253,7 +264,7 @@ class CoAttention(Head):
     """
 
     def __init__(self, spec: dict, n_out: int, guide: str = "image", d: int = 64, hidden: int = 64,
-                 dropout: float = 0.1, n_struct_tokens: int = 4):
+                 dropout: float = 0.2, n_struct_tokens: int = 4):
         super().__init__()
         if guide not in ("image", "ehr"):
             raise ValueError(f"guide must be 'image' or 'ehr', not {guide!r}")
@@ -301,7 +312,7 @@ class MedCAM(Head):
     has_pretraining = True
 
     def __init__(self, spec: dict, n_out: int, d: int = 64, n_local: int = 4, k: int = 3, hidden: int = 64,
-                 dropout: float = 0.1, temperature: float = 0.1, local_weight: float = 1.0,
+                 dropout: float = 0.2, temperature: float = 0.1, local_weight: float = 1.0,
                  image_modality: str = "cxr"):
         super().__init__()
         if spec["ts_shape"] is None or image_modality not in spec["modalities"]:
@@ -369,7 +380,7 @@ class TimelineRNN(Head):
     The recurrent baselines of Harutyunyan et al. 2019 on 2-hour bins (see `encoders.timeline`).
     """
 
-    def __init__(self, spec: dict, n_out: int, hidden: int = 64, cell: str = "gru", dropout: float = 0.1):
+    def __init__(self, spec: dict, n_out: int, hidden: int = 64, cell: str = "gru", dropout: float = 0.2):
         super().__init__()
         from encoders.timeline import make_rnn_encoder
         if spec["ts_shape"] is None:

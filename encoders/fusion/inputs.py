@@ -39,6 +39,8 @@ class InputConfig:
         sources: modality -> "precomputed" | "text_minilm" | image encoder name.
         window_hours: time-series window before the prediction time.
         max_studies: K most recent studies kept as tokens.
+        pooling: the per-modality vector of the non-attention heads: "mean" of all visible studies
+            (the default) or the "last" (most recent) study.
         encoder_kw: extra keyword arguments for image/text encoders (weights, allow_random_init, image_size).
     """
 
@@ -48,6 +50,7 @@ class InputConfig:
     sources: dict[str, str] = field(default_factory=dict)
     window_hours: float = 48
     max_studies: int = 4
+    pooling: str = "mean"
     encoder_kw: dict = field(default_factory=dict)
 
 
@@ -138,7 +141,9 @@ def raw_inputs(data: TaskData, cfg: InputConfig) -> tuple[dict[str, np.ndarray],
             continue
         used.append(m)
         info["sources"][m] = src
-        arrays[f"{m}.mean"] = enc.mean
+        if cfg.pooling not in ("mean", "last"):
+            raise ValueError(f"pooling must be 'mean' or 'last', not {cfg.pooling!r}")
+        arrays[f"{m}.mean"] = enc.mean if cfg.pooling == "mean" else enc.seq[:, 0]
         arrays[f"{m}.seq"] = enc.seq
         arrays[f"{m}.seq_mask"] = enc.seq_mask
         arrays[f"{m}.present"] = enc.present

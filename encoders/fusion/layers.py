@@ -87,7 +87,7 @@ class SideTokenizer(nn.Module):
         self.names = list(modalities)
         self.cls = param(1, 1, d)
         self.proj = nn.ModuleDict({m: nn.Linear(dm, d) for m, (dm, _) in modalities.items()})
-        self.type = nn.ParameterDict({m: param(1, 1, d) for m in modalities})
+        self.mod_type = nn.ParameterDict({m: param(1, 1, d) for m in modalities})
         self.pos = nn.ParameterDict({m: param(1, k, d) for m, (_, k) in modalities.items()})
         self.missing = nn.ParameterDict({m: param(d) for m in modalities})
         self.norm = nn.LayerNorm(d)
@@ -101,7 +101,7 @@ class SideTokenizer(nn.Module):
             mask = b[f"{m}.seq_mask"] & b[f"{m}.present"][:, None]         # [B, K]
             absent = ~mask.any(1)                                          # [B]
             first = torch.where(absent[:, None], self.missing[m].expand(n, -1), tok[:, 0])
-            tok = torch.cat([first[:, None], tok[:, 1:]], 1) + self.type[m]
+            tok = torch.cat([first[:, None], tok[:, 1:]], 1) + self.mod_type[m]
             mask = torch.cat([(mask[:, 0] | absent)[:, None], mask[:, 1:]], 1)
             toks.append(tok)
             masks.append(mask)

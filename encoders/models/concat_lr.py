@@ -1,0 +1,17 @@
+"""concat_lr: per-modality embeddings concatenated with the EHR vector + logistic regression (seed 001)."""
+
+from encoders.fusion.estimator import FusionModel
+from encoders.models._common import SIDE, spec
+
+
+def make(budget=None, seed: int = 0) -> FusionModel:
+    """Factory: FusionModel with the concat_lr head (Cox for survival, linear for regression)."""
+    return FusionModel(head="concat_lr", budget=budget, seed=seed, name="concat_lr")
+
+
+SPEC = spec(
+    "concat_lr",
+    "Early fusion: bag-of-events EHR vector, time-series summary and each side modality's pooled embedding "
+    "(learned missing token + presence flag) concatenated into one linear model (logistic / Cox / linear).",
+    make, modalities=("structured", *SIDE),
+    reference="seed 001: concatenated modality embeddings + logistic regression (early-fusion baseline)")

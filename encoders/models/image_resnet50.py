@@ -1,0 +1,28 @@
+"""image_resnet50: frozen image encoder on the CXR image files + a linear head (local weights only)."""
+
+from encoders.fusion.estimator import FusionModel
+from encoders.fusion.inputs import InputConfig
+from encoders.image import IMAGE_ENCODERS
+from encoders.models._common import spec
+
+INFO = IMAGE_ENCODERS["image_resnet50"]
+
+
+def make(budget=None, seed: int = 0) -> FusionModel:
+    """Factory: linear head on mean-pooled image_resnet50 features of the visible CXR studies.
+
+    Weights come from $MEHR_BENCH_WEIGHTS_IMAGE_RESNET50; without them fit() refuses
+    (UserError) unless $MEHR_BENCH_ALLOW_RANDOM_WEIGHTS=1 (tests only).
+    """
+    return FusionModel(head="concat_lr", budget=budget, seed=seed, name="image_resnet50",
+                       inputs=InputConfig(structured=False, timeline=False, modalities=("cxr",),
+                                          sources={"cxr": "image_resnet50"}))
+
+
+SPEC = spec(
+    "image_resnet50",
+    f"Frozen {INFO.name.removeprefix('image_')} features ({INFO.dim}-d) of the CXR images visible at the "
+    "prediction time, mean-pooled, with a linear head. Needs a local weights file; refuses random weights.",
+    make, modalities=("cxr",), requires=("cxr",), n_parameters=INFO.n_parameters,
+    license="Apache-2.0 (code); weights: the license of the file you provide",
+    reference=INFO.reference)
