@@ -113,10 +113,10 @@ def tree_shap(model: Any, X: np.ndarray) -> tuple[np.ndarray, str]:
     """
     n, p = X.shape
     try:
-        import shap
-
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            warnings.simplefilter("ignore")  # shap's import and explainer emit deprecation chatter
+            import shap
+
             vals = shap.TreeExplainer(model).shap_values(X)
         return np.abs(_as_2d_shap(vals, n, p)).mean(axis=0), "TreeExplainer"
     except Exception:  # noqa: BLE001 - fall back to the library's native TreeSHAP

@@ -45,7 +45,7 @@ def _embedding_array(col: pl.Series) -> np.ndarray:
     lengths = col.list.len().unique().to_list()
     if len(lengths) != 1:
         raise ValueError(f"embedding lists have different lengths: {sorted(lengths)[:5]}")
-    return np.asarray(col.explode().to_numpy(), dtype=np.float32).reshape(col.len(), lengths[0])
+    return np.asarray(col.cast(pl.Array(pl.Float32, lengths[0])).to_numpy(), dtype=np.float32)
 
 
 def modality_features(data: TaskData, name: str) -> dict[str, tuple[np.ndarray, np.ndarray]] | str:

@@ -74,15 +74,18 @@ class SearchResult:
         Returns:
             dict with metric, cv_score, trials (params and score of each).
         """
+        trials = [{"params": t["params"], "cv_score": _jsonable(t["cv_score"])} | ({"error": t["error"]} if "error" in t
+                                                                                   else {}) for t in self.trials]
         return {"metric": self.metric, "cv_score": _jsonable(self.best_score), "best_trial": self.best_index,
-                "trials": [{"params": t["params"], "cv_score": _jsonable(t["cv_score"])} for t in self.trials]}
+                "trials": trials}
 
 
 def _jsonable(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
-def make_folds(kind: str, y: np.ndarray, groups: np.ndarray, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def make_folds(kind: str, y: np.ndarray, groups: np.ndarray, n_folds: int,
+               seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Subject-grouped K folds (no subject in both sides), stratified where that is possible.
 
     Binary tasks stratify on the label, survival tasks on the event indicator (StratifiedGroupKFold);
@@ -179,23 +182,31 @@ def random_search(make: Callable[[dict[str, Any], Any], Learner], trials: list[d
     metric = SELECTION_METRIC[kind]
     best: SearchResult | None = None
     records = []
+    errors: list[Exception] = []
     for i, params in enumerate(trials):
         oof = np.full((len(X), y.shape[1]) if kind == "multilabel" else len(X), np.nan)
         scores, iters = [], []
-        for tr, va in folds:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # convergence chatter of extreme configurations
-                learner = make(params, None).fit(X[tr], y[tr], eval_set=(X[va], y[va]))
-                s = learner.score(X[va])
-            oof[va] = s
-            scores.append(selection_score(kind, y[va], s))
-            iters.append(learner.n_iter_)
+        rec: dict[str, Any] = {"params": params}
+        try:
+            for tr, va in folds:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # convergence chatter of extreme configurations
+                    learner = make(params, None).fit(X[tr], y[tr], eval_set=(X[va], y[va]))
+                    s = learner.score(X[va])
+                oof[va] = s
+                scores.append(selection_score(kind, y[va], s))
+                iters.append(learner.n_iter_)
+        except Exception as e:  # noqa: BLE001 - a configuration the library rejects loses, the search goes on
+            errors.append(e)
+            rec["error"] = f"{type(e).__name__}: {e}"[:300]
+            scores = []
         finite = [s for s in scores if math.isfinite(s)]
         cv = float(np.mean(finite)) if finite else math.nan
-        rec = {"params": params, "cv_score": cv, "fold_scores": scores, "n_iter": _mean_iters(iters)}
+        rec.update({"cv_score": cv, "fold_scores": scores, "n_iter": _mean_iters(iters)})
         records.append(rec)
-        if best is None or is_better(metric, cv, best.best_score):
+        if "error" not in rec and (best is None or is_better(metric, cv, best.best_score)):
             best = SearchResult(metric, params, cv, i, rec["n_iter"], oof)
-    assert best is not None
+    if best is None:
+        raise errors[0]
     best.trials = records
     return best

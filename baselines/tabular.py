@@ -40,6 +40,7 @@ from baselines.spaces import draw_trials
 from benchmark.model_api import Budget, Prediction, TaskData
 
 EARLY_STOPPING_ROUNDS = 30
+SMALL_DATA_CELLS = 200_000  # below this many matrix cells one thread is faster than two (sync overhead)
 MIN_SURVIVAL_TIME = 1e-3  # days; Cox labels are signed times (negative = censored), so 0 is not allowed
 LIBRARIES = ("catboost", "xgboost", "lightgbm", "random_forest", "logistic_regression")
 TREE_LIBRARIES = ("catboost", "xgboost", "lightgbm")
@@ -205,8 +206,10 @@ class Breslow:
         return np.exp(-np.outer(rel, H0))
 
 
-def survival_grid(time: np.ndarray, event: np.ndarray, n: int = 9) -> np.ndarray:
-    """Times at which survival curves are reported: the 10..90 % quantiles of training event times.
+def survival_grid(time: np.ndarray, event: np.ndarray, n: int = 5) -> np.ndarray:
+    """Times at which survival curves are reported: n quantiles from 20 % to 80 % of the training
+    event times (inner quantiles, so the test follow-up usually covers them; the runner uses these
+    times for td-AUC and the integrated Brier score).
 
     Args:
         time: training follow-up times.
@@ -219,7 +222,7 @@ def survival_grid(time: np.ndarray, event: np.ndarray, n: int = 9) -> np.ndarray
     ev = np.asarray(time, dtype=float)[np.asarray(event) > 0]
     if len(ev) == 0:
         return np.array([])
-    return np.unique(np.quantile(ev, np.linspace(0.1, 0.9, n)))
+    return np.unique(np.quantile(ev, np.linspace(0.2, 0.8, n)))
 
 
 class RidgeCox:
@@ -290,6 +293,10 @@ class _Learner:
     def _target(self, y: np.ndarray) -> np.ndarray:
         return cox_label(y) if self.kind == "survival" else np.asarray(y, dtype=float)
 
+    def _nthreads(self, X) -> int:
+        """Threads for this fit: one for small matrices (deterministic in the data shape)."""
+        return 1 if X.shape[0] * max(X.shape[1], 1) < SMALL_DATA_CELLS else int(self.threads)
+
     def _rounds(self, key: str) -> int:
         return int(self.n_iter) if self.n_iter else int(min(self.params[key], self.max_iterations))
 
@@ -309,7 +316,7 @@ class CatBoostLearner(_Learner):
         rounds = self._rounds("iterations")
         p = dict(depth=int(self.params["depth"]), learning_rate=float(self.params["learning_rate"]),
                  l2_leaf_reg=float(self.params["l2_leaf_reg"]), iterations=rounds, random_seed=self.seed,
-                 thread_count=self.threads, verbose=0, allow_writing_files=False)
+                 thread_count=self._nthreads(X), verbose=0, allow_writing_files=False)
         if self.kind == "binary":
             m = CatBoostClassifier(loss_function="Logloss", **p)
         elif self.kind == "survival":
@@ -350,7 +357,7 @@ class XGBoostLearner(_Learner):
         p = dict(max_depth=int(self.params["max_depth"]), learning_rate=float(self.params["learning_rate"]),
                  subsample=float(self.params["subsample"]), colsample_bytree=float(self.params["colsample_bytree"]),
                  min_child_weight=float(self.params["min_child_weight"]), n_estimators=rounds, tree_method="hist",
-                 n_jobs=self.threads, random_state=self.seed,
+                 n_jobs=self._nthreads(X), random_state=self.seed,
                  early_stopping_rounds=EARLY_STOPPING_ROUNDS if eval_set is not None else None)
         if self.kind == "binary":
             m = xgb.XGBClassifier(objective="binary:logistic", eval_metric="logloss", **p)
@@ -391,8 +398,9 @@ class LightGBMLearner(_Learner):
         p = dict(num_leaves=int(self.params["num_leaves"]), learning_rate=float(self.params["learning_rate"]),
                  min_child_samples=int(self.params["min_child_samples"]), subsample=float(self.params["subsample"]),
                  subsample_freq=1, colsample_bytree=float(self.params["colsample_bytree"]),
-                 reg_lambda=float(self.params["reg_lambda"]), n_estimators=rounds, n_jobs=self.threads,
-                 random_state=self.seed, deterministic=True, force_col_wise=True, verbose=-1)
+                 reg_lambda=float(self.params["reg_lambda"]), n_estimators=rounds, n_jobs=self._nthreads(X),
+                 random_state=self.seed, deterministic=True, force_col_wise=True, verbose=-1,
+                 feature_pre_filter=False)  # else large min_child_samples can leave no feature at all
         fit_kw: dict[str, Any] = {}
         if self.kind == "binary":
             m = lgb.LGBMClassifier(objective="binary", **p)
@@ -402,7 +410,7 @@ class LightGBMLearner(_Learner):
         else:
             m = lgb.LGBMRegressor(objective="regression", **p)
         if eval_set is not None:
-            m.fit(X, self._target(y), eval_set=[(eval_set[0], self._target(eval_set[1]))],
+            m.fit(X, self._target(y), eval_X=(eval_set[0],), eval_y=(self._target(eval_set[1]),),
                   callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, first_metric_only=True, verbose=False)],
                   **fit_kw)
             self.n_iter_ = int(m.best_iteration_) if m.best_iteration_ else rounds
@@ -436,7 +444,8 @@ class RandomForestLearner(_Learner):
             raise ValueError("random_forest does not support survival tasks")
         p = dict(n_estimators=int(min(self.params["n_estimators"], self.max_iterations)),
                  max_depth=self.params["max_depth"], min_samples_leaf=int(self.params["min_samples_leaf"]),
-                 max_features=self.params["max_features"], n_jobs=self.threads, random_state=self.seed)
+                 max_features=self.params["max_features"], n_jobs=self._nthreads(X),
+                 random_state=self.seed)
         m = RandomForestClassifier(**p) if self.kind == "binary" else RandomForestRegressor(**p)
         m.fit(X, self._target(y))
         self.model_, self.n_iter_ = m, None
@@ -583,8 +592,9 @@ class Tuned:
     def hyperparameters(self) -> dict[str, Any]:
         """Chosen configuration plus the rounds actually used in the refit."""
         out = dict(self.params)
-        if self.search.n_iter is not None:
-            out["rounds_used"] = self.search.n_iter
+        it = self.search.n_iter
+        if it is not None and not (isinstance(it, list) and all(v is None for v in it)):
+            out["rounds_used"] = it
         return out
 
 
@@ -714,10 +724,13 @@ class TabularBaseline:
             self.surv_times_ = survival_grid(y[:, 0], y[:, 1])
         return self
 
+    def _held_out_X(self, data: TaskData) -> np.ndarray:
+        from baselines.bag_of_events import featurize
+        return dense(featurize(data).block("held_out"))  # disk-cached by featurize
+
     def _scores(self, data: TaskData, split: str) -> np.ndarray:
         if split == "held_out":
-            from baselines.bag_of_events import featurize
-            return self.tuned_.model.score(dense(featurize(data).block("held_out")))
+            return self.tuned_.model.score(self._held_out_X(data))
         oof = self.tuned_.search.oof
         n_tr = self.n_rows_["train"]
         return oof[:n_tr] if split == "train" else oof[n_tr:]
@@ -754,10 +767,8 @@ class TabularBaseline:
             surv_prob = self.breslow_.survival(score, surv_times)
         if self.explain and splits == ["held_out"]:
             from baselines.explain import explain_learner
-            from baselines.bag_of_events import featurize
-            X = dense(featurize(data).block("held_out"))
-            info["explanations"] = explain_learner(t.model, X, self.feature_names_, data.cohort.codes(),
-                                                   seed=derive_seed(self.seed, "explain"))
+            info["explanations"] = explain_learner(t.model, self._held_out_X(data), self.feature_names_,
+                                                   data.cohort.codes(), seed=derive_seed(self.seed, "explain"))
         return Prediction(score=score, surv_times=surv_times, surv_prob=surv_prob, info=info)
 
 

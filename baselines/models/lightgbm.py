@@ -6,7 +6,8 @@ from benchmark.registry import ModelSpec
 SPEC = ModelSpec(
     name="lightgbm",
     kind="baseline",
-    description="LightGBM on bag-of-events features; binary / L2 / Cox partial likelihood as a custom objective; random search over the space in baselines/README.md",
+    description=("LightGBM on bag-of-events features; binary / L2 / Cox partial likelihood as a custom "
+                 "objective; random search over the space in baselines/README.md"),
     modalities=("structured",),
     task_kinds=("binary", "multilabel", "survival", "regression"),
     n_parameters=None,  # depends on the search; each result records its own size

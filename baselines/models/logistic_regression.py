@@ -6,7 +6,9 @@ from benchmark.registry import ModelSpec
 SPEC = ModelSpec(
     name="logistic_regression",
     kind="baseline",
-    description="Logistic regression (saga / liblinear, L1 / L2) on standardized bag-of-events features; ridge regression and ridge Cox with the same C for regression / survival; seed 000 Table B4",
+    description=("Logistic regression (saga / liblinear, L1 / L2) on standardized bag-of-events features; "
+                 "ridge regression and ridge Cox with the same C for regression / survival; seed 000 Table "
+                 "B4"),
     modalities=("structured",),
     task_kinds=("binary", "multilabel", "survival", "regression"),
     n_parameters=None,  # depends on the search; each result records its own size

@@ -6,7 +6,8 @@ from benchmark.registry import ModelSpec
 SPEC = ModelSpec(
     name="random_forest",
     kind="baseline",
-    description="scikit-learn random forest on bag-of-events features (no survival variant); random search over seed 000 Table B3 with subject-grouped CV",
+    description=("scikit-learn random forest on bag-of-events features (no survival variant); random search "
+                 "over seed 000 Table B3 with subject-grouped CV"),
     modalities=("structured",),
     task_kinds=("binary", "multilabel", "regression"),
     n_parameters=None,  # depends on the search; each result records its own size

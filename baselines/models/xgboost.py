@@ -6,7 +6,8 @@ from benchmark.registry import ModelSpec
 SPEC = ModelSpec(
     name="xgboost",
     kind="baseline",
-    description="XGBoost (hist) on bag-of-events features; binary:logistic / survival:cox / squared error; random search over seed 000 Table B2 with subject-grouped CV",
+    description=("XGBoost (hist) on bag-of-events features; binary:logistic / survival:cox / squared error; "
+                 "random search over seed 000 Table B2 with subject-grouped CV"),
     modalities=("structured",),
     task_kinds=("binary", "multilabel", "survival", "regression"),
     n_parameters=None,  # depends on the search; each result records its own size

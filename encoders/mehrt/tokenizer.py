@@ -237,7 +237,7 @@ class Tokenizer:
         tok1, tok2, tok3 = _code_tokens(pl.col("code"))
         counts = (ev.filter(pl.col("code") != "MEDS_BIRTH")
                   .select("subject_id", pl.concat_list(tok1, tok2, tok3).alias("tok"))
-                  .explode("tok").drop_nulls("tok").unique()
+                  .explode("tok", empty_as_null=True).drop_nulls("tok").unique()
                   .group_by("tok").agg(pl.len().alias("n"))
                   .filter(pl.col("n") >= self.min_subjects).sort("tok").collect())
         fixed = fixed_tokens()
@@ -333,7 +333,7 @@ class Tokenizer:
         # (time, code, value) order of events and the (modality, id) order of studies.
         body = body.sort(["doc", "time", "kind"], nulls_last=False, maintain_order=True)
         # An image row has one token, so exploding repeats its row index only onto that token.
-        body = body.select("doc", "tok", "img").explode("tok").drop_nulls("tok")
+        body = body.select("doc", "tok", "img").explode("tok", empty_as_null=True).drop_nulls("tok")
         parts = [prefix.with_columns(pl.lit(0, pl.Int8).alias("part")),
                  body.with_columns(pl.lit(1, pl.Int8).alias("part"))]
         if eos:
@@ -365,7 +365,7 @@ class Tokenizer:
         cols = [pl.lit(BOS).alias("t0")] + [pl.col(p).fill_null(UNK).alias(f"t{i}")
                                             for i, p in enumerate(DEMOGRAPHIC_PREFIXES, start=1)]
         cols.append(_age_token(age).alias(f"t{PREFIX_LEN - 1}"))
-        return (d.select("doc", pl.concat_list(cols).alias("tok")).explode("tok")
+        return (d.select("doc", pl.concat_list(cols).alias("tok")).explode("tok", empty_as_null=True)
                 .with_columns(pl.lit(None, pl.Int32).alias("img")))
 
     def _event_tokens(self, ev: pl.DataFrame) -> pl.DataFrame:
@@ -395,10 +395,13 @@ class Tokenizer:
             names = lf.collect_schema().names()
             idc = next((c for c in STUDY_ID_COLUMNS if c in names), None)
             keys = ["doc", "time"] + ([idc] if idc else [])
-            df = (lf.join(docs.lazy(), on=["subject_id", "prediction_time"], how="inner")
-                  .filter(pl.col("time").is_not_null())
-                  .select(*keys, "embedding").sort(keys).collect())
-            emb = embedding_matrix(df["embedding"])
+            g = lf.filter(pl.col("time").is_not_null()).collect()
+            # Match rows to documents on key columns only and gather embeddings with numpy:
+            # polars 1.44 panics on joins whose empty result carries a fixed-size-list column.
+            df = (g.select("subject_id", "prediction_time", "time", *([idc] if idc else [])).with_row_index("_r")
+                  .join(docs.select("doc", "subject_id", "prediction_time"), on=["subject_id", "prediction_time"],
+                        how="inner").sort(keys + ["_r"]))
+            emb = embedding_matrix(g["embedding"])[df["_r"].to_numpy()]
             dim = emb.shape[1]
             studies = df.select(keys).unique(maintain_order=True)  # df is sorted by keys
             if df.height:
@@ -431,10 +434,10 @@ class Tokenizer:
         if prs is None:
             return np.zeros((docs.height, 0), np.float32), np.zeros(docs.height, bool)
         lf = prs.lazy() if isinstance(prs, pl.DataFrame) else prs
-        df = (lf.select("subject_id", "embedding").unique("subject_id", keep="first", maintain_order=True)
-              .collect().sort("subject_id"))
-        d = docs.select("doc", "subject_id").join(df.with_row_index("r"), on="subject_id", how="left").sort("doc")
-        emb = embedding_matrix(df["embedding"])
+        g = lf.select("subject_id", "embedding").collect()
+        first = (g.select("subject_id").with_row_index("r").group_by("subject_id").agg(pl.col("r").min()))
+        d = docs.select("doc", "subject_id").join(first, on="subject_id", how="left").sort("doc")
+        emb = embedding_matrix(g["embedding"])
         has = d["r"].is_not_null().to_numpy()
         mat = np.zeros((docs.height, emb.shape[1]), np.float32)
         mat[has] = emb[d["r"].drop_nulls().to_numpy()]

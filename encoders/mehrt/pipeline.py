@@ -1,0 +1,444 @@
+"""The fit / predict object the runner uses for `mehrt` and `ehrt`.
+
+    model = MEHRTPipeline(budget=Budget, seed=int, multimodal=True)   # `mehrt` (Stage 3 weights)
+    model.fit(data)                # pretrain once per cohort (cached), encode, tune + fit the probe
+    model.predict(data, "held_out")
+
+fit():
+  1. pretraining (`pretrain.run_curriculum`): the training split's records only, cached under
+     cache_dir()/mehrt by (data fingerprint, tokenizer, config, stage, steps, settings), so `run`
+     pretrains once per cohort and budget and every task reuses it;
+  2. encoding: each sample's timeline up to its prediction time, read through the leakage guard
+     (`TaskData.visible_events` / `visible_modality`), tokenized with the training-split
+     tokenizer, cut to the most recent `encode_len` tokens (demographic prefix kept), and encoded
+     by the frozen model into patient representations: ``last`` (hidden state of the last token),
+     ``mean`` (mean over the window's hidden states) and ``echo`` (the window repeated, mean over
+     the second copy, which has seen the whole timeline; Springer et al. 2024). Representations
+     are cached per (checkpoint, sample) so tasks sharing prediction times encode once;
+  3. probing (`probe.Probe`): representation and regularisation chosen by 5-fold CV on train +
+     tuning, then refit on both.
+
+Budgets: smoke -> size "tiny", default/full -> "small"; Stage 1 trains Budget.mehrt_steps steps,
+Stages 2 and 3 half as many each (see `default_plan`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from benchmark.model_api import Budget, Prediction, TaskData
+
+PIPELINE_VERSION = "1"
+REPRESENTATIONS = ("echo", "last", "mean")
+# MEHRT only: mean pooling + the hidden state at the most recent placeholder of each image modality.
+STUDY_REPRESENTATION = "mean+studies"
+_MODELS: dict = {}  # in-process cache of loaded pretrained models: key -> (model, meta)
+
+
+# ------------------------------------------------------------------------------ settings
+@dataclass(frozen=True)
+class Settings:
+    """Everything the pipeline does for one budget (frozen; hashed into cache keys).
+
+    Args:
+        size: MEHRT size name.
+        steps: Stage-1 pretraining steps (Budget.mehrt_steps).
+        stage: the stage whose weights encode: "1" (EHRT), "3" (MEHRT) or "3joint".
+        multimodal: use image studies and PRS (False: structured timelines only).
+        encode_len: tokens per sample window (prefix included).
+        representations: which of REPRESENTATIONS the probe may choose from.
+        encode_tokens: tokens per encoding forward pass (batch size x padded length).
+        probe_trials: candidate regularisation strengths.
+        probe_folds: CV folds.
+    """
+
+    size: str
+    steps: int
+    stage: str
+    multimodal: bool
+    encode_len: int
+    representations: tuple[str, ...]
+    encode_tokens: int = 16384
+    probe_trials: int = 8
+    probe_folds: int = 5
+
+    def encode_hash(self) -> str:
+        """Hash of what changes a cached representation."""
+        blob = json.dumps([PIPELINE_VERSION, self.encode_len, sorted(self.representations), self.multimodal])
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def settings_for(budget: Budget, multimodal: bool, stage: str | None = None) -> Settings:
+    """Pipeline settings for a runner budget.
+
+    Args:
+        budget: the runner's Budget (mehrt_size, mehrt_steps, n_trials, n_folds).
+        multimodal: MEHRT (True) or EHRT (False).
+        stage: override the encoding stage (default "3" for MEHRT, "1" for EHRT).
+
+    Returns:
+        The settings.
+    """
+    tiny = budget.mehrt_size == "tiny"
+    # Echo encodes every window twice (2 x 256 tokens, within every size's max_seq_len). It is
+    # cheap for the tiny model; for larger models it is kept to the "full" budget so that the
+    # default budget's per-task encoding stays at seconds on a CPU.
+    reps = ("last", "mean") + (("echo",) if tiny or budget.name == "full" else ())
+    return Settings(
+        size=budget.mehrt_size, steps=budget.mehrt_steps,
+        stage=stage or ("3" if multimodal else "1"), multimodal=multimodal,
+        encode_len=256, representations=reps + ((STUDY_REPRESENTATION,) if multimodal else ()),
+        encode_tokens=32768 if tiny else 16384,
+        # Probes are cheap next to encoding: a few more candidates than the budget's
+        # random-search trials (with at least 8), since C spans 20 decades.
+        probe_trials=min(40, max(8, 2 * budget.n_trials)), probe_folds=max(budget.n_folds, 3))
+
+
+def default_plan(size: str, steps: int, compile: bool = False):
+    """The pretraining plan of a size: Stage 1 `steps` steps, Stages 2, 3 and 3-Joint steps // 2.
+
+    Stage 2 trains only the small modality projections and Stage 3 starts from a trained
+    backbone, so they get half of Stage 1's steps; this keeps the default budget's pretraining
+    to a few CPU minutes.
+
+    Args:
+        size: MEHRT size name.
+        steps: Stage-1 steps.
+        compile: torch.compile on CUDA.
+
+    Returns:
+        A pretrain.Plan.
+    """
+    from encoders.mehrt.pretrain import Plan, TrainConfig
+    tiny = size == "tiny"
+    # Tokens per step: 16 x 256 for tiny, 4 x 256 for larger sizes, which keeps the default
+    # budget (small, 600 Stage-1 steps) to a few CPU minutes; GPUs can afford far more.
+    base = dict(batch_size=16 if tiny else 4, seq_len=256, seed=0, compile=compile,
+                checkpoint_every=max(10, steps // 5))
+    lr = 2e-3 if tiny else 1e-3
+    half = max(1, steps // 2)
+    return Plan(size=size, prs_mode="prefix", stages={
+        "1": TrainConfig(steps=steps, lr=lr, **base),
+        "2": TrainConfig(steps=half, lr=lr, **base),
+        "3": TrainConfig(steps=half, lr=lr / 2, **base),
+        "3joint": TrainConfig(steps=half, lr=lr / 2, **base),
+    })
+
+
+# ------------------------------------------------------------------------------ pretrained models
+def load_pretrained(cohort, settings: Settings, log=None):
+    """The pretrained model for the settings (trained on first use, then cached on disk and here).
+
+    Args:
+        cohort: the Cohort.
+        settings: pipeline settings (size, steps, stage).
+        log: progress callback.
+
+    Returns:
+        (model, meta) where meta["stages"] has per-stage perplexity, tokens/s, ... and
+        meta["key"] identifies the checkpoint.
+    """
+    from encoders.mehrt.pretrain import run_curriculum
+    plan = default_plan(settings.size, settings.steps)
+    k = (str(cohort.root), cohort.fingerprint(), repr(plan), settings.stage)
+    if k not in _MODELS:
+        model, meta = run_curriculum(cohort, plan, settings.stage, log=log)
+        meta["key"] = meta["stages"][settings.stage]["key"]
+        _MODELS.clear()  # hold one model at a time
+        _MODELS[k] = (model, meta)
+    return _MODELS[k]
+
+
+# ------------------------------------------------------------------------------ encoding
+def represent(model, collate, encode_len: int, representations=REPRESENTATIONS,
+              encode_tokens: int = 16384) -> dict[str, np.ndarray]:
+    """Patient representations of every document of a corpus.
+
+    Args:
+        model: a MEHRT in eval mode.
+        collate: a pretrain.Collator over the corpus, in the model's variant.
+        encode_len: window length (most recent tokens, prefix kept).
+        representations: names among REPRESENTATIONS and STUDY_REPRESENTATION.
+        encode_tokens: tokens per forward pass.
+
+    Returns:
+        name -> float32 [D, width] in document order; width = d_model, or d_model * (1 + M) for
+        "mean+studies" (M image modalities).
+    """
+    import torch
+
+    from encoders.mehrt.pretrain import model_inputs, recent_starts
+
+    device = next(model.parameters()).device
+    corpus = collate.corpus
+    full = corpus.lengths(collate.multimodal)
+    lengths = np.minimum(full, encode_len)
+    D, d = len(corpus), model.config.d_model
+    M = len(model.config.image_dims)
+    width = {r: d * (1 + M) if r == STUDY_REPRESENTATION else d for r in representations}
+    out = {r: np.zeros((D, width[r]), np.float32) for r in representations}
+    one_pass = [r for r in out if r != "echo"]
+    order = np.argsort(lengths, kind="stable")
+    i = 0
+    with torch.inference_mode():
+        while i < D:
+            # as many documents as fit the token budget at the longest length among them
+            j = i + 1
+            while j < D and (j + 1 - i) * lengths[order[j]] * (2 if "echo" in out else 1) <= encode_tokens:
+                j += 1
+            docs = order[i:j]
+            starts = recent_starts(full, docs, encode_len)
+            n = torch.from_numpy(lengths[docs])
+            rows = torch.arange(len(docs))
+            if one_pass:
+                batch = collate(docs, starts, encode_len)
+                h = model.encode(**_enc_inputs(model_inputs(batch, device))).float().cpu()  # [B, T, d]
+                real = torch.arange(h.shape[1])[None, :] < n[:, None]
+                mean = (h * real[..., None]).sum(1) / n[:, None]  # [B, d]
+                if "last" in out:
+                    out["last"][docs] = h[rows, n - 1].numpy()
+                if "mean" in out:
+                    out["mean"][docs] = mean.numpy()
+                if STUDY_REPRESENTATION in out:
+                    parts = [mean]
+                    pos = torch.arange(h.shape[1])[None, :]
+                    for m in range(1, M + 1):
+                        # hidden state at the most recent placeholder of modality m (0 if none)
+                        at = (batch["image_index"] == m) if "image_index" in batch else torch.zeros_like(real)
+                        last = torch.where(at, pos, -1).max(1).values  # [B]
+                        parts.append(h[rows, last.clamp(min=0)] * (last >= 0)[:, None])
+                    out[STUDY_REPRESENTATION][docs] = torch.cat(parts, 1).numpy()
+            if "echo" in out:
+                batch = collate(docs, starts, encode_len, repeat=True)
+                h = model.encode(**_enc_inputs(model_inputs(batch, device))).float().cpu()  # [B, 2T, d]
+                pos = torch.arange(h.shape[1])[None, :]
+                second = (pos >= n[:, None]) & (pos < 2 * n[:, None])
+                out["echo"][docs] = ((h * second[..., None]).sum(1) / n[:, None]).numpy()
+            i = j
+    return out
+
+
+def _enc_inputs(inputs: dict) -> dict:
+    inputs.pop("labels", None)
+    return inputs
+
+
+class RepresentationCache:
+    """Representations per (subject_id, prediction_time) for one checkpoint + encode settings.
+
+    Parquet chunks in one folder; tasks whose samples share prediction times (all oncology tasks
+    index on the first treatment) encode each sample once. Matching is done on key columns only
+    and the vectors are gathered with numpy (polars 1.44 panics on some joins of array columns).
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+
+    def lookup(self, samples: pl.DataFrame, names: tuple[str, ...]) -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
+        """Cached keys among the samples (subject_id, prediction_time) and their vectors per name."""
+        from encoders.mehrt.tokenizer import embedding_matrix
+        files = sorted(self.folder.glob("chunk-*.parquet"))
+        empty = pl.DataFrame(schema={"subject_id": pl.Int64, "prediction_time": pl.Datetime("us")})
+        if not files:
+            return empty, {}
+        cached = pl.concat([pl.read_parquet(f, columns=["subject_id", "prediction_time", *names]) for f in files])
+        hit = (cached.select("subject_id", "prediction_time").with_row_index("_r")
+               .unique(["subject_id", "prediction_time"], keep="first", maintain_order=True)
+               .join(samples.select("subject_id", "prediction_time").unique(), on=["subject_id", "prediction_time"],
+                     how="semi", maintain_order="left"))
+        r = hit["_r"].to_numpy()
+        return hit.drop("_r"), {n: embedding_matrix(cached[n])[r] for n in names}
+
+    def add(self, keys: pl.DataFrame, vectors: dict[str, np.ndarray]) -> None:
+        """Store new rows (atomic chunk write)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        frame = keys.select("subject_id", "prediction_time").with_columns([pl.Series(n, v) for n, v in vectors.items()])
+        h = hashlib.sha256(frame.select("subject_id", "prediction_time").hash_rows().to_numpy().tobytes()).hexdigest()[:16]
+        path = self.folder / f"chunk-{h}.parquet"
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        frame.write_parquet(tmp)
+        tmp.replace(path)
+
+
+def encode_split(model, meta: dict, data: TaskData, split, settings: Settings) -> dict[str, np.ndarray]:
+    """Representations of a split's samples (in label order), encoding only uncached samples.
+
+    Args:
+        model: the pretrained model.
+        meta: its meta (key, tokenizer).
+        data: the task.
+        split: a split name or a tuple of them.
+        settings: pipeline settings.
+
+    Returns:
+        name -> float32 [n, d_model], rows aligned with data.samples(split).
+    """
+    from encoders.mehrt.pretrain import collator
+
+    names = tuple(settings.representations)
+    cache = RepresentationCache(_rep_folder(meta, settings))
+    samples = data.samples(split)
+    keys = samples.unique(maintain_order=True)
+    have_keys, have = cache.lookup(keys, names)
+    missing = keys.join(have_keys, on=["subject_id", "prediction_time"], how="anti", maintain_order="left")
+    if missing.height:
+        tok = meta["tokenizer"]
+        corpus = task_corpus(model, tok, data, split, missing, settings.multimodal)
+        reps = represent(model, collator(corpus, tok, model.config), settings.encode_len, names,
+                         settings.encode_tokens)
+        cache.add(corpus.keys, reps)
+        have_keys = pl.concat([have_keys, corpus.keys.select("subject_id", "prediction_time")])
+        have = {n: np.concatenate([have[n], reps[n]]) if n in have else reps[n] for n in names}
+    row = (samples.join(have_keys.with_row_index("_i"), on=["subject_id", "prediction_time"], how="left",
+                        maintain_order="left")["_i"].to_numpy())
+    return {n: np.asarray(have[n][row], dtype=np.float32) for n in names}
+
+
+def task_corpus(model, tokenizer, data: TaskData, split, samples: pl.DataFrame, multimodal: bool):
+    """Tokenize task samples' timelines up to their prediction times, through the leakage guard.
+
+    Args:
+        model: the model (its config says which image modalities and whether PRS are inputs).
+        tokenizer: the training-split tokenizer.
+        data: the task.
+        split: the split (or tuple of splits) the samples belong to.
+        samples: subject_id, prediction_time to tokenize (a subset of data.samples(split)).
+        multimodal: read image sidecars and PRS too.
+
+    Returns:
+        A Corpus, documents in `samples` order, image layout matching the model.
+    """
+    from encoders.mehrt.pretrain import PRS_MODALITY
+    from encoders.mehrt.tokenizer import EVENT_COLUMNS, IMAGE_MODALITIES
+
+    config = model.config
+    events = data.visible_events(split, columns=EVENT_COLUMNS)  # the leakage guard
+    images, prs = {}, None
+    if multimodal:
+        present = set(data.cohort.modality_names())
+        wanted = [m for m, _ in config.image_dims if m in present and m in IMAGE_MODALITIES]
+        images = {m: data.visible_modality(m, split) for m in wanted}
+        if config.prs_mode and PRS_MODALITY in present:
+            prs = data.visible_modality(PRS_MODALITY, split)
+    corpus = tokenizer.tokenize(events, samples, images, prs, eos=False)
+    return _align_image_dims(corpus, config.image_dims)
+
+
+def _align_image_dims(corpus, image_dims):
+    """Give a task corpus the model's image layout (a modality absent from these samples keeps its width)."""
+    from dataclasses import replace
+    width = max((d for _, d in image_dims), default=0)
+    images = corpus.images
+    if images.shape[1] < width:
+        images = np.pad(images, ((0, 0), (0, width - images.shape[1])))
+    return replace(corpus, images=images, image_dims=tuple(image_dims))
+
+
+def _rep_folder(meta: dict, settings: Settings) -> Path:
+    from encoders.mehrt.pretrain import mehrt_cache
+    return mehrt_cache() / "reps" / f"{meta['key']}-{settings.encode_hash()}"
+
+
+# ------------------------------------------------------------------------------ the model object
+class MEHRTPipeline:
+    """Runner model: pretrained MEHRT/EHRT encoder + linear probe.
+
+    Args:
+        budget: the runner's Budget.
+        seed: the cell's seed (probe CV folds and candidates; pretraining uses its own fixed
+            seed so every task and seed reuses one checkpoint).
+        multimodal: True for `mehrt` (images + PRS, Stage 3), False for `ehrt` (Stage 1).
+        stage: override the encoding stage.
+    """
+
+    def __init__(self, budget: Budget, seed: int = 0, multimodal: bool = True, stage: str | None = None):
+        self.budget = budget
+        self.seed = seed
+        self.multimodal = multimodal
+        self.stage = stage
+
+    def fit(self, data: TaskData) -> MEHRTPipeline:
+        """Pretrain (or load), encode train + tuning samples, tune and fit the probe.
+
+        Args:
+            data: the task (train and tuning labels are used).
+
+        Returns:
+            self.
+        """
+        from encoders.mehrt.probe import Probe
+        from encoders.mehrt.pretrain import peak_memory_mb
+
+        self.settings_ = settings_for(self.budget, self.multimodal, self.stage)
+        t0 = time.perf_counter()
+        self.model_, self.meta_ = load_pretrained(data.cohort, self.settings_)
+        t1 = time.perf_counter()
+        fit_splits = ("train", "tuning")
+        reps = encode_split(self.model_, self.meta_, data, fit_splits, self.settings_)
+        t2 = time.perf_counter()
+        y = data.y(fit_splits)
+        groups = data.samples(fit_splits)["subject_id"].to_numpy()
+        self.probe_ = Probe(data.task.kind, n_trials=self.settings_.probe_trials,
+                            n_folds=self.settings_.probe_folds, seed=self.seed).fit(reps, y, groups)
+        t3 = time.perf_counter()
+        if data.task.kind == "survival":
+            ev = y[y[:, 1] == 1, 0]
+            times = np.unique(np.quantile(ev, [0.25, 0.5, 0.75])) if len(ev) >= 4 else np.zeros(0)
+            self.surv_times_ = times if len(times) >= 2 else None
+        self.timing_ = {"pretrain_or_load_s": t1 - t0, "encode_fit_s": t2 - t1, "probe_s": t3 - t2}
+        self.peak_mb_ = peak_memory_mb(next(self.model_.parameters()).device)
+        return self
+
+    def predict(self, data: TaskData, split: str) -> Prediction:
+        """Probe scores for a split's samples (in label order), with provenance in info.
+
+        Args:
+            data: the task.
+            split: "held_out" or "tuning".
+
+        Returns:
+            Prediction (survival: log relative hazard as score, plus Cox survival curves).
+        """
+        t0 = time.perf_counter()
+        reps = encode_split(self.model_, self.meta_, data, split, self.settings_)
+        score = self.probe_.predict(reps)
+        pred = Prediction(score=np.asarray(score, dtype=np.float64))
+        if data.task.kind == "survival" and self.surv_times_ is not None:
+            pred.surv_times = self.surv_times_
+            pred.surv_prob = self.probe_.survival_curves(reps, self.surv_times_)
+        pred.info = self._info(time.perf_counter() - t0)
+        return pred
+
+    def _info(self, predict_s: float) -> dict:
+        s = self.settings_
+        stages = self.meta_["stages"]
+        final = stages[s.stage]
+        probe = self.probe_.info()
+        return {
+            **probe,
+            "hyperparameters": {"representation": probe["representation"], "C": probe["C"], "stage": s.stage,
+                                "size": s.size, "encode_len": s.encode_len, "pretrain_steps_stage1": s.steps},
+            "cv_score": probe["cv_best"], "explanations": None,
+            "stage": {"1": "1 (EHRT)", "3": "3 (MEHRT)", "3joint": "3-Joint", "2": "2"}.get(s.stage, s.stage),
+            "size": s.size, "n_parameters": final["n_parameters"],
+            "tokens_per_s": round(final["tokens_per_s"], 1),
+            "held_out_perplexity": round(final["held_out_perplexity"], 3),
+            "pretraining": {k: {"steps": v["train_config"]["steps"], "held_out_perplexity": round(v["held_out_perplexity"], 3),
+                                "tokens_per_s": round(v["tokens_per_s"], 1), "train_seconds": round(v["train_seconds"], 1)}
+                            for k, v in stages.items()},
+            "pretraining_data": "training-split subjects' whole records (tuning and held-out never used)",
+            "encode_len": s.encode_len, "peak_memory_mb": round(self.peak_mb_, 1),
+            "device": str(next(self.model_.parameters()).device),
+            "modalities_used": (["structured", *[m for m, _ in self.model_.config.image_dims]]
+                                + (["prs"] if self.model_.config.prs_mode else [])) if s.multimodal else ["structured"],
+            "timing_s": {**{k: round(v, 2) for k, v in self.timing_.items()}, "predict_s": round(predict_s, 2)},
+            "settings": asdict(s),
+        }

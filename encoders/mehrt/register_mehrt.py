@@ -1,0 +1,37 @@
+"""Registry entry `mehrt`: the multimodal MEHRT (Stage-3 weights) with linear probes.
+
+Consumes the structured timeline, CT / WSI / CXR study embeddings (placeholder tokens) and the PRS
+vector (prefix tokens). It needs no task modality (a subject without images is a structured-only
+timeline), so it runs every task of every kind. torch is imported only when the factory runs.
+"""
+
+from __future__ import annotations
+
+from benchmark.registry import ModelSpec
+
+
+def _factory(budget, seed: int = 0):
+    """Build the pipeline (see encoders/mehrt/pipeline.py)."""
+    from encoders.mehrt.pipeline import MEHRTPipeline
+    return MEHRTPipeline(budget=budget, seed=seed, multimodal=True)
+
+
+SPEC = ModelSpec(
+    name="mehrt",
+    kind="foundation",
+    description=("Reference multimodal EHR transformer (Llama-style decoder over tokenized timelines with CT, "
+                 "WSI and CXR study embeddings as placeholder tokens and a PRS prefix), pretrained with the "
+                 "Stage 1 -> 2 -> 3 curriculum on the cohort's training split; frozen representations "
+                 "(echo / last token / mean, chosen by CV) + linear probes"),
+    modalities=("structured", "ct", "wsi", "cxr", "prs"),
+    requires=(),
+    task_kinds=("binary", "multilabel", "survival", "regression"),
+    n_parameters=None,  # depends on the cohort's vocabulary and the budget's size: see results' compute block
+    training_data="the evaluated cohort's training split (self-supervised next-token pretraining; "
+                  "tuning and held-out subjects never used)",
+    license="Apache-2.0",
+    reference="seed 000: multimodal EHR foundation model (curriculum Fig. 1b); ETHOS tokenization (Renc et al. 2024); "
+              "echo embeddings (Springer et al. 2024)",
+    authors="MEHR-Bench",
+    factory=_factory,
+)
