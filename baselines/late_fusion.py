@@ -204,17 +204,19 @@ class LateFusion:
                 s = np.full(n, np.nan)
                 s[idx] = tuned.model.score(X[idx])
                 fitted_scores[m] = s
+        if "structured" not in self.models_:
+            raise ValueError(f"late fusion could not fit its structured model: {self.skipped_.get('structured')}")
         self.n_rows_ = {"train": data.frame("train").height, "tuning": data.frame("tuning").height}
         self.y_ = y
         if kind == "survival":
             eta = fuse(fitted_scores, self.present_)
             self.breslow_ = Breslow().fit(eta, y[:, 0], y[:, 1])
             self.surv_times_ = survival_grid(y[:, 0], y[:, 1])
-        self._blocks_cache = blocks
+        self.blocks_ = blocks
         return self
 
     def _held_out_scores(self, data: TaskData) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        blocks = self._blocks_cache if getattr(self, "_blocks_cache", None) else self._blocks(data)
+        blocks = self.blocks_  # per-modality features of every split, built in fit from the same data
         scores, present = {}, {}
         for m, tuned in self.models_.items():
             p, X = blocks[m]["held_out"]
@@ -268,7 +270,7 @@ class LateFusion:
         if self.explain and splits == ["held_out"]:
             from baselines.explain import explain_learner, modality_attribution
             att = modality_attribution(kind, self.y_, self.oof_, self.present_, fuse, selection_score)
-            p, X = self._blocks_cache["structured"]["held_out"]
+            p, X = self.blocks_["structured"]["held_out"]
             att["structured_model"] = explain_learner(self.models_["structured"].model, X, self.feature_names_,
                                                       data.cohort.codes(), seed=derive_seed(self.seed, "explain"))
             info["explanations"] = att

@@ -73,8 +73,10 @@ class TaskData:
     work_dir: Path        # per (task, data) cache folder for features/embeddings
 
     def frame(self, split: str | tuple[str, ...]) -> pl.DataFrame:
+        """Label rows of one split, or of several stacked in the given order (train rows, then
+        tuning rows, ...), the same order as BagOfEvents.block(splits)."""
         splits = (split,) if isinstance(split, str) else split
-        return self.labels.filter(pl.col("split").is_in(list(splits)))
+        return pl.concat([self.labels.filter(pl.col("split") == s) for s in splits])
 
     def samples(self, split: str | tuple[str, ...]) -> pl.DataFrame:
         """(subject_id, prediction_time) of a split, in label order."""

@@ -73,3 +73,27 @@ def test_modality_guard_drops_label_columns_and_future_studies():
     samples = pl.DataFrame({"subject_id": [1], "prediction_time": [datetime(2020, 1, 2)]})
     out = visible_modality(mod, samples).collect()
     assert out.height == 1 and "labels" not in out.columns
+
+
+def test_multi_split_rows_align_between_features_and_targets(tmp_path, monkeypatch):
+    """BagOfEvents.block(("train", "tuning")) and TaskData.y(("train", "tuning")) stack the same rows."""
+    monkeypatch.setenv("MEHR_BENCH_CACHE", str(tmp_path / "cache"))
+    import numpy as np
+    from baselines.bag_of_events import featurize
+    from benchmark.labels import extract_labels
+    from benchmark.runner import task_data
+    from benchmark.task_registry import load_tasks
+
+    events = []
+    for s in range(1, 31):
+        events += [(s, "2019-12-01", "ICD10CM/C34.90"), (s, "2020-01-01", "RXNORM/2555"),
+                   (s, "2019-12-15", "LOINC/2160-0", float(s)), (s, "2021-06-01", "ICD10CM/I10")]
+    splits = {s: ("train" if s % 3 else "tuning") for s in range(1, 31)}
+    cohort = Cohort(make_cohort(tmp_path / "c", events, splits=splits))
+    task = load_tasks()["oncology/mortality_1y"]
+    data = task_data(task, cohort, 0, extract_labels(task, cohort).labels)
+    X = featurize(data).block(("train", "tuning"))
+    col = featurize(data).names.index("last:LOINC/2160-0")
+    sid = data.samples(("train", "tuning"))["subject_id"].to_numpy()
+    assert X.shape[0] == len(data.y(("train", "tuning"))) == len(sid)
+    np.testing.assert_allclose(X[:, col].toarray().ravel(), sid.astype(float))
