@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 LOCK_HASH := $(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-12)
 STAMP := $(VENV)/.installed-$(LOCK_HASH)
-MODELS ?= catboost,xgboost_late_fusion,mehrt
+MODELS ?= catboost,catboost_late_fusion,ehrt,mehrt
 TASKS ?= all
 BUDGET ?= default
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
@@ -21,9 +21,11 @@ $(STAMP): requirements.lock pyproject.toml
 	@rm -f $(VENV)/.installed-*
 	@touch $(STAMP)
 
+# The leaderboard is built even when some cell failed (failed cells are listed on it); the
+# run's exit status is kept.
 run: setup
-	$(PY) -m benchmark run --model $(MODELS) --task $(TASKS) --budget $(BUDGET)
-	$(PY) -m benchmark leaderboard
+	$(PY) -m benchmark run --model $(MODELS) --task $(TASKS) --budget $(BUDGET); status=$$?; \
+	$(PY) -m benchmark leaderboard && exit $$status
 
 test: setup
 	$(PY) -m pytest -q --benchmark-disable -p no:randomly tests
