@@ -19,7 +19,7 @@ fit():
      tuning, then refit on both.
 
 Budgets: smoke -> size "tiny", default/full -> "small"; Stage 1 trains Budget.mehrt_steps steps,
-Stages 2 and 3 half as many each (see `default_plan`).
+Stages 2 and 3 a quarter as many each (see `default_plan`).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ REPRESENTATIONS = ("echo", "last", "mean")
 # MEHRT only: mean pooling + the hidden state at the most recent placeholder of each image modality.
 STUDY_REPRESENTATION = "mean+studies"
 _MODELS: dict = {}  # in-process cache of loaded pretrained models: key -> (model, meta)
+STAGE_FRACTION = 4  # Stages 2, 3 and 3-Joint train Budget.mehrt_steps // STAGE_FRACTION steps
 
 
 # ------------------------------------------------------------------------------ settings
@@ -103,15 +104,15 @@ def settings_for(budget: Budget, multimodal: bool, stage: str | None = None) -> 
 
 
 def default_plan(size: str, steps: int, compile: bool = False):
-    """The pretraining plan of a size: Stage 1 `steps` steps, Stages 2, 3 and 3-Joint steps // 2.
+    """The pretraining plan of a size: Stage 1 `steps` steps, Stages 2, 3 and 3-Joint steps // 4.
 
     Stage 2 trains only the small modality projections and Stage 3 starts from a trained
-    backbone, so they get half of Stage 1's steps; this keeps the default budget's pretraining
-    to a few CPU minutes.
+    backbone, so each gets a quarter of Stage 1's steps; with 4 x 256-token steps for the small
+    size this keeps the default budget's pretraining to minutes on a 2-core CPU.
 
     Args:
         size: MEHRT size name.
-        steps: Stage-1 steps.
+        steps: Stage-1 steps (Budget.mehrt_steps).
         compile: torch.compile on CUDA.
 
     Returns:
@@ -119,17 +120,17 @@ def default_plan(size: str, steps: int, compile: bool = False):
     """
     from encoders.mehrt.pretrain import Plan, TrainConfig
     tiny = size == "tiny"
-    # Tokens per step: 16 x 256 for tiny, 4 x 256 for larger sizes, which keeps the default
-    # budget (small, 600 Stage-1 steps) to a few CPU minutes; GPUs can afford far more.
+    # Tokens per step: 16 x 256 for tiny, 4 x 256 for larger sizes on CPU (GPUs can afford far
+    # more: use the pretrain CLI with a plan of your own).
     base = dict(batch_size=16 if tiny else 4, seq_len=256, seed=0, compile=compile,
                 checkpoint_every=max(10, steps // 5))
     lr = 2e-3 if tiny else 1e-3
-    half = max(1, steps // 2)
+    later = max(1, steps // STAGE_FRACTION)
     return Plan(size=size, prs_mode="prefix", stages={
         "1": TrainConfig(steps=steps, lr=lr, **base),
-        "2": TrainConfig(steps=half, lr=lr, **base),
-        "3": TrainConfig(steps=half, lr=lr / 2, **base),
-        "3joint": TrainConfig(steps=half, lr=lr / 2, **base),
+        "2": TrainConfig(steps=later, lr=lr, **base),
+        "3": TrainConfig(steps=later, lr=lr / 2, **base),
+        "3joint": TrainConfig(steps=later, lr=lr / 2, **base),
     })
 
 
