@@ -73,10 +73,9 @@ class TaskData:
     work_dir: Path        # per (task, data) cache folder for features/embeddings
 
     def frame(self, split: str | tuple[str, ...]) -> pl.DataFrame:
-        """Label rows of one split, or of several stacked in the given order (train rows, then
-        tuning rows, ...), the same order as BagOfEvents.block(splits)."""
+        """Label rows of one or several splits, in label order (subject_id, prediction_time)."""
         splits = (split,) if isinstance(split, str) else split
-        return pl.concat([self.labels.filter(pl.col("split") == s) for s in splits])
+        return self.labels.filter(pl.col("split").is_in(list(splits)))
 
     def samples(self, split: str | tuple[str, ...]) -> pl.DataFrame:
         """(subject_id, prediction_time) of a split, in label order."""

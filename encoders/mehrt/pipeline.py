@@ -11,10 +11,14 @@ fit():
   2. encoding: each sample's timeline up to its prediction time, read through the leakage guard
      (`TaskData.visible_events` / `visible_modality`), tokenized with the training-split
      tokenizer, cut to the most recent `encode_len` tokens (demographic prefix kept), and encoded
-     by the frozen model into patient representations: ``last`` (hidden state of the last token),
-     ``mean`` (mean over the window's hidden states) and ``echo`` (the window repeated, mean over
-     the second copy, which has seen the whole timeline; Springer et al. 2024). Representations
-     are cached per (checkpoint, sample) so tasks sharing prediction times encode once;
+     by the frozen model (bf16 autocast where the hardware has native bf16) into patient
+     representations: ``last`` (hidden state of the last token), ``mean`` (mean over the
+     window's hidden states), ``echo`` (the window repeated, mean over the second copy, which has
+     seen the whole window; Springer et al. 2024; tiny model and "full" budget only, as it costs a
+     second pass of twice the length) and, for MEHRT, ``mean+studies`` (``mean`` plus the hidden
+     state at the most recent placeholder of each image modality: whole-window pooling dilutes
+     one study's signal among hundreds of tokens; see README.md). Representations are cached
+     per (checkpoint, sample), so tasks sharing prediction times encode once;
   3. probing (`probe.Probe`): representation and regularisation chosen by 5-fold CV on train +
      tuning, then refit on both.
 
@@ -189,7 +193,7 @@ def represent(model, collate, encode_len: int, representations=REPRESENTATIONS,
     one_pass = [r for r in out if r != "echo"]
     order = np.argsort(lengths, kind="stable")
     i = 0
-    with torch.inference_mode():
+    with torch.inference_mode(), encode_autocast(device):
         while i < D:
             # as many documents as fit the token budget at the longest length among them
             j = i + 1
@@ -225,6 +229,28 @@ def represent(model, collate, encode_len: int, representations=REPRESENTATIONS,
                 out["echo"][docs] = ((h * second[..., None]).sum(1) / n[:, None]).numpy()
             i = j
     return out
+
+
+def bf16_supported(device) -> bool:
+    """Whether encoding should run under bfloat16 autocast: CUDA, or a CPU with native bf16 math.
+
+    On a CPU with AVX512-BF16 / AMX the frozen model encodes about 1.8x faster in bf16 (measured on
+    this project's 2-core AMD EPYC); without those instructions bf16 is emulated and slower.
+    """
+    if getattr(device, "type", str(device)) == "cuda":
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def encode_autocast(device):
+    """The autocast context encoding runs under (bf16 where supported, else a no-op)."""
+    import torch
+    dev = getattr(device, "type", str(device))
+    return torch.autocast(dev, dtype=torch.bfloat16, enabled=bf16_supported(device))
 
 
 def _enc_inputs(inputs: dict) -> dict:
@@ -285,7 +311,7 @@ def encode_split(model, meta: dict, data: TaskData, split, settings: Settings) -
     from encoders.mehrt.pretrain import collator
 
     names = tuple(settings.representations)
-    cache = RepresentationCache(_rep_folder(meta, settings))
+    cache = RepresentationCache(_rep_folder(meta, settings, model))
     samples = data.samples(split)
     keys = samples.unique(maintain_order=True)
     have_keys, have = cache.lookup(keys, names)
@@ -343,9 +369,11 @@ def _align_image_dims(corpus, image_dims):
     return replace(corpus, images=images, image_dims=tuple(image_dims))
 
 
-def _rep_folder(meta: dict, settings: Settings) -> Path:
+def _rep_folder(meta: dict, settings: Settings, model) -> Path:
+    """Cache folder of one checkpoint's representations under one encoding setup (incl. precision)."""
     from encoders.mehrt.pretrain import mehrt_cache
-    return mehrt_cache() / "reps" / f"{meta['key']}-{settings.encode_hash()}"
+    precision = "bf16" if bf16_supported(next(model.parameters()).device) else "fp32"
+    return mehrt_cache() / "reps" / f"{meta['key']}-{settings.encode_hash()}-{precision}"
 
 
 # ------------------------------------------------------------------------------ the model object

@@ -37,6 +37,8 @@ hash, stage, steps, training config) under ``cache_dir()/mehrt/ckpt/``.
 Usage (also under torchrun for several GPUs or processes)::
 
     python -m encoders.mehrt.pretrain --data COHORT --size small --steps 600 --stages 1,2,3,3joint
+    torchrun --nproc-per-node 8 -m encoders.mehrt.pretrain --data COHORT --size 109M --steps 20000 \
+        --batch-size 256 --seq-len 2048 --compile
 """
 
 from __future__ import annotations
@@ -384,6 +386,8 @@ def train_stage(model: MEHRT, collate: Collator, cfg: TrainConfig, stage: str, f
         tokens_per_s, finished.
     """
     layout = layout or init_distributed()
+    if cfg.batch_size < layout.world:
+        raise ValueError(f"batch_size={cfg.batch_size} must be at least the world size {layout.world}")
     device = layout.device
     model.to(device)
     for name, p in model.named_parameters():
@@ -755,9 +759,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=60, help="steps of Stage 1 (others: see default_plan)")
     p.add_argument("--stages", default="1,2,3", help="comma-separated stages to produce")
     p.add_argument("--compile", action="store_true", help="torch.compile on CUDA")
+    p.add_argument("--batch-size", type=int, help="global batch in sequences (default: the size's plan)")
+    p.add_argument("--seq-len", type=int, help="tokens per sequence (default 256)")
+    p.add_argument("--lr", type=float, help="peak learning rate of Stage 1 (later stages keep their ratio)")
     a = p.parse_args(argv)
     from encoders.mehrt.pipeline import default_plan
     plan = default_plan(a.size, a.steps, compile=a.compile)
+    over = {k: v for k, v in (("batch_size", a.batch_size), ("seq_len", a.seq_len)) if v}
+    if over or a.lr:
+        scale = a.lr / plan.stages["1"].lr if a.lr else 1.0
+        plan = dataclasses.replace(plan, stages={k: dataclasses.replace(c, lr=c.lr * scale, **over)
+                                                 for k, c in plan.stages.items()})
     cohort = Cohort(a.data)
     layout = init_distributed()
     for stage in a.stages.split(","):
