@@ -39,21 +39,12 @@ class BagOfEvents:
 
     X: dict[str, sp.csr_matrix]
     names: list[str]
-    order: np.ndarray  # split of each label row, in label order
 
     def block(self, split: str | tuple[str, ...]) -> sp.csr_matrix:
-        """Rows of one or several splits in label order, aligned with TaskData.y(split)."""
+        """Rows of the given splits stacked in the given order (all train rows, then all tuning
+        rows, ...). Note: TaskData.y(tuple) is in label order; build targets split by split."""
         splits = (split,) if isinstance(split, str) else split
-        if len(splits) == 1:
-            return self.X[splits[0]]
-        stacked = sp.vstack([self.X[s] for s in splits]).tocsr()
-        pos = np.full(len(self.order), -1, dtype=np.int64)
-        offset = 0
-        for s in splits:
-            idx = np.nonzero(self.order == s)[0]
-            pos[idx] = offset + np.arange(len(idx))
-            offset += len(idx)
-        return stacked[pos[np.isin(self.order, list(splits))]]
+        return sp.vstack([self.X[s] for s in splits]).tocsr()
 
 
 def _shard_counts(files: list[Path], samples: pl.DataFrame, numeric: bool) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -97,7 +88,7 @@ def featurize(data: TaskData, *, min_subject_frac: float = 0.01, numeric: bool =
         z = np.load(cache, allow_pickle=False)
         X = {s: sp.csr_matrix((z[f"{s}_data"], z[f"{s}_indices"], z[f"{s}_indptr"]), shape=tuple(z[f"{s}_shape"]))
              for s in splits}
-        return BagOfEvents(X, json.loads(names_file.read_text()), data.labels["split"].to_numpy())
+        return BagOfEvents(X, json.loads(names_file.read_text()))
 
     samples = data.labels.select("subject_id", "prediction_time", "split").with_row_index("row")
     counts, firsts = _shard_counts(data.cohort.data_files(), samples.select("row", "subject_id", "prediction_time"),
@@ -157,4 +148,4 @@ def featurize(data: TaskData, *, min_subject_frac: float = 0.01, numeric: bool =
     np.savez(tmp, **payload)
     tmp.replace(cache)
     names_file.write_text(json.dumps(names))
-    return BagOfEvents(X, names, split_arr)
+    return BagOfEvents(X, names)

@@ -75,8 +75,9 @@ def test_modality_guard_drops_label_columns_and_future_studies():
     assert out.height == 1 and "labels" not in out.columns
 
 
-def test_multi_split_rows_align_between_features_and_targets(tmp_path, monkeypatch):
-    """BagOfEvents.block(("train", "tuning")) and TaskData.y(("train", "tuning")) stack the same rows."""
+def test_multi_split_blocks_stack_splits_in_order(tmp_path, monkeypatch):
+    """BagOfEvents.block(("train", "tuning")) is the train block followed by the tuning block, and
+    each single-split block is aligned with TaskData.samples(split)."""
     monkeypatch.setenv("MEHR_BENCH_CACHE", str(tmp_path / "cache"))
     import numpy as np
     from baselines.bag_of_events import featurize
@@ -92,8 +93,8 @@ def test_multi_split_rows_align_between_features_and_targets(tmp_path, monkeypat
     cohort = Cohort(make_cohort(tmp_path / "c", events, splits=splits))
     task = load_tasks()["oncology/mortality_1y"]
     data = task_data(task, cohort, 0, extract_labels(task, cohort).labels)
-    X = featurize(data).block(("train", "tuning"))
-    col = featurize(data).names.index("last:LOINC/2160-0")
-    sid = data.samples(("train", "tuning"))["subject_id"].to_numpy()
-    assert X.shape[0] == len(data.y(("train", "tuning"))) == len(sid)
-    np.testing.assert_allclose(X[:, col].toarray().ravel(), sid.astype(float))
+    feats = featurize(data)
+    col = feats.names.index("last:LOINC/2160-0")
+    both = feats.block(("train", "tuning"))[:, col].toarray().ravel()
+    expect = np.concatenate([data.samples(s)["subject_id"].to_numpy() for s in ("train", "tuning")])
+    np.testing.assert_allclose(both, expect.astype(float))
