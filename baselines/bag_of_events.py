@@ -40,10 +40,16 @@ class BagOfEvents:
     X: dict[str, sp.csr_matrix]
     names: list[str]
 
-    def block(self, split: str | tuple[str, ...]) -> sp.csr_matrix:
-        """Rows of the given splits stacked in the given order (all train rows, then all tuning
-        rows, ...). Note: TaskData.y(tuple) is in label order; build targets split by split."""
-        splits = (split,) if isinstance(split, str) else split
+    def block(self, split: str) -> sp.csr_matrix:
+        """The rows of one split, aligned with TaskData.samples(split)."""
+        if not isinstance(split, str):
+            raise TypeError("BagOfEvents.block takes one split; use stacked(splits) for several "
+                            "(rows split after split, aligned with TaskData.stacked(splits))")
+        return self.X[split]
+
+    def stacked(self, splits: tuple[str, ...]) -> sp.csr_matrix:
+        """Rows of several splits stacked split after split (all train rows, then all tuning rows),
+        aligned with TaskData.stacked(splits), not with TaskData.frame(splits) (label order)."""
         return sp.vstack([self.X[s] for s in splits]).tocsr()
 
 

@@ -662,14 +662,13 @@ def in_label_order(data: TaskData, splits: list[str], parts: list[np.ndarray]) -
 
 
 def stacked_targets(data: TaskData, splits=("train", "tuning")) -> tuple[np.ndarray, np.ndarray]:
-    """Targets and subject ids of several splits, stacked split after split (like BagOfEvents.block).
+    """Targets and subject ids of several splits, stacked split after split (TaskData.stacked order,
+    like BagOfEvents.stacked).
 
     Returns:
         (y, groups)
     """
-    y = np.concatenate([data.y(s) for s in splits], axis=0)
-    g = np.concatenate([data.frame(s)["subject_id"].to_numpy() for s in splits])
-    return y, g
+    return data.y(splits, stacked=True), data.stacked(splits)["subject_id"].to_numpy()
 
 
 def n_labels_of(data: TaskData) -> int | None:
@@ -711,7 +710,7 @@ class TabularBaseline:
         if kind not in SUPPORTED_KINDS[self.library]:
             raise ValueError(f"{self.library} does not support {kind} tasks")
         boe = featurize(data)
-        X = dense(boe.block(("train", "tuning")))
+        X = dense(boe.stacked(("train", "tuning")))
         y, groups = stacked_targets(data)
         folds = make_folds(kind, y, groups, self.budget.n_folds, derive_seed(self.seed, "folds"))
         self.tuned_ = fit_tuned(self.library, kind, X, y, folds, self.budget, self.seed, threads=self.threads,

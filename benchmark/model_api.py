@@ -77,13 +77,21 @@ class TaskData:
         splits = (split,) if isinstance(split, str) else split
         return self.labels.filter(pl.col("split").is_in(list(splits)))
 
+    def stacked(self, splits: tuple[str, ...]) -> pl.DataFrame:
+        """Label rows of several splits stacked split after split (all train rows, then all tuning
+        rows), each split in label order: the row order of BagOfEvents.stacked and of models that
+        fit on per-split blocks. frame(splits) is the same rows in label order."""
+        return pl.concat([self.labels.filter(pl.col("split") == s) for s in splits])
+
     def samples(self, split: str | tuple[str, ...]) -> pl.DataFrame:
         """(subject_id, prediction_time) of a split, in label order."""
         return self.frame(split).select("subject_id", "prediction_time")
 
-    def y(self, split: str | tuple[str, ...]) -> np.ndarray:
-        """Targets: binary int8 [n]; multilabel int8 [n, L]; survival float [n, 2] (time days, event); regression float [n]."""
-        f = self.frame(split)
+    def y(self, split: str | tuple[str, ...], *, stacked: bool = False) -> np.ndarray:
+        """Targets: binary int8 [n]; multilabel int8 [n, L]; survival float [n, 2] (time days, event); regression float [n].
+
+        Rows follow frame(split) (label order), or stacked(split) when stacked=True."""
+        f = self.stacked((split,) if isinstance(split, str) else split) if stacked else self.frame(split)
         k = self.task.kind
         if k == "binary":
             return f["boolean_value"].cast(pl.Int8).to_numpy()

@@ -76,8 +76,9 @@ def test_modality_guard_drops_label_columns_and_future_studies():
 
 
 def test_multi_split_blocks_stack_splits_in_order(tmp_path, monkeypatch):
-    """BagOfEvents.block(("train", "tuning")) is the train block followed by the tuning block, and
-    each single-split block is aligned with TaskData.samples(split)."""
+    """BagOfEvents.stacked(("train", "tuning")) is the train block followed by the tuning block, in
+    TaskData.stacked order; block() takes one split only, so label order and stacked order cannot be
+    mixed up silently."""
     monkeypatch.setenv("MEHR_BENCH_CACHE", str(tmp_path / "cache"))
     import numpy as np
     from baselines.bag_of_events import featurize
@@ -95,6 +96,12 @@ def test_multi_split_blocks_stack_splits_in_order(tmp_path, monkeypatch):
     data = task_data(task, cohort, 0, extract_labels(task, cohort).labels)
     feats = featurize(data)
     col = feats.names.index("last:LOINC/2160-0")
-    both = feats.block(("train", "tuning"))[:, col].toarray().ravel()
+    both = feats.stacked(("train", "tuning"))[:, col].toarray().ravel()
     expect = np.concatenate([data.samples(s)["subject_id"].to_numpy() for s in ("train", "tuning")])
     np.testing.assert_allclose(both, expect.astype(float))
+    np.testing.assert_array_equal(data.stacked(("train", "tuning"))["subject_id"].to_numpy(), expect)
+    assert not np.array_equal(data.frame(("train", "tuning"))["subject_id"].to_numpy(), expect)  # label order differs
+    np.testing.assert_array_equal(data.y(("train", "tuning"), stacked=True),
+                                  np.concatenate([data.y("train"), data.y("tuning")]))
+    with pytest.raises(TypeError, match="stacked"):
+        feats.block(("train", "tuning"))
