@@ -43,6 +43,9 @@ BUILTIN_MODELS: dict[str, str] = {
     "timeline_lstm": "encoders.models.timeline_lstm",
     "ehrt": "encoders.mehrt.register_ehrt",
     "mehrt": "encoders.mehrt.register_mehrt",
+    "mehrt-9m": "encoders.mehrt.register_mehrt_9m",
+    "mehrt-small": "encoders.mehrt.register_mehrt_small",
+    "mehrt-tiny": "encoders.mehrt.register_mehrt_tiny",
 }
 
 

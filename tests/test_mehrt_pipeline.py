@@ -60,6 +60,18 @@ def test_budgets_pick_sizes():
     assert P.settings_for(BUDGETS["default"], True).stage == "3"
 
 
+@pytest.mark.parametrize("name,size", [("mehrt-tiny", "tiny"), ("mehrt-small", "small"), ("mehrt-9m", "9M")])
+def test_sized_entries_fix_the_size_whatever_the_budget(name, size):
+    """mehrt-<size> (scaling plot series) keeps its size under every budget, and the rest of `mehrt`."""
+    spec = get_model(name)
+    assert spec.name == name and spec.modalities == get_model("mehrt").modalities
+    for budget in BUDGETS.values():
+        pipe = spec.factory(budget=budget, seed=3)
+        assert pipe.budget.mehrt_size == size and pipe.budget.mehrt_steps == budget.mehrt_steps
+        assert pipe.multimodal and pipe.seed == 3
+        assert P.settings_for(pipe.budget, True).size == size
+
+
 # ------------------------------------------------------------------------------ leakage
 @pytest.mark.parametrize("name", ["mehrt", "ehrt"])
 def test_no_access_after_prediction_time_but_visible_signal_is_learned(leak, name):

@@ -28,6 +28,8 @@ Stages 2 and 3 a quarter as many each (see `default_plan`).
 
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import json
 import os
@@ -386,10 +388,12 @@ class MEHRTPipeline:
             seed so every task and seed reuses one checkpoint).
         multimodal: True for `mehrt` (images + PRS, Stage 3), False for `ehrt` (Stage 1).
         stage: override the encoding stage.
+        size: a MEHRT size name overriding the budget's (registry entries `mehrt-<size>`).
     """
 
-    def __init__(self, budget: Budget, seed: int = 0, multimodal: bool = True, stage: str | None = None):
-        self.budget = budget
+    def __init__(self, budget: Budget, seed: int = 0, multimodal: bool = True, stage: str | None = None,
+                 size: str | None = None):
+        self.budget = dataclasses.replace(budget, mehrt_size=size) if size else budget
         self.seed = seed
         self.multimodal = multimodal
         self.stage = stage

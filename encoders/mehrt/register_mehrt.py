@@ -7,13 +7,15 @@ timeline), so it runs every task of every kind. torch is imported only when the 
 
 from __future__ import annotations
 
+import functools
+
 from benchmark.registry import ModelSpec
 
 
-def _factory(budget, seed: int = 0):
-    """Build the pipeline (see encoders/mehrt/pipeline.py)."""
+def _factory(budget, seed: int = 0, size: str | None = None):
+    """Build the pipeline (see encoders/mehrt/pipeline.py); size overrides the budget's size."""
     from encoders.mehrt.pipeline import MEHRTPipeline
-    return MEHRTPipeline(budget=budget, seed=seed, multimodal=True)
+    return MEHRTPipeline(budget=budget, seed=seed, multimodal=True, size=size)
 
 
 SPEC = ModelSpec(
@@ -35,3 +37,12 @@ SPEC = ModelSpec(
     authors="MEHR-Bench",
     factory=_factory,
 )
+
+
+def sized_spec(size: str) -> ModelSpec:
+    """`mehrt-<size>`: MEHRT at a fixed size config whatever the budget (the budget still sets the
+    pretraining steps and probe search). Results of several sizes feed the leaderboard's scaling plot."""
+    return SPEC.model_copy(update={
+        "name": f"mehrt-{size.lower()}",
+        "description": f"MEHRT at the fixed '{size}' size config (encoders/mehrt/model.py SIZES); otherwise as `mehrt`",
+        "factory": functools.partial(_factory, size=size)})
