@@ -156,6 +156,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- parser
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 100 (fewer bootstrap replicates give no usable 95% CI)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 100:
+        raise argparse.ArgumentTypeError(f"{v} is too few replicates for a 95% CI; use at least 100")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     from benchmark import __version__
     from benchmark.paths import default_results_dir
@@ -216,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     pc.add_argument("--tasks", default="all")
     pc.add_argument("--results", default=str(default_results_dir()))
     pc.add_argument("--out")
+    pc.add_argument("--n-boot", type=_positive_int, default=2000, help="paired bootstrap replicates (default 2000)")
+    pc.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     pc.set_defaults(func=cmd_compare)
     return p
 

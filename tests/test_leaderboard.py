@@ -483,3 +483,27 @@ def test_compare_in_process(fake, tmp_path):
     html = (out / "compare-mehrt-small-vs-gbdt.html").read_text()
     for s in leak["subject_ids"]:
         assert str(s) not in html
+
+
+def test_compare_cli_n_boot_and_seed(fake, tmp_path, capsys):
+    """--n-boot / --seed reach the bootstrap: same seed same file, another seed other CIs; too few
+    replicates is refused by argparse (exit 2) before anything is written."""
+    import json as _json
+    from benchmark.cli import main
+    root, _ = fake
+
+    def run(seed: int, name: str) -> dict:
+        out = tmp_path / name
+        assert main(["compare", "--a", "mehrt-small", "--b", "gbdt", "--tasks", "demo/mortality", "--results",
+                     str(root), "--out", str(out), "--n-boot", "300", "--seed", str(seed)]) == 0
+        return _json.loads(out.with_suffix(".json").read_text())
+
+    a, b, c = run(1, "a.html"), run(1, "b.html"), run(2, "c.html")
+    assert a == b
+    ra, rc = a["rows"][0], c["rows"][0]
+    assert ra["delta"] == rc["delta"] and (ra["ci_low"], ra["ci_high"]) != (rc["ci_low"], rc["ci_high"])
+    with pytest.raises(SystemExit) as e:
+        main(["compare", "--a", "mehrt-small", "--b", "gbdt", "--results", str(root), "--n-boot", "5",
+              "--out", str(tmp_path / "d.html")])
+    assert e.value.code == 2 and "at least 100" in capsys.readouterr().err
+    assert not (tmp_path / "d.html").exists()
