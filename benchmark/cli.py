@@ -138,7 +138,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cohort = _resolve_cohort(args)
     return run_grid(models=args.model, tasks=args.task, cohort=cohort, results_dir=Path(args.results),
-                    seeds=args.seeds, budget=args.budget, force=args.force)
+                    seeds=args.seeds, budget=args.budget, force=args.force, ablate=args.ablate_modalities)
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -202,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--seeds", type=int, default=1, help="number of seeds (default 1)")
     pr.add_argument("--budget", choices=("smoke", "default", "full"), default="default")
     pr.add_argument("--force", action="store_true", help="recompute finished cells")
+    pr.add_argument("--ablate-modalities", action="store_true",
+                    help="also mask each modality at test time: leave-one-out with paired bootstrap and the "
+                         "0/25/50/75/100%% missing-modality sweep (fusion heads, MEHRT); finished cells without "
+                         "ablations are rerun")
     pr.set_defaults(func=cmd_run)
 
     pl_ = sub.add_parser("leaderboard", help="build the static HTML leaderboard from result files")

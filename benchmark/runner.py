@@ -18,6 +18,7 @@ import numpy as np
 import polars as pl
 
 from benchmark import __version__
+from benchmark.ablation import is_maskable, modality_ablation, modality_attribution
 from benchmark.data.cohort import Cohort
 from benchmark.errors import UserError
 from benchmark.labels import TaskNotApplicable, extract_labels
@@ -118,8 +119,12 @@ def score_cell(data: TaskData, test: Prediction, val: Prediction | None, n_boot:
     return out
 
 
-def run_cell(cell: Cell, cohort: Cohort, labels: pl.DataFrame, results_dir: Path, budget: str) -> dict:
-    """Fit, predict, score and write one (model, task, seed) cell. Returns the record written."""
+def run_cell(cell: Cell, cohort: Cohort, labels: pl.DataFrame, results_dir: Path, budget: str,
+             ablate: bool = False) -> dict:
+    """Fit, predict, score and write one (model, task, seed) cell. Returns the record written.
+
+    ablate: also run the test-time modality ablations (benchmark.ablation) into record["ablations"].
+    """
     spec, task, seed = cell.spec, cell.task, cell.seed
     json_path, pred_path = cell_paths(results_dir, spec.name, task.name, seed)
     t0 = time.perf_counter()
@@ -152,6 +157,14 @@ def run_cell(cell: Cell, cohort: Cohort, labels: pl.DataFrame, results_dir: Path
             record["refused"] = main["refused"]
         record["model_info"].update({k: v for k, v in test.info.items() if k != "explanations"})
         record["explanations"] = test.info.get("explanations")
+        if is_maskable(model):
+            if not record["explanations"]:
+                record["explanations"] = modality_attribution(model, data, test, seed=seed)
+            record["model_info"]["maskable_modalities"] = list(model.maskable_modalities())
+        if ablate:
+            record["ablations"] = (modality_ablation(model, data, test, n_boot=b.n_boot, seed=seed)
+                                   if is_maskable(model) else None) or {
+                "skipped": f"{spec.name} cannot mask modalities at test time (no maskable_modalities/predict_masked)"}
         record["fairness"] = _fairness(data, test, metrics)
         write_predictions(pred_path, predictions_frame(data, test))
     except Exception as e:  # noqa: BLE001 - a failing cell is recorded and the run goes on
@@ -166,6 +179,15 @@ def run_cell(cell: Cell, cohort: Cohort, labels: pl.DataFrame, results_dir: Path
     return record
 
 
+def _has_ablations(results_dir: Path, c: Cell) -> bool:
+    import json
+    jp, _ = cell_paths(results_dir, c.spec.name, c.task.name, c.seed)
+    try:
+        return "ablations" in json.loads(jp.read_text())
+    except (OSError, ValueError):
+        return False
+
+
 def _fairness(data: TaskData, test: Prediction, metrics: dict) -> dict:
     from benchmark.fairness import fairness_report
     thr = metrics.get("_threshold", {}).get("value")
@@ -173,8 +195,10 @@ def _fairness(data: TaskData, test: Prediction, metrics: dict) -> dict:
 
 
 def run_grid(models: str, tasks: str, cohort: Cohort, results_dir: Path, seeds: int = 1, budget: str = "default",
-             force: bool = False) -> int:
+             force: bool = False, ablate: bool = False) -> int:
     """Run every fitting (model, task, seed) cell and print a results table.
+
+    ablate: run modality ablations in every cell; finished cells without them are rerun.
 
     Returns:
         0 when every planned cell finished, 1 when some cell failed.
@@ -207,7 +231,8 @@ def run_grid(models: str, tasks: str, cohort: Cohort, results_dir: Path, seeds: 
             cells += [Cell(spec, t, s) for s in range(seeds)]
     for m, t, why in skipped:
         console.print(f"[yellow]skip {m} on {t}[/]: {why}")
-    todo = [c for c in cells if force or not is_finished(results_dir, c.spec.name, c.task.name, c.seed)]
+    todo = [c for c in cells if force or not is_finished(results_dir, c.spec.name, c.task.name, c.seed)
+            or (ablate and not _has_ablations(results_dir, c))]
     if len(todo) < len(cells):
         console.print(f"{len(cells) - len(todo)} finished cell(s) kept (use --force to recompute)")
     failed = 0
@@ -216,7 +241,7 @@ def run_grid(models: str, tasks: str, cohort: Cohort, results_dir: Path, seeds: 
         bar = prog.add_task("running", total=len(todo))
         for c in todo:
             prog.update(bar, description=f"{c.spec.name} · {c.task.name} · seed {c.seed}")
-            rec = run_cell(c, cohort, labels[c.task.name], results_dir, budget)
+            rec = run_cell(c, cohort, labels[c.task.name], results_dir, budget, ablate=ablate)
             if rec["status"] == "failed":
                 failed += 1
                 console.print(f"[red]failed[/] {c.spec.name} on {c.task.name}: {rec['error']}")

@@ -280,7 +280,21 @@ class FusionModel:
             m for m in mods if Xtr.arrays[f"{m}.present"].any()]
         return self
 
-    def predict(self, data: TaskData, split: str) -> Prediction:
+    def maskable_modalities(self) -> list[str]:
+        """Side modalities used in fit that can be masked at test time (benchmark.ablation)."""
+        return [m for m in self.modalities_ if m in self.modalities_used_]
+
+    def present_rows(self, data: TaskData, split: str, modality: str) -> np.ndarray:
+        """Rows of a split that have at least one visible study of the modality."""
+        arrays, _, _ = self._raw(data)
+        return arrays[f"{modality}.present"][split_rows(data, split)].astype(bool)
+
+    def predict_masked(self, data: TaskData, split: str, drop: dict[str, np.ndarray]) -> Prediction:
+        """Like predict, with drop[m] (bool over the split's rows) marking rows whose modality m is
+        treated as missing (benchmark.ablation)."""
+        return self.predict(data, split, drop=drop)
+
+    def predict(self, data: TaskData, split: str, drop: dict[str, np.ndarray] | None = None) -> Prediction:
         """Scores of a split (and survival curves for survival tasks).
 
         Args:
@@ -292,6 +306,8 @@ class FusionModel:
         """
         arrays, _, _ = self._raw(data)
         X = self.scaler_.transform(arrays, split_rows(data, split))
+        for m, rows in (drop or {}).items():
+            X = X.masked(m, rows)
         score, st, sp = self.estimator_.predict_output(X)
         info = {"modalities_used": list(self.modalities_used_),
                 "modality_presence": X.presence(),

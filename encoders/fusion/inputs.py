@@ -81,6 +81,19 @@ class FusionInputs:
                 "ts_sum_dim": a["ts_sum"].shape[1] if "ts_sum" in a else 0,
                 "modalities": {m: (a[f"{m}.mean"].shape[1], a[f"{m}.seq"].shape[1]) for m in self.modalities}}
 
+    def masked(self, modality: str, rows: np.ndarray) -> "FusionInputs":
+        """A copy where the rows marked True have no `modality` (as samples without any study):
+        not present, no study tokens, zero vectors, so a head uses its learned missing token."""
+        if modality not in self.modalities:
+            raise ValueError(f"cannot mask {modality!r}: the inputs have {list(self.modalities)}")
+        rows = np.asarray(rows, dtype=bool)
+        a = dict(self.arrays)
+        a[f"{modality}.present"] = a[f"{modality}.present"] & ~rows
+        a[f"{modality}.seq_mask"] = a[f"{modality}.seq_mask"] & ~rows[:, None]
+        a[f"{modality}.mean"] = np.where(rows[:, None], 0, a[f"{modality}.mean"]).astype(np.float32)
+        a[f"{modality}.seq"] = np.where(rows[:, None, None], 0, a[f"{modality}.seq"]).astype(np.float32)
+        return FusionInputs(a, self.modalities)
+
     def presence(self) -> dict[str, float]:
         """Fraction of samples with each side modality (and a time series)."""
         out = {m: float(self.arrays[f"{m}.present"].mean()) if len(self) else 0.0 for m in self.modalities}
