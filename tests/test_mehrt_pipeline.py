@@ -302,3 +302,35 @@ def test_study_states_carry_the_image_signal(leak):
     y = data.y(("train", "tuning", "held_out"))
     probe = Probe("binary", 8, 3, 0).fit({"ct": ct_state}, y, s["subject_id"].to_numpy())
     assert probe.cv_["ct"] and max(probe.cv_["ct"].values()) > 0.75
+
+
+def test_masking_a_modality_reencodes_only_those_samples_without_its_studies(leak):
+    """predict_masked: nothing masked = predict; masked rows are re-encoded with no CT placeholder
+    tokens (the same tokens as a tokenization that never saw those studies); other rows untouched."""
+    from benchmark.ablation import is_maskable
+    data, m = fitted("mehrt", "binary", leak)
+    assert is_maskable(m) and {"ct", "cxr", "prs"} <= set(m.maskable_modalities())
+    full = m.predict(data, "held_out")
+    n = data.frame("held_out").height
+    same = m.predict_masked(data, "held_out", {"ct": np.zeros(n, dtype=bool)})
+    np.testing.assert_array_equal(same.score, full.score)
+    rows = np.arange(n) % 2 == 0
+    masked = m.predict_masked(data, "held_out", {"ct": rows})
+    np.testing.assert_array_equal(masked.score[~rows], full.score[~rows])
+    assert not np.allclose(masked.score[rows], full.score[rows])
+    assert m.present_rows(data, "held_out", "ct").all()
+    # the masked documents are exactly the documents of samples whose CT never existed
+    tok, model = m.meta_["tokenizer"], m.model_
+    keys = data.samples("held_out").filter(pl.Series(rows))
+    got = P.task_corpus(model, tok, data, "held_out", keys, True, drop={"ct": keys})
+    images = {k: data.visible_modality(k, "held_out") for k in ("cxr",)}
+    prs = data.visible_modality("prs", "held_out")
+    ref = tok.tokenize(data.visible_events("held_out", columns=("subject_id", "time", "code", "numeric_value")),
+                       keys, images, prs, eos=False)
+    np.testing.assert_array_equal(got.tokens, ref.tokens)
+    with_ct = P.task_corpus(model, tok, data, "held_out", keys, True)
+    assert len(with_ct.tokens) > len(got.tokens)  # the CT placeholders are gone
+    # the signal is planted in a code and in the CT embedding: masking CT for everyone costs AUROC
+    y = data.y("held_out")
+    none = m.predict_masked(data, "held_out", {"ct": np.ones(n, dtype=bool)})
+    assert auroc(y, none.score) < auroc(y, full.score)

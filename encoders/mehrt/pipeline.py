@@ -331,7 +331,8 @@ def encode_split(model, meta: dict, data: TaskData, split, settings: Settings) -
     return {n: np.asarray(have[n][row], dtype=np.float32) for n in names}
 
 
-def task_corpus(model, tokenizer, data: TaskData, split, samples: pl.DataFrame, multimodal: bool):
+def task_corpus(model, tokenizer, data: TaskData, split, samples: pl.DataFrame, multimodal: bool,
+                drop: dict[str, pl.DataFrame] | None = None):
     """Tokenize task samples' timelines up to their prediction times, through the leakage guard.
 
     Args:
@@ -341,6 +342,8 @@ def task_corpus(model, tokenizer, data: TaskData, split, samples: pl.DataFrame, 
         split: the split (or tuple of splits) the samples belong to.
         samples: subject_id, prediction_time to tokenize (a subset of data.samples(split)).
         multimodal: read image sidecars and PRS too.
+        drop: modality -> samples (subject_id, prediction_time) that get none of its studies (test-time
+            modality masking, benchmark.ablation).
 
     Returns:
         A Corpus, documents in `samples` order, image layout matching the model.
@@ -354,11 +357,20 @@ def task_corpus(model, tokenizer, data: TaskData, split, samples: pl.DataFrame, 
     if multimodal:
         present = set(data.cohort.modality_names())
         wanted = [m for m, _ in config.image_dims if m in present and m in IMAGE_MODALITIES]
-        images = {m: data.visible_modality(m, split) for m in wanted}
+        images = {m: _without(data.visible_modality(m, split), (drop or {}).get(m)) for m in wanted}
         if config.prs_mode and PRS_MODALITY in present:
-            prs = data.visible_modality(PRS_MODALITY, split)
+            prs = _without(data.visible_modality(PRS_MODALITY, split), (drop or {}).get(PRS_MODALITY))
     corpus = tokenizer.tokenize(events, samples, images, prs, eos=False)
     return _align_image_dims(corpus, config.image_dims)
+
+
+def _without(rows: pl.LazyFrame, keys: pl.DataFrame | None) -> pl.LazyFrame:
+    """Guarded sidecar rows minus those of the given samples."""
+    if keys is None or keys.height == 0:
+        return rows
+    # a filter rather than an anti-join: polars 1.44 panics joining frames with array columns
+    drop = keys.select(pl.struct("subject_id", "prediction_time").alias("_k")).to_series().implode()
+    return rows.filter(~pl.struct("subject_id", "prediction_time").is_in(drop))
 
 
 def _align_image_dims(corpus, image_dims):
@@ -442,6 +454,53 @@ class MEHRTPipeline:
         """
         t0 = time.perf_counter()
         reps = encode_split(self.model_, self.meta_, data, split, self.settings_)
+        return self._predict_reps(data, reps, t0)
+
+    # ---------------------------------------------------------------- test-time modality masking
+    def maskable_modalities(self) -> list[str]:
+        """Image modalities (placeholder tokens) and PRS (prefix) the model reads; none for EHRT."""
+        if not self.settings_.multimodal:
+            return []
+        from encoders.mehrt.pretrain import PRS_MODALITY
+        cfg = self.model_.config
+        return [m for m, _ in cfg.image_dims] + ([PRS_MODALITY] if cfg.prs_mode else [])
+
+    def present_rows(self, data: TaskData, split: str, modality: str) -> np.ndarray:
+        """Rows of a split with at least one visible study of the modality."""
+        samples = data.samples(split)
+        if modality not in data.cohort.modality_names():
+            return np.zeros(samples.height, dtype=bool)
+        have = data.visible_modality(modality, split).select("subject_id", "prediction_time").unique().collect()
+        return samples.join(have.with_columns(pl.lit(True).alias("_p")), on=["subject_id", "prediction_time"],
+                            how="left", maintain_order="left")["_p"].fill_null(False).to_numpy()
+
+    def predict_masked(self, data: TaskData, split: str, drop: dict[str, np.ndarray]) -> Prediction:
+        """Predictions where drop[m] (bool over the split's rows) marks samples re-encoded without any
+        study of modality m (no placeholder tokens; for PRS no prefix), as if they had none. The masked
+        representations are not cached."""
+        from encoders.mehrt.pretrain import collator
+
+        t0 = time.perf_counter()
+        reps = encode_split(self.model_, self.meta_, data, split, self.settings_)
+        samples = data.samples(split)
+        keys = {m: samples.filter(pl.Series(np.asarray(r, dtype=bool))) for m, r in drop.items()
+                if np.asarray(r, dtype=bool).any()}
+        if keys:
+            affected = pl.concat(list(keys.values())).unique(maintain_order=True)
+            tok, s = self.meta_["tokenizer"], self.settings_
+            corpus = task_corpus(self.model_, tok, data, split, affected, s.multimodal, drop=keys)
+            new = represent(self.model_, collator(corpus, tok, self.model_.config), s.encode_len,
+                            tuple(s.representations), s.encode_tokens)
+            at = (samples.with_row_index("_r")
+                  .join(corpus.keys.select("subject_id", "prediction_time").with_row_index("_k"),
+                        on=["subject_id", "prediction_time"], how="inner"))
+            r, k = at["_r"].to_numpy(), at["_k"].to_numpy()
+            reps = {n: v.copy() for n, v in reps.items()}
+            for n in reps:
+                reps[n][r] = new[n][k]
+        return self._predict_reps(data, reps, t0)
+
+    def _predict_reps(self, data: TaskData, reps: dict[str, np.ndarray], t0: float) -> Prediction:
         score = self.probe_.predict(reps)
         pred = Prediction(score=np.asarray(score, dtype=np.float64))
         if data.task.kind == "survival" and self.surv_times_ is not None:
