@@ -36,3 +36,25 @@ def spec(name: str, description: str, factory: Callable, *, modalities: tuple[st
                      requires=requires, task_kinds=task_kinds, n_parameters=n_parameters,
                      training_data=training_data, license=license, reference=reference,
                      authors="MEHR-Bench contributors", factory=factory)
+
+
+def single_source(source: str) -> ModelSpec:
+    """`probe_<source>`: the concat_lr head on one input source alone, the reference a fusion model
+    must beat ("best single modality"). source: "structured" (bag-of-events EHR vector + time-series
+    summary) or a side modality (pooled precomputed embedding, learned missing token)."""
+    from encoders.fusion.inputs import InputConfig
+
+    structured = source == "structured"
+    inputs = InputConfig(structured=structured, timeline=structured, modalities=() if structured else (source,))
+    name = f"probe_{source}"
+
+    def make(budget=None, seed: int = 0):
+        from encoders.fusion.estimator import FusionModel
+        return FusionModel(head="concat_lr", budget=budget, seed=seed, name=name, inputs=inputs)
+
+    what = ("the bag-of-events EHR vector and the ICU time-series summary" if structured
+            else f"the {source} embedding pooled over the studies visible at the prediction time")
+    return spec(name, f"Single-source reference: the concat_lr linear head on {what} only (the 'best single "
+                      f"modality' that fusion heads are compared with).",
+                make, modalities=(source,), requires=() if structured else (source,),
+                reference="single-modality linear probe (EHRSHOT-style linear probing; seed 003's unimodal baselines)")

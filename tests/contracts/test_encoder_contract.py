@@ -34,7 +34,8 @@ from benchmark.task_registry import load_tasks
 ENCODER_MODELS = sorted(n for n, mod in BUILTIN_MODELS.items() if mod.startswith("encoders.models."))
 TASK_FOR = {"precomputed": "oncology/mortality_1y", "image_resnet50": "cxr/chexpert_multilabel",
             "image_densenet121": "cxr/chexpert_multilabel", "image_clip_vit_b32": "cxr/chexpert_multilabel",
-            "medcam": "cxr/chexpert_multilabel"}
+            "medcam": "cxr/chexpert_multilabel", "probe_ct": "oncology/mortality_1y",
+            "probe_wsi": "oncology/mortality_1y"}
 DEFAULT_TASK = "icu/mortality_24h"          # structured + time series + cxr + note + prs
 PLANT_CODES = ("LOINC/8867-4", "LOINC/8478-0", "LOINC/2160-0", "LOINC/2524-7", "LOINC/9269-2")
 BUDGET = BUDGETS["smoke"]
