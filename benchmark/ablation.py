@@ -126,7 +126,7 @@ def modality_ablation(model: Any, data: TaskData, full: Prediction, *, n_boot: i
     out: dict[str, Any] = {"metric": metric, "full": _main_metric(data, full, n_boot, seed),
                            "leave_one_out": {}, "missing_sweep": {}}
     for m in mods:
-        pred = model.predict_masked(data, "held_out", {m: np.ones(n, dtype=bool)})
+        pred = loo_pred = model.predict_masked(data, "held_out", {m: np.ones(n, dtype=bool)})
         loo: dict[str, Any] = {"n_rows_with": _present_rows(model, data, m),
                                "without": _main_metric(data, pred, n_boot, seed)}
         if paired:
@@ -142,7 +142,7 @@ def modality_ablation(model: Any, data: TaskData, full: Prediction, *, n_boot: i
         for f in fractions:
             k = int(round(f * n_subj))
             rows = rank[inv] < k  # nested: the subjects of a smaller fraction are in every larger one
-            p = full if k == 0 else model.predict_masked(data, "held_out", {m: rows})
+            p = full if k == 0 else loo_pred if k == n_subj else model.predict_masked(data, "held_out", {m: rows})
             curve.append({"fraction": f, "n_subjects_masked": k, **_main_metric(data, p, n_boot, seed)})
         out["missing_sweep"][m] = curve
     out["method"] = (f"test-time masking (no refit): {metric} with subject-bootstrap CIs ({n_boot} reps); paired "

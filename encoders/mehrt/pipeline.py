@@ -483,8 +483,9 @@ class MEHRTPipeline:
         t0 = time.perf_counter()
         reps = encode_split(self.model_, self.meta_, data, split, self.settings_)
         samples = data.samples(split)
-        keys = {m: samples.filter(pl.Series(np.asarray(r, dtype=bool))) for m, r in drop.items()
-                if np.asarray(r, dtype=bool).any()}
+        # only samples that have a study of m change (the others' tokens are identical): re-encode those
+        rows = {m: np.asarray(r, dtype=bool) & self.present_rows(data, split, m) for m, r in drop.items()}
+        keys = {m: samples.filter(pl.Series(r)) for m, r in rows.items() if r.any()}
         if keys:
             affected = pl.concat(list(keys.values())).unique(maintain_order=True)
             tok, s = self.meta_["tokenizer"], self.settings_
