@@ -23,6 +23,28 @@ def _best_of(fn: Callable[[], object], rounds: int) -> float:
     return best
 
 
+@pytest.fixture(scope="module")
+def cohorts(tmp_path_factory):
+    """Synthetic cohorts without images (seed 5) by size, generated once per module: cohorts(n) -> Cohort."""
+    from benchmark.data.cohort import Cohort
+    from data_prep.synthetic import generate
+
+    made: dict = {}
+
+    def get(n: int):
+        if n not in made:
+            made[n] = Cohort(generate(tmp_path_factory.mktemp(f"syn{n}") / "cohort", n_subjects=n, seed=5,
+                                      images=False))
+        return made[n]
+
+    return get
+
+
+def best_of(fn: Callable[[], object], rounds: int) -> float:
+    """Best wall time of `rounds` calls (seconds)."""
+    return _best_of(fn, rounds)
+
+
 @pytest.fixture
 def bench_enabled(benchmark) -> bool:
     """True under `make bench` (timing on), False under `make test` (--benchmark-disable)."""

@@ -18,38 +18,22 @@ from __future__ import annotations
 
 import re
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import polars as pl
-import pytest
 
 from baselines.bag_of_events import featurize
 from benchmark.data.cohort import Cohort
 from benchmark.labels import extract_labels
 from benchmark.model_api import TaskData
 from benchmark.task_registry import load_tasks
+from tests.benchmarks.conftest import best_of
 
 TASK = "oncology/mortality_1y"
 BENCH_SIZES, SMOKE_SIZES = (2000, 20000), (150, 1500)
 _ICD = re.compile(r"^((?:ICD10CM|ICD10PCS)/[^.]{1,3})")
-
-
-@pytest.fixture(scope="module")
-def cohorts(tmp_path_factory):
-    from data_prep.synthetic import generate
-
-    made: dict[int, Cohort] = {}
-
-    def get(n: int) -> Cohort:
-        if n not in made:
-            made[n] = Cohort(generate(tmp_path_factory.mktemp(f"feat{n}") / "cohort", n_subjects=n, seed=5,
-                                      images=False))
-        return made[n]
-
-    return get
 
 
 def _task_data(cohort: Cohort) -> TaskData:
@@ -112,15 +96,6 @@ def test_bench_featurizer_vs_naive_pandas(compare, bench_enabled, cohorts):
             reference_rounds=1)
 
 
-def _best(fn, rounds: int) -> float:
-    best = float("inf")
-    for _ in range(rounds):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def test_bench_featurizer_scales_linearly(benchmark, bench_enabled, cohorts):
     small, large = BENCH_SIZES if bench_enabled else SMOKE_SIZES
     d_small, d_large = _task_data(cohorts(small)), _task_data(cohorts(large))
@@ -130,7 +105,7 @@ def test_bench_featurizer_scales_linearly(benchmark, bench_enabled, cohorts):
         return
     benchmark.pedantic(lambda: _ours(d_large), rounds=3, iterations=1)
     t_large = benchmark.stats.stats.min
-    t_small = _best(lambda: _ours(d_small), 3)
+    t_small = best_of(lambda: _ours(d_small), 3)
     rows = d_large.labels.height / d_small.labels.height
     ratio = t_large / t_small
     benchmark.extra_info.update(small_s=t_small, large_s=t_large, time_ratio=ratio, rows_ratio=rows)

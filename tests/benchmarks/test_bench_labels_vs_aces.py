@@ -25,7 +25,6 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from benchmark.data.cohort import Cohort
 from benchmark.labels import extract_labels
 from benchmark.task_registry import load_tasks
 from tests.aces.aces_bridge import config_path, load_config, run_aces
@@ -104,22 +103,6 @@ def _peak_rss(side: str, cohort_dir: Path, cache: Path) -> dict:
     r = json.loads(out.stdout.strip().splitlines()[-1])
     r["work_mb"] = max(r["peak_kb"] - r["base_kb"], 0) / 1024  # both in KiB
     return r
-
-
-@pytest.fixture(scope="module")
-def cohorts(tmp_path_factory):
-    """Synthetic cohorts by size, generated once per module."""
-    from data_prep.synthetic import generate
-
-    made: dict[int, Cohort] = {}
-
-    def get(n: int) -> Cohort:
-        if n not in made:
-            made[n] = Cohort(generate(tmp_path_factory.mktemp(f"syn{n}") / "cohort", n_subjects=n, seed=5,
-                                      images=False))
-        return made[n]
-
-    return get
 
 
 def test_labels_faster_and_leaner_than_aces(benchmark, bench_enabled, compare, cohorts, tmp_path, monkeypatch):
