@@ -23,7 +23,6 @@ import tempfile
 from pathlib import Path
 
 import polars as pl
-import pytest
 
 from benchmark.labels import extract_labels
 from benchmark.task_registry import load_tasks
