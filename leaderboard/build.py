@@ -874,13 +874,36 @@ def _families(tasks: dict[str, TaskInfo], models: dict[str, ModelInfo], cells: d
     return out
 
 
+def ablation_figures(model: str, abl: Any, metric: str, color: int) -> list[Markup]:
+    """The missing-modality sweep of a result's "ablations" block: the main metric (with its CI)
+    against the fraction of test subjects whose modality is masked, one line per modality."""
+    if not isinstance(abl, dict) or not isinstance(abl.get("missing_sweep"), dict):
+        return []
+    series, ys = [], []
+    for i, (m, curve) in enumerate(sorted(abl["missing_sweep"].items())):
+        pts = [p for p in curve if isinstance(p, dict) and _num(p.get("fraction")) and _num(p.get("value"))]
+        if len(pts) < 2:
+            continue
+        lo = [p["ci_low"] if _num(p.get("ci_low")) else p["value"] for p in pts]
+        hi = [p["ci_high"] if _num(p.get("ci_high")) else p["value"] for p in pts]
+        ys += lo + hi
+        series.append(plots.Series(str(m), [(float(p["fraction"]), float(p["value"])) for p in pts], lo=lo, hi=hi,
+                                   color=(color + i) % 8, markers=True))
+    if not series:
+        return []
+    pad = 0.02 * max(max(ys) - min(ys), 1e-3)
+    return [plots.line_plot(series, title=f"{model}: missing-modality sweep", x_label="fraction of test subjects "
+                            "with the modality masked", y_label=metric_label(metric),
+                            y_range=(min(ys) - pad, max(ys) + pad), band=True)]
+
+
 def _task_page(env: Environment, site: Site, t: TaskInfo) -> str:
     cells = sorted((c for (m, tn), c in site.cells.items() if tn == t.name),
                    key=lambda c: (c.rank if c.rank is not None else math.inf, c.model))
     names = {n for c in cells for n in c.metrics}
     order = _metric_order(names, t.main_metric, t.metrics)
     curves = _curves(t, cells, site.models)
-    fairness, shap, shap_notes = [], [], []
+    fairness, shap, shap_notes, ablations = [], [], [], []
     for c in cells:
         if c.status != "ok":
             continue
@@ -890,6 +913,8 @@ def _task_page(env: Environment, site: Site, t: TaskInfo) -> str:
         figs, notes = explanation_figures(c.model, c.records[0].get("explanations"), site.models[c.model].color)
         shap.extend(figs)
         shap_notes.extend(notes)
+        ablations.extend(ablation_figures(c.model, c.records[0].get("ablations"), t.main_metric,
+                                          site.models[c.model].color))
     per_label = []
     if t.kind == "multilabel":
         idx = sorted({int(n.split("/", 1)[1]) for n in names
@@ -905,7 +930,8 @@ def _task_page(env: Environment, site: Site, t: TaskInfo) -> str:
             thresholds[c.model] = f"{statistics.fmean(th):.2f}"
     return env.get_template("task.html.j2").render(
         root="../", site=site, task=t, cells=cells, metric_names=order, curves=curves, fairness=fairness,
-        shap=shap, shap_notes=shap_notes, per_label=per_label, thresholds=thresholds, models=site.models)
+        shap=shap, shap_notes=shap_notes, ablations=ablations, per_label=per_label, thresholds=thresholds,
+        models=site.models)
 
 
 def _model_page(env: Environment, site: Site, m: ModelInfo) -> str:

@@ -122,3 +122,9 @@ def test_run_ablate_modalities_writes_and_reruns_only_missing(small_cohort, tmp_
     mtime = p.stat().st_mtime_ns
     assert run_grid("concat_lr", TASK, small_cohort, res, budget="smoke", ablate=True) == 0
     assert p.stat().st_mtime_ns == mtime
+    # the leaderboard draws the sweep and the attribution on the task page
+    from leaderboard.build import build
+    out = build(res, tmp_path / "site")
+    page = next((out / "tasks").glob("*mortality_1y*.html")).read_text()
+    assert "Modality ablations" in page and "concat_lr: missing-modality sweep" in page
+    assert "leave-one-modality-out" in page
