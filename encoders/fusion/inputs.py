@@ -36,7 +36,8 @@ class InputConfig:
         structured: include the bag-of-events EHR vector.
         timeline: include the binned time series (and its summary).
         modalities: side modalities to read (only those the task offers are used).
-        sources: modality -> "precomputed" | "text_minilm" | image encoder name.
+        sources: modality -> "precomputed" | "text_minilm" | image encoder name | "module:function"
+            (your own per-study encoder, encoders/custom.py).
         window_hours: time-series window before the prediction time.
         max_studies: K most recent studies kept as tokens.
         pooling: the per-modality vector of the non-attention heads: "mean" of all visible studies
@@ -169,7 +170,8 @@ def encode_modality(data: TaskData, modality: str, source: str, cfg: InputConfig
     Args:
         data: the task data.
         modality: sidecar name.
-        source: "precomputed", "text_minilm" or an image encoder name.
+        source: "precomputed", "text_minilm", an image encoder name, or "module:function" (your own,
+            see encoders/custom.py).
         cfg: input configuration (max_studies, encoder_kw).
 
     Returns:
@@ -184,6 +186,9 @@ def encode_modality(data: TaskData, modality: str, source: str, cfg: InputConfig
         from encoders.text import encode_notes
         kw = {k: v for k, v in cfg.encoder_kw.items() if k in ("model_path",)}
         return encode_notes(data, max_notes=cfg.max_studies, **kw)
+    if ":" in source:  # a user function "module:function" (encoders/custom.py)
+        from encoders.custom import encode_custom
+        return encode_custom(data, modality, source, max_studies=cfg.max_studies)
     from encoders.image import IMAGE_ENCODERS, encode_images
     if source in IMAGE_ENCODERS:
         kw = {k: v for k, v in cfg.encoder_kw.items() if k in ("weights", "allow_random_init", "image_size")}
