@@ -55,29 +55,36 @@ def _present_rows(model: Any, data: TaskData, m: str) -> int | None:
     return int(f(data, "held_out", m).sum()) if callable(f) else None
 
 
-def modality_attribution(model: Any, data: TaskData, full: Prediction, seed: int = 0) -> dict | None:
+def leave_one_out(model: Any, data: TaskData) -> dict[str, Prediction]:
+    """Held-out predictions with each maskable modality masked for every test sample (one model
+    call per modality; shared by `modality_attribution` and `modality_ablation`)."""
+    n = data.frame("held_out").height
+    return {m: model.predict_masked(data, "held_out", {m: np.ones(n, dtype=bool)})
+            for m in model.maskable_modalities()}
+
+
+def modality_attribution(model: Any, data: TaskData, full: Prediction,
+                         loo: dict[str, Prediction] | None = None) -> dict | None:
     """Leave-one-modality-out drop of the held-out main metric (point estimates).
 
     Args:
         model: a fitted maskable model.
         data: the task.
         full: the model's held-out prediction with every modality.
-        seed: unused by point estimates (kept for symmetry).
+        loo: `leave_one_out(model, data)` when already computed.
 
     Returns:
         {"method", "metric", "metric_all", "modalities": [{"modality", "n_rows_with", "metric_without",
         "drop"}]} (drop > 0: the modality helps), or None when nothing can be masked.
     """
-    mods = list(model.maskable_modalities())
-    if not mods:
+    loo = leave_one_out(model, data) if loo is None else loo
+    if not loo:
         return None
     metric = data.task.main_metric
-    n = data.frame("held_out").height
-    base = _main_metric(data, full, 0, seed)["value"]
+    base = _main_metric(data, full, 0, 0)["value"]
     rows = []
-    for m in mods:
-        pred = model.predict_masked(data, "held_out", {m: np.ones(n, dtype=bool)})
-        without = _main_metric(data, pred, 0, seed)["value"]
+    for m, pred in loo.items():
+        without = _main_metric(data, pred, 0, 0)["value"]
         drop = (_sign(metric) * (base - without) if base is not None and without is not None
                 and math.isfinite(base) and math.isfinite(without) else None)
         rows.append({"modality": m, "n_rows_with": _present_rows(model, data, m), "metric_without": without,
@@ -96,7 +103,8 @@ def _subject_order(data: TaskData, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def modality_ablation(model: Any, data: TaskData, full: Prediction, *, n_boot: int, seed: int,
-                      fractions: tuple[float, ...] = SWEEP_FRACTIONS) -> dict | None:
+                      fractions: tuple[float, ...] = SWEEP_FRACTIONS,
+                      loo: dict[str, Prediction] | None = None) -> dict | None:
     """Leave-one-modality-out with paired bootstrap, and the missing-modality sweep.
 
     Args:
@@ -106,6 +114,7 @@ def modality_ablation(model: Any, data: TaskData, full: Prediction, *, n_boot: i
         n_boot: bootstrap replicates for the CIs.
         seed: bootstrap seed and the seed of the sweep's subject subsets.
         fractions: fractions of test subjects whose modality is masked.
+        loo: `leave_one_out(model, data)` when already computed.
 
     Returns:
         {"metric", "full", "leave_one_out": {m: {...}}, "missing_sweep": {m: [{fraction, n_subjects_masked,
@@ -113,31 +122,29 @@ def modality_ablation(model: Any, data: TaskData, full: Prediction, *, n_boot: i
     """
     from benchmark.stats import paired_bootstrap
 
-    mods = list(model.maskable_modalities())
-    if not mods:
+    loo_preds = leave_one_out(model, data) if loo is None else loo
+    if not loo_preds:
         return None
     metric = data.task.main_metric
     paired = _PAIRED.get(metric)
     y = data.y("held_out")
     sid = data.frame("held_out")["subject_id"].to_numpy()
-    n = len(sid)
     inv, rank = _subject_order(data, seed)
     n_subj = len(rank)
     out: dict[str, Any] = {"metric": metric, "full": _main_metric(data, full, n_boot, seed),
                            "leave_one_out": {}, "missing_sweep": {}}
-    for m in mods:
-        pred = loo_pred = model.predict_masked(data, "held_out", {m: np.ones(n, dtype=bool)})
-        loo: dict[str, Any] = {"n_rows_with": _present_rows(model, data, m),
-                               "without": _main_metric(data, pred, n_boot, seed)}
+    for m, loo_pred in loo_preds.items():
+        entry: dict[str, Any] = {"n_rows_with": _present_rows(model, data, m),
+                                 "without": _main_metric(data, loo_pred, n_boot, seed)}
         if paired:
             try:
                 yy = (y[:, 0], y[:, 1].astype(bool)) if data.task.kind == "survival" else y
-                r = paired_bootstrap(yy, full.score, pred.score, sid, metric=paired, n_boot=n_boot, seed=seed)
-                loo["paired"] = {"metric": paired, "delta_full_minus_without": r.delta, "ci_low": r.ci_low,
-                                 "ci_high": r.ci_high, "p_value": r.p_value}
+                r = paired_bootstrap(yy, full.score, loo_pred.score, sid, metric=paired, n_boot=n_boot, seed=seed)
+                entry["paired"] = {"metric": paired, "delta_full_minus_without": r.delta, "ci_low": r.ci_low,
+                                   "ci_high": r.ci_high, "p_value": r.p_value}
             except Exception as e:  # noqa: BLE001 - a degenerate test set is reported, not raised
-                loo["paired"] = {"metric": paired, "refused": f"{type(e).__name__}: {e}"}
-        out["leave_one_out"][m] = loo
+                entry["paired"] = {"metric": paired, "refused": f"{type(e).__name__}: {e}"}
+        out["leave_one_out"][m] = entry
         curve = []
         for f in fractions:
             k = int(round(f * n_subj))

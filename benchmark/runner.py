@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from benchmark import __version__
-from benchmark.ablation import is_maskable, modality_ablation, modality_attribution
+from benchmark.ablation import is_maskable, leave_one_out, modality_ablation, modality_attribution
 from benchmark.data.cohort import Cohort
 from benchmark.errors import UserError
 from benchmark.labels import TaskNotApplicable, extract_labels
@@ -157,14 +157,15 @@ def run_cell(cell: Cell, cohort: Cohort, labels: pl.DataFrame, results_dir: Path
             record["refused"] = main["refused"]
         record["model_info"].update({k: v for k, v in test.info.items() if k != "explanations"})
         record["explanations"] = test.info.get("explanations")
-        if is_maskable(model):
-            if not record["explanations"]:
-                record["explanations"] = modality_attribution(model, data, test, seed=seed)
+        maskable = is_maskable(model)
+        loo = leave_one_out(model, data) if maskable and (ablate or not record["explanations"]) else None
+        if maskable:
             record["model_info"]["maskable_modalities"] = list(model.maskable_modalities())
+            if not record["explanations"]:
+                record["explanations"] = modality_attribution(model, data, test, loo=loo)
         if ablate:
-            record["ablations"] = (modality_ablation(model, data, test, n_boot=b.n_boot, seed=seed)
-                                   if is_maskable(model) else None) or {
-                "skipped": f"{spec.name} cannot mask modalities at test time (no maskable_modalities/predict_masked)"}
+            abl = modality_ablation(model, data, test, n_boot=b.n_boot, seed=seed, loo=loo) if maskable else None
+            record["ablations"] = abl or {"skipped": f"{spec.name} cannot mask modalities at test time"}
         record["fairness"] = _fairness(data, test, metrics)
         write_predictions(pred_path, predictions_frame(data, test))
     except Exception as e:  # noqa: BLE001 - a failing cell is recorded and the run goes on

@@ -21,3 +21,14 @@ def small_cohort(tmp_path_factory) -> Cohort:
     root = tmp_path_factory.mktemp("small") / "cohort"
     generate(root, n_subjects=600, seed=1, images=False)
     return Cohort(root)
+
+
+@pytest.fixture
+def torch_one_thread():
+    """Two shared cores: torch on one thread for the test, restored afterwards (torch imported lazily,
+    so test modules that do not use torch do not load it)."""
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -17,12 +17,7 @@ from encoders.fusion.losses import (contrastive_from_scores, cox_ph_loss, discre
                                     local_topk_scores)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 # --------------------------------------------------------------------------- closed forms

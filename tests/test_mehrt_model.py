@@ -26,13 +26,7 @@ V = 37
 IMAGE_DIMS = (("ct", 6), ("wsi", 5), ("cxr", 8))
 
 
-@pytest.fixture(autouse=True)
-def _few_threads():
-    """Two shared cores: keep torch to one thread per test and restore afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def tiny(**overrides) -> MEHRTConfig:

@@ -25,12 +25,7 @@ PLACEHOLDERS = ((4, 1), (5, 2))  # token 4 = [IMG_ct] -> modality 1, token 5 = [
 IMAGE_DIMS = (("ct", E), ("wsi", 6))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
 
 
 def toy_corpus(D: int = 24, seed: int = 0) -> Corpus:

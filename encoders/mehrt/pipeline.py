@@ -28,13 +28,11 @@ Stages 2 and 3 a quarter as many each (see `default_plan`).
 
 from __future__ import annotations
 
-import dataclasses
-
 import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -375,7 +373,6 @@ def _without(rows: pl.LazyFrame, keys: pl.DataFrame | None) -> pl.LazyFrame:
 
 def _align_image_dims(corpus, image_dims):
     """Give a task corpus the model's image layout (a modality absent from these samples keeps its width)."""
-    from dataclasses import replace
     width = max((d for _, d in image_dims), default=0)
     images = corpus.images
     if images.shape[1] < width:
@@ -405,7 +402,7 @@ class MEHRTPipeline:
 
     def __init__(self, budget: Budget, seed: int = 0, multimodal: bool = True, stage: str | None = None,
                  size: str | None = None):
-        self.budget = dataclasses.replace(budget, mehrt_size=size) if size else budget
+        self.budget = replace(budget, mehrt_size=size) if size else budget
         self.seed = seed
         self.multimodal = multimodal
         self.stage = stage
@@ -422,6 +419,7 @@ class MEHRTPipeline:
         from encoders.mehrt.probe import Probe
         from encoders.mehrt.pretrain import peak_memory_mb
 
+        self._reps_memo = None  # representations of the previous fit's model
         self.settings_ = settings_for(self.budget, self.multimodal, self.stage)
         t0 = time.perf_counter()
         self.model_, self.meta_ = load_pretrained(data.cohort, self.settings_)
@@ -453,8 +451,16 @@ class MEHRTPipeline:
             Prediction (survival: log relative hazard as score, plus Cox survival curves).
         """
         t0 = time.perf_counter()
-        reps = encode_split(self.model_, self.meta_, data, split, self.settings_)
-        return self._predict_reps(data, reps, t0)
+        return self._predict_reps(data, self._split_reps(data, split), t0)
+
+    def _split_reps(self, data: TaskData, split: str) -> dict[str, np.ndarray]:
+        """encode_split, remembered for the last (data, split): an ablation predicts the same split
+        many times with different masks, and the cache lookup reads every chunk file."""
+        key = (id(data), id(data.labels), split)
+        memo = getattr(self, "_reps_memo", None)
+        if memo is None or memo[0] != key:
+            self._reps_memo = memo = (key, encode_split(self.model_, self.meta_, data, split, self.settings_))
+        return memo[1]
 
     # ---------------------------------------------------------------- test-time modality masking
     def maskable_modalities(self) -> list[str]:
@@ -481,7 +487,7 @@ class MEHRTPipeline:
         from encoders.mehrt.pretrain import collator
 
         t0 = time.perf_counter()
-        reps = encode_split(self.model_, self.meta_, data, split, self.settings_)
+        reps = self._split_reps(data, split)
         samples = data.samples(split)
         # only samples that have a study of m change (the others' tokens are identical): re-encode those
         rows = {m: np.asarray(r, dtype=bool) & self.present_rows(data, split, m) for m, r in drop.items()}

@@ -14,7 +14,8 @@ from typing import Callable
 import pytest
 
 
-def _best_of(fn: Callable[[], object], rounds: int) -> float:
+def best_of(fn: Callable[[], object], rounds: int) -> float:
+    """Best wall time of `rounds` calls (seconds)."""
     best = float("inf")
     for _ in range(rounds):
         t0 = time.perf_counter()
@@ -38,11 +39,6 @@ def cohorts(tmp_path_factory):
         return made[n]
 
     return get
-
-
-def best_of(fn: Callable[[], object], rounds: int) -> float:
-    """Best wall time of `rounds` calls (seconds)."""
-    return _best_of(fn, rounds)
 
 
 @pytest.fixture
@@ -75,7 +71,7 @@ def compare(benchmark, bench_enabled):
             return None
         benchmark.pedantic(ours, rounds=rounds, iterations=1, warmup_rounds=0)
         t_ours = benchmark.stats.stats.min
-        t_ref = _best_of(reference, reference_rounds or rounds)
+        t_ref = best_of(reference, reference_rounds or rounds)
         ratio = t_ref / t_ours
         benchmark.extra_info.update(ours_s=t_ours, reference_s=t_ref, ratio=ratio, target=min_ratio)
         print(f"\n[{benchmark.name}] ours {t_ours:.4f}s  reference {t_ref:.4f}s  ratio {ratio:.2f}x "
