@@ -89,6 +89,26 @@ def test_precomputed_pools_only_visible_studies(tmp_path):
     assert enc.present.tolist() == [True, False, True, True]
 
 
+def test_auto_pooling_uses_the_study_of_a_per_study_task(tmp_path):
+    """pooling="auto": a modality whose study sits at the prediction time (one prediction per study)
+    gives its most recent study; otherwise the mean of the visible studies (seed 000)."""
+    from encoders.fusion.inputs import InputConfig, raw_inputs, study_at_index_share
+    cxr = emb_frame([(1, H(-48), [1, 0]), (1, T0, [3, 2]), (2, H(-5), [5, 5]), (2, T0, [7, 9]), (3, T0, [4, 4])])
+    ct = emb_frame([(1, H(-48), [2, 2]), (1, H(-10), [4, 0]), (2, H(-3), [1, 1]), (3, T0, [6, 6])])
+    c = write_cohort(tmp_path / "c", [(s, H(-100), "A", None) for s in (1, 2, 3)], {"cxr": cxr, "ct": ct})
+    d = task_data(c, [(1, T0, 1, "train"), (2, T0, 0, "train"), (3, T0, 1, "train")], tmp_path / "w",
+                  modalities=("cxr", "ct"))
+    assert study_at_index_share(d, "cxr") == 1.0 and study_at_index_share(d, "ct") == pytest.approx(1 / 3)
+    arrays, mods, info = raw_inputs(d, InputConfig(structured=False, timeline=False, modalities=("cxr", "ct")))
+    assert info["pooling"] == {"cxr": "last", "ct": "mean"}
+    np.testing.assert_allclose(arrays["cxr.mean"], [[3, 2], [7, 9], [4, 4]])        # the study at T0
+    np.testing.assert_allclose(arrays["ct.mean"], [[3, 1], [1, 1], [6, 6]])         # averages
+    forced, _, info = raw_inputs(d, InputConfig(structured=False, timeline=False, modalities=("cxr",), pooling="mean"))
+    np.testing.assert_allclose(forced["cxr.mean"], [[2, 1], [6, 7], [4, 4]])
+    with pytest.raises(ValueError, match="pooling"):
+        raw_inputs(d, InputConfig(structured=False, timeline=False, modalities=("cxr",), pooling="max"))
+
+
 def test_precomputed_without_embedding_column_is_a_user_error(tmp_path):
     from encoders.precomputed import encode_precomputed
     side = pl.DataFrame({"subject_id": [1], "time": [H(-1)], "path": ["x.png"]})

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any
 
@@ -20,7 +21,7 @@ from benchmark.model_api import Budget, Prediction, TaskData
 from encoders.cache import split_rows
 from encoders.fusion.inputs import FusionInputs, InputConfig, InputScaler, raw_inputs
 
-TRAIN_KEYS = ("lr", "weight_decay", "batch_size", "max_epochs", "patience", "modality_dropout")
+TRAIN_KEYS = ("lr", "weight_decay", "batch_size", "max_epochs", "patience", "modality_dropout", "l1_ratio")
 
 # random-search spaces (trial 0 always uses the defaults)
 SEARCH_SPACES: dict[str, dict[str, list]] = {
@@ -35,7 +36,9 @@ for _h in ("contrastive", "cross_attention", "coattention", "medcam"):
     SEARCH_SPACES[_h] = _ATTENTION_SPACE
 
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "concat_lr": {},
+    # concat_lr: after the ridge path, an elastic-net path on the EHR block (kept only when its
+    # tuning loss is lower; no effect without an EHR block): encoders/README.md, "concat_lr"
+    "concat_lr": {"l1_ratio": 0.9},
     "late_fusion": {"lr": 1e-3, "weight_decay": 1e-2},
     "timeline_rnn": {"lr": 1e-3, "weight_decay": 1e-2, "modality_dropout": 0.0},
 }
@@ -61,6 +64,9 @@ class FusionHead:
         pretrain_epochs: epochs of the alignment stage (contrastive, medcam).
         pretrain_lr: learning rate of that stage.
         finetune_lr: learning rate after pre-alignment (default lr).
+        l1_ratio: concat_lr only: 0 = ridge on every block (L-BFGS along an L2 path); in (0, 1] =
+            elastic net with this L1 share on the bag-of-events EHR block, ridge on the others
+            (proximal gradient along the path, `train.fit_enet_path`).
         threads: torch threads while training (1 by default: the heads are small, and on two shared
             cores thread synchronisation costs more than it saves; at most 2).
         seed: torch seed (initialisation, shuffling, modality dropout).
@@ -70,7 +76,7 @@ class FusionHead:
                  n_bins: int = 10, regression_loss: str = "l1", head_params: dict | None = None, lr: float = 1e-3,
                  weight_decay: float = 1e-2, batch_size: int = 128, max_epochs: int = 60, patience: int = 8,
                  modality_dropout: float = 0.15, pretrain_epochs: int = 30, pretrain_lr: float = 1e-3,
-                 finetune_lr: float | None = None, threads: int = 1, seed: int = 0):
+                 finetune_lr: float | None = None, l1_ratio: float = 0.0, threads: int = 1, seed: int = 0):
         self.head = head
         self.kind = kind
         self.n_labels = n_labels
@@ -87,6 +93,7 @@ class FusionHead:
         self.pretrain_epochs = pretrain_epochs
         self.pretrain_lr = pretrain_lr
         self.finetune_lr = finetune_lr
+        self.l1_ratio = l1_ratio
         self.threads = threads
         self.seed = seed
 
@@ -111,7 +118,8 @@ class FusionHead:
         torch = _torch_threads()
         from encoders.fusion.heads import build_head
         from encoders.fusion.objectives import make_objective
-        from encoders.fusion.train import TrainConfig, augment_with_dropout, fit_l2_path, fit_stage
+        from encoders.fusion.train import (TrainConfig, augment_with_dropout, fit_enet_path, fit_l2_path,
+                                           fit_stage)
 
         threads = torch.get_num_threads()
         torch.set_num_threads(max(1, min(int(self.threads), 2)))
@@ -145,6 +153,17 @@ class FusionHead:
                 # a linear model: fit exactly (full-batch L-BFGS) along an L2 path chosen on tuning
                 aug = augment_with_dropout(train, X.modalities, self.modality_dropout, self.seed)
                 history["task"] = fit_l2_path(module, lambda m, b: m.task_loss(b, obj), aug, tune)
+                if self.l1_ratio > 0 and X.spec()["ehr_dim"]:
+                    # then an elastic net on the EHR block, the other blocks keeping the chosen ridge;
+                    # the ridge fit stays if no point of that path has a lower tuning loss
+                    ridge_state = copy.deepcopy(module.state_dict())
+                    enet = fit_enet_path(module, lambda m, b: m.task_loss(b, obj), aug, tune, module.l1_masks(),
+                                         self.l1_ratio, ridge=history["task"]["best_lambda"])
+                    history["enet"] = enet
+                    if enet["best_loss"] < history["task"]["best_loss"] - 1e-6:
+                        history["task"] = {**enet, "ridge": history["task"]["best_lambda"]}
+                    else:
+                        module.load_state_dict(ridge_state)
             else:
                 history["task"] = fit_stage(module, lambda m, b: m.task_loss(b, obj), train, tune, cfg,
                                             params=params, modalities=X.modalities)
@@ -274,7 +293,7 @@ class FusionModel:
                 best = (est, rec)
         self.estimator_, self.best_trial_ = best
         self.modalities_ = mods
-        self.input_info_ = {k: v for k, v in info.items() if k in ("sources", "ts_codes")}
+        self.input_info_ = {k: v for k, v in info.items() if k in ("sources", "ts_codes", "pooling")}
         structured = "ehr" in arrays or "ts" in arrays
         self.modalities_used_ = (["structured"] if structured else []) + [
             m for m in mods if Xtr.arrays[f"{m}.present"].any()]
@@ -314,7 +333,8 @@ class FusionModel:
                 "head": self.head, "n_parameters": self.estimator_.n_parameters_, "device": "cpu",
                 "hyperparameters": {**self.best_trial_["head_params"], **self.best_trial_["train_params"]},
                 "best_epoch": self.best_trial_["best_epoch"], "tuning_loss": self.best_trial_["tuning_loss"],
-                "n_trials": len(self.trials_), "sources": self.input_info_.get("sources", {})}
+                "n_trials": len(self.trials_), "sources": self.input_info_.get("sources", {}),
+                "pooling": self.input_info_.get("pooling", {})}
         if data.task.kind == "survival":
             info["survival_head"] = self.survival
         if data.task.kind == "regression":

@@ -96,6 +96,13 @@ class ConcatLR(Head):
     def forward(self, b: dict) -> torch.Tensor:
         return self.linear(self.features(b))
 
+    def l1_masks(self) -> dict[str, torch.Tensor]:
+        """The entries of the linear weight that belong to the bag-of-events EHR block (the first
+        ehr_dim columns of `features`): where an elastic-net fit puts its L1 part."""
+        mask = torch.zeros_like(self.linear.weight, dtype=torch.bool)
+        mask[:, :self.spec["ehr_dim"]] = True
+        return {"linear.weight": mask}
+
 
 class LateFusion(Head):
     """Late fusion: one head per source, outputs averaged over the sources a sample has.

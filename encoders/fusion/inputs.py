@@ -23,7 +23,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from benchmark.model_api import TaskData
-from encoders.cache import SPLITS, split_rows
+from encoders.cache import SPLITS, all_splits, split_rows
 
 SIDE_MODALITIES = ("ct", "wsi", "cxr", "note", "prs")
 
@@ -40,8 +40,11 @@ class InputConfig:
             (your own per-study encoder, encoders/custom.py).
         window_hours: time-series window before the prediction time.
         max_studies: K most recent studies kept as tokens.
-        pooling: the per-modality vector of the non-attention heads: "mean" of all visible studies
-            (the default) or the "last" (most recent) study.
+        pooling: the per-modality vector of the non-attention heads: "mean" of all visible studies,
+            the "last" (most recent) study, or "auto" (the default): "last" for a modality whose
+            study IS the sample (at least half of the samples have a study at exactly their
+            prediction time, e.g. CheXpert's one prediction per X-ray), else "mean" (seed 000's
+            average of the subject's studies up to the prediction time).
         encoder_kw: extra keyword arguments for image/text encoders (weights, allow_random_init, image_size).
     """
 
@@ -51,7 +54,7 @@ class InputConfig:
     sources: dict[str, str] = field(default_factory=dict)
     window_hours: float = 48
     max_studies: int = 4
-    pooling: str = "mean"
+    pooling: str = "auto"
     encoder_kw: dict = field(default_factory=dict)
 
 
@@ -155,13 +158,32 @@ def raw_inputs(data: TaskData, cfg: InputConfig) -> tuple[dict[str, np.ndarray],
             continue
         used.append(m)
         info["sources"][m] = src
-        if cfg.pooling not in ("mean", "last"):
-            raise ValueError(f"pooling must be 'mean' or 'last', not {cfg.pooling!r}")
-        arrays[f"{m}.mean"] = enc.mean if cfg.pooling == "mean" else enc.seq[:, 0]
+        if cfg.pooling not in ("mean", "last", "auto"):
+            raise ValueError(f"pooling must be 'mean', 'last' or 'auto', not {cfg.pooling!r}")
+        pooling = cfg.pooling
+        if pooling == "auto":
+            pooling = "last" if study_at_index_share(data, m) >= 0.5 else "mean"
+        info.setdefault("pooling", {})[m] = pooling
+        arrays[f"{m}.mean"] = enc.mean if pooling == "mean" else enc.seq[:, 0]
         arrays[f"{m}.seq"] = enc.seq
         arrays[f"{m}.seq_mask"] = enc.seq_mask
         arrays[f"{m}.present"] = enc.present
     return arrays, tuple(used), info
+
+
+def study_at_index_share(data: TaskData, modality: str) -> float:
+    """Share of the task's samples that have a study of `modality` at exactly their prediction time
+    (1.0 for a task indexed on that modality's studies, such as one prediction per chest X-ray)."""
+    import polars as pl
+    if modality not in data.cohort.modality_names():
+        return 0.0
+    samples = data.labels.select("subject_id", "prediction_time").unique()
+    if samples.height == 0:
+        return 0.0
+    at = (data.visible_modality(modality, all_splits(data))
+          .filter(pl.col("time") == pl.col("prediction_time"))
+          .select("subject_id", "prediction_time").unique().collect())
+    return at.height / samples.height
 
 
 def encode_modality(data: TaskData, modality: str, source: str, cfg: InputConfig):
