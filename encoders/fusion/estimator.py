@@ -208,11 +208,23 @@ class FusionHead:
 
 
 def _sample_trials(head: str, n_trials: int, seed: int) -> list[dict]:
+    """Trial 0 = the defaults, then random draws from the head's space, each configuration at most
+    once (a draw equal to an earlier one, or to the defaults, is redrawn; a small space ends early)."""
+    import inspect
     space = SEARCH_SPACES.get(head, {})
     rng = np.random.default_rng(seed + 7919)
+    init = {k: p.default for k, p in inspect.signature(FusionHead.__init__).parameters.items()}
+    defaults = {k: DEFAULTS.get(head, {}).get(k, init[k]) for k in space if k in TRAIN_KEYS}
+    seen = [defaults] if len(defaults) == len(space) else []
     trials = [{}]
-    for _ in range(max(0, n_trials - 1)):
-        trials.append({k: v[int(rng.integers(len(v)))] for k, v in space.items()})
+    n_configs = int(np.prod([len(v) for v in space.values()])) if space else 0
+    attempts = 0
+    while len(trials) < n_trials and len(seen) < n_configs and attempts < 100 * max(1, n_trials):
+        attempts += 1
+        draw = {k: v[int(rng.integers(len(v)))] for k, v in space.items()}
+        if draw not in seen:
+            seen.append(draw)
+            trials.append(draw)
     return trials
 
 
@@ -273,8 +285,17 @@ class FusionModel:
         n_trials = b.n_trials if b is not None else 1
         max_epochs = b.max_iterations if b is not None else 60
         base = {**DEFAULTS.get(self.head, {}), **self.train_params}
+        # concat_lr's elastic-net stage runs once, on the winning trial (the trials differ only in
+        # modality dropout, and the path costs ~10x the ridge fit)
+        l1_ratio = float(base.pop("l1_ratio", 0.0) or 0.0) if self.head == "concat_lr" else None
         self.trials_ = []
         best = None
+
+        def fit_trial(hp: dict, tp: dict) -> FusionHead:
+            return FusionHead(head=self.head, kind=data.task.kind, n_labels=len(data.task.label_names() or [1]),
+                              survival=self.survival, regression_loss=self.regression_loss, head_params=hp,
+                              seed=self.seed, **tp).fit(Xtr, ytr, Xtu, ytu)
+
         for i, trial in enumerate(_sample_trials(self.head, n_trials, self.seed)):
             hp = {**(self.head_params or {})}
             tp = dict(base)
@@ -283,14 +304,20 @@ class FusionModel:
             tp.setdefault("max_epochs", max_epochs)
             tp["max_epochs"] = min(tp["max_epochs"], max_epochs)
             tp.setdefault("pretrain_epochs", min(30, max_epochs))
-            est = FusionHead(head=self.head, kind=data.task.kind, n_labels=len(data.task.label_names() or [1]),
-                             survival=self.survival, regression_loss=self.regression_loss, head_params=hp,
-                             seed=self.seed, **tp).fit(Xtr, ytr, Xtu, ytu)
+            est = fit_trial(hp, tp)
             rec = {"trial": i, "head_params": hp, "train_params": tp, "tuning_loss": est.best_loss_,
                    "best_epoch": est.history_["task"]["best_epoch"]}
             self.trials_.append(rec)
             if best is None or est.best_loss_ < best[0].best_loss_ - 1e-12:
                 best = (est, rec)
+        if l1_ratio:
+            rec = best[1]
+            tp = {**rec["train_params"], "l1_ratio": l1_ratio}
+            est = fit_trial(rec["head_params"], tp)   # ridge path again, then the elastic-net path
+            rec = {**rec, "train_params": tp, "tuning_loss": est.best_loss_,
+                   "best_epoch": est.history_["task"]["best_epoch"]}
+            self.trials_.append({**rec, "trial": "elastic_net"})
+            best = (est, rec)
         self.estimator_, self.best_trial_ = best
         self.modalities_ = mods
         self.input_info_ = {k: v for k, v in info.items() if k in ("sources", "ts_codes", "pooling")}
@@ -335,6 +362,13 @@ class FusionModel:
                 "best_epoch": self.best_trial_["best_epoch"], "tuning_loss": self.best_trial_["tuning_loss"],
                 "n_trials": len(self.trials_), "sources": self.input_info_.get("sources", {}),
                 "pooling": self.input_info_.get("pooling", {})}
+        enet = self.estimator_.history_.get("enet")
+        if enet is not None:
+            kept = "lam_max" in self.estimator_.history_["task"]
+            info["ehr_elastic_net"] = {"kept": kept, "l1_ratio": enet["l1_ratio"],
+                                       "lambda": enet["best_lambda"] if kept else None,
+                                       "nonzero_ehr_weights": enet["nonzero"][enet["best_epoch"]] if kept else None,
+                                       "ehr_weights": int(self.estimator_.module_.l1_masks()["linear.weight"].sum())}
         if data.task.kind == "survival":
             info["survival_head"] = self.survival
         if data.task.kind == "regression":
