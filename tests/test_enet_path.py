@@ -78,6 +78,30 @@ def test_cox_lasso_matches_scikit_survival_coxnet():
     assert np.array_equal(ours == 0, np.abs(cn.coef_[:, 0]) < 1e-8)
 
 
+def test_several_outputs_share_one_group_per_feature_as_sklearn_multitask_lasso():
+    """With several outputs (labels, time bins) a feature is selected for all of them or none:
+    the group lasso of sklearn's MultiTaskLasso, (1/2n) |Y - XW|_F^2 + alpha sum_j |W[:, j]|_2."""
+    from sklearn.linear_model import MultiTaskLasso
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(300, 12))
+    W = np.zeros((3, 12))
+    W[:, :2] = rng.normal(size=(3, 2))
+    Y = X @ W.T + 0.5 * rng.normal(size=(300, 3))
+    torch.manual_seed(0)
+    head = ConcatLR({"ehr_dim": 12, "ts_sum_dim": 0, "modalities": {}}, 3, block_scale=False)
+    batch = {"ehr": torch.tensor(X, dtype=torch.float32), "y": torch.tensor(Y, dtype=torch.float32)}
+    lam = 0.1
+    hist = fit_enet_path(head, lambda m, b: 0.5 * ((m(b) - b["y"]) ** 2).sum(1).mean(), batch, None,
+                         head.l1_masks(), 1.0, ridge=0.0, lambdas=[1.0, lam], max_iter=3000)
+    ours = head.linear.weight.detach().numpy()
+    sk = MultiTaskLasso(alpha=lam, tol=1e-10, max_iter=100000).fit(X, Y)
+    np.testing.assert_allclose(ours, sk.coef_, atol=1e-3)
+    zero_cols = np.all(ours == 0, axis=0)
+    assert np.array_equal(zero_cols, np.all(np.abs(sk.coef_) < 1e-8, axis=0)) and zero_cols.sum() >= 5
+    assert np.all((ours == 0).all(0) | (ours != 0).all(0))          # whole columns in or out
+    assert hist["nonzero"][-1] == int((~zero_cols).sum())           # counted in features
+
+
 def test_path_finds_a_planted_sparse_signal_that_ridge_spreads():
     """3 true features among 150 on 300 training rows: the path chosen on a tuning split keeps few
     features (all three true ones), the other blocks keep their ridge, and the held-out loss beats
@@ -144,7 +168,7 @@ def test_concat_lr_runs_the_elastic_net_once_on_the_winning_trial(default_cohort
     m = FusionModel(head="concat_lr", budget=BUDGETS["default"], seed=0).fit(data)
     assert [t["trial"] for t in m.trials_] == [0, 1, 2, "elastic_net"]
     info = m.predict(data, "held_out").info["ehr_elastic_net"]
-    assert info["kept"] and 0 < info["nonzero_ehr_weights"] < 0.2 * info["ehr_weights"]
+    assert info["kept"] and 0 < info["nonzero_ehr_features"] < 0.2 * info["ehr_features"]
     assert m.trials_[-1]["tuning_loss"] < min(t["tuning_loss"] for t in m.trials_[:-1])
     ridge = FusionModel(head="concat_lr", budget=BUDGETS["smoke"], seed=0, l1_ratio=0.0).fit(data)
     assert "ehr_elastic_net" not in ridge.predict(data, "held_out").info

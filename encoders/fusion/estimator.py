@@ -367,8 +367,8 @@ class FusionModel:
             kept = "lam_max" in self.estimator_.history_["task"]
             info["ehr_elastic_net"] = {"kept": kept, "l1_ratio": enet["l1_ratio"],
                                        "lambda": enet["best_lambda"] if kept else None,
-                                       "nonzero_ehr_weights": enet["nonzero"][enet["best_epoch"]] if kept else None,
-                                       "ehr_weights": int(self.estimator_.module_.l1_masks()["linear.weight"].sum())}
+                                       "nonzero_ehr_features": enet["nonzero"][enet["best_epoch"]] if kept else None,
+                                       "ehr_features": int(self.estimator_.module_.spec["ehr_dim"])}
         if data.task.kind == "survival":
             info["survival_head"] = self.survival
         if data.task.kind == "regression":

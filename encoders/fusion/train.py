@@ -144,11 +144,14 @@ def fit_enet_path(module: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, d
     """Full-batch proximal gradient (FISTA) along an elastic-net path on one block, keeping the best
     tuning loss.
 
-    Minimises  loss(train) + lam * [ l1_ratio * |W_S|_1 + (1 - l1_ratio)/2 * |W_S|^2 ] + ridge/2 * |W_R|^2
+    Minimises  loss(train) + lam * [ l1_ratio * sum_j |W_S[:, j]|_2 + (1 - l1_ratio)/2 * |W_S|^2 ] + ridge/2 * |W_R|^2
     where S are the weight entries flagged in `l1_masks` (the bag-of-events EHR block of concat_lr)
     and R the other penalized entries (the embedding blocks keep the ridge penalty `ridge`, chosen
     before by `fit_l2_path`): glmnet's elastic net (Zou & Hastie 2005) on the sparse block, so a
-    signal carried by a few of hundreds of features is not shrunk away with the noise. The path
+    signal carried by a few of hundreds of features is not shrunk away with the noise. With several
+    outputs (labels, discrete-time bins) the L1 part is grouped per input feature (glmnet's
+    "grouped" multi-response penalty): a feature enters for every output or for none; with one
+    output it is the plain lasso. The path
     starts at lam_max (the smallest lam with W_S = 0, from the gradient at W_S = 0) and descends
     log-uniformly to min_ratio * lam_max with warm starts, like glmnet. Solved by FISTA (Beck &
     Teboulle 2009) with backtracking and adaptive restart (O'Donoghue & Candes 2015); the
@@ -172,7 +175,7 @@ def fit_enet_path(module: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, d
 
     Returns:
         History as fit_l2_path (lambdas are the elastic-net lam), plus lam_max, nonzero (per lam,
-        entries of S that are not 0), iterations (per lam) and l1_ratio.
+        input features of S with a non-zero weight), iterations (per lam) and l1_ratio.
     """
     if not 0.0 < float(l1_ratio) <= 1.0:
         raise ValueError(f"l1_ratio must be in (0, 1], got {l1_ratio}")
@@ -188,21 +191,32 @@ def fit_enet_path(module: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, d
 
     def l1_norm(lam: float) -> float:
         with torch.no_grad():
-            return lam * a * float(sum((m * p.abs()).sum() for p, m in zip(params, S)))
+            return lam * a * float(sum((m * group_norm(p)).sum() / (p.shape[0] if p.dim() == 2 else 1)
+                                       for p, m in zip(params, S)))
 
     def assign(values):
         with torch.no_grad():
             for p, v in zip(params, values):
                 p.copy_(v)
 
+    def group_norm(v: torch.Tensor) -> torch.Tensor:
+        # one group per input feature: a column of a [n_out, width] weight (its entries for every
+        # output), so a feature is in or out for all labels / time bins at once; 1 output = lasso
+        return v.norm(dim=0, keepdim=True).expand_as(v) if v.dim() == 2 else v.abs()
+
     def prox(values, step: float, lam: float):
-        return [torch.where(m > 0, torch.sign(v) * torch.clamp(v.abs() - step * lam * a, min=0.0), v)
-                for v, m in zip(values, S)]
+        out = []
+        for v, m in zip(values, S):
+            norm = group_norm(v)
+            shrink = torch.clamp(1.0 - step * lam * a / norm.clamp(min=1e-30), min=0.0)
+            out.append(torch.where(m > 0, v * shrink, v))
+        return out
 
     assign([p.detach() * (1.0 - m) for p, m in zip(params, S)])
     module.train()
     grads = torch.autograd.grad(loss_fn(module, train), params, allow_unused=True)
-    lam_max = max([float((g.abs() * m).max()) for g, m in zip(grads, S) if g is not None and m.any()] or [0.0]) / a
+    lam_max = max([float((group_norm(g) * m).max()) for g, m in zip(grads, S) if g is not None and m.any()]
+                  or [0.0]) / a
     lam_max = max(lam_max, 1e-8)
     if lambdas is None:
         lambdas = [lam_max * min_ratio ** (k / max(1, n_lambdas - 1)) for k in range(n_lambdas)]
@@ -250,7 +264,8 @@ def fit_enet_path(module: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, d
             tu = float(loss_fn(module, tune)) if tune is not None else tr
         module.train()
         path.append((float(lam), tr, tu))
-        nonzero.append(int(sum(int(((m > 0) & (p != 0)).sum()) for p, m in zip(params, S))))
+        nonzero.append(int(sum(int((((m > 0) & (p != 0)).any(0) if p.dim() == 2 else ((m > 0) & (p != 0))).sum())
+                               for p, m in zip(params, S))))
         iters.append(it)
         if tu < best - 1e-6:
             best, best_i, worse = tu, i, 0
