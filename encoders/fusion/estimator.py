@@ -159,8 +159,9 @@ class FusionHead:
                     ridge_state = copy.deepcopy(module.state_dict())
                     enet = fit_enet_path(module, lambda m, b: m.task_loss(b, obj), aug, tune, module.l1_masks(),
                                          self.l1_ratio, ridge=history["task"]["best_lambda"])
+                    enet["kept"] = enet["best_loss"] < history["task"]["best_loss"] - 1e-6
                     history["enet"] = enet
-                    if enet["best_loss"] < history["task"]["best_loss"] - 1e-6:
+                    if enet["kept"]:
                         history["task"] = {**enet, "ridge": history["task"]["best_lambda"]}
                     else:
                         module.load_state_dict(ridge_state)
@@ -364,7 +365,7 @@ class FusionModel:
                 "pooling": self.input_info_.get("pooling", {})}
         enet = self.estimator_.history_.get("enet")
         if enet is not None:
-            kept = "lam_max" in self.estimator_.history_["task"]
+            kept = enet["kept"]
             info["ehr_elastic_net"] = {"kept": kept, "l1_ratio": enet["l1_ratio"],
                                        "lambda": enet["best_lambda"] if kept else None,
                                        "nonzero_ehr_features": enet["nonzero"][enet["best_epoch"]] if kept else None,

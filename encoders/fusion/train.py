@@ -82,6 +82,38 @@ def augment_with_dropout(batch: dict, modalities: tuple[str, ...], p: float, see
     return {k: torch.cat([batch[k], dropped[k]]) for k in batch}
 
 
+class _PathSelection:
+    """Keeps the point of a regularisation path with the lowest tuning loss (its weights and index)
+    and says when to stop: after the tuning loss has risen twice in a row (`flat_is_worse`: a loss
+    that merely did not improve counts as a rise)."""
+
+    def __init__(self, module: torch.nn.Module, flat_is_worse: bool):
+        self.flat_is_worse = flat_is_worse
+        self.path, self.best, self.best_i, self.worse = [], float("inf"), -1, 0
+        self.best_state = copy.deepcopy(module.state_dict())
+
+    def record(self, module: torch.nn.Module, lam: float, loss_fn, train: dict, tune: dict | None) -> bool:
+        """Evaluate the module at this lam (eval mode); True when the path should stop."""
+        module.eval()
+        with torch.no_grad():
+            tr = float(loss_fn(module, train))
+            tu = float(loss_fn(module, tune)) if tune is not None else tr
+        self.path.append((float(lam), tr, tu))
+        if tu < self.best - 1e-6:
+            self.best, self.best_i, self.worse = tu, len(self.path) - 1, 0
+            self.best_state = copy.deepcopy(module.state_dict())
+        elif self.flat_is_worse or tu > self.best + 1e-6:
+            self.worse += 1
+        return self.worse >= 2
+
+    def finish(self, module: torch.nn.Module) -> dict:
+        """Restore the best weights; the history fields shared by every path fit."""
+        module.load_state_dict(self.best_state)
+        module.eval()
+        return {"best_lambda": self.path[self.best_i][0] if self.best_i >= 0 else None, "best_loss": self.best,
+                "path": self.path, "best_epoch": self.best_i, "epochs": len(self.path)}
+
+
 def fit_l2_path(module: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict], torch.Tensor], train: dict,
                 tune: dict | None, lambdas=(300, 100, 30, 10, 3, 1, 0.3, 0.1, 0.03, 0.01, 3e-3, 1e-3, 3e-4, 1e-4),
                 max_iter: int = 100, penalized: Callable[[str], bool] = lambda n: n.endswith("weight")) -> dict:
@@ -106,8 +138,8 @@ def fit_l2_path(module: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dic
     """
     pen = [p for n, p in module.named_parameters() if penalized(n)]
     params = [p for p in module.parameters() if p.requires_grad]
-    path, best, best_state, best_i, worse = [], float("inf"), copy.deepcopy(module.state_dict()), -1, 0
-    for i, lam in enumerate(lambdas):
+    sel = _PathSelection(module, flat_is_worse=True)
+    for lam in lambdas:
         opt = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
                                 tolerance_grad=1e-6, tolerance_change=1e-9)
         module.train()
@@ -119,22 +151,9 @@ def fit_l2_path(module: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dic
             return loss
 
         opt.step(closure)
-        module.eval()
-        with torch.no_grad():
-            tr = float(loss_fn(module, train))
-            tu = float(loss_fn(module, tune)) if tune is not None else tr
-        path.append((float(lam), tr, tu))
-        if tu < best - 1e-6:
-            best, best_i, worse = tu, i, 0
-            best_state = copy.deepcopy(module.state_dict())
-        else:
-            worse += 1
-            if worse >= 2:
-                break
-    module.load_state_dict(best_state)
-    module.eval()
-    return {"best_lambda": path[best_i][0] if best_i >= 0 else None, "best_loss": best, "path": path,
-            "best_epoch": best_i, "epochs": len(path)}
+        if sel.record(module, lam, loss_fn, train, tune):
+            break
+    return sel.finish(module)
 
 
 def fit_enet_path(module: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict], torch.Tensor], train: dict,
@@ -221,10 +240,10 @@ def fit_enet_path(module: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, d
     if lambdas is None:
         lambdas = [lam_max * min_ratio ** (k / max(1, n_lambdas - 1)) for k in range(n_lambdas)]
 
-    path, nonzero, iters = [], [], []
-    best, best_state, best_i, worse = float("inf"), copy.deepcopy(module.state_dict()), -1, 0
+    sel = _PathSelection(module, flat_is_worse=False)
+    nonzero, iters = [], []
     L = 1.0
-    for i, lam in enumerate(lambdas):
+    for lam in lambdas:
         x = [p.detach().clone() for p in params]
         y = [v.clone() for v in x]
         t, prev_obj, it = 1.0, float("inf"), 0
@@ -258,27 +277,14 @@ def fit_enet_path(module: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, d
             if mapping < tol:
                 break
         assign(x)
-        module.eval()
-        with torch.no_grad():
-            tr = float(loss_fn(module, train))
-            tu = float(loss_fn(module, tune)) if tune is not None else tr
-        module.train()
-        path.append((float(lam), tr, tu))
         nonzero.append(int(sum(int((((m > 0) & (p != 0)).any(0) if p.dim() == 2 else ((m > 0) & (p != 0))).sum())
                                for p, m in zip(params, S))))
         iters.append(it)
-        if tu < best - 1e-6:
-            best, best_i, worse = tu, i, 0
-            best_state = copy.deepcopy(module.state_dict())
-        elif tu > best + 1e-6:
-            worse += 1
-            if worse >= 2:
-                break
-    module.load_state_dict(best_state)
-    module.eval()
-    return {"best_lambda": path[best_i][0] if best_i >= 0 else None, "best_loss": best, "path": path,
-            "best_epoch": best_i, "epochs": len(path), "lam_max": lam_max, "nonzero": nonzero,
-            "iterations": iters, "l1_ratio": a}
+        stop = sel.record(module, lam, loss_fn, train, tune)
+        module.train()
+        if stop:
+            break
+    return {**sel.finish(module), "lam_max": lam_max, "nonzero": nonzero, "iterations": iters, "l1_ratio": a}
 
 
 def fit_stage(module: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict], torch.Tensor], train: dict,
