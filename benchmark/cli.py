@@ -227,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pc = sub.add_parser("compare", help="paired comparison of two models across tasks")
     pc.add_argument("--a", required=True)
-    pc.add_argument("--b", required=True)
+    pc.add_argument("--b", required=True, help="model B, or several separated by commas: per task the best of them")
     pc.add_argument("--tasks", default="all")
     pc.add_argument("--results", default=str(default_results_dir()))
     pc.add_argument("--out")

@@ -28,13 +28,29 @@ def cell_paths(results_dir: Path, model: str, task: str, seed: int) -> tuple[Pat
     return d / f"seed{seed}.json", d / f"seed{seed}.predictions.parquet"
 
 
-def is_finished(results_dir: Path, model: str, task: str, seed: int) -> bool:
-    """A cell is finished when its JSON exists and parses with status ok/refused/skipped."""
+def is_finished(results_dir: Path, model: str, task: str, seed: int, *, data_fingerprint: str | None = None,
+                task_hash: str | None = None) -> bool:
+    """A cell is finished when its JSON exists and parses with status ok/refused, and (when given) it
+    was computed on the same data and the same task definition: a result of a regenerated cohort or an
+    edited task YAML is stale, not finished.
+
+    Args:
+        results_dir: the results folder.
+        model, task, seed: the cell.
+        data_fingerprint: the cohort's fingerprint now; None skips the check.
+        task_hash: the task's content hash now; None skips the check.
+    """
     j, _ = cell_paths(results_dir, model, task, seed)
     try:
-        return json.loads(j.read_text()).get("status") in {"ok", "refused"}
+        rec = json.loads(j.read_text())
     except (OSError, ValueError):
         return False
+    if rec.get("status") not in {"ok", "refused"}:
+        return False
+    prov = rec.get("provenance") or {}
+    if data_fingerprint is not None and prov.get("data_fingerprint") != data_fingerprint:
+        return False
+    return task_hash is None or prov.get("task_hash") == task_hash
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -232,8 +232,15 @@ def run_grid(models: str, tasks: str, cohort: Cohort, results_dir: Path, seeds: 
             cells += [Cell(spec, t, s) for s in range(seeds)]
     for m, t, why in skipped:
         console.print(f"[yellow]skip {m} on {t}[/]: {why}")
-    todo = [c for c in cells if force or not is_finished(results_dir, c.spec.name, c.task.name, c.seed)
-            or (ablate and not _has_ablations(results_dir, c))]
+    fp = cohort.fingerprint()
+    current = [is_finished(results_dir, c.spec.name, c.task.name, c.seed, data_fingerprint=fp,
+                           task_hash=c.task.content_hash()) for c in cells]
+    stale = [c for c, ok in zip(cells, current) if not ok and is_finished(results_dir, c.spec.name, c.task.name,
+                                                                           c.seed)]
+    todo = [c for c, ok in zip(cells, current) if force or not ok or (ablate and not _has_ablations(results_dir, c))]
+    if stale and not force:
+        console.print(f"[yellow]{len(stale)} result(s) were computed on other data or another task definition "
+                      "and will be recomputed[/]")
     if len(todo) < len(cells):
         console.print(f"{len(cells) - len(todo)} finished cell(s) kept (use --force to recompute)")
     failed = 0

@@ -30,7 +30,7 @@ from data_prep import synthetic_imaging as IM
 from data_prep import synthetic_sim as SIM
 from data_prep import synthetic_vocab as V
 
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.1.0"
 PREDICATES_FILE = Path(__file__).resolve().parent / "predicates" / "synthetic.yaml"
 SPLITS = (meds.train_split, meds.tuning_split, meds.held_out_split)
 SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
@@ -138,7 +138,7 @@ def simulate_shard(subject_ids: np.ndarray, seed: int, split: int, shard: int, *
     SIM.plan_t2d(S, r(_S_T2D))
     onc = CL.plan_oncology(S, r(_S_ONC), r(_S_LEAK))
     icu = CL.plan_icu(S, r(_S_ICU))
-    pe = CL.plan_pe(S, r(_S_PE))
+    pe = CL.plan_pe(S, r(_S_PE), onc)
     card = CL.plan_cardiac(S, r(_S_CARD))
     SIM.finish_follow_up(S)
 

@@ -24,6 +24,16 @@ MAX_CYCLES = 8
 LEAK_P = 0.3
 
 
+def _has(S: Shard, code: str, t: np.ndarray) -> np.ndarray:
+    """1.0 where the chronic condition ``code`` has started by time ``t`` (it is then coded at visits)."""
+    return (S.onset[:, V.CHRONIC_INDEX[code]] <= t).astype(float)
+
+
+def comorbidity(S: Shard, t: np.ndarray) -> np.ndarray:
+    """Number of the organ-failure conditions heart failure, COPD and CKD 3 started by time ``t``."""
+    return _has(S, "ICD10CM/I50.9", t) + _has(S, "ICD10CM/J44.9", t) + _has(S, "ICD10CM/N18.3", t)
+
+
 def _piecewise_exp(e: np.ndarray, rate: np.ndarray, t1: float, mult: float) -> np.ndarray:
     """Invert a piecewise-constant cumulative hazard: rate*mult until t1, rate afterwards.
 
@@ -54,9 +64,11 @@ def _choose_rows(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
 def plan_oncology(S: Shard, rng: np.random.Generator, rng_leak: np.random.Generator) -> dict:
     """Choose oncology patients, cancer site, dates, regimen and latent outcome times.
 
-    Hazards (per year, from treatment start; test oracle): death ~ exp(0.95 u + 0.4 (-z) + 0.3 age
-    + site), progression ~ exp(1.0 u + 0.25 (-z) + site), metastasis ~ exp(1.0 u + site); after two
-    years the death hazard drops to 40 % (survivors are the cured).  The leak coin comes from its own
+    Hazards (per year, from treatment start; test oracle): death ~ exp(0.95 u + 0.5 (-z) + 0.4 age
+    + 0.5 comorbidity + site), progression ~ exp(1.0 u + 0.4 (-z) + site), metastasis ~ exp(1.0 u +
+    site); after two years the death hazard drops to 40 % (survivors are the cured).  ``u`` is seen
+    by the staging CT and the biopsy WSI, the rest by the structured record (comorbidity = coded HF,
+    COPD, CKD at diagnosis).  The leak coin comes from its own
     stream, so it is independent of everything.
     """
     n = S.n
@@ -78,8 +90,8 @@ def plan_oncology(S: Shard, rng: np.random.Generator, rng_leak: np.random.Genera
     u, bad, age = S.u_onc, -S.z, S.age_std(t_dx)
     eff = _SITE_EFFECTS[site]
     met_dx = rng.random(n) < logistic(-2.6 + 0.9 * u)
-    rate_d = np.exp(-1.75 + 0.95 * u + 0.4 * bad + 0.3 * age + eff[:, 0])
-    rate_p = np.exp(-1.35 + 1.0 * u + 0.25 * bad + eff[:, 1])
+    rate_d = np.exp(-1.9 + 0.95 * u + 0.5 * bad + 0.4 * age + 0.5 * comorbidity(S, t_dx) + eff[:, 0])
+    rate_p = np.exp(-1.4 + 1.0 * u + 0.4 * bad + eff[:, 1])
     rate_m = np.exp(-1.85 + 1.0 * u + eff[:, 2])
     # death: hazard x2.5 in the first two years relative to later ones (cure plateau)
     t_death = t_tx + _piecewise_exp(rng.exponential(1.0, n), 0.4 * rate_d, 2.0, 2.5) * YEAR
@@ -347,15 +359,25 @@ def emit_icu(S: Shard, rng: np.random.Generator, ev: Events, P: dict) -> None:
 # pulmonary embolism and cardiac CT
 # ---------------------------------------------------------------------------------------------------
 
-def plan_pe(S: Shard, rng: np.random.Generator) -> dict:
-    """PE for ~10 %: CTPA + I26 at the same time; death hazard exp(0.95 u_pe + 0.4 (-z) + 0.5 age),
-    five times higher in the first 30 days.  u_pe (clot burden) is visible only in the CTPA
-    embedding; the I26 sub-code is chosen independently of it."""
+def plan_pe(S: Shard, rng: np.random.Generator, onc: dict) -> dict:
+    """PE for ~17 %: CTPA + I26 at the same time; death hazard exp(1.0 u_pe + 0.6 age + 0.4 (-z) +
+    0.9 active cancer + 0.7 HF + 0.5 COPD) (PESI-like risk factors), five times higher in the first
+    30 days.  u_pe (clot burden) is visible only in the CTPA embedding (the I26 sub-code is chosen
+    independently of it); the risk factors only in the structured record: the two halves of the
+    risk are of similar size, so a model needs both sources to approach the true risk.
+
+    Args:
+        S: the shard.
+        rng: this process's stream.
+        onc: the oncology plan (active cancer = diagnosed before the PE, within 3 years).
+    """
     n = S.n
-    member = rng.random(n) < logistic(-1.6 + 0.4 * S.age_std(S.start) + 0.3 * (-S.z))
+    member = rng.random(n) < logistic(-0.9 + 0.4 * S.age_std(S.start) + 0.3 * (-S.z))
     t, ok = S.window(rng, S.start + 0.5 * YEAR, S.end0 - 14.0)
     member &= ok & (S.age(t) >= 18.0)
-    rate = np.exp(-2.7 + 0.95 * S.u_pe + 0.4 * (-S.z) + 0.5 * S.age_std(t))
+    cancer = (onc["member"] & (onc["t_dx"] <= t) & (t - onc["t_dx"] <= 3.0 * YEAR)).astype(float)
+    rate = np.exp(-3.2 + 1.0 * S.u_pe + 0.6 * S.age_std(t) + 0.4 * (-S.z) + 0.9 * cancer
+                  + 0.7 * _has(S, "ICD10CM/I50.9", t) + 0.5 * _has(S, "ICD10CM/J44.9", t))
     t_death = t + _piecewise_exp(rng.exponential(1.0, n), rate, 30.0 / 365.25, 5.0) * YEAR
     S.deaths["pe"] = np.where(member, t_death, np.inf)
     return {"member": member, "t": t, "pre": (1.0 + 5.0 * rng.random(n)) * HOUR,
@@ -379,16 +401,16 @@ def emit_pe(S: Shard, rng: np.random.Generator, ev: Events, P: dict) -> dict:
 
 
 def plan_cardiac(S: Shard, rng: np.random.Generator) -> dict:
-    """Cardiac CT for ~12 % (age >= 40); MACE hazard exp(1.0 u_cac + 0.5 HTN + 0.4 HLD + 0.4 age +
-    0.2 (-z)); 15 % of MACE are fatal within 20 days.  Also a 3 % background MACE history in the
-    rest of the population (non-fatal)."""
+    """Cardiac CT for ~22 % (age >= 40); MACE hazard exp(1.0 u_cac + 1.0 HTN + 0.8 HLD + 0.7 age +
+    0.3 (-z)); 15 % of MACE are fatal within 20 days.  u_cac (coronary calcium) is visible only in
+    the cardiac CT embedding, the risk factors in the structured record, with halves of similar size.
+    Also a 3 % background MACE history in the rest of the population (non-fatal)."""
     n = S.n
-    member = rng.random(n) < logistic(-1.0 + 0.5 * S.age_std(S.start))
+    member = rng.random(n) < logistic(-0.2 + 0.5 * S.age_std(S.start))
     t, ok = S.window(rng, S.start + 0.5 * YEAR, S.end0 - 14.0)
     member &= ok & (S.age(t) >= 40.0)
-    htn = (S.onset[:, V.CHRONIC_INDEX["ICD10CM/I10"]] <= t).astype(float)
-    hld = (S.onset[:, V.CHRONIC_INDEX["ICD10CM/E78.5"]] <= t).astype(float)
-    rate = np.exp(-2.75 + 1.0 * S.u_cac + 0.5 * htn + 0.4 * hld + 0.4 * S.age_std(t) + 0.2 * (-S.z))
+    htn, hld = _has(S, "ICD10CM/I10", t), _has(S, "ICD10CM/E78.5", t)
+    rate = np.exp(-3.1 + 1.0 * S.u_cac + 1.0 * htn + 0.8 * hld + 0.7 * S.age_std(t) + 0.3 * (-S.z))
     t_mace = t + 1.0 + rng.exponential(1.0, n) / rate * YEAR
     fatal = rng.random(n) < 0.15
     S.deaths["mace"] = np.where(member & fatal, t_mace + 20.0 * rng.random(n), np.inf)

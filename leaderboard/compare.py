@@ -4,7 +4,9 @@ For every task both models have results for (newest common task version, lowest 
 status ok), the two prediction files are joined on (subject_id, prediction_time) and compared
 with a paired subject bootstrap (`benchmark.stats`, 2000 resamples): AUROC and AUPRC (binary, plus
 the precision difference on a recall grid), macro AUROC (multilabel), Harrell's C-index (survival),
-MAE (regression). Deltas are A - B. Discrimination deltas (AUROC, macro AUROC, C-index: all
+MAE (regression). Deltas are A - B. `--b x,y,z` compares A with the best of several models per
+task (chosen on the held-out metric, so in B's favour), e.g. a fusion model against the best
+single-modality probe. Discrimination deltas (AUROC, macro AUROC, C-index: all
 concordance probabilities) are pooled across tasks by fixed-effect and DerSimonian-Laird
 random-effects meta-analysis, AUPRC deltas separately; MAE is not pooled (its scale differs by
 task).
@@ -96,101 +98,91 @@ def _pair(ra: list[dict], rb: list[dict]) -> tuple[dict, dict] | str:
     return sa[seeds[0]], sb[seeds[0]]
 
 
+def parse_b(b: str) -> list[str]:
+    """Model B of a comparison: one model, or a comma-separated list meaning "per task, the best of
+    these" (duplicates dropped, order kept)."""
+    names = list(dict.fromkeys(x.strip() for x in b.split(",") if x.strip()))
+    if not names:
+        raise UserError("no model given", field="--b", fix="pass a model name, or several separated by commas")
+    return names
+
+
+def b_label(b: str) -> str:
+    """Display name of model B: the model, or "best of (x, y)" for a list."""
+    names = parse_b(b)
+    return names[0] if len(names) == 1 else "best of (" + ", ".join(names) + ")"
+
+
 def compare(results_dir: Path, a: str, b: str, tasks: str | None = "all", *, n_boot: int = 2000, seed: int = 0,
             level: float = 0.95) -> dict[str, Any]:
     """Paired comparison of models A and B on every common task, and meta-analysis across tasks.
 
+    B may be several models ("probe_ct,probe_structured,probe_wsi"): then, per task, B is the one of
+    them with the best main metric (the first of the task kind: AUROC, macro AUROC, C-index, MAE) on
+    the held-out rows it shares with A. The choice is made on the same held-out data, so it favours B
+    (A is compared against the single source that happened to do best there): a conservative test of
+    "A beats the best of these". Each row names the model chosen (`model_b`).
+
     Args:
         results_dir: the results folder.
         a: model A.
-        b: model B.
+        b: model B, or a comma-separated list of candidates (best per task).
         tasks: "all", or comma-separated task names / family prefixes.
         n_boot: paired bootstrap replicates.
         seed: bootstrap seed.
         level: CI coverage.
 
     Returns:
-        {"a", "b", "rows": [per task and metric: value_a, value_b, delta, ci_low, ci_high, p_value, se,
-        n_rows, n_subjects, seed, task_version, favours], "skipped": [{task, reason}],
-        "meta": {"discrimination"|"auprc": MetaResult dict or None}, "pr_curves": {task: dict},
-        "n_boot", "level"}.
+        {"a", "b" (display name), "b_models", "rows": [per task and metric: model_b, value_a, value_b,
+        delta, ci_low, ci_high, p_value, se, n_rows, n_subjects, seed, task_version, favours],
+        "skipped": [{task, reason}], "meta": {"discrimination"|"auprc": MetaResult dict or None},
+        "pr_curves": {task: dict}, "n_boot", "level"}.
 
     Raises:
-        UserError: a model has no results, or the two share no task.
+        UserError: a model has no results, or A shares no task with any B.
     """
-    import polars as pl
-
-    from benchmark.metrics.binary import DegenerateInputError
-    from benchmark.stats import meta_analysis, paired_bootstrap, precision_difference_curve
+    from benchmark.stats import meta_analysis
 
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise UserError("results folder not found", file=results_dir, field="--results",
                         fix="pass the folder that holds the result files")
-    recs_a, recs_b = _ok_records(results_dir, a), _ok_records(results_dir, b)
-    for name, recs, flag in ((a, recs_a, "--a"), (b, recs_b, "--b")):
+    b_models = parse_b(b)
+    recs_a = _ok_records(results_dir, a)
+    recs_b = {m: _ok_records(results_dir, m) for m in b_models}
+    for name, recs, flag in ((a, recs_a, "--a"), *((m, recs_b[m], "--b") for m in b_models)):
         if not recs:
             known = sorted({r["model"] for r in load_records(results_dir)[0]})
             raise UserError(f"no finished results for model {name!r}", file=results_dir, field=flag,
                             fix="choose from: " + (", ".join(known)
                                                    or "(no results yet: run `python -m benchmark run`)"))
-    chosen = select_tasks(sorted(set(recs_a) & set(recs_b)), tasks)
+    label = b_label(b)
+    chosen = select_tasks(sorted(set(recs_a) & set().union(*(set(r) for r in recs_b.values()))), tasks)
     if not chosen:
-        raise UserError(f"models {a!r} and {b!r} have no finished task in common"
+        raise UserError(f"models {a!r} and {label!r} have no finished task in common"
                         + (f" among {tasks!r}" if tasks and tasks != "all" else ""), field="--tasks",
                         fix="run both models on the same tasks, or widen --tasks")
     rows, skipped, curves = [], [], {}
     for task in chosen:
-        pair = _pair(recs_a[task], recs_b[task])
-        if isinstance(pair, str):
-            skipped.append({"task": task, "reason": pair})
-            continue
-        ra, rb = pair
-        kind = str(ra.get("task_kind") or "")
-        if kind not in METRICS_BY_KIND:
-            skipped.append({"task": task, "reason": f"unknown task kind {kind!r}"})
-            continue
-        try:
-            fa, fb = pl.read_parquet(ra["_pred"]), pl.read_parquet(rb["_pred"])
-            labels = _label_columns(kind, fa.columns)
-            # B's columns get a prefix no prediction column has, so A's names stay as they are
-            fb = fb.select(["subject_id", "prediction_time", *labels,
-                            *[c for c in fb.columns if c.startswith("predicted_")]])
-            fb = fb.rename({c: _B + c for c in fb.columns if c not in ("subject_id", "prediction_time")})
-            j = fa.join(fb, on=["subject_id", "prediction_time"], how="inner")
-        except Exception as e:  # noqa: BLE001 - one bad file skips one task
-            skipped.append({"task": task, "reason": f"predictions could not be read or joined ({type(e).__name__})"})
-            continue
-        if j.height == 0:
-            skipped.append({"task": task, "reason": "the two prediction files share no (subject, time) row"})
-            continue
-        if any(not j[c].equals(j[_B + c]) for c in labels):
-            skipped.append({"task": task, "reason": "labels differ between the two files (different data?)"})
-            continue
-        y, sa = _arrays(kind, j)
-        _, sb = _arrays(kind, j, _B)
-        sid = j["subject_id"].to_numpy()
-        for metric in METRICS_BY_KIND[kind]:
-            try:
-                pr = paired_bootstrap(y, sa, sb, sid, metric=metric, n_boot=n_boot, seed=seed, level=level)
-            except DegenerateInputError as e:
-                skipped.append({"task": task, "reason": f"{metric}: {e}"})
+        best = None
+        reasons = []
+        for m in b_models:
+            if task not in recs_b[m]:
                 continue
-            lower_better = metric == "mae"
-            favours = None
-            if math.isfinite(pr.ci_low) and (pr.ci_low > 0 or pr.ci_high < 0):
-                favours = (a if pr.delta > 0 else b) if not lower_better else (b if pr.delta > 0 else a)
-            rows.append({"task": task, "kind": kind, "metric": metric, "value_a": pr.value_a, "value_b": pr.value_b,
-                         "delta": pr.delta, "mean_delta": pr.mean_delta, "ci_low": pr.ci_low, "ci_high": pr.ci_high,
-                         "p_value": pr.p_value, "se": pr.se, "n_rows": pr.n_rows, "n_subjects": pr.n_subjects,
-                         "seed": _int(ra.get("seed")), "task_version": _int(ra.get("task_version")),
-                         "favours": favours, "method": pr.method})
-        if kind == "binary":
-            try:
-                curves[task] = precision_difference_curve(y, sa, sb, sid, n_boot=n_boot, seed=seed,
-                                                          level=level).to_dict()
-            except DegenerateInputError:
-                pass
+            out = _task_rows(task, a, m, recs_a[task], recs_b[m][task], n_boot=n_boot, seed=seed, level=level)
+            if isinstance(out, str):
+                reasons.append(out if len(b_models) == 1 else f"{m}: {out}")
+                continue
+            if best is None or _better(out[0], best[0]):
+                best = out
+        if best is None:
+            skipped.append({"task": task, "reason": "; ".join(reasons)})
+            continue
+        task_rows, task_skipped, curve = best
+        rows += task_rows
+        skipped += task_skipped
+        if curve is not None:
+            curves[task] = curve
     meta: dict[str, Any] = {}
     for name, metrics in POOLED.items():
         sel = [r for r in rows if r["metric"] in metrics]
@@ -203,8 +195,75 @@ def compare(results_dir: Path, a: str, b: str, tasks: str | None = "all", *, n_b
             meta[name] = m
         except ValueError as e:
             meta[name] = {"error": str(e), "tasks": [r["task"] for r in sel]}
-    return {"a": a, "b": b, "rows": rows, "skipped": skipped, "meta": meta, "pr_curves": curves,
-            "n_boot": n_boot, "level": level, "tasks": tasks or "all"}
+    return {"a": a, "b": label, "b_models": b_models, "rows": rows, "skipped": skipped, "meta": meta,
+            "pr_curves": curves, "n_boot": n_boot, "level": level, "tasks": tasks or "all"}
+
+
+def _better(rows_new: list[dict], rows_old: list[dict]) -> bool:
+    """Whether a candidate B's main metric (its first row) beats the current best's."""
+    if not rows_new:
+        return False
+    if not rows_old:
+        return True
+    new, old = rows_new[0]["value_b"], rows_old[0]["value_b"]
+    return new < old if rows_new[0]["metric"] == "mae" else new > old
+
+
+def _task_rows(task: str, a: str, b: str, ra_list: list[dict], rb_list: list[dict], *, n_boot: int, seed: int,
+               level: float) -> tuple[list[dict], list[dict], dict | None] | str:
+    """Paired rows of one task for A against one model B: (rows, skipped metrics, PR-difference curve),
+    or the reason the task cannot be compared."""
+    import polars as pl
+
+    from benchmark.metrics.binary import DegenerateInputError
+    from benchmark.stats import paired_bootstrap, precision_difference_curve
+
+    pair = _pair(ra_list, rb_list)
+    if isinstance(pair, str):
+        return pair
+    ra, rb = pair
+    kind = str(ra.get("task_kind") or "")
+    if kind not in METRICS_BY_KIND:
+        return f"unknown task kind {kind!r}"
+    try:
+        fa, fb = pl.read_parquet(ra["_pred"]), pl.read_parquet(rb["_pred"])
+        labels = _label_columns(kind, fa.columns)
+        # B's columns get a prefix no prediction column has, so A's names stay as they are
+        fb = fb.select(["subject_id", "prediction_time", *labels,
+                        *[c for c in fb.columns if c.startswith("predicted_")]])
+        fb = fb.rename({c: _B + c for c in fb.columns if c not in ("subject_id", "prediction_time")})
+        j = fa.join(fb, on=["subject_id", "prediction_time"], how="inner")
+    except Exception as e:  # noqa: BLE001 - one bad file skips one task
+        return f"predictions could not be read or joined ({type(e).__name__})"
+    if j.height == 0:
+        return "the two prediction files share no (subject, time) row"
+    if any(not j[c].equals(j[_B + c]) for c in labels):
+        return "labels differ between the two files (different data?)"
+    y, sa = _arrays(kind, j)
+    _, sb = _arrays(kind, j, _B)
+    sid = j["subject_id"].to_numpy()
+    rows, skipped, curve = [], [], None
+    for metric in METRICS_BY_KIND[kind]:
+        try:
+            pr = paired_bootstrap(y, sa, sb, sid, metric=metric, n_boot=n_boot, seed=seed, level=level)
+        except DegenerateInputError as e:
+            skipped.append({"task": task, "reason": f"{metric}: {e}"})
+            continue
+        lower_better = metric == "mae"
+        favours = None
+        if math.isfinite(pr.ci_low) and (pr.ci_low > 0 or pr.ci_high < 0):
+            favours = (a if pr.delta > 0 else b) if not lower_better else (b if pr.delta > 0 else a)
+        rows.append({"task": task, "kind": kind, "metric": metric, "model_b": b, "value_a": pr.value_a,
+                     "value_b": pr.value_b, "delta": pr.delta, "mean_delta": pr.mean_delta, "ci_low": pr.ci_low,
+                     "ci_high": pr.ci_high, "p_value": pr.p_value, "se": pr.se, "n_rows": pr.n_rows,
+                     "n_subjects": pr.n_subjects, "seed": _int(ra.get("seed")),
+                     "task_version": _int(ra.get("task_version")), "favours": favours, "method": pr.method})
+    if kind == "binary":
+        try:
+            curve = precision_difference_curve(y, sa, sb, sid, n_boot=n_boot, seed=seed, level=level).to_dict()
+        except DegenerateInputError:
+            pass
+    return rows, skipped, curve
 
 
 def _p(p: float) -> str:
@@ -265,11 +324,13 @@ def _print_table(res: dict[str, Any]) -> None:
     from rich.table import Table
     console = Console(highlight=False)
     t = Table(title=f"{res['a']} (A) vs {res['b']} (B): paired bootstrap, {res['n_boot']} resamples, delta = A - B")
-    for col in ("task", "metric", "A", "B", "delta", "95% CI", "p", "favours"):
+    several = len(res.get("b_models", [])) > 1
+    for col in ("task", "metric", *(("B model",) if several else ()), "A", "B", "delta", "95% CI", "p", "favours"):
         t.add_column(col)
     for r in res["rows"]:
-        t.add_row(r["task"], DISPLAY[r["metric"]], fmt(r["value_a"]), fmt(r["value_b"]), _d(r["delta"]),
-                  f"[{_d(r['ci_low'])}, {_d(r['ci_high'])}]", _p(r["p_value"]), r["favours"] or "\u2014")
+        t.add_row(r["task"], DISPLAY[r["metric"]], *((r["model_b"],) if several else ()), fmt(r["value_a"]),
+                  fmt(r["value_b"]), _d(r["delta"]), f"[{_d(r['ci_low'])}, {_d(r['ci_high'])}]", _p(r["p_value"]),
+                  r["favours"] or "\u2014")
     console.print(t)
     for name in POOLED:
         m = res["meta"].get(name)
@@ -297,13 +358,15 @@ def output_path(results_dir: Path, a: str, b: str, out: str | None) -> Path:
     Args:
         results_dir: the results folder.
         a: model A.
-        b: model B.
+        b: model B (or a comma-separated list: "best-of-x-y").
         out: --out: a file ending in .html, a folder, or None (<results>/leaderboard).
 
     Returns:
         The HTML path.
     """
-    name = f"compare-{slug(a)}-vs-{slug(b)}.html"
+    names = parse_b(b)
+    bname = names[0] if len(names) == 1 else "best-of-" + "-".join(names)
+    name = f"compare-{slug(a)}-vs-{slug(bname)}.html"
     if out:
         p = Path(out)
         return p if p.suffix == ".html" else p / name

@@ -507,3 +507,35 @@ def test_compare_cli_n_boot_and_seed(fake, tmp_path, capsys):
               "--out", str(tmp_path / "d.html")])
     assert e.value.code == 2 and "at least 100" in capsys.readouterr().err
     assert not (tmp_path / "d.html").exists()
+
+
+def test_compare_against_best_of_several(fake, tmp_path):
+    """`--b x,y`: per task, B is whichever of x, y has the best main metric on the shared held-out rows,
+    and every row equals the plain A-vs-that-model comparison (the oracle: one `compare` per model)."""
+    from leaderboard.compare import compare, compare_cli
+    root, _ = fake
+    cands = ["gbdt", "mehrt-tiny", "fusion"]
+    best = compare(root, "mehrt-small", ",".join(cands), tasks="all", n_boot=200)
+    single = {m: compare(root, "mehrt-small", m, tasks="all", n_boot=200) for m in cands}
+    assert best["b"] == "best of (gbdt, mehrt-tiny, fusion)" and best["b_models"] == cands
+    tasks = sorted({r["task"] for r in best["rows"]})
+    assert tasks and len(tasks) == len(set().union(*({r["task"] for r in s["rows"]} for s in single.values())))
+    for task in tasks:
+        rows = [r for r in best["rows"] if r["task"] == task]
+        main = rows[0]
+        have = {m: [r for r in s["rows"] if r["task"] == task] for m, s in single.items()}
+        have = {m: rs for m, rs in have.items() if rs}
+        vals = {m: rs[0]["value_b"] for m, rs in have.items()}
+        expect = (min if main["metric"] == "mae" else max)(vals, key=vals.get)
+        assert main["model_b"] == expect, (task, vals)
+        for r, o in zip(rows, have[expect]):
+            assert (r["metric"], r["delta"], r["ci_low"], r["ci_high"]) == (o["metric"], o["delta"], o["ci_low"],
+                                                                            o["ci_high"])
+    # a listed model without results is refused by name, like a single B
+    with pytest.raises(Exception, match="nope"):
+        compare(root, "mehrt-small", "gbdt,nope", n_boot=50)
+    out = tmp_path / "c"
+    assert compare_cli(SimpleNamespace(a="mehrt-small", b="gbdt, fusion", tasks="all", results=str(root),
+                                       out=str(out), n_boot=100)) == 0
+    html = (out / "compare-mehrt-small-vs-best-of-gbdt-fusion.html").read_text()
+    assert "B model" in html and "best of (gbdt, fusion)" in html

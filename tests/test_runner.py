@@ -127,3 +127,27 @@ def test_failing_cell_is_recorded_and_the_run_goes_on(small_cohort, tmp_path, mo
     good = json.loads((tmp_path / "logistic_regression/oncology/mortality_1y/seed0.json").read_text())
     assert good["status"] == "ok"
     assert not (tmp_path / "boom/oncology/mortality_1y/seed0.predictions.parquet").exists()
+
+
+def test_results_of_other_data_or_task_definition_are_recomputed(small_cohort, tmp_path, cache_env):
+    """Resuming keeps a finished cell only when it was computed on this cohort and this task
+    definition: a result whose provenance names another data fingerprint (a regenerated cohort) or
+    another task hash (an edited YAML) is recomputed, and the run says why."""
+    out = tmp_path / "res"
+    args = ("run", "--model", "logistic_regression", "--task", "oncology/mortality_1y,oncology/transfusion_1y",
+            "--data", str(small_cohort.root), "--results", str(out), "--budget", "smoke")
+    assert run_cli(*args, env=cache_env).returncode == 0
+    cells = sorted(out.rglob("seed0.json"))
+    assert len(cells) == 2
+    for j, key in zip(cells, ("data_fingerprint", "task_hash")):
+        rec = json.loads(j.read_text())
+        rec["provenance"][key] = "something-else"
+        j.write_text(json.dumps(rec))
+    r = run_cli(*args, env=cache_env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "2 result(s) were computed on other data or another task definition" in r.stdout
+    for j in cells:
+        prov = json.loads(j.read_text())["provenance"]
+        assert "something-else" not in (prov["data_fingerprint"], prov["task_hash"])
+    r = run_cli(*args, env=cache_env)                       # now current: kept
+    assert "2 finished cell(s) kept" in r.stdout and "other data" not in r.stdout
