@@ -52,8 +52,8 @@ def select_tasks(names: list[str], spec: str | None) -> list[str]:
     return sorted(n for n in names if any(n == p or n.startswith(p + "/") for p in parts))
 
 
-def _ok_records(results_dir: Path, model: str) -> dict[str, list[dict]]:
-    recs, _ = load_records(results_dir)
+def _ok_records(recs: list[dict], model: str) -> dict[str, list[dict]]:
+    """The finished (status ok, predictions on disk) records of one model, by task."""
     out: dict[str, list[dict]] = {}
     for r in recs:
         if r["model"] == model and r.get("status") == "ok" and r["_pred"].exists():
@@ -148,11 +148,12 @@ def compare(results_dir: Path, a: str, b: str, tasks: str | None = "all", *, n_b
         raise UserError("results folder not found", file=results_dir, field="--results",
                         fix="pass the folder that holds the result files")
     b_models = parse_b(b)
-    recs_a = _ok_records(results_dir, a)
-    recs_b = {m: _ok_records(results_dir, m) for m in b_models}
+    all_recs, _ = load_records(results_dir)
+    recs_a = _ok_records(all_recs, a)
+    recs_b = {m: _ok_records(all_recs, m) for m in b_models}
     for name, recs, flag in ((a, recs_a, "--a"), *((m, recs_b[m], "--b") for m in b_models)):
         if not recs:
-            known = sorted({r["model"] for r in load_records(results_dir)[0]})
+            known = sorted({r["model"] for r in all_recs})
             raise UserError(f"no finished results for model {name!r}", file=results_dir, field=flag,
                             fix="choose from: " + (", ".join(known)
                                                    or "(no results yet: run `python -m benchmark run`)"))
@@ -164,21 +165,23 @@ def compare(results_dir: Path, a: str, b: str, tasks: str | None = "all", *, n_b
                         fix="run both models on the same tasks, or widen --tasks")
     rows, skipped, curves = [], [], {}
     for task in chosen:
-        best = None
-        reasons = []
+        # join A with every candidate B; choose on B's point main metric, then bootstrap only that one
+        best, best_value, reasons = None, None, []
         for m in b_models:
             if task not in recs_b[m]:
                 continue
-            out = _task_rows(task, a, m, recs_a[task], recs_b[m][task], n_boot=n_boot, seed=seed, level=level)
-            if isinstance(out, str):
-                reasons.append(out if len(b_models) == 1 else f"{m}: {out}")
+            joined = _joined(recs_a[task], recs_b[m][task])
+            if isinstance(joined, str):
+                reasons.append(joined if len(b_models) == 1 else f"{m}: {joined}")
                 continue
-            if best is None or _better(out[0], best[0]):
-                best = out
+            value = _main_value_b(joined)
+            if best is None or (value is not None and (best_value is None or _better(joined["kind"], value,
+                                                                                       best_value))):
+                best, best_value = (m, joined), value
         if best is None:
             skipped.append({"task": task, "reason": "; ".join(reasons)})
             continue
-        task_rows, task_skipped, curve = best
+        task_rows, task_skipped, curve = _task_rows(task, a, *best, n_boot=n_boot, seed=seed, level=level)
         rows += task_rows
         skipped += task_skipped
         if curve is not None:
@@ -199,24 +202,15 @@ def compare(results_dir: Path, a: str, b: str, tasks: str | None = "all", *, n_b
             "pr_curves": curves, "n_boot": n_boot, "level": level, "tasks": tasks or "all"}
 
 
-def _better(rows_new: list[dict], rows_old: list[dict]) -> bool:
-    """Whether a candidate B's main metric (its first row) beats the current best's."""
-    if not rows_new:
-        return False
-    if not rows_old:
-        return True
-    new, old = rows_new[0]["value_b"], rows_old[0]["value_b"]
-    return new < old if rows_new[0]["metric"] == "mae" else new > old
+def _better(kind: str, new: float, old: float) -> bool:
+    """Whether main-metric value `new` beats `old` (MAE: lower is better)."""
+    return new < old if METRICS_BY_KIND[kind][0] == "mae" else new > old
 
 
-def _task_rows(task: str, a: str, b: str, ra_list: list[dict], rb_list: list[dict], *, n_boot: int, seed: int,
-               level: float) -> tuple[list[dict], list[dict], dict | None] | str:
-    """Paired rows of one task for A against one model B: (rows, skipped metrics, PR-difference curve),
-    or the reason the task cannot be compared."""
+def _joined(ra_list: list[dict], rb_list: list[dict]) -> dict | str:
+    """A's and B's held-out predictions of one task on their shared rows: {ra, kind, y, sa, sb, sid},
+    or the reason they cannot be compared."""
     import polars as pl
-
-    from benchmark.metrics.binary import DegenerateInputError
-    from benchmark.stats import paired_bootstrap, precision_difference_curve
 
     pair = _pair(ra_list, rb_list)
     if isinstance(pair, str):
@@ -241,7 +235,33 @@ def _task_rows(task: str, a: str, b: str, ra_list: list[dict], rb_list: list[dic
         return "labels differ between the two files (different data?)"
     y, sa = _arrays(kind, j)
     _, sb = _arrays(kind, j, _B)
-    sid = j["subject_id"].to_numpy()
+    return {"ra": ra, "kind": kind, "y": y, "sa": sa, "sb": sb, "sid": j["subject_id"].to_numpy()}
+
+
+def _main_value_b(joined: dict) -> float | None:
+    """B's main metric (the kind's first) on the shared rows, as `paired_bootstrap` reports it as
+    value_b; None where it is undefined."""
+    from benchmark.metrics.binary import DegenerateInputError
+    from benchmark.metrics.bootstrap import subject_index
+    from benchmark.stats import metric_kernel
+
+    rs, n_subjects = subject_index(joined["sid"], len(joined["sid"]))
+    try:
+        k = metric_kernel(METRICS_BY_KIND[joined["kind"]][0], joined["y"], joined["sb"], rs)
+    except DegenerateInputError:
+        return None
+    v = float(np.asarray(k(np.ones((1, n_subjects), dtype=np.int64))).ravel()[0])
+    return v if math.isfinite(v) else None
+
+
+def _task_rows(task: str, a: str, b: str, joined: dict, *, n_boot: int, seed: int,
+               level: float) -> tuple[list[dict], list[dict], dict | None]:
+    """Paired rows of one task for A against one model B on their joined predictions: (rows, skipped
+    metrics, PR-difference curve)."""
+    from benchmark.metrics.binary import DegenerateInputError
+    from benchmark.stats import paired_bootstrap, precision_difference_curve
+
+    ra, kind, y, sa, sb, sid = (joined[k] for k in ("ra", "kind", "y", "sa", "sb", "sid"))
     rows, skipped, curve = [], [], None
     for metric in METRICS_BY_KIND[kind]:
         try:
