@@ -28,11 +28,11 @@ def cell_paths(results_dir: Path, model: str, task: str, seed: int) -> tuple[Pat
     return d / f"seed{seed}.json", d / f"seed{seed}.predictions.parquet"
 
 
-def is_finished(results_dir: Path, model: str, task: str, seed: int, *, data_fingerprint: str | None = None,
-                task_hash: str | None = None) -> bool:
-    """A cell is finished when its JSON exists and parses with status ok/refused, and (when given) it
-    was computed on the same data and the same task definition: a result of a regenerated cohort or an
-    edited task YAML is stale, not finished.
+def cell_state(results_dir: Path, model: str, task: str, seed: int, *, data_fingerprint: str | None = None,
+               task_hash: str | None = None) -> str:
+    """Whether a cell needs computing: "missing" (no JSON, unreadable, or not status ok/refused),
+    "stale" (finished, but on other data or another task definition: a regenerated cohort or an
+    edited task YAML) or "current".
 
     Args:
         results_dir: the results folder.
@@ -44,13 +44,13 @@ def is_finished(results_dir: Path, model: str, task: str, seed: int, *, data_fin
     try:
         rec = json.loads(j.read_text())
     except (OSError, ValueError):
-        return False
+        return "missing"
     if rec.get("status") not in {"ok", "refused"}:
-        return False
+        return "missing"
     prov = rec.get("provenance") or {}
     if data_fingerprint is not None and prov.get("data_fingerprint") != data_fingerprint:
-        return False
-    return task_hash is None or prov.get("task_hash") == task_hash
+        return "stale"
+    return "stale" if task_hash is not None and prov.get("task_hash") != task_hash else "current"
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -25,7 +25,7 @@ from benchmark.labels import TaskNotApplicable, extract_labels
 from benchmark.model_api import BUDGETS, Prediction, TaskData
 from benchmark.paths import cache_dir
 from benchmark.registry import ModelSpec, get_model
-from benchmark.results import (SCHEMA_VERSION, cell_paths, git_sha, hardware, is_finished, lockfile_hash,
+from benchmark.results import (SCHEMA_VERSION, cell_paths, cell_state, git_sha, hardware, lockfile_hash,
                                write_predictions, write_result)
 from benchmark.task_registry import select_tasks
 from benchmark.taskspec import TaskSpec
@@ -233,11 +233,11 @@ def run_grid(models: str, tasks: str, cohort: Cohort, results_dir: Path, seeds: 
     for m, t, why in skipped:
         console.print(f"[yellow]skip {m} on {t}[/]: {why}")
     fp = cohort.fingerprint()
-    current = [is_finished(results_dir, c.spec.name, c.task.name, c.seed, data_fingerprint=fp,
-                           task_hash=c.task.content_hash()) for c in cells]
-    stale = [c for c, ok in zip(cells, current) if not ok and is_finished(results_dir, c.spec.name, c.task.name,
-                                                                           c.seed)]
-    todo = [c for c, ok in zip(cells, current) if force or not ok or (ablate and not _has_ablations(results_dir, c))]
+    states = [cell_state(results_dir, c.spec.name, c.task.name, c.seed, data_fingerprint=fp,
+                         task_hash=c.task.content_hash()) for c in cells]
+    stale = [c for c, st in zip(cells, states) if st == "stale"]
+    todo = [c for c, st in zip(cells, states)
+            if force or st != "current" or (ablate and not _has_ablations(results_dir, c))]
     if stale and not force:
         console.print(f"[yellow]{len(stale)} result(s) were computed on other data or another task definition "
                       "and will be recomputed[/]")
