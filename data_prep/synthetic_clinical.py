@@ -24,14 +24,9 @@ MAX_CYCLES = 8
 LEAK_P = 0.3
 
 
-def _has(S: Shard, code: str, t: np.ndarray) -> np.ndarray:
-    """1.0 where the chronic condition ``code`` has started by time ``t`` (it is then coded at visits)."""
-    return (S.onset[:, V.CHRONIC_INDEX[code]] <= t).astype(float)
-
-
 def comorbidity(S: Shard, t: np.ndarray) -> np.ndarray:
     """Number of the organ-failure conditions heart failure, COPD and CKD 3 started by time ``t``."""
-    return _has(S, "ICD10CM/I50.9", t) + _has(S, "ICD10CM/J44.9", t) + _has(S, "ICD10CM/N18.3", t)
+    return S.has("ICD10CM/I50.9", t) + S.has("ICD10CM/J44.9", t) + S.has("ICD10CM/N18.3", t)
 
 
 def _piecewise_exp(e: np.ndarray, rate: np.ndarray, t1: float, mult: float) -> np.ndarray:
@@ -377,7 +372,7 @@ def plan_pe(S: Shard, rng: np.random.Generator, onc: dict) -> dict:
     member &= ok & (S.age(t) >= 18.0)
     cancer = (onc["member"] & (onc["t_dx"] <= t) & (t - onc["t_dx"] <= 3.0 * YEAR)).astype(float)
     rate = np.exp(-3.2 + 1.0 * S.u_pe + 0.6 * S.age_std(t) + 0.4 * (-S.z) + 0.9 * cancer
-                  + 0.7 * _has(S, "ICD10CM/I50.9", t) + 0.5 * _has(S, "ICD10CM/J44.9", t))
+                  + 0.7 * S.has("ICD10CM/I50.9", t) + 0.5 * S.has("ICD10CM/J44.9", t))
     t_death = t + _piecewise_exp(rng.exponential(1.0, n), rate, 30.0 / 365.25, 5.0) * YEAR
     S.deaths["pe"] = np.where(member, t_death, np.inf)
     return {"member": member, "t": t, "pre": (1.0 + 5.0 * rng.random(n)) * HOUR,
@@ -409,7 +404,7 @@ def plan_cardiac(S: Shard, rng: np.random.Generator) -> dict:
     member = rng.random(n) < logistic(-0.2 + 0.5 * S.age_std(S.start))
     t, ok = S.window(rng, S.start + 0.5 * YEAR, S.end0 - 14.0)
     member &= ok & (S.age(t) >= 40.0)
-    htn, hld = _has(S, "ICD10CM/I10", t), _has(S, "ICD10CM/E78.5", t)
+    htn, hld = S.has("ICD10CM/I10", t), S.has("ICD10CM/E78.5", t)
     rate = np.exp(-3.1 + 1.0 * S.u_cac + 1.0 * htn + 0.8 * hld + 0.7 * S.age_std(t) + 0.3 * (-S.z))
     t_mace = t + 1.0 + rng.exponential(1.0, n) / rate * YEAR
     fatal = rng.random(n) < 0.15

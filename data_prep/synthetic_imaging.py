@@ -93,7 +93,7 @@ def _prob_findings(rng: np.random.Generator, S: Shard, subj: np.ndarray, t: np.n
     """Draw the 14 CheXpert-style labels per study from the latents (test oracle, not medicine)."""
     m = subj.size
     bad = -S.z[subj]
-    hf = (S.onset[subj, V.CHRONIC_INDEX["ICD10CM/I50.9"]] <= t).astype(float)
+    hf = S.has("ICD10CM/I50.9", t, subj)
     age = S.age_std(t, subj)
     icu = icu.astype(float)
     y = np.zeros((m, N_FIND), dtype=np.int8)

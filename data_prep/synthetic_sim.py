@@ -202,6 +202,12 @@ class Shard:
         """Standardised age ((age - 60) / 15), the scale every hazard uses."""
         return (self.age(t, idx) - 60.0) / 15.0
 
+    def has(self, code: str, t: np.ndarray, idx: np.ndarray | None = None) -> np.ndarray:
+        """1.0 where chronic condition ``code`` has started by time ``t`` (then it is coded at visits),
+        for subjects ``idx`` (all subjects when None)."""
+        onset = self.onset[:, V.CHRONIC_INDEX[code]]
+        return ((onset if idx is None else onset[idx]) <= t).astype(float)
+
     def window(self, rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Uniform time in [lo, hi] per subject, with a mask of subjects whose window is non-empty."""
         ok = hi > lo
@@ -337,13 +343,11 @@ def lab_values(S: Shard, rng: np.random.Generator, name: str, subj: np.ndarray, 
     if name == "heart_rate":
         return 72.0 + 3.0 * (-S.z[subj]) + 8.0 * eps
     if name == "map":
-        htn = S.onset[subj, V.CHRONIC_INDEX["ICD10CM/I10"]] <= t
-        return 90.0 + 6.0 * htn + 7.0 * eps
+        return 90.0 + 6.0 * S.has("ICD10CM/I10", t, subj) + 7.0 * eps
     if name == "temperature":
         return 36.8 + 0.22 * np.clip(eps, -3, 3)
     if name == "spo2":
-        copd = S.onset[subj, V.CHRONIC_INDEX["ICD10CM/J44.9"]] <= t
-        return np.minimum(97.6 - 2.5 * copd + 0.9 * eps, 100.0)
+        return np.minimum(97.6 - 2.5 * S.has("ICD10CM/J44.9", t, subj) + 0.9 * eps, 100.0)
     if name == "resp_rate":
         return 15.0 + 1.8 * eps
     if name == "lactate":
