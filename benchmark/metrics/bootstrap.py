@@ -33,6 +33,9 @@ from benchmark.metrics.binary import (
 
 N_BOOT = 1000
 LEVEL = 0.95
+# Fewest subjects of the rarer outcome class (positives / negatives, events) for which a CI or a
+# paired p-value is reported; below it the point value is shown with "CI not reported".
+MIN_CI_SUBJECTS = 10
 # Elements per (replicates x rows) block of one kernel call (a few MB: stays in cache).
 _BLOCK_ELEMENTS = 400_000
 
