@@ -21,6 +21,14 @@ the parity differences. Multilabel groups use only labels with at least 10 posit
 negative subjects in the group. When any group of an attribute is suppressed, the other groups'
 counts are withheld too (otherwise n_test minus the shown counts would give the suppressed
 group's size). The block holds aggregates only: no subject ids, times or single-patient values.
+
+Small cells (rates x counts): a group's selection rate, TPR and FPR times its counts give its
+confusion matrix at the threshold (TP = TPR x events, FP = FPR x non-events, ...). If any shown
+group has a confusion cell (TP, FP, FN, TN, in samples) between 1 and MIN_COUNT - 1, the rates of
+*every* group of that attribute and its parity differences are withheld ("rates_withheld" says
+why): withholding only that group's rates would not help, since the overall sensitivity minus the
+other groups' TP gives it back, and one parity difference with the group sizes solves for the two
+selection counts. An empty cell (0) is allowed: it reveals no one.
 """
 
 from __future__ import annotations
@@ -155,6 +163,33 @@ def _group_kernel(kind: str, y: np.ndarray, s: np.ndarray, rs: np.ndarray, cols:
     return lambda c, k=k: k(c)[:, 0]
 
 
+def has_small_cell(counts, min_count: int = MIN_COUNT) -> bool:
+    """Whether any count is a small cell: between 1 and min_count - 1 (0 reveals no one).
+
+    Args:
+        counts: integer counts (confusion cells, group sizes...).
+        min_count: the smallest count that may be shown or derived.
+
+    Returns:
+        True if a count is in 1..min_count-1.
+    """
+    return any(0 < int(c) < min_count for c in counts)
+
+
+def confusion_cells(y: np.ndarray, pred: np.ndarray) -> tuple[int, int, int, int]:
+    """(TP, FP, FN, TN) of binary labels and 0/1 decisions, counted in samples.
+
+    Args:
+        y: (n,) 0/1 labels.
+        pred: (n,) 0/1 decisions.
+
+    Returns:
+        The four counts.
+    """
+    y, pred = np.asarray(y).astype(bool), np.asarray(pred).astype(bool)
+    return (int((y & pred).sum()), int((~y & pred).sum()), int((y & ~pred).sum()), int((~y & ~pred).sum()))
+
+
 def _r(x: float | None, nd: int = 6) -> float | None:
     return None if x is None or not np.isfinite(x) else round(float(x), nd)
 
@@ -237,11 +272,20 @@ def _attribute_report(kind: str, labels: np.ndarray, y: np.ndarray, s: np.ndarra
             rep["parity_note"] = "fewer than two groups large enough to compare"
         else:
             pred = (s >= threshold).astype(int)
-            diffs, per_group = _parity(y[shown_rows].astype(int), pred[shown_rows], labels[shown_rows])
-            rep.update(diffs)
-            for g in groups:
-                if not g["suppressed"]:
-                    g.update(per_group.get(g["group"], {}))
+            small = [g["group"] for g in groups if not g["suppressed"] and has_small_cell(
+                confusion_cells(y[labels == g["group"]], pred[labels == g["group"]]), min_count)]
+            if small:
+                # rates x counts would reveal a cell of fewer than min_count samples (module doc)
+                rep["rates_withheld"] = (f"rates and parity differences withheld: a group's confusion-matrix cell "
+                                         f"(TP, FP, FN or TN) at the threshold is below {min_count}")
+                rep["parity_note"] = rep["rates_withheld"]
+            else:
+                diffs, per_group = _parity(y[shown_rows].astype(int), pred[shown_rows], labels[shown_rows])
+                rep.update(diffs)
+                for g in groups:
+                    if not g["suppressed"]:
+                        g.update(per_group.get(g["group"], {}))
+        rep["small_cells_checked"] = min_count
     return rep
 
 
@@ -260,7 +304,8 @@ def fairness_report(data: TaskData, test: Prediction, threshold: float | None = 
     Returns:
         JSON-able dict: split, metric, higher_is_better, threshold, min_count, n_boot, method,
         attributes (name -> {groups, n_groups, n_suppressed, counts_withheld, worst_group,
-        best_group, gap[, demographic_parity_difference, equalized_odds_difference]}), notes.
+        best_group, gap[, demographic_parity_difference, equalized_odds_difference | rates_withheld],
+        small_cells_checked (binary)}), notes.
     """
     task = data.task
     kind = task.kind

@@ -134,6 +134,19 @@ def test_binary_report(cohort, tmp_path):
         assert groups[g]["value"] == pytest.approx(auroc(pop["y"][m], s[m]), abs=1e-6)
         assert groups[g]["ci_low"] <= groups[g]["value"] <= groups[g]["ci_high"]
         assert "n_subjects" not in groups[g], "counts must be withheld when a group is suppressed"
+    # at this threshold group M has 5 false negatives: rates x counts would reveal a cell of 5, so
+    # every group's rates and the parity differences are withheld (small-cell rule, issue 12)
+    assert "demographic_parity_difference" not in sex and "equalized_odds_difference" not in sex
+    assert "below 10" in sex["rates_withheld"] and sex["small_cells_checked"] == 10
+    assert all("tpr" not in g and "selection_rate" not in g for g in sex["groups"])
+    # a score that flags every event (FN = 0) and 40% of the non-events: every cell is 0 or >= 10
+    s = np.where(pop["y"] == 1, 0.6 + 0.4 * np.random.default_rng(5).uniform(size=len(s)),
+                 np.random.default_rng(6).uniform(size=len(s)))
+    thr = 0.6
+    rep = fairness_report(data, Prediction(score=s), threshold=thr, n_boot=200)
+    sex = rep["attributes"]["sex"]
+    groups = {g["group"]: g for g in sex["groups"]}
+    assert "rates_withheld" not in sex
     # parity differences over the groups that are shown (F, M), by hand
     keep = pop["sex"] != "X"
     pred = s >= thr
