@@ -18,6 +18,10 @@ _UNITS = {
 _PATTERN = re.compile(r"^\s*([+-]?)\s*(\d+(?:\.\d+)?)\s*([a-z]+)\s*$")
 
 EXAMPLES = '"365d", "24h", "-7d", "1y", "30min", "0", "-inf"'
+# Longest finite duration: 1000 years. Added to a prediction time it must stay a valid timestamp
+# (Python datetimes end in year 9999); an unbounded window edge is written "inf" / "-inf".
+MAX_YEARS = 1000
+MAX_SECONDS = MAX_YEARS * _UNITS["y"]
 
 
 def parse_duration(text: str | int | float) -> float:
@@ -49,7 +53,11 @@ def parse_duration(text: str | int | float) -> float:
     if not m or m.group(3) not in _UNITS:
         raise ValueError(f"{text!r} is not a duration; use a number with a unit such as {EXAMPLES}")
     sign = -1.0 if m.group(1) == "-" else 1.0
-    return sign * float(m.group(2)) * _UNITS[m.group(3)]
+    seconds = float(m.group(2)) * _UNITS[m.group(3)]
+    if not seconds <= MAX_SECONDS:  # also catches inf from a 400-digit number
+        raise ValueError(f"{text!r} is too long a duration (at most {MAX_YEARS} years); "
+                         f"use 'inf' or '-inf' for an unbounded window edge")
+    return sign * seconds
 
 
 def to_timedelta(seconds: float) -> timedelta:

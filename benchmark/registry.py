@@ -11,9 +11,12 @@ import importlib
 from importlib.metadata import entry_points
 from typing import Any, Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from benchmark.errors import UserError
+from benchmark.results import SAFE_NAME, SAFE_NAME_HELP
+
+ENTRY_POINT_GROUP = "mehr_bench.models"
 
 ModelKind = Literal["baseline", "encoder+head", "foundation"]
 Modality = Literal["structured", "ct", "wsi", "cxr", "note", "prs"]
@@ -73,6 +76,14 @@ class ModelSpec(BaseModel):
     authors: str
     factory: Callable[..., Any] = Field(exclude=True)
 
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        # The name becomes a folder under --results: "../../x" or "a/b" would write elsewhere.
+        if not SAFE_NAME.match(v):
+            raise ValueError(f"model name {v!r} is not a safe identifier: use {SAFE_NAME_HELP}")
+        return v
+
     def public_dict(self) -> dict:
         """JSON-able metadata (without the factory)."""
         return self.model_dump(mode="json", exclude={"factory"})
@@ -87,16 +98,40 @@ class ModelSpec(BaseModel):
         return None
 
 
-def _load(module: str) -> ModelSpec:
-    mod = importlib.import_module(module)
+def _origin(name: str, module: str) -> str:
+    """Where a model is registered, for error messages."""
+    if name in BUILTIN_MODELS and BUILTIN_MODELS[name] == module:
+        return f"built-in model {name!r} (module {module})"
+    return f"entry point {name!r} = {module!r} (group {ENTRY_POINT_GROUP})"
+
+
+def _load(name: str, module: str) -> ModelSpec:
+    """Import `module` and return its SPEC, checked against the registered name.
+
+    Raises:
+        UserError: the module's SPEC is missing or invalid (an unsafe name included), or its name
+            differs from the registered one; the message names the entry point.
+    """
+    where = _origin(name, module)
+    try:
+        mod = importlib.import_module(module)
+    except ValidationError as e:  # SPEC = ModelSpec(...) failed at import
+        err = e.errors()[0]
+        raise UserError(f"{where} defines an invalid SPEC: {err['msg'].removeprefix('Value error, ')}",
+                        field=".".join(str(x) for x in err["loc"]) or "SPEC",
+                        fix="fix the model's ModelSpec (see `python -m benchmark models`)") from None
     spec = getattr(mod, "SPEC", None)
     if not isinstance(spec, ModelSpec):
-        raise TypeError(f"{module} does not define SPEC = ModelSpec(...)")
+        raise UserError(f"{where} does not define SPEC = ModelSpec(...)", field="SPEC",
+                        fix="define a module-level SPEC = ModelSpec(...) in that module")
+    if spec.name != name:
+        raise UserError(f"{where} registers a SPEC named {spec.name!r}", field="name",
+                        fix=f"name the entry point after the spec ({spec.name!r}) or rename the spec")
     return spec
 
 
 def _entry_point_modules() -> dict[str, str]:
-    return {ep.name: ep.value for ep in entry_points(group="mehr_bench.models")}
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
 def model_names() -> list[str]:
@@ -113,10 +148,10 @@ def get_model(name: str) -> ModelSpec:
     modules = {**BUILTIN_MODELS, **_entry_point_modules()}
     if name not in modules:
         raise UserError(f"unknown model {name!r}", field="--model", fix="choose from: " + ", ".join(sorted(modules)))
-    spec = _load(modules[name])
-    if spec.name != name:
-        raise TypeError(f"{modules[name]} registers {spec.name!r} but is listed as {name!r}")
-    return spec
+    if not SAFE_NAME.match(name):  # checked before importing anything the entry point names
+        raise UserError(f"{_origin(name, modules[name])} is not a safe model name", field="name",
+                        fix=f"rename the entry point using {SAFE_NAME_HELP}")
+    return _load(name, modules[name])
 
 
 def list_models() -> list[ModelSpec]:
@@ -128,4 +163,6 @@ def list_models() -> list[ModelSpec]:
             out.append(get_model(n))
         except ImportError as e:
             print(f"warning: model {n} is registered but cannot be imported ({e})", file=sys.stderr)
+        except UserError as e:
+            print(f"warning: model {n} is not listed: {e.render()}", file=sys.stderr)
     return out

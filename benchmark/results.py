@@ -2,18 +2,27 @@
 
 Append-only and typed: a cell is written once, atomically (temp file + rename), and skipped on
 rerun unless forced. `schema_version` changes when a field's meaning changes.
+
+Also the atomic-write and lock helpers every cache writer uses, so concurrent runs on one results
+folder and one cache are safe: each write goes to a unique temp file in the target folder
+(`tempfile.mkstemp`) and is renamed onto the target (`os.replace`, atomic on one file system); the
+temp file is removed on any error. Builders of a shared cache entry hold a file lock (`cache_lock`)
+and re-check the entry after acquiring it, so two runs do not build it twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import platform
+import re
 import subprocess
+import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import polars as pl
@@ -22,10 +31,36 @@ from benchmark.paths import REPO_ROOT
 
 SCHEMA_VERSION = 1
 
+# One path segment of a model or task name: starts with a letter or digit (so never "." or ".."),
+# then letters, digits, "_", "-" or "."; no separators. Shared with the registry and the task loader.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+SAFE_NAME_HELP = "letters, digits, '_', '-' and '.', starting with a letter or digit"
+
 
 def cell_paths(results_dir: Path, model: str, task: str, seed: int) -> tuple[Path, Path]:
+    """The JSON and predictions paths of one cell, always inside results_dir.
+
+    Args:
+        results_dir: the results folder.
+        model: a model name (one safe segment).
+        task: a task name (safe segments joined by "/").
+        seed: the seed (a non-negative integer).
+
+    Returns:
+        (seed<k>.json, seed<k>.predictions.parquet) under results_dir/model/task.
+
+    Raises:
+        UserError: a name that could leave results_dir (absolute, "..", separators, odd characters).
+    """
+    from benchmark.errors import UserError
+
+    bad = [n for n in [model, *task.split("/")] if not SAFE_NAME.match(n)]
+    if bad or int(seed) < 0:
+        what = f"model {model!r}" if model in bad else f"task {task!r}" if bad else f"seed {seed}"
+        raise UserError(f"{what} cannot name a result folder", file=results_dir, field="model/task name",
+                        fix=f"use names made of {SAFE_NAME_HELP} (task names: such segments joined by '/')")
     d = Path(results_dir) / model / task
-    return d / f"seed{seed}.json", d / f"seed{seed}.predictions.parquet"
+    return d / f"seed{int(seed)}.json", d / f"seed{int(seed)}.predictions.parquet"
 
 
 def cell_state(results_dir: Path, model: str, task: str, seed: int, *, data_fingerprint: str | None = None,
@@ -53,14 +88,92 @@ def cell_state(results_dir: Path, model: str, task: str, seed: int, *, data_fing
     return "stale" if task_hash is not None and prov.get("task_hash") != task_hash else "current"
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+@contextlib.contextmanager
+def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
+    """A unique temp path next to `path`; renamed onto `path` when the block succeeds.
+
+    The temp name comes from tempfile.mkstemp in the target folder (unique across processes and
+    threads, same file system so the rename is atomic). On any error, KeyboardInterrupt included,
+    the temp file is removed and the error re-raised; `path` is then untouched.
+
+    Args:
+        path: the final file.
+        suffix: ending the writer needs on the temp name (np.savez appends ".npz" otherwise).
+
+    Yields:
+        The temp path to write (it exists, empty).
+    """
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{suffix}")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write bytes to `path` atomically (unique temp file, fsync, rename)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def cache_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive inter-process lock for building the cache entry `path`.
+
+    The lock file `.<name>.lock` next to `path` stays after release (removing a lock file that
+    another process waits on would break mutual exclusion). Build inside the lock and re-check
+    whether `path` exists after acquiring it: another run may have built it meanwhile.
+
+    Args:
+        path: the cache file (or folder) being built.
+    """
+    from filelock import FileLock
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path.parent / f".{path.name}.lock")):
+        yield
+
+
+def check_results_dir(results_dir: Path) -> Path:
+    """Make sure results can be written to results_dir before any work starts.
+
+    Creates the folder if needed and writes (then removes) a probe file in it.
+
+    Args:
+        results_dir: the --results folder.
+
+    Returns:
+        results_dir as a Path.
+
+    Raises:
+        UserError: it is a file, cannot be created, or is not writable.
+    """
+    from benchmark.errors import UserError
+
+    results_dir = Path(results_dir)
+    if results_dir.exists() and not results_dir.is_dir():
+        raise UserError("the results folder is a file", file=results_dir, field="--results",
+                        fix="pass a folder (new or existing) to --results")
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=results_dir, prefix=".write-check.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"cannot write to the results folder ({e.strerror or e})", file=results_dir,
+                        field="--results", fix="pass a writable folder to --results, or fix its permissions "
+                                               "or free disk space") from None
+    return results_dir
 
 
 def _jsonable(x: Any) -> Any:
@@ -84,10 +197,8 @@ def write_result(path: Path, record: dict) -> None:
 
 def write_predictions(path: Path, frame: pl.DataFrame) -> None:
     """Write a predictions parquet atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    frame.write_parquet(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, ".parquet") as tmp:
+        frame.write_parquet(tmp)
 
 
 def read_results(results_dir: Path) -> list[dict]:
@@ -96,8 +207,8 @@ def read_results(results_dir: Path) -> list[dict]:
     for p in sorted(Path(results_dir).rglob("seed*.json")):
         try:
             out.append(json.loads(p.read_text()))
-        except ValueError:
-            continue
+        except (OSError, ValueError):
+            continue  # removed or unreadable meanwhile (a concurrent run): not a result
     return sorted(out, key=lambda r: (r.get("model", ""), r.get("task", ""), r.get("seed", 0)))
 
 

@@ -12,12 +12,12 @@ import math
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from benchmark.durations import EXAMPLES, parse_duration
 from benchmark.errors import UserError
-from benchmark.predicates import DerivedRule
+from benchmark.predicates import DerivedRule, read_yaml_file
+from benchmark.results import SAFE_NAME, SAFE_NAME_HELP
 
 TaskKind = Literal["binary", "multilabel", "survival", "regression"]
 MODALITIES = ("ct", "wsi", "cxr", "note", "prs")
@@ -230,10 +230,11 @@ def load_task_file(path: str | Path, name: str) -> TaskSpec:
         UserError: naming the file, the field and a fix.
     """
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise UserError(f"not valid YAML: {e}", file=path, fix="fix the YAML syntax") from None
+    bad = [seg for seg in name.split("/") if not SAFE_NAME.match(seg)]
+    if bad:  # the task name becomes folders under --results and the cache
+        raise UserError(f"task name {name!r} (from the file path) has an unsafe part {bad[0]!r}", file=path,
+                        field="file name", fix=f"rename the file and its folders using {SAFE_NAME_HELP}")
+    raw = read_yaml_file(path)
     if not isinstance(raw, dict):
         raise UserError("a task file must be a YAML mapping", file=path,
                         fix="see tasks/README.md for the layout of a task file")
