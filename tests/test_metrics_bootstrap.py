@@ -144,21 +144,25 @@ def test_chunking_does_not_change_the_draws():
 
 @pytest.mark.parametrize("multi_row", [False, True])
 def test_fast_path_equals_generic_sklearn_loop(multi_row):
-    """Same seed -> same resamples: the vectorised kernels reproduce a loop over sklearn."""
+    """Same seed -> same resamples: the vectorised kernels reproduce a loop over sklearn.
+
+    bootstrap_auroc reports a logit-scale interval (issue 12), the generic path a percentile one,
+    so the kernels are compared through bootstrap_kernel with the percentile shape."""
+    from benchmark.metrics.binary import make_auprc_kernel, make_auroc_kernel
+    from benchmark.metrics.bootstrap import bootstrap_kernel
     rng = np.random.default_rng(8)
     n = 600
     y = (rng.random(n) < 0.25).astype(int)
     s = np.round(rng.normal(size=n) + y, 1)  # ties
     sid = rng.integers(0, 250, n) if multi_row else None
-    fast = bootstrap_auroc(y, s, sid, n_boot=120, seed=2)
-    slow = bootstrap_generic(roc_auc_score, [y, s], sid, n_boot=120, seed=2)
-    assert fast.estimate == pytest.approx(slow.estimate, abs=1e-12)
-    assert fast.low == pytest.approx(slow.low, abs=1e-12)
-    assert fast.high == pytest.approx(slow.high, abs=1e-12)
-    fast_pr = bootstrap_auprc(y, s, sid, n_boot=120, seed=2)
-    slow_pr = bootstrap_generic(average_precision_score, [y, s], sid, n_boot=120, seed=2)
-    assert fast_pr.low == pytest.approx(slow_pr.low, abs=1e-12)
-    assert fast_pr.high == pytest.approx(slow_pr.high, abs=1e-12)
+    codes, n_s = subject_index(sid, n)
+    for make, fn in ((make_auroc_kernel, roc_auc_score), (make_auprc_kernel, average_precision_score)):
+        fast = bootstrap_kernel(make(y, s, codes), n_s, n_boot=120, seed=2)
+        slow = bootstrap_generic(fn, [y, s], sid, n_boot=120, seed=2)
+        assert fast.estimate == pytest.approx(slow.estimate, abs=1e-12)
+        assert fast.low == pytest.approx(slow.low, abs=1e-12)
+        assert fast.high == pytest.approx(slow.high, abs=1e-12)
+    assert bootstrap_auroc(y, s, sid, n_boot=120, seed=2).estimate == pytest.approx(roc_auc_score(y, s))
 
 
 def test_evaluate_uses_the_same_resamples_as_bootstrap_auroc():
@@ -182,7 +186,9 @@ def test_refusals_and_degenerate_resamples():
     s = np.arange(40.0)[::-1]
     ci = bootstrap_auroc(y, s, n_boot=300, seed=0)
     assert ci.n_valid < 300 and f"{300 - ci.n_valid} degenerate resamples skipped" in ci.method
-    assert ci.low is not None
+    # issue 12: two positive subjects cannot support an interval (it used to be reported)
+    assert ci.low is None and ci.high is None
+    assert ci.note == "CI not reported: 2 positive subjects (needs >= 10)"
     none = bootstrap_auroc(y, s, n_boot=0)
     assert none.low is None and none.high is None and "no bootstrap" in none.method
     low, high, n_valid = percentile_ci(np.array([np.nan, 0.5, np.nan]))

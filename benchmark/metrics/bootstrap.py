@@ -1,4 +1,4 @@
-"""Patient-level (subject) bootstrap confidence intervals, percentile method.
+"""Patient-level (subject) bootstrap confidence intervals.
 
 Resampling unit: the SUBJECT. A replicate draws n_subjects subjects with replacement (uniform,
 seeded numpy Generator); a drawn subject brings all of its rows, as many times as it was drawn.
@@ -12,9 +12,25 @@ Two paths share the same random draws, so for one seed they see identical resamp
   replicates cost a few vectorised passes each instead of 1000 full metric calls.
 - Generic path: any `fn(*arrays) -> float` is called on the materialised rows of each replicate.
 
-CI: the (1 - level)/2 and (1 + level)/2 percentiles of the replicate values (numpy's linear
-interpolation). Replicates where the metric is undefined (e.g. a resample without positives)
-are skipped and counted; the method string reports how many.
+When an interval is reported (the rules of issue 12, "no number a sample cannot support"):
+- Support: the rarer outcome class (positive / negative subjects for binary metrics and each
+  multilabel label, subjects with an event for survival, subjects for regression) must hold at
+  least MIN_CI_SUBJECTS subjects. Below it the point value is kept and the interval is None with
+  a note, e.g. "CI not reported: 7 positive subjects (needs >= 10)".
+- Valid resamples: the metric must be defined in at least MIN_VALID_SHARE of the replicates. An
+  interval made from the survivors of a mostly-degenerate bootstrap (e.g. the resamples that
+  happened to keep the one positive) describes those survivors, not the sample.
+
+Interval shapes:
+- "logit" (metrics on [0, 1]: AUROC, AUPRC, C-index, td-AUC, sensitivity, ...): a Wald interval on
+  the logit scale, expit(logit(v) +- z * SE * sqrt(m / (m - 1))), SE the standard deviation of
+  the logit replicate values and m the rarer-class support (the bootstrap variance of a mean of m
+  draws is (m - 1) / m of the unbiased one). Measured (tests/test_small_sample_stats.py; 800
+  simulated samples of n = 300 subjects with exactly 10 positives, binormal scores): coverage of
+  the 95% interval 0.94 (AUROC 0.92) to 0.96 (AUROC 0.64), where the percentile interval covered
+  0.84 (AUROC 0.92) to 0.91, so the percentile interval was replaced for these metrics.
+- "percentile" (Brier, ECE, IBS, regression metrics, and the generic path): the (1 - level)/2 and
+  (1 + level)/2 percentiles of the replicate values (numpy's linear interpolation).
 """
 
 from __future__ import annotations
@@ -35,14 +51,18 @@ N_BOOT = 1000
 LEVEL = 0.95
 # Fewest subjects of the rarer outcome class (positives / negatives, events) for which a CI or a
 # paired p-value is reported; below it the point value is shown with "CI not reported".
+# 10 holds with the logit interval (coverage >= 0.92 at exactly 10 positives, see the module doc).
 MIN_CI_SUBJECTS = 10
+# Least share of bootstrap replicates in which the metric must be defined for an interval.
+MIN_VALID_SHARE = 0.99
 # Elements per (replicates x rows) block of one kernel call (a few MB: stays in cache).
 _BLOCK_ELEMENTS = 400_000
 
 
 @dataclass(frozen=True)
 class BootstrapCI:
-    """A point estimate with its percentile bootstrap interval (low/high None if not computable)."""
+    """A point estimate with its bootstrap interval (low/high None if not computable or not
+    supported by the sample; `note` then says why)."""
 
     estimate: float
     low: float | None
@@ -51,6 +71,164 @@ class BootstrapCI:
     n_valid: int
     level: float
     method: str
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Support:
+    """The evidence an interval rests on: subjects in the rarer outcome class.
+
+    Attributes:
+        n: number of subjects in the rarer class (positives / negatives, events, subjects).
+        what: those subjects in words, e.g. "positive subjects".
+    """
+
+    n: int
+    what: str
+
+    def note(self, minimum: int = MIN_CI_SUBJECTS) -> str | None:
+        """None when the support is enough, else the reason no interval is reported.
+
+        Args:
+            minimum: fewest subjects needed.
+
+        Returns:
+            e.g. "CI not reported: 7 positive subjects (needs >= 10)", or None.
+        """
+        if self.n >= minimum:
+            return None
+        return f"CI not reported: {self.n} {self.what} (needs >= {minimum})"
+
+    @property
+    def inflation(self) -> float:
+        """Small-sample factor sqrt(m / (m - 1)) applied to bootstrap standard errors."""
+        return float(np.sqrt(self.n / (self.n - 1))) if self.n > 1 else float("inf")
+
+
+def _class_subjects(mask: np.ndarray, row_subject: np.ndarray) -> int:
+    """Number of distinct subjects among the rows where mask is True."""
+    return int(np.unique(row_subject[np.asarray(mask, dtype=bool)]).size)
+
+
+def binary_support(y, row_subject) -> Support:
+    """Support of a binary metric: the smaller of positive and negative subjects.
+
+    Args:
+        y: (n,) 0/1 labels.
+        row_subject: (n,) subject code of each row.
+
+    Returns:
+        Support ("positive subjects" or "negative subjects").
+    """
+    yb = np.asarray(y).astype(float).ravel() == 1
+    rs = np.asarray(row_subject)
+    pos, neg = _class_subjects(yb, rs), _class_subjects(~yb, rs)
+    return Support(pos, "positive subjects") if pos <= neg else Support(neg, "negative subjects")
+
+
+def event_support(event, row_subject) -> Support:
+    """Support of a survival metric: subjects with an observed event.
+
+    Args:
+        event: (n,) event indicators.
+        row_subject: (n,) subject code of each row.
+
+    Returns:
+        Support ("subjects with an event").
+    """
+    ev = np.asarray(event).astype(float).ravel() == 1
+    return Support(_class_subjects(ev, np.asarray(row_subject)), "subjects with an event")
+
+
+def multilabel_support(y, row_subject) -> list[Support]:
+    """Support of each label of a multilabel matrix (see `binary_support`).
+
+    Args:
+        y: (n, L) 0/1 matrix.
+        row_subject: (n,) subject code of each row.
+
+    Returns:
+        One Support per label, its words prefixed with "label j:".
+    """
+    y = np.asarray(y)
+    out = []
+    for j in range(y.shape[1]):
+        s = binary_support(y[:, j], row_subject)
+        out.append(Support(s.n, f"{s.what} for label {j}"))
+    return out
+
+
+def weakest(supports: Sequence[Support]) -> Support:
+    """The support with the fewest subjects (a macro average is as weak as its weakest label)."""
+    return min(supports, key=lambda s: s.n)
+
+
+def valid_share_note(n_valid: int, n_boot: int, min_share: float = MIN_VALID_SHARE) -> str | None:
+    """None when enough replicates are valid, else the reason no interval is reported.
+
+    Args:
+        n_valid: replicates where the metric was defined.
+        n_boot: replicates drawn.
+        min_share: least share needed.
+
+    Returns:
+        e.g. "CI not reported: the metric is undefined in 350 of 1000 resamples (needs >= 99%
+        defined)", or None.
+    """
+    if n_boot <= 0 or n_valid >= min_share * n_boot:
+        return None
+    return (f"CI not reported: the metric is undefined in {n_boot - n_valid} of {n_boot} resamples "
+            f"(needs >= {min_share:.0%} defined)")
+
+
+def _logit(p: np.ndarray, eps: float) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=float), eps, 1 - eps)
+    return np.log(p / (1 - p))
+
+
+def interval(estimate: float, values: np.ndarray, *, level: float = LEVEL, scale: str = "percentile",
+             support: Support | None = None, n_subjects: int | None = None
+             ) -> tuple[float | None, float | None, int, str | None]:
+    """One metric's interval from its replicate values, with the reporting rules applied.
+
+    Args:
+        estimate: the point value on all rows.
+        values: (n_boot,) replicate values, NaN where undefined.
+        level: coverage.
+        scale: "logit" (Wald interval on the logit scale, for metrics on [0, 1]) or "percentile".
+        support: the rarer-class support (None: the support rule is not applied).
+        n_subjects: subjects resampled (sets the logit clipping at 0.5 / n_subjects).
+
+    Returns:
+        (low, high, n_valid, note): low/high None and note set when no interval is reported.
+    """
+    v = np.asarray(values, dtype=float).ravel()
+    ok = v[np.isfinite(v)]
+    n_valid = int(len(ok))
+    note = (support.note() if support is not None else None) or valid_share_note(n_valid, len(v))
+    if note is None and n_valid < 2:
+        note = "CI not reported: fewer than 2 valid resamples"
+    if note is not None:
+        return None, None, n_valid, note
+    if scale == "percentile":
+        lo, hi = np.percentile(ok, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+        return float(lo), float(hi), n_valid, None
+    eps = 0.5 / max(n_subjects or len(ok), 2)
+    lg = _logit(ok, eps)
+    sd = float(lg.std(ddof=1))
+    if sd == 0 and not (eps < estimate < 1 - eps):
+        return None, None, n_valid, (f"CI not reported: the metric is {estimate:g} in every resample "
+                                     "(a bootstrap cannot bound it)")
+    infl = support.inflation if support is not None else 1.0
+    z = float(_norm_ppf((1 + level) / 2))
+    centre = float(_logit(np.array([estimate]), eps)[0])
+    lo, hi = centre - z * sd * infl, centre + z * sd * infl
+    return float(1 / (1 + np.exp(-lo))), float(1 / (1 + np.exp(-hi))), n_valid, None
+
+
+def _norm_ppf(q: float) -> float:
+    from scipy.stats import norm
+    return float(norm.ppf(q))
 
 
 def subject_index(subject_ids, n_rows: int | None = None) -> tuple[np.ndarray, int]:
@@ -182,7 +360,7 @@ def percentile_ci(values: np.ndarray, level: float = LEVEL
 
 
 def describe(n_subjects: int, n_boot: int, n_valid: int, level: float, seed,
-             rows_as_subjects: bool = False) -> str:
+             rows_as_subjects: bool = False, scale: str = "percentile") -> str:
     """The `method` string stored with a metric: how the interval was made, in words.
 
     Args:
@@ -192,6 +370,7 @@ def describe(n_subjects: int, n_boot: int, n_valid: int, level: float, seed,
         level: CI coverage.
         seed: the seed used (an int; Generators are reported as "generator").
         rows_as_subjects: True when no subject ids were given.
+        scale: "percentile" or "logit" (see the module docstring).
 
     Returns:
         A one-line description.
@@ -201,8 +380,10 @@ def describe(n_subjects: int, n_boot: int, n_valid: int, level: float, seed,
     unit = "rows (no subject ids given, each row treated as a subject)" if rows_as_subjects \
         else "subjects"
     s = seed if isinstance(seed, (int, np.integer)) else "generator"
-    text = (f"percentile bootstrap {level:.0%} CI, {n_boot} resamples of {n_subjects} {unit}, "
-            f"seed {s}")
+    shape = ("percentile bootstrap {:.0%} CI" if scale == "percentile" else
+             "logit-scale Wald {:.0%} CI with bootstrap SE x sqrt(m/(m-1)), m = rarer-class subjects"
+             ).format(level)
+    text = f"{shape}, {n_boot} resamples of {n_subjects} {unit}, seed {s}"
     if n_valid < n_boot:
         text += f"; {n_boot - n_valid} degenerate resamples skipped"
     return text
@@ -210,8 +391,9 @@ def describe(n_subjects: int, n_boot: int, n_valid: int, level: float, seed,
 
 def bootstrap_kernel(kernel: Kernel, n_subjects: int, *, n_boot: int = N_BOOT, seed=0,
                      level: float = LEVEL, chunk_size: int | None = None,
-                     rows_as_subjects: bool = False) -> BootstrapCI:
-    """Point estimate and percentile CI of a scalar kernel (fast path).
+                     rows_as_subjects: bool = False, support: Support | None = None,
+                     scale: str = "percentile") -> BootstrapCI:
+    """Point estimate and bootstrap CI of a scalar kernel (fast path).
 
     Args:
         kernel: kernel(counts (R, n_subjects)) -> (R,).
@@ -221,9 +403,11 @@ def bootstrap_kernel(kernel: Kernel, n_subjects: int, *, n_boot: int = N_BOOT, s
         level: CI coverage.
         chunk_size: replicates per kernel call.
         rows_as_subjects: note in the method string that no subject ids were given.
+        support: rarer-class support; below MIN_CI_SUBJECTS no interval (None = not checked).
+        scale: "percentile" or "logit" (metrics on [0, 1]).
 
     Returns:
-        BootstrapCI.
+        BootstrapCI (low/high None with a note when the sample cannot support an interval).
     """
     est = float(np.asarray(kernel(np.ones((1, n_subjects), dtype=np.int64))).ravel()[0])
     if not np.isfinite(est):
@@ -231,11 +415,10 @@ def bootstrap_kernel(kernel: Kernel, n_subjects: int, *, n_boot: int = N_BOOT, s
     if n_boot == 0:
         return BootstrapCI(est, None, None, 0, 0, level, describe(n_subjects, 0, 0, level, seed))
     reps = replicate_values({"m": kernel}, n_subjects, n_boot, seed, chunk_size)["m"][:, 0]
-    low, high, n_valid = percentile_ci(reps, level)
-    ok = np.isfinite(low[0])
-    return BootstrapCI(est, float(low[0]) if ok else None, float(high[0]) if ok else None, n_boot,
-                       int(n_valid[0]), level, describe(n_subjects, n_boot, int(n_valid[0]), level,
-                                                        seed, rows_as_subjects))
+    low, high, n_valid, note = interval(est, reps, level=level, scale=scale, support=support,
+                                        n_subjects=n_subjects)
+    return BootstrapCI(est, low, high, n_boot, n_valid, level,
+                       describe(n_subjects, n_boot, n_valid, level, seed, rows_as_subjects, scale), note)
 
 
 def _subject_rows(row_subject: np.ndarray, n_subjects: int):
@@ -269,6 +452,8 @@ def bootstrap_generic(fn: Callable[..., float], arrays: Sequence, subject_ids=No
                       n_boot: int = N_BOOT, seed=0, level: float = LEVEL) -> BootstrapCI:
     """Percentile subject-bootstrap CI for any metric function (slow path: one call per replicate).
 
+    No interval (None, with a note) when fewer than MIN_VALID_SHARE of the replicates are defined.
+
     Args:
         fn: fn(*arrays_resampled) -> float; may raise ValueError (incl. DegenerateInputError) on
             a degenerate resample, which is then skipped.
@@ -297,17 +482,15 @@ def bootstrap_generic(fn: Callable[..., float], arrays: Sequence, subject_ids=No
             vals[r] = fn(*[a[rows] for a in arrays])
         except ValueError:  # degenerate resample (DegenerateInputError is a ValueError)
             pass
-    low, high, n_valid = percentile_ci(vals, level)
-    ok = np.isfinite(low[0])
-    return BootstrapCI(est, float(low[0]) if ok else None, float(high[0]) if ok else None, n_boot,
-                       int(n_valid[0]), level,
-                       describe(n_subjects, n_boot, int(n_valid[0]), level, seed,
-                                subject_ids is None))
+    low, high, n_valid, note = interval(est, vals, level=level)
+    return BootstrapCI(est, low, high, n_boot, n_valid, level,
+                       describe(n_subjects, n_boot, n_valid, level, seed, subject_ids is None), note)
 
 
 def bootstrap_auroc(y_true, y_score, subject_ids=None, *, n_boot: int = N_BOOT, seed=0,
                     level: float = LEVEL) -> BootstrapCI:
-    """AUROC with a subject-bootstrap percentile CI (vectorised over replicates).
+    """AUROC with a subject-bootstrap logit-scale CI (vectorised over replicates); no interval
+    below MIN_CI_SUBJECTS positive or negative subjects.
 
     Args:
         y_true: (n,) 0/1 labels.
@@ -321,13 +504,16 @@ def bootstrap_auroc(y_true, y_score, subject_ids=None, *, n_boot: int = N_BOOT, 
         BootstrapCI.
     """
     codes, n_s = subject_index(subject_ids, len(np.asarray(y_true).ravel()))
-    return bootstrap_kernel(make_auroc_kernel(y_true, y_score, codes), n_s, n_boot=n_boot,
-                            seed=seed, level=level, rows_as_subjects=subject_ids is None)
+    kernel = make_auroc_kernel(y_true, y_score, codes)
+    return bootstrap_kernel(kernel, n_s, n_boot=n_boot, seed=seed, level=level,
+                            rows_as_subjects=subject_ids is None,
+                            support=binary_support(y_true, codes), scale="logit")
 
 
 def bootstrap_auprc(y_true, y_score, subject_ids=None, *, n_boot: int = N_BOOT, seed=0,
                     level: float = LEVEL) -> BootstrapCI:
-    """AUPRC (average precision) with a subject-bootstrap percentile CI (vectorised).
+    """AUPRC (average precision) with a subject-bootstrap logit-scale CI (vectorised); no interval
+    below MIN_CI_SUBJECTS positive or negative subjects.
 
     Args:
         y_true: (n,) 0/1 labels.
@@ -341,5 +527,7 @@ def bootstrap_auprc(y_true, y_score, subject_ids=None, *, n_boot: int = N_BOOT, 
         BootstrapCI.
     """
     codes, n_s = subject_index(subject_ids, len(np.asarray(y_true).ravel()))
-    return bootstrap_kernel(make_auprc_kernel(y_true, y_score, codes), n_s, n_boot=n_boot,
-                            seed=seed, level=level, rows_as_subjects=subject_ids is None)
+    kernel = make_auprc_kernel(y_true, y_score, codes)
+    return bootstrap_kernel(kernel, n_s, n_boot=n_boot, seed=seed, level=level,
+                            rows_as_subjects=subject_ids is None,
+                            support=binary_support(y_true, codes), scale="logit")

@@ -8,6 +8,10 @@ catch nothing and test `result.refused`, or call the metric functions directly, 
 
 All metrics of one call share the same bootstrap resamples (same seed, same subject draws), so
 their intervals are paired.
+
+A metric whose sample cannot support an interval (fewer than MIN_CI_SUBJECTS subjects in the rarer
+class, or the metric undefined in more than 1% of the resamples; see `benchmark.metrics.bootstrap`)
+keeps its value, with ci_low / ci_high None and `ci_note` saying why.
 """
 
 from __future__ import annotations
@@ -22,10 +26,15 @@ from benchmark.metrics.binary import DegenerateInputError, Kernel
 from benchmark.metrics.bootstrap import (
     LEVEL,
     N_BOOT,
+    Support,
+    binary_support,
     describe,
-    percentile_ci,
+    event_support,
+    interval,
+    multilabel_support,
     replicate_values,
     subject_index,
+    weakest,
 )
 
 Kind = Literal["binary", "multilabel", "survival", "regression"]
@@ -45,6 +54,9 @@ class MetricResult:
         ci_high: upper CI bound.
         method: how value and CI were obtained (e.g. "percentile bootstrap 95% CI, ...").
         refused: None, or the reason the metric is undefined on these inputs.
+        ci_note: None, or why no interval is reported although the value is (e.g. "CI not
+            reported: 7 positive subjects (needs >= 10)"). Result files written before this
+            field existed lack the key; readers use .get("ci_note").
     """
 
     value: float | None
@@ -52,9 +64,10 @@ class MetricResult:
     ci_high: float | None = None
     method: str = ""
     refused: str | None = None
+    ci_note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict for the results JSON (keys value, ci_low, ci_high, method, refused).
+        """Plain dict for the results JSON (keys value, ci_low, ci_high, method, refused, ci_note).
 
         Returns:
             A JSON-serialisable dict.
@@ -162,6 +175,37 @@ def split_survival(y_true) -> tuple[np.ndarray, np.ndarray]:
     raise DegenerateInputError(
         "survival y_true must be (time, event), a mapping with 'time' and 'event', a structured "
         f"array, or an (n, 2) array [time, event]; got {type(y_true).__name__}")
+
+
+# Metrics on [0, 1] (concordance probabilities and proportions) get the logit-scale interval; the
+# others (Brier, ECE, IBS, regression errors) the percentile interval.
+_LOGIT_METRICS = frozenset({"auroc", "auprc", "c_index_harrell", "c_index_uno", "td_auc",
+                            "sensitivity", "specificity", "ppv", "npv", "f1", "auroc_macro",
+                            "auprc_macro"})
+
+
+def _scale(name: str) -> str:
+    """The interval shape of a metric name ("logit" or "percentile")."""
+    base = name.split("@")[0].split("/")[0]
+    return "logit" if base in _LOGIT_METRICS else "percentile"
+
+
+def _supports(kind: str, y_true, event, rs: np.ndarray, n_subjects: int,
+              names: list[str]) -> dict[str, Support]:
+    """The rarer-class support of every metric name (see `benchmark.metrics.bootstrap`)."""
+    if kind == "binary":
+        sup = binary_support(y_true, rs)
+        return {nm: sup for nm in names}
+    if kind == "survival":
+        sup = event_support(event, rs)
+        return {nm: sup for nm in names}
+    if kind == "regression":
+        return {nm: Support(n_subjects, "subjects") for nm in names}
+    labels = multilabel_support(y_true, rs)
+    usable = [s for s in labels if s.n > 0] or labels
+    out = {nm: weakest(usable) for nm in names}
+    out.update({f"auroc/{j}": s for j, s in enumerate(labels)})
+    return out
 
 
 # A metric family: one kernel, the names of its output columns, and how to explain a NaN column.
@@ -353,6 +397,8 @@ def evaluate(kind: Kind, y_true, y_score, subject_ids=None, *, n_boot: int = N_B
         return {nm: MetricResult.refuse(str(exc)) for nm in names}
 
     results: dict[str, MetricResult] = {nm: MetricResult.refuse(why) for nm, why in refused.items()}
+    supports = _supports(kind, y_true, event if kind == "survival" else None, rs, n_subjects,
+                         names) if fams else {}
     ones = np.ones((1, n_subjects), dtype=np.int64)
     point = {i: np.asarray(k(ones), dtype=float).reshape(-1) for i, (k, _, _) in enumerate(fams)}
     reps = {}
@@ -360,8 +406,6 @@ def evaluate(kind: Kind, y_true, y_score, subject_ids=None, *, n_boot: int = N_B
         reps = replicate_values({i: k for i, (k, _, _) in enumerate(fams)}, n_subjects, n_boot,
                                 seed, n_rows=n)
     for i, (_, cols, why) in enumerate(fams):
-        if n_boot > 0:
-            low, high, n_valid = percentile_ci(reps[i], level)
         for j, nm in enumerate(cols):
             v = point[i][j]
             if not np.isfinite(v):
@@ -372,10 +416,10 @@ def evaluate(kind: Kind, y_true, y_score, subject_ids=None, *, n_boot: int = N_B
                 results[nm] = MetricResult(float(v), None, None,
                                            describe(n_subjects, 0, 0, level, seed) + note)
                 continue
-            ok = bool(np.isfinite(low[j]))
-            method = describe(n_subjects, n_boot, int(n_valid[j]), level, seed, subject_ids is None)
-            if not ok:
-                method += "; too few valid resamples for an interval"
-            results[nm] = MetricResult(float(v), float(low[j]) if ok else None,
-                                       float(high[j]) if ok else None, method + note)
+            low, high, n_valid, ci_note = interval(float(v), reps[i][:, j], level=level,
+                                                   scale=_scale(nm), support=supports.get(nm),
+                                                   n_subjects=n_subjects)
+            method = describe(n_subjects, n_boot, n_valid, level, seed, subject_ids is None,
+                              _scale(nm))
+            results[nm] = MetricResult(float(v), low, high, method + note, ci_note=ci_note)
     return {nm: results.get(nm, MetricResult.refuse(_undefined(nm))) for nm in names}
