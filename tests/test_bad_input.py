@@ -17,6 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 GOOD_EVENTS = [(1, None, "GENDER/F"), (1, "1950-01-01", "MEDS_BIRTH"), (1, "2019-12-01", "ICD10CM/C34.90"),
                (1, "2020-01-01", "RXNORM/2555"), (1, "2020-02-01", "LOINC/2160-0", 1.0),
                (2, "1960-01-01", "MEDS_BIRTH"), (2, "2020-01-01", "MEDS_DEATH")]
+GOOD_SPLITS = {1: "train", 2: "held_out"}  # a valid cohort has a train and a held_out split
 
 
 def cli(*args: str, env: dict | None = None, cwd: Path = REPO) -> subprocess.CompletedProcess:
@@ -35,7 +36,7 @@ def assert_user_error(r: subprocess.CompletedProcess, *needles: str) -> None:
 
 
 def test_valid_cohort_passes(tmp_path):
-    root = make_cohort(tmp_path / "ok", GOOD_EVENTS)
+    root = make_cohort(tmp_path / "ok", GOOD_EVENTS, GOOD_SPLITS)
     r = cli("validate", "--data", str(root))
     assert r.returncode == 0, r.stdout + r.stderr
 
@@ -113,7 +114,7 @@ def test_task_unknown_kind(tmp_path):
 
 
 def test_predicate_on_code_that_never_occurs_warns(tmp_path):
-    root = make_cohort(tmp_path / "c", GOOD_EVENTS)
+    root = make_cohort(tmp_path / "c", GOOD_EVENTS, GOOD_SPLITS)
     r = cli("validate", "--data", str(root))
     assert r.returncode == 0
     assert "'metastasis'" in r.stdout and "matches no code" in r.stdout

@@ -21,6 +21,9 @@ from pathlib import Path
 
 import polars as pl
 
+from benchmark.data.integrity import (Collector, check_shard_footer, inside_root, nonstatic_null_codes,
+                                      read_footer)
+from benchmark.data.leakage import drop_nonstatic_nulls
 from benchmark.errors import UserError
 
 CORE_COLUMNS = ("subject_id", "time", "code", "numeric_value", "text_value")
@@ -55,27 +58,75 @@ class Cohort:
                             fix="a MEDS cohort has data/<split>/<shard>.parquet files")
         return files
 
-    def scan(self, columns: tuple[str, ...] = ("subject_id", "time", "code", "numeric_value")) -> pl.LazyFrame:
-        """Lazy scan over all shards with the requested core columns (extra columns are ignored).
+    @cached_property
+    def _checked_files(self) -> list[Path]:
+        """data_files() after a footer check of each (required columns and types; once per Cohort)."""
+        files = self.data_files()
+        c = Collector(self.root)
+        for f in files:
+            check_shard_footer(c, f)
+        c.raise_first_error()
+        return files
+
+    @cached_property
+    def nonstatic_null_codes(self) -> dict[str, dict]:
+        """Codes whose null-time rows are not static facts (see integrity.nonstatic_null_codes).
+
+        Their null-time rows are dropped by `scan`, so they never reach a model input.
+        """
+        return nonstatic_null_codes(self._checked_files, self.predicates_file)
+
+    def scan(self, columns: tuple[str, ...] = ("subject_id", "time", "code", "numeric_value"),
+             files: list[Path] | None = None) -> pl.LazyFrame:
+        """Lazy scan over all shards (or `files`) with the requested core columns (extra columns are ignored).
 
         numeric_value is read as Float32 and time as microsecond Datetime whatever the shard's
-        MEDS version wrote, so downstream code sees one schema.
+        MEDS version wrote, so downstream code sees one schema. A shard without a required column
+        (integrity.REQUIRED_COLUMNS) raises UserError naming it; only the optional text_value is
+        read as null when absent. NaN/inf numeric values are read as null (no value), and null-time
+        rows of codes that are not static facts are dropped (the null-time rule of DESIGN.md).
         """
-        lf = pl.scan_parquet(self.data_files(), missing_columns="insert", extra_columns="ignore",
+        all_files = self._checked_files
+        if files is None:
+            files = all_files
+        else:
+            files = [Path(f) for f in files]
+            unknown = [f for f in files if f not in set(all_files)]
+            if unknown:
+                raise ValueError(f"{unknown[0]} is not a data shard of {self}")
+        lf = pl.scan_parquet(files, missing_columns="insert", extra_columns="ignore",
                              cast_options=pl.ScanCastOptions(integer_cast="upcast", float_cast="downcast",
                                                              datetime_cast=["nanosecond-downcast"]))
         casts = {"subject_id": pl.Int64, "time": pl.Datetime("us"), "code": pl.String,
                  "numeric_value": pl.Float32, "text_value": pl.String}
-        return lf.select([pl.col(c).cast(casts[c]) for c in columns])
+        read = list(dict.fromkeys([*columns, "time", "code"]))
+        lf = lf.select([pl.col(c).cast(casts[c]) for c in read])
+        if "numeric_value" in columns:
+            v = pl.col("numeric_value")
+            lf = lf.with_columns(pl.when(v.is_finite()).then(v).otherwise(None).alias("numeric_value"))
+        blocked = self.nonstatic_null_codes
+        if blocked:
+            lf = drop_nonstatic_nulls(lf, blocked)
+        return lf.select(list(columns))
 
     @cached_property
     def splits(self) -> pl.DataFrame:
         """subject_id -> split, from metadata/subject_splits.parquet."""
         p = self.root / "metadata" / "subject_splits.parquet"
+        fix = "write metadata/subject_splits.parquet with subject_id (int64), split (string)"
         if not p.exists():
-            raise UserError("subject splits file not found", file=p,
-                            fix="write metadata/subject_splits.parquet with subject_id, split")
-        return pl.read_parquet(p, columns=["subject_id", "split"]).with_columns(pl.col("subject_id").cast(pl.Int64))
+            raise UserError("subject splits file not found", file=p, fix=fix)
+        c = Collector(self.root)
+        schema = read_footer(c, p, "subject splits file")
+        c.raise_first_error()
+        for col in ("subject_id", "split"):
+            if col not in schema.names:
+                raise UserError("required column is missing", file=p, field=col, fix=fix)
+        try:
+            return pl.read_parquet(p, columns=["subject_id", "split"]).with_columns(
+                pl.col("subject_id").cast(pl.Int64), pl.col("split").cast(pl.String))
+        except pl.exceptions.PolarsError as e:
+            raise UserError(f"cannot be read ({str(e).splitlines()[0]})", file=p, fix=fix) from None
 
     def subjects(self, split: str | None = None) -> pl.Series:
         """Subject ids, optionally of one split."""
@@ -100,12 +151,28 @@ class Cohort:
         return sorted(p.stem for p in d.glob("*.parquet")) if d.is_dir() else []
 
     def modality(self, name: str) -> pl.LazyFrame:
-        """Lazy scan of modalities/<name>.parquet."""
+        """Lazy scan of modalities/<name>.parquet (UserError if it is not a readable parquet file)."""
         p = self.root / "modalities" / f"{name}.parquet"
         if not p.exists():
             raise UserError(f"modality {name!r} not found", file=p,
                             fix=f"available modalities: {', '.join(self.modality_names()) or 'none'}")
+        c = Collector(self.root)
+        read_footer(c, p, "modality file")
+        c.raise_first_error()
         return pl.scan_parquet(p)
+
+    def sidecar_file(self, rel: str, modality: str) -> Path:
+        """The file a sidecar `path` value names, confined to the cohort folder.
+
+        Raises:
+            UserError: for an absolute path or one that leads outside the cohort (e.g. '../../etc/passwd').
+        """
+        p = inside_root(self.root, rel)
+        if p is None:
+            raise UserError(f"path {rel!r} is absolute or leads outside the cohort folder; it is not opened",
+                            file=self.root / "modalities" / f"{modality}.parquet", field="path",
+                            fix="store each path relative to the cohort folder, inside it (no leading '/', no '..')")
+        return p
 
     # ------------------------------------------------------------------ derived
     def predicate_map(self):

@@ -2,12 +2,35 @@
 
 A model may see an event only if its time <= the prediction time of the sample it is building
 (static rows with a null time are always visible). Featurizers, encoders and tokenizers call
-`visible_events` / `visible_modality`; nothing reads raw shards for model input any other way.
+`visible_events` / `visible_modality` on events read through `Cohort.scan`; nothing reads raw
+shards for model input any other way.
+
+A null time means "static fact" (sex, race) only for codes that never occur with a time and that no
+task uses as an index, outcome or censoring event. `Cohort.scan` applies `drop_nonstatic_nulls` with
+the cohort's list of other codes (benchmark.data.integrity.nonstatic_null_codes), so a MEDS_DEATH
+row written without a time, say, never reaches a model as a "static" feature.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import polars as pl
+
+
+def drop_nonstatic_nulls(events: pl.LazyFrame, codes: Collection[str]) -> pl.LazyFrame:
+    """Drop the null-time rows of `codes` (codes that are not static facts); other rows are kept.
+
+    Args:
+        events: LazyFrame with time and code columns.
+        codes: codes whose null-time rows must not be read as static.
+
+    Returns:
+        The events without those rows.
+    """
+    if not codes:
+        return events
+    return events.filter(pl.col("time").is_not_null() | ~pl.col("code").is_in(list(codes)))
 
 
 def _samples(prediction_times: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
