@@ -20,6 +20,7 @@ import polars as pl
 from benchmark import __version__
 from benchmark.ablation import is_maskable, leave_one_out, modality_ablation, modality_attribution
 from benchmark.data.cohort import Cohort
+from benchmark.data.integrity import require_integrity
 from benchmark.errors import UserError
 from benchmark.labels import TaskNotApplicable, extract_labels
 from benchmark.model_api import BUDGETS, Prediction, TaskData
@@ -204,6 +205,7 @@ def run_grid(models: str, tasks: str, cohort: Cohort, results_dir: Path, seeds: 
     Returns:
         0 when every planned cell finished, 1 when some cell failed.
     """
+    require_integrity(cohort)  # refuse a cohort that fails validate's integrity checks, before any label or cell
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
