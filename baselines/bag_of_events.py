@@ -22,9 +22,11 @@ import scipy.sparse as sp
 
 from benchmark.data.leakage import visible_events
 from benchmark.model_api import TaskData
+from benchmark.results import atomic_path, atomic_write_bytes, cache_lock
 
 FEATURIZER_VERSION = "1"
 TRUNCATED_VOCABS = ("ICD10CM/", "ICD10PCS/")
+SPLITS = ("train", "tuning", "held_out")
 
 
 def normalize_code(code: pl.Expr) -> pl.Expr:
@@ -88,14 +90,45 @@ def featurize(data: TaskData, *, min_subject_frac: float = 0.01, numeric: bool =
                                      data.labels.select("subject_id", "prediction_time").hash_rows().sum()],
                                     default=str).encode()).hexdigest()[:12]
     cache = data.work_dir / f"bag_of_events-{key}.npz"
-    names_file = cache.with_suffix(".json")
-    splits = ("train", "tuning", "held_out")
-    if cache.exists() and names_file.exists():
-        z = np.load(cache, allow_pickle=False)
-        X = {s: sp.csr_matrix((z[f"{s}_data"], z[f"{s}_indices"], z[f"{s}_indptr"]), shape=tuple(z[f"{s}_shape"]))
-             for s in splits}
-        return BagOfEvents(X, json.loads(names_file.read_text()))
+    if _complete(cache):
+        return _read_cache(cache)
+    # Concurrent runs on one cache: one builds the features, the others wait and read its files.
+    with cache_lock(cache):
+        if _complete(cache):
+            return _read_cache(cache)
+        bag = _build(data, min_subject_frac, numeric)
+        _write_cache(cache, bag)
+    return bag
 
+
+def _complete(cache: Path) -> bool:
+    """A cache entry is complete when both files exist (the .npz is renamed into place last)."""
+    return cache.exists() and cache.with_suffix(".json").exists()
+
+
+def _read_cache(cache: Path) -> BagOfEvents:
+    """Load cached features."""
+    with np.load(cache, allow_pickle=False) as z:
+        X = {s: sp.csr_matrix((z[f"{s}_data"], z[f"{s}_indices"], z[f"{s}_indptr"]), shape=tuple(z[f"{s}_shape"]))
+             for s in SPLITS}
+    return BagOfEvents(X, json.loads(cache.with_suffix(".json").read_text()))
+
+
+def _write_cache(cache: Path, bag: BagOfEvents) -> None:
+    """Store features atomically: names JSON first, then the .npz whose presence marks the entry complete."""
+    payload = {}
+    for s in SPLITS:
+        x = bag.X[s]
+        payload.update({f"{s}_data": x.data, f"{s}_indices": x.indices, f"{s}_indptr": x.indptr,
+                        f"{s}_shape": np.array(x.shape)})
+    atomic_write_bytes(cache.with_suffix(".json"), json.dumps(bag.names).encode())
+    with atomic_path(cache, ".npz") as tmp:
+        np.savez(tmp, **payload)
+
+
+def _build(data: TaskData, min_subject_frac: float, numeric: bool) -> BagOfEvents:
+    """Compute the features of every split (see `featurize`)."""
+    splits = SPLITS
     samples = data.labels.select("subject_id", "prediction_time", "split").with_row_index("row")
     counts, firsts = _shard_counts(data.cohort.data_files(), samples.select("row", "subject_id", "prediction_time"),
                                    numeric)
@@ -146,12 +179,4 @@ def featurize(data: TaskData, *, min_subject_frac: float = 0.01, numeric: bool =
                           shape=(samples.height, len(names)), dtype=np.float32)
     split_arr = samples["split"].to_numpy()
     X = {sp_: X_all[np.nonzero(split_arr == sp_)[0]] for sp_ in splits}
-    payload = {}
-    for sp_ in splits:
-        payload.update({f"{sp_}_data": X[sp_].data, f"{sp_}_indices": X[sp_].indices, f"{sp_}_indptr": X[sp_].indptr,
-                        f"{sp_}_shape": np.array(X[sp_].shape)})
-    tmp = cache.with_name(f".{cache.name}.tmp.npz")
-    np.savez(tmp, **payload)
-    tmp.replace(cache)
-    names_file.write_text(json.dumps(names))
     return BagOfEvents(X, names)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from benchmark.durations import parse_duration, to_timedelta
 from benchmark.errors import UserError
 from benchmark.paths import cache_dir
 from benchmark.predicates import BUILTIN_PREDICATES, CodeRule, DerivedRule, predicate_rules_digest
+from benchmark.results import atomic_path, atomic_write_bytes, cache_lock
 from benchmark.taskspec import TaskSpec
 
 LABELER_VERSION = "2"
@@ -239,13 +239,28 @@ def extract_labels(task: TaskSpec, cohort: Cohort, *, dataset_rules: dict[str, C
     """
     dataset_rules = cohort.predicate_map() if dataset_rules is None else dataset_rules
     rules = _resolve_rules(task, dataset_rules)
-    cache_file = label_cache_file(task, cohort, rules) if use_cache else None
-    if cache_file is not None and cache_file.exists():
-        meta_file = cache_file.with_suffix(".json")
-        meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
-        return LabelSet(task, pl.read_parquet(cache_file), meta.get("predicate_counts", {}),
-                        meta.get("warnings", []), cache_file)
+    if not use_cache:
+        return _compute_labels(task, cohort, rules, None)
+    cache_file = label_cache_file(task, cohort, rules)
+    if cache_file.exists():
+        return _read_cached(task, cache_file)
+    # Concurrent runs: one computes, the others wait on the lock and then read its file.
+    with cache_lock(cache_file):
+        if cache_file.exists():
+            return _read_cached(task, cache_file)
+        return _compute_labels(task, cohort, rules, cache_file)
 
+
+def _read_cached(task: TaskSpec, cache_file: Path) -> LabelSet:
+    """A LabelSet from the cache (the metadata JSON is written before the parquet, so it is there)."""
+    meta_file = cache_file.with_suffix(".json")
+    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    return LabelSet(task, pl.read_parquet(cache_file), meta.get("predicate_counts", {}),
+                    meta.get("warnings", []), cache_file)
+
+
+def _compute_labels(task: TaskSpec, cohort: Cohort, rules, cache_file: Path | None) -> LabelSet:
+    """Extract labels; with a cache_file, also store them (metadata first, then the parquet)."""
     events, bounds = predicate_events(task, cohort, rules)
     counts = {n: events[n].height for n in sorted(events)}
     notes = [f"task {task.name}: predicate {n!r} matches no event in {cohort.root}; "
@@ -256,13 +271,11 @@ def extract_labels(task: TaskSpec, cohort: Cohort, *, dataset_rules: dict[str, C
     labels = _label(task, events, bounds)
     ls = LabelSet(task, labels, counts, notes, cache_file)
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(f".{cache_file.name}.{os.getpid()}.tmp")
-        labels.write_parquet(tmp)
-        tmp.replace(cache_file)
-        tmpm = cache_file.with_name(f".{cache_file.stem}.{os.getpid()}.json.tmp")
-        tmpm.write_text(json.dumps({"predicate_counts": counts, "warnings": notes}))
-        tmpm.replace(cache_file.with_suffix(".json"))
+        # The parquet's existence marks a complete entry, so it is renamed into place last.
+        atomic_write_bytes(cache_file.with_suffix(".json"),
+                           json.dumps({"predicate_counts": counts, "warnings": notes}).encode())
+        with atomic_path(cache_file, ".parquet") as tmp:
+            labels.write_parquet(tmp)
     return ls
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Callable
 
@@ -24,6 +23,7 @@ import numpy as np
 import polars as pl
 
 from benchmark.model_api import TaskData
+from benchmark.results import atomic_path, cache_lock
 
 SPLITS = ("train", "tuning", "held_out")
 CACHE_SUBDIR = "encoders"
@@ -85,14 +85,21 @@ def cached_arrays(data: TaskData, encoder: str, version: str, config: dict,
     folder = Path(data.work_dir) / CACHE_SUBDIR
     path = folder / f"{encoder.replace('/', '_').replace(':', '-')}-{key}.npz"
     if path.exists():
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    arrays = compute()
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)
+        return _read(path)
+    # Concurrent runs on one cache: one computes, the others wait on the lock and read its file.
+    with cache_lock(path):
+        if path.exists():
+            return _read(path)
+        arrays = compute()
+        with atomic_path(path, ".npz") as tmp:
+            np.savez(tmp, **arrays)
     return arrays
+
+
+def _read(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of one cache file."""
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
 
 
 def sample_table(data: TaskData) -> tuple[pl.DataFrame, np.ndarray]:
