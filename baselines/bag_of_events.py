@@ -24,7 +24,7 @@ from benchmark.data.leakage import visible_events
 from benchmark.model_api import TaskData
 from benchmark.results import atomic_path, atomic_write_bytes, cache_lock
 
-FEATURIZER_VERSION = "1"
+FEATURIZER_VERSION = "2"  # 2: null-time rows of non-static codes dropped (issue 12)
 TRUNCATED_VOCABS = ("ICD10CM/", "ICD10PCS/")
 SPLITS = ("train", "tuning", "held_out")
 
@@ -55,12 +55,12 @@ class BagOfEvents:
         return sp.vstack([self.X[s] for s in splits]).tocsr()
 
 
-def _shard_counts(files: list[Path], samples: pl.DataFrame, numeric: bool) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _shard_counts(cohort, samples: pl.DataFrame, numeric: bool) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Per shard: (row, code) counts and last numeric values of visible events; concatenated."""
     counts, firsts = [], []
-    for f in files:
-        ev = pl.scan_parquet(f).select(pl.col("subject_id").cast(pl.Int64), pl.col("time").cast(pl.Datetime("us")),
-                                       pl.col("code").cast(pl.String), pl.col("numeric_value").cast(pl.Float32))
+    for f in cohort.data_files():
+        # Cohort.scan checks the shard's columns and drops null-time rows that are not static facts
+        ev = cohort.scan(("subject_id", "time", "code", "numeric_value"), files=[f])
         vis = (visible_events(ev, samples.lazy()).join(samples.lazy(), on=["subject_id", "prediction_time"])
                .with_columns(normalize_code(pl.col("code")).alias("code")))
         aggs = [pl.len().alias("n")]
@@ -130,7 +130,7 @@ def _build(data: TaskData, min_subject_frac: float, numeric: bool) -> BagOfEvent
     """Compute the features of every split (see `featurize`)."""
     splits = SPLITS
     samples = data.labels.select("subject_id", "prediction_time", "split").with_row_index("row")
-    counts, firsts = _shard_counts(data.cohort.data_files(), samples.select("row", "subject_id", "prediction_time"),
+    counts, firsts = _shard_counts(data.cohort, samples.select("row", "subject_id", "prediction_time"),
                                    numeric)
     # vocabulary from training subjects only
     train_rows = samples.filter(pl.col("split") == "train")

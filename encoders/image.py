@@ -269,7 +269,7 @@ def encode_images(data: TaskData, encoder: str, *, modality: str = "cxr", weight
         vis = (with_sample_index(data.visible_modality(modality, all_splits(data)), samples)
                .filter(pl.col("path").is_not_null()).select("sample", "time", "path").collect())
         uniq = sorted(set(vis["path"].to_list()))
-        files = [data.cohort.root / p for p in uniq]
+        files = [data.cohort.sidecar_file(p, modality) for p in uniq]  # refuses paths outside the cohort
         gone = [str(f) for f in files if not f.is_file()]
         if gone:
             raise UserError(f"{len(gone)} image file(s) listed in {modality}.parquet do not exist (e.g. {gone[0]})",
