@@ -46,6 +46,8 @@ import numpy as np
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
+from benchmark.fairness import has_small_cell
+from benchmark.metrics.bootstrap import MIN_CI_SUBJECTS
 from leaderboard import plots
 
 HERE = Path(__file__).resolve().parent
@@ -64,6 +66,22 @@ KINDS = ("baseline", "encoder+head", "foundation")
 SIZE_RE = re.compile(r"^(?P<base>.+?)[-_](?P<size>tiny|mini|small|base|medium|large|huge|xl|xxl|"
                      r"\d+(?:\.\d+)?[kmbt]?)$", re.IGNORECASE)
 SHAP_TOP = 15
+# Privacy: no displayed number, alone or combined with others, may give a count of 1..MIN_COUNT-1
+# (events, non-events, confusion-matrix cells, subgroup cells).
+MIN_COUNT = plots.MIN_COUNT
+# Operating-point metrics: with n test and the event count they solve for TP / FP / FN / TN.
+THRESHOLD_METRICS = ("sensitivity", "specificity", "ppv", "npv", "f1")
+# Honesty: a cell is ranked only with this many test subjects in the rarer outcome class.
+MIN_RANK_SUBJECTS = MIN_CI_SUBJECTS
+# Ties with the best: paired subject bootstrap of the main metric on the shared held-out rows.
+TIE_ALPHA = 0.05
+TIE_N_BOOT = 1000
+TIE_SEED = 0
+# main metric -> the benchmark.stats.paired_bootstrap metric that computes the same quantity
+PAIRED_METRIC = {"auroc": "auroc", "auprc": "auprc", "c_index_harrell": "c_index", "auroc_macro": "auroc_macro",
+                 "mae": "mae"}
+# Task families that are audits (pass / fail), never ranked or averaged: the planted leak probe.
+AUDIT_FAMILIES = frozenset({"leak"})
 
 
 # =========================================================================== helpers
@@ -98,6 +116,47 @@ def fmt_ci(m: Mapping | None) -> str:
     if not m or not _num(m.get("ci_low")) or not _num(m.get("ci_high")):
         return ""
     return f"[{fmt(m['ci_low'])}, {fmt(m['ci_high'])}]"
+
+
+def fmt_count(n: Any) -> str:
+    """A count for display: '<10' for 1..9 (small-cell rule), '—' for missing.
+
+    Args:
+        n: a count or None.
+
+    Returns:
+        The text.
+    """
+    if not _num(n):
+        return "\u2014"
+    return f"<{MIN_COUNT}" if 0 < n < MIN_COUNT else str(int(n))
+
+
+def count_sort_key(n: Any) -> str:
+    """The data-v (sort key) of a count: the count itself, or '' when it must not be shown."""
+    return str(int(n)) if _num(n) and not 0 < n < MIN_COUNT else ""
+
+
+_PEOPLE = r"(?:subjects?|events?|positives?|negatives?|samples?|rows?|cases?|controls?|patients?|deaths?)"
+_SMALL_COUNT_RE = re.compile(r"(?<![\w.<>=\u2265\u2264+-])(?<![<>]= )(?<![\u2265\u2264] )([1-9])(?=\s+(?:[A-Za-z/-]+\s+){0,2}" + _PEOPLE + r"\b)")
+_SMALL_N_RE = re.compile(r"\b(n(?:_test|_events)?\s*=\s*)([1-9])(?![\d.])")
+
+
+def safe_text(text: Any) -> str:
+    """A note or reason from a result file with every small count (1..9 subjects, events, ...)
+    replaced by '<10', e.g. 'CI not reported: 7 positive subjects (needs >= 10)' ->
+    'CI not reported: <10 positive subjects (needs >= 10)'.
+
+    Args:
+        text: the note (None -> '').
+
+    Returns:
+        The text, safe to show.
+    """
+    if text is None:
+        return ""
+    out = _SMALL_COUNT_RE.sub(f"<{MIN_COUNT}", str(text))
+    return _SMALL_N_RE.sub(lambda m: m.group(1) + f"<{MIN_COUNT}", out)
 
 
 def fmt_params(n: Any) -> str:
@@ -268,6 +327,11 @@ class TaskInfo:
     older_versions: dict[int, int] = field(default_factory=dict)  # version -> number of result files
     registry_version: int | None = None
 
+    @property
+    def audit(self) -> bool:
+        """An audit task (the leak probe): pass / fail, never ranked or averaged."""
+        return self.family in AUDIT_FAMILIES
+
 
 @dataclass
 class ModelInfo:
@@ -304,6 +368,10 @@ class Cell:
     rank: int | None = None
     best: bool = False
     n_ranked: int = 0
+    unranked: str = ""               # why an ok cell is not ranked (too few events, no CI)
+    tied: bool = False               # statistically tied with the best of its column
+    tie_note: str = ""               # the test against the best, in words
+    verdict: str = ""                # audit tasks: pass | fail | inconclusive
 
 
 def _task_info(name: str, spec: Any, recs: list[dict]) -> TaskInfo:
@@ -368,22 +436,30 @@ def aggregate_metric(entries: list[Any]) -> dict:
     good = [e for e in entries if isinstance(e, dict) and _num(e.get("value"))]
     if not good:
         why = next((str(e.get("refused")) for e in entries if isinstance(e, dict) and e.get("refused")), "")
-        return {"value": None, "ci_low": None, "ci_high": None, "method": "", "refused": why or "no value",
-                "n_seeds": 0, "sd": None}
+        return {"value": None, "ci_low": None, "ci_high": None, "method": "", "refused": safe_text(why or "no value"),
+                "n_seeds": 0, "sd": None, "ci_note": None}
+    # a seed whose sample could not support an interval says why ("CI not reported: ..."); the note
+    # replaces the CI on the page, with small counts shown as "<10"
+    note = next((str(e["ci_note"]) for e in good if e.get("ci_note")), None)
     if len(good) == 1:
         e = good[0]
-        return {"value": float(e["value"]), "ci_low": e.get("ci_low") if _num(e.get("ci_low")) else None,
-                "ci_high": e.get("ci_high") if _num(e.get("ci_high")) else None,
-                "method": str(e.get("method") or ""), "refused": None, "n_seeds": 1, "sd": None}
+        lo = e.get("ci_low") if _num(e.get("ci_low")) else None
+        hi = e.get("ci_high") if _num(e.get("ci_high")) else None
+        return {"value": float(e["value"]), "ci_low": lo, "ci_high": hi,
+                "method": safe_text(e.get("method") or ""), "refused": None, "n_seeds": 1, "sd": None,
+                "ci_note": safe_text(note) if lo is None or hi is None else None}
     vals = [float(e["value"]) for e in good]
     lows = [e.get("ci_low") for e in good]
     highs = [e.get("ci_high") for e in good]
     both = all(_num(x) for x in lows + highs)
+    if not both and note is None:
+        note = "CI not reported for every seed"
     return {"value": statistics.fmean(vals), "ci_low": statistics.fmean(lows) if both else None,
             "ci_high": statistics.fmean(highs) if both else None,
             "method": f"mean over {len(good)} seeds (CI: mean of the per-seed intervals); per seed: "
-                      + str(good[0].get("method") or ""),
-            "refused": None, "n_seeds": len(good), "sd": statistics.stdev(vals)}
+                      + safe_text(good[0].get("method") or ""),
+            "refused": None, "n_seeds": len(good), "sd": statistics.stdev(vals),
+            "ci_note": None if both else safe_text(note)}
 
 
 def _cell(model: str, task: TaskInfo, recs: list[dict]) -> Cell:
@@ -416,13 +492,107 @@ def _cell(model: str, task: TaskInfo, recs: list[dict]) -> Cell:
         if any(_num(c.get("tokens_per_s")) for c in comp) else None,
     }
     r0 = ok[0] if ok else (recs[0] if recs else {})
-    return Cell(model=model, task=task.name, status=status, seeds=seeds, n_ok=len(ok), metrics=metrics,
+    if task.kind == "binary" and ok:
+        _withhold_threshold_metrics(metrics, ok)
+    cell = Cell(model=model, task=task.name, status=status, seeds=seeds, n_ok=len(ok), metrics=metrics,
                 main=main, records=ok, compute=compute, n_test=r0.get("n_test"), n_events=r0.get("n_events"),
-                reason=reason)
+                reason=safe_text(reason))
+    if status == "ok":
+        cell.unranked = _unranked_reason(cell, task)
+    return cell
 
 
-def _rank(cells: list[Cell], metric: str) -> None:
-    vals = [c for c in cells if c.status == "ok" and _num(c.main.get("value"))]
+# =========================================================================== small cells
+def confusion_from_record(rec: Mapping) -> tuple[int, int, int, int] | None:
+    """The confusion matrix (TP, FP, FN, TN) that a result's displayed numbers imply: what a reader
+    can solve from n test, the event count, sensitivity and specificity (PPV, NPV and F1 add nothing
+    once these are known).
+
+    Args:
+        rec: a result record (n_test, n_events, metrics with sensitivity / specificity values).
+
+    Returns:
+        (TP, FP, FN, TN), or None when the record does not give them.
+    """
+    m = rec.get("metrics") if isinstance(rec.get("metrics"), dict) else {}
+    n, e = rec.get("n_test"), rec.get("n_events")
+    sens = (m.get("sensitivity") or {}).get("value") if isinstance(m.get("sensitivity"), dict) else None
+    spec = (m.get("specificity") or {}).get("value") if isinstance(m.get("specificity"), dict) else None
+    if not all(_num(x) for x in (n, e, sens, spec)):
+        return None
+    pos, neg = int(e), int(n) - int(e)
+    tp, tn = int(round(sens * pos)), int(round(spec * neg))
+    return tp, neg - tn, pos - tp, tn
+
+
+def _withhold_threshold_metrics(metrics: dict[str, dict], ok: list[dict]) -> None:
+    """Replace the operating-point metrics of a binary cell by a 'withheld' entry when, for any seed,
+    they (with n test) would reveal a count of 1..MIN_COUNT-1: events, non-events or a confusion
+    cell. Also when the record does not let us check (no event count): we cannot prove it safe."""
+    present = [n for n in THRESHOLD_METRICS if _num((metrics.get(n) or {}).get("value"))]
+    if not present:
+        return
+    why = ""
+    for r in ok:
+        cells = confusion_from_record(r)
+        if cells is None:
+            why = "withheld: the result file does not give the counts needed to check for small cells"
+            break
+        pos, neg = cells[0] + cells[2], cells[1] + cells[3]
+        if has_small_cell((*cells, pos, neg), MIN_COUNT):
+            why = (f"withheld: with n test these values would reveal a count below {MIN_COUNT} "
+                   "(events, non-events or a TP / FP / FN / TN cell)")
+            break
+    if why:
+        for n in present:
+            metrics[n] = {"value": None, "ci_low": None, "ci_high": None, "method": "", "refused": None,
+                          "withheld": why, "n_seeds": 0, "sd": None, "ci_note": None}
+
+
+# =========================================================================== ranking honesty
+def _class_counts(cell: Cell, kind: str) -> tuple[int, ...] | None:
+    """Test subjects with / without the outcome (binary, survival: event) or all test subjects
+    (regression), from the predictions of the lowest ok seed; else from the record's counts (rows)."""
+    df = _read_predictions(cell.records[0]["_pred"]) if cell.records else None
+    if df is not None and "subject_id" in df.columns:
+        try:
+            sid = df["subject_id"].to_numpy()
+            if kind in ("binary", "survival") and "boolean_value" in df.columns:
+                y = df["boolean_value"].cast(bool).to_numpy()
+                return int(len(np.unique(sid[y]))), int(len(np.unique(sid[~y])))
+            if kind == "regression":
+                return (int(len(np.unique(sid))),)
+        except Exception:  # noqa: BLE001 - a malformed file falls back to the record's counts
+            pass
+    if kind in ("binary", "survival") and _num(cell.n_events) and _num(cell.n_test):
+        return int(cell.n_events), int(cell.n_test) - int(cell.n_events)
+    if kind == "regression" and _num(cell.n_test):
+        return (int(cell.n_test),)
+    return None
+
+
+def _unranked_reason(cell: Cell, task: TaskInfo) -> str:
+    """Why an ok cell must not be ranked ('' if it may): fewer than MIN_RANK_SUBJECTS test subjects
+    in the rarer outcome class, or a main metric whose sample could not support a CI. The reason
+    never states a small count."""
+    counts = _class_counts(cell, task.kind)
+    if counts is not None and min(counts) < MIN_RANK_SUBJECTS:
+        if task.kind == "regression":
+            return f"fewer than {MIN_RANK_SUBJECTS} test subjects"
+        word = "an event" if task.kind == "survival" else "the outcome"
+        side = "with" if counts[0] <= counts[1] else "without"
+        return (f"fewer than {MIN_RANK_SUBJECTS} test subjects {side} {word} (a rank needs at least "
+                f"{MIN_RANK_SUBJECTS} in the rarer class)")
+    if cell.main.get("ci_note"):
+        return f"main metric without a CI ({cell.main['ci_note']})"
+    return ""
+
+
+def _rank(cells: list[Cell], task: TaskInfo) -> None:
+    """Rank a column's eligible cells (1 = best point estimate), then mark every cell statistically
+    tied with the best (paired test on the same held-out predictions, see `tie_with_best`)."""
+    metric = task.main_metric
+    vals = [c for c in cells if c.status == "ok" and _num(c.main.get("value")) and not c.unranked]
     hib = higher_is_better(metric)
     for c in vals:
         v = c.main["value"]
@@ -430,13 +600,131 @@ def _rank(cells: list[Cell], metric: str) -> None:
         c.rank = better + 1
         c.best = c.rank == 1
         c.n_ranked = len(vals)
+    best = sorted((c for c in vals if c.best), key=lambda c: c.model)
+    if not best:
+        return
+    for c in vals:
+        if c.best:
+            c.tie_note = "best point estimate" + (" (shared)" if len(best) > 1 else "")
+            continue
+        c.tied, c.tie_note = tie_with_best(best[0], c, task)
+
+
+def _pred_arrays(kind: str, df, suffix: str = "") -> tuple[Any, np.ndarray]:
+    """(labels, scores) of a joined predictions frame in the form `benchmark.stats.paired_bootstrap`
+    takes; the second model's score columns carry `suffix`."""
+    if kind == "binary":
+        return df["boolean_value"].cast(int).to_numpy(), df["predicted_boolean_probability" + suffix].to_numpy()
+    if kind == "survival":
+        y = np.column_stack([df["float_value"].cast(float).to_numpy(), df["boolean_value"].cast(float).to_numpy()])
+        return y, df["predicted_risk" + suffix].to_numpy()
+    if kind == "multilabel":
+        labels = sorted(c.split("/", 1)[1] for c in df.columns if c.startswith("boolean_value/"))
+        y = np.column_stack([df[f"boolean_value/{lab}"].cast(int).to_numpy() for lab in labels])
+        sc = np.column_stack([df[f"predicted_boolean_probability/{lab}{suffix}"].to_numpy() for lab in labels])
+        return y, sc
+    return df["float_value"].cast(float).to_numpy(), df["predicted_float_value" + suffix].to_numpy()
+
+
+def _joined_predictions(a: Cell, b: Cell, kind: str):
+    """Held-out predictions of two cells on their shared rows (lowest common ok seed), joined on
+    (subject_id, prediction_time): (labels, score_a, score_b, subject_ids), or why not."""
+    sa = {_int(r.get("seed")): r for r in a.records}
+    sb = {_int(r.get("seed")): r for r in b.records}
+    common = sorted(set(sa) & set(sb))
+    if not common:
+        return "no common seed"
+    fa, fb = _read_predictions(sa[common[0]]["_pred"]), _read_predictions(sb[common[0]]["_pred"])
+    if fa is None or fb is None:
+        return "a predictions file is missing"
+    try:
+        key = ["subject_id", "prediction_time"]
+        label_cols = [c for c in fb.columns if c in ("boolean_value", "float_value") or c.startswith("boolean_value/")]
+        fb = fb.select([*key, *label_cols, *[c for c in fb.columns if c.startswith("predicted_")]])
+        j = fa.join(fb, on=key, how="inner", suffix="__b")
+        if j.height == 0:
+            return "the two prediction files share no (subject, time) row"
+        if any(not j[c].equals(j[c + "__b"]) for c in label_cols):
+            return "labels differ between the two prediction files"
+        y, s1 = _pred_arrays(kind, j)
+        _, s2 = _pred_arrays(kind, j, "__b")
+        return y, s1, s2, j["subject_id"].to_numpy()
+    except Exception as e:  # noqa: BLE001 - one malformed file: fall back to the CI rule
+        return f"predictions could not be joined ({type(e).__name__})"
+
+
+def _ci_overlap(best: Cell, other: Cell) -> tuple[bool, str]:
+    """Fallback tie rule without a paired test: the two 95% CIs overlap (or one is missing)."""
+    b, o = best.main, other.main
+    if not all(_num(x) for x in (b.get("ci_low"), b.get("ci_high"), o.get("ci_low"), o.get("ci_high"))):
+        return True, "counted as tied: no CI to compare"
+    overlap = o["ci_low"] <= b["ci_high"] and b["ci_low"] <= o["ci_high"]
+    return overlap, "95% CIs " + ("overlap" if overlap else "do not overlap")
+
+
+def tie_with_best(best: Cell, other: Cell, task: TaskInfo) -> tuple[bool, str]:
+    """Whether `other` is statistically tied with the column's best cell.
+
+    Paired subject bootstrap of the main metric (`benchmark.stats.paired_bootstrap`, TIE_N_BOOT
+    resamples, seed TIE_SEED) on the two models' held-out predictions of the same seed, joined on
+    (subject_id, prediction_time): tied when the 95% CI of the difference covers 0 or p >= TIE_ALPHA,
+    and when the sample is too small for the test to report a CI / p. Main metrics without a paired
+    kernel (Uno's C, ...) and cells without predictions fall back to overlapping 95% CIs, which
+    errs towards "tied".
+
+    Args:
+        best: the best cell (rank 1).
+        other: another ranked cell of the same task.
+        task: the task.
+
+    Returns:
+        (tied, how it was decided, in words).
+    """
+    from benchmark.metrics.binary import DegenerateInputError
+    from benchmark.stats import paired_bootstrap
+
+    metric = PAIRED_METRIC.get(task.main_metric)
+    why = f"no paired test for {metric_label(task.main_metric)}"
+    if metric is not None:
+        joined = _joined_predictions(best, other, task.kind)
+        if isinstance(joined, str):
+            why = joined
+        else:
+            y, s_best, s_other, sid = joined
+            try:
+                res = paired_bootstrap(y, s_best, s_other, sid, metric=metric, n_boot=TIE_N_BOOT, seed=TIE_SEED)
+            except (DegenerateInputError, ValueError) as e:
+                why = f"paired test not possible ({safe_text(e)})"
+            else:
+                lo, hi, p = res.ci_low, res.ci_high, res.p_value
+                if not (_num(lo) and _num(hi)) and not _num(p):
+                    note = safe_text(getattr(res, "note", None) or getattr(res, "ci_note", None) or "too few events")
+                    return True, f"counted as tied: the paired test is not reported ({note})"
+                covers = _num(lo) and _num(hi) and lo <= 0 <= hi
+                tied = covers or (_num(p) and p >= TIE_ALPHA)
+                ci = f"[{lo:+.3f}, {hi:+.3f}]" if _num(lo) and _num(hi) else "not reported"
+                pt = ("<0.001" if p < 0.001 else f"{p:.3f}") if _num(p) else "not reported"
+                return bool(tied), (f"paired bootstrap vs {best.model}: difference {res.delta:+.3f}, 95% CI {ci}, "
+                                    f"p = {pt}")
+    tied, how = _ci_overlap(best, other)
+    return tied, f"{how} ({why})"
 
 
 # =========================================================================== per-task content
+_PRED_CACHE: dict[tuple[str, int, int], Any] = {}
+
+
 def _read_predictions(path: Path):
+    """A predictions parquet (cached by path, size and mtime within the process), or None."""
     import polars as pl
     try:
-        return pl.read_parquet(path)
+        st = Path(path).stat()
+        key = (str(path), st.st_size, st.st_mtime_ns)
+        if key not in _PRED_CACHE:
+            if len(_PRED_CACHE) > 256:
+                _PRED_CACHE.clear()
+            _PRED_CACHE[key] = pl.read_parquet(path)
+        return _PRED_CACHE[key]
     except Exception:  # noqa: BLE001 - missing or unreadable: the page says so
         return None
 
@@ -656,7 +944,30 @@ def explanation_figures(model: str, expl: Any, color: int) -> tuple[list[Markup]
     return figs, notes
 
 
+_RATES = ("selection_rate", "tpr", "fpr")
+
+
+def _legacy_rates_problem(groups: list[dict]) -> str:
+    """For a fairness attribute written before fairness.py checked small cells: why its group rates
+    must not be shown ('' when every group's rates x counts give cells of 0 or >= MIN_COUNT)."""
+    for g in groups:
+        if g.get("suppressed") or not any(_num(g.get(k)) for k in _RATES):
+            continue
+        n, e, tpr, fpr = g.get("n_samples"), g.get("n_events"), g.get("tpr"), g.get("fpr")
+        if not all(_num(x) for x in (n, e, tpr, fpr)):
+            return ("group rates withheld: this result file predates the small-cell check and lacks the counts "
+                    "to check it (rerun the cell)")
+        neg = int(n) - int(e)
+        tp, fp = int(round(tpr * e)), int(round(fpr * neg))
+        if has_small_cell((tp, fp, int(e) - tp, neg - fp), MIN_COUNT):
+            return f"group rates withheld: rates x counts would give a confusion-matrix cell below {MIN_COUNT}"
+    return ""
+
+
 def _fairness_view(block: Any) -> dict | None:
+    """The fairness block as the task page shows it: suppressed groups without numbers, reasons with
+    small counts redacted, and the group rates (selection rate, TPR, FPR) and parity differences
+    only when they cannot be multiplied back into a small confusion-matrix cell."""
     if not isinstance(block, dict) or not isinstance(block.get("attributes"), dict):
         return None
     attrs = []
@@ -664,26 +975,32 @@ def _fairness_view(block: Any) -> dict | None:
         a = block["attributes"][name]
         if not isinstance(a, dict):
             continue
+        raw = [g for g in a.get("groups") or [] if isinstance(g, dict)]
+        checked = _num(a.get("small_cells_checked")) and a["small_cells_checked"] >= MIN_COUNT
+        withheld = safe_text(a.get("rates_withheld")) if checked else _legacy_rates_problem(raw)
         groups = []
-        for g in a.get("groups") or []:
-            if not isinstance(g, dict):
-                continue
+        for g in raw:
             if g.get("suppressed"):
                 # suppressed groups carry no numbers, whatever the file holds
                 groups.append({"group": str(g.get("group", "")), "suppressed": True,
-                               "reason": str(g.get("reason", "too few subjects"))})
+                               "reason": safe_text(g.get("reason", "too few subjects"))})
             else:
-                groups.append({k: g.get(k) for k in ("group", "value", "ci_low", "ci_high", "n_subjects",
-                                                      "n_events", "selection_rate", "tpr", "fpr", "refused")}
-                              | {"suppressed": False, "group": str(g.get("group", ""))})
+                view = {k: g.get(k) for k in ("group", "value", "ci_low", "ci_high", "n_subjects", "n_events",
+                                              *_RATES)}
+                if withheld:
+                    view.update(dict.fromkeys(_RATES))
+                groups.append(view | {"suppressed": False, "group": str(g.get("group", "")),
+                                      "refused": safe_text(g.get("refused")) or None})
         worst = a.get("worst_group") if isinstance(a.get("worst_group"), dict) else None
         attrs.append({"name": name, "groups": groups, "worst": worst, "gap": a.get("gap"),
-                      "dp": a.get("demographic_parity_difference"), "eo": a.get("equalized_odds_difference"),
-                      "note": a.get("parity_note"), "counts_withheld": bool(a.get("counts_withheld"))})
+                      "dp": None if withheld else a.get("demographic_parity_difference"),
+                      "eo": None if withheld else a.get("equalized_odds_difference"),
+                      "note": withheld or safe_text(a.get("parity_note")) or None,
+                      "counts_withheld": bool(a.get("counts_withheld"))})
     thr = block.get("threshold")
     return {"metric": metric_label(str(block.get("metric", ""))), "attributes": attrs,
             "threshold": f"{thr:.2f}" if _num(thr) else None, "min_count": block.get("min_count"),
-            "notes": [str(n) for n in block.get("notes") or []], "method": str(block.get("method") or "")}
+            "notes": [safe_text(n) for n in block.get("notes") or []], "method": safe_text(block.get("method") or "")}
 
 
 # =========================================================================== scaling
@@ -754,17 +1071,74 @@ def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(str(HERE / "templates")), autoescape=True,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True,
                       keep_trailing_newline=True)
-    env.filters.update(fmt=fmt, fmt_ci=fmt_ci, fmt_params=fmt_params, metric_label=metric_label)
+    env.filters.update(fmt=fmt, fmt_ci=fmt_ci, fmt_params=fmt_params, metric_label=metric_label,
+                       fmt_count=fmt_count, count_key=count_sort_key, redact=safe_text)
     css, hook, js = _read_static("style.css"), _read_static("hook.js"), _read_static("site.js")
     csp = ("default-src 'none'; img-src data:; style-src " + _csp_hash(css) + "; script-src "
            + _csp_hash(hook) + " " + _csp_hash(js) + "; base-uri 'none'; form-action 'none'")
-    env.globals.update(css=Markup(css), hook_js=Markup(hook), site_js=Markup(js), csp=Markup(csp))
+    env.globals.update(css=Markup(css), hook_js=Markup(hook), site_js=Markup(js), csp=Markup(csp),
+                       tie_n_boot=TIE_N_BOOT, tie_alpha=TIE_ALPHA, min_rank=MIN_RANK_SUBJECTS, min_count=MIN_COUNT,
+                       dataset=None, top=None)
     return env
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The dataset a group of result files was computed on."""
+
+    key: str            # the fingerprint, or "name:<name>" for result files without one
+    name: str
+    fingerprint: str    # "" when the result files carry none
+    slug: str
+
+    @property
+    def short(self) -> str:
+        """The fingerprint as shown (16 hex digits; the full one is in the page's title text)."""
+        return self.fingerprint[:16] if self.fingerprint else "not recorded"
+
+
+def _cohort_name(cohort: Any) -> str:
+    """The dataset name of a cohort folder: metadata/dataset.json's dataset_name, else the folder
+    name (never the full path: paths are not written to the site)."""
+    if not isinstance(cohort, str) or not cohort:
+        return ""
+    try:
+        meta = json.loads((Path(cohort) / "metadata" / "dataset.json").read_text(encoding="utf-8"))
+        if isinstance(meta, dict) and isinstance(meta.get("dataset_name"), str) and meta["dataset_name"].strip():
+            return meta["dataset_name"].strip()
+    except (OSError, ValueError):
+        pass
+    return Path(cohort).name
+
+
+def dataset_of(rec: Mapping) -> Dataset:
+    """Which dataset a result record belongs to: record["dataset"] ({name, fingerprint} or a name)
+    if present, else provenance.data_fingerprint with the cohort's dataset.json name.
+
+    Args:
+        rec: a result record.
+
+    Returns:
+        Dataset (key = fingerprint; records without a fingerprint are grouped by name).
+    """
+    ds = rec.get("dataset")
+    prov = rec.get("provenance") if isinstance(rec.get("provenance"), dict) else {}
+    name, fp = "", ""
+    if isinstance(ds, dict):
+        name = str(ds.get("name") or ds.get("dataset_name") or "")
+        fp = str(ds.get("fingerprint") or ds.get("data_fingerprint") or "")
+    elif isinstance(ds, str):
+        name = ds
+    fp = fp or str(prov.get("data_fingerprint") or "")
+    name = name or _cohort_name(prov.get("cohort")) or "unnamed dataset"
+    key = fp or f"name:{name}"
+    tag = hashlib.sha256(key.encode()).hexdigest()[:8]
+    return Dataset(key=key, name=name, fingerprint=fp, slug=slug(f"{name}-{fp[:12] or tag}"))
 
 
 @dataclass
 class Site:
-    """Everything the templates need (built by `collect`)."""
+    """Everything the templates need for one dataset's leaderboard (built by `collect`)."""
 
     tasks: dict[str, TaskInfo]
     models: dict[str, ModelInfo]
@@ -777,11 +1151,13 @@ class Site:
     kinds: list[str]
     task_n_models: dict[str, int]
     not_ranked: list[Cell]
+    audits: list[dict] = field(default_factory=list)
+    dataset: Dataset | None = None
 
 
 def collect(results_dir: Path, *, exclude: Path | None = None, model_specs: Mapping[str, Any] | None = None,
-            tasks: Mapping[str, Any] | None = None) -> Site:
-    """Read the result files and build the site's view model.
+            tasks: Mapping[str, Any] | None = None) -> list[Site]:
+    """Read the result files and build one site view model per dataset (never mixing datasets).
 
     Args:
         results_dir: the results folder.
@@ -790,10 +1166,25 @@ def collect(results_dir: Path, *, exclude: Path | None = None, model_specs: Mapp
         tasks: name -> TaskSpec (or dict) to use instead of the task registry (tests).
 
     Returns:
-        Site.
+        Sites sorted by dataset name and fingerprint (one empty site when there are no results).
     """
     recs, problems = load_records(results_dir, exclude)
     registry = dict(tasks) if tasks is not None else _registry_tasks()
+    groups: dict[str, list[dict]] = {}
+    datasets: dict[str, Dataset] = {}
+    for r in recs:
+        d = dataset_of(r)
+        datasets.setdefault(d.key, d)
+        groups.setdefault(d.key, []).append(r)
+    if not groups:
+        return [_collect_one([], problems, registry, model_specs, None)]
+    order = sorted(groups, key=lambda k: (datasets[k].name, datasets[k].fingerprint, k))
+    return [_collect_one(groups[k], problems, registry, model_specs, datasets[k]) for k in order]
+
+
+def _collect_one(recs: list[dict], problems: list[str], registry: Mapping[str, Any],
+                 model_specs: Mapping[str, Any] | None, dataset: Dataset | None) -> Site:
+    """The view model of the records of one dataset."""
     by_task: dict[str, list[dict]] = {}
     for r in recs:
         by_task.setdefault(r["task"], []).append(r)
@@ -832,21 +1223,62 @@ def collect(results_dir: Path, *, exclude: Path | None = None, model_specs: Mapp
         for tname in sorted(per_task):
             cells[(name, tname)] = _cell(name, task_infos[tname], per_task[tname])
     for tname, t in task_infos.items():
-        _rank([c for (m, tn), c in cells.items() if tn == tname], t.main_metric)
+        if not t.audit:
+            _rank([c for (m, tn), c in cells.items() if tn == tname], t)
+    audits = _audits(task_infos, cells)
     families = _families(task_infos, models, cells)
     modalities = sorted({m for mi in models.values() for m in mi.modalities})
     kinds = sorted({mi.kind for mi in models.values() if mi.kind})
+    not_ranked = [cells[k] for k in sorted(cells) if not task_infos[k[1]].audit
+                  and (cells[k].status != "ok" or cells[k].unranked)]
     return Site(tasks=task_infos, models=models, cells=cells, families=families, problems=problems,
                 n_files=len(recs), scaling=_scaling(models, cells, task_infos), modalities=modalities,
                 kinds=kinds, task_n_models={t: sum(1 for (_, tn) in cells if tn == t) for t in task_infos},
-                not_ranked=[cells[k] for k in sorted(cells) if cells[k].status != "ok"])
+                not_ranked=not_ranked, audits=audits, dataset=dataset)
+
+
+def audit_verdict(cell: Cell) -> tuple[str, str]:
+    """Pass / fail of a leak-probe cell: the probe's label is only predictable from data after the
+    prediction time, so an honest model scores AUROC ~0.5.
+
+    Args:
+        cell: a cell of an audit task (main metric AUROC).
+
+    Returns:
+        (verdict, why): "fail" when the 95% CI lies above 0.5 (significantly better than chance),
+        "pass" when it contains 0.5 (or lies below), "inconclusive" without a CI, else the cell's
+        status (failed / refused).
+    """
+    if cell.status != "ok":
+        return cell.status, cell.reason
+    lo, hi = cell.main.get("ci_low"), cell.main.get("ci_high")
+    if not (_num(lo) and _num(hi)):
+        return "inconclusive", cell.main.get("ci_note") or "no CI to test against 0.5"
+    if lo > 0.5:
+        return "fail", "the 95% CI lies above 0.5: the model reads data from after the prediction time"
+    return "pass", "the 95% CI " + ("contains 0.5" if hi >= 0.5 else "lies below 0.5") + ": no sign of a leak"
+
+
+def _audits(tasks: dict[str, TaskInfo], cells: dict[tuple[str, str], Cell]) -> list[dict]:
+    """The audit tasks with one verdict per model (sets each cell's `verdict`)."""
+    out = []
+    for name in sorted(t for t in tasks if tasks[t].audit):
+        rows = []
+        for (m, tn), c in sorted(cells.items()):
+            if tn == name:
+                c.verdict, why = audit_verdict(c)
+                rows.append({"cell": c, "verdict": c.verdict, "why": why})
+        out.append({"task": tasks[name], "rows": rows,
+                    "n_fail": sum(r["verdict"] == "fail" for r in rows)})
+    return out
 
 
 def _families(tasks: dict[str, TaskInfo], models: dict[str, ModelInfo], cells: dict[tuple[str, str], Cell]
               ) -> list[dict]:
     fams: dict[str, list[TaskInfo]] = {}
     for t in tasks.values():
-        fams.setdefault(t.family, []).append(t)
+        if not t.audit:  # audits are shown apart (see `_audits`), outside rankings and averages
+            fams.setdefault(t.family, []).append(t)
     out = []
     for fam in sorted(fams):
         ts = sorted(fams[fam], key=lambda t: t.name)
@@ -856,8 +1288,9 @@ def _families(tasks: dict[str, TaskInfo], models: dict[str, ModelInfo], cells: d
             row_cells = [cells.get((mname, t.name)) for t in ts]
             if not any(row_cells):
                 continue
+            # an unranked cell (too few events, no CI) does not enter the average either
             vals = [cells[(mname, t.name)].main["value"] for t in avg_tasks
-                    if (mname, t.name) in cells and cells[(mname, t.name)].status == "ok"]
+                    if (mname, t.name) in cells and cells[(mname, t.name)].rank is not None]
             macro = statistics.fmean(vals) if avg_tasks and len(vals) == len(avg_tasks) else None
             ranks = [c.rank for c in row_cells if c is not None and c.rank is not None]
             rows.append({"model": models[mname], "cells": row_cells, "macro": macro,
@@ -897,7 +1330,7 @@ def ablation_figures(model: str, abl: Any, metric: str, color: int) -> list[Mark
                             y_range=(min(ys) - pad, max(ys) + pad), band=True)]
 
 
-def _task_page(env: Environment, site: Site, t: TaskInfo) -> str:
+def _task_page(env: Environment, site: Site, t: TaskInfo, top: str | None) -> str:
     cells = sorted((c for (m, tn), c in site.cells.items() if tn == t.name),
                    key=lambda c: (c.rank if c.rank is not None else math.inf, c.model))
     names = {n for c in cells for n in c.metrics}
@@ -931,35 +1364,60 @@ def _task_page(env: Environment, site: Site, t: TaskInfo) -> str:
     return env.get_template("task.html.j2").render(
         root="../", site=site, task=t, cells=cells, metric_names=order, curves=curves, fairness=fairness,
         shap=shap, shap_notes=shap_notes, ablations=ablations, per_label=per_label, thresholds=thresholds,
-        models=site.models)
+        models=site.models, dataset=site.dataset, top=_up(top, 1))
 
 
-def _model_page(env: Environment, site: Site, m: ModelInfo) -> str:
+def _model_page(env: Environment, site: Site, m: ModelInfo, top: str | None) -> str:
     cells = [site.cells[(m.name, t)] for t in sorted(site.tasks) if (m.name, t) in site.cells]
     siblings = sorted(n for n, o in site.models.items() if o.series == m.series and n != m.name)
     return env.get_template("model.html.j2").render(
         root="../", site=site, model=m, cells=cells, tasks=site.tasks, scaling=site.scaling.get(m.series, []),
-        siblings=[site.models[n] for n in siblings])
+        siblings=[site.models[n] for n in siblings], dataset=site.dataset, top=_up(top, 1))
 
 
-def render_site(site: Site, out: Path) -> None:
-    """Write the site's pages into an (empty) folder.
+def _up(top: str | None, levels: int) -> str | None:
+    """The link prefix to the dataset selector from a page `levels` folders further down."""
+    return None if top is None else "../" * levels + top
+
+
+def render_site(site: Site, out: Path, top: str | None = None) -> None:
+    """Write one dataset's pages into an (empty) folder.
 
     Args:
-        site: from `collect`.
+        site: one of `collect`'s sites.
         out: the folder to write into.
+        top: link prefix from out/ to the dataset selector page (None: there is only one dataset).
     """
     env = environment()
     (out / "tasks").mkdir(parents=True, exist_ok=True)
     (out / "models").mkdir(parents=True, exist_ok=True)
-    (out / "index.html").write_text(env.get_template("index.html.j2").render(root="", site=site),
-                                    encoding="utf-8")
+    (out / "index.html").write_text(env.get_template("index.html.j2").render(
+        root="", site=site, dataset=site.dataset, top=top), encoding="utf-8")
     for t in sorted(site.tasks):
         info = site.tasks[t]
-        (out / "tasks" / f"{info.slug}.html").write_text(_task_page(env, site, info), encoding="utf-8")
+        (out / "tasks" / f"{info.slug}.html").write_text(_task_page(env, site, info, top), encoding="utf-8")
     for name in sorted(site.models):
         mi = site.models[name]
-        (out / "models" / f"{mi.slug}.html").write_text(_model_page(env, site, mi), encoding="utf-8")
+        (out / "models" / f"{mi.slug}.html").write_text(_model_page(env, site, mi, top), encoding="utf-8")
+
+
+def render_all(sites: list[Site], out: Path) -> None:
+    """Write the whole site: one dataset's leaderboard at the top, or, when the results come from
+    several datasets, a selector page linking one leaderboard per dataset (datasets/<slug>/),
+    so that no table ever mixes datasets.
+
+    Args:
+        sites: from `collect`.
+        out: the (empty) folder to write into.
+    """
+    if len(sites) == 1:
+        render_site(sites[0], out)
+    else:
+        env = environment()
+        (out / "index.html").write_text(env.get_template("datasets.html.j2").render(
+            root="", sites=sites, problems=sites[0].problems, dataset=None, top=None), encoding="utf-8")
+        for site in sites:
+            render_site(site, out / "datasets" / site.dataset.slug, top="../../")
     (out / MARKER).write_text("written by leaderboard.build; this folder is replaced on every build\n")
 
 
@@ -1024,14 +1482,14 @@ def build(results_dir: Path, out_dir: Path, *, model_specs: Mapping[str, Any] | 
     if out_dir.exists() and not _is_ours(out_dir):
         raise UserError("output folder exists and is not a leaderboard built by this tool", file=out_dir,
                         field="--out", fix="pass a new or empty folder (the output is replaced on every build)")
-    site = collect(results_dir, exclude=out_dir, model_specs=model_specs, tasks=tasks)
+    sites = collect(results_dir, exclude=out_dir, model_specs=model_specs, tasks=tasks)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
     try:
-        render_site(site, tmp)
+        render_all(sites, tmp)
         if out_dir.is_dir():
             for pattern in KEEP_PATTERNS:
                 for f in sorted(out_dir.glob(pattern)):
