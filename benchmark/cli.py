@@ -27,6 +27,13 @@ def _err(text: str) -> None:
     print(text, file=sys.stderr)
 
 
+def _plain(*cells: str) -> list:
+    """Table cells shown as typed: task descriptions and model references are user text, and rich
+    would read "[...]" in them as markup (or fail on it)."""
+    from rich.text import Text
+    return [Text(str(c)) for c in cells]
+
+
 # ---------------------------------------------------------------------------- commands
 def cmd_prepare(args: argparse.Namespace) -> int:
     from data_prep.synthetic import generate
@@ -35,6 +42,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     if args.subjects < 10:
         raise UserError(f"--subjects {args.subjects} is too small", field="--subjects",
                         fix="use at least 10 subjects (each split needs some)")
+    if args.seed < 0:
+        raise UserError(f"--seed {args.seed} is negative", field="--seed",
+                        fix="pass a seed of 0 or more (the default is 0)")
     with Progress(transient=True) as prog:
         bar = prog.add_task(f"generating {args.subjects} subjects", total=args.subjects)
         out = generate(Path(args.out), n_subjects=args.subjects, seed=args.seed, images=not args.no_images,
@@ -59,8 +69,8 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         table.add_column(col, overflow="fold")
     for r in rows:
         first = r["description"].split(". ")[0]
-        table.add_row(r["name"], r["kind"], ",".join(r["modalities"]), str(r["version"]),
-                      first if len(first) <= 90 else first[:87] + "...")
+        table.add_row(*_plain(r["name"], r["kind"], ",".join(r["modalities"]), str(r["version"]),
+                              first if len(first) <= 90 else first[:87] + "..."))
     _console().print(table)
     return 0
 
@@ -100,9 +110,9 @@ def cmd_labels(args: argparse.Namespace) -> int:
         else:
             print(f"{task.name}: {df.height} samples")
         if args.out:
-            out = Path(args.out) / f"{task.name}.parquet"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            df.write_parquet(out)
+            from benchmark.results import atomic_path
+            with atomic_path(Path(args.out) / f"{task.name}.parquet", ".parquet") as tmp:
+                df.write_parquet(tmp)
     return 0
 
 
@@ -127,8 +137,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     for col in ("name", "kind", "modalities", "task kinds", "parameters", "reference"):
         table.add_column(col, overflow="fold")
     for s in specs:
-        table.add_row(s.name, s.kind, ",".join(s.modalities), ",".join(s.task_kinds),
-                      f"{s.n_parameters:,}" if s.n_parameters else "-", s.reference)
+        table.add_row(*_plain(s.name, s.kind, ",".join(s.modalities), ",".join(s.task_kinds),
+                              f"{s.n_parameters:,}" if s.n_parameters else "-", s.reference))
     _console().print(table)
     return 0
 

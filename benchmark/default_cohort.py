@@ -22,7 +22,8 @@ def ensure_default_cohort(n_subjects: int = DEFAULT_SUBJECTS, seed: int = DEFAUL
         if not (out / "metadata" / "subject_splits.parquet").exists():
             from rich.console import Console
             from data_prep.synthetic import generate
-            Console(stderr=True).print(f"generating the default synthetic cohort ({n_subjects} subjects, "
-                                       f"seed {seed}) into {out} ...")
+            Console(stderr=True, highlight=False).print(
+                f"generating the default synthetic cohort ({n_subjects} subjects, seed {seed}) into {out} ...",
+                markup=False)
             generate(out, n_subjects=n_subjects, seed=seed)
     return out

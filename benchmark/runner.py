@@ -335,7 +335,8 @@ def _task_labels(task_list: list[TaskSpec], cohort: Cohort, console) -> tuple[di
             bad += 1
             console.print(f"[red]cannot run task {escape(t.name)}[/] on {escape(str(cohort.root))}: {escape(why)}\n"
                           f"  fix: check the task's index, inclusion and label rules and the cohort's splits "
-                          f"(`python -m benchmark labels --task {escape(t.name)} --data DIR` shows the counts)")
+                          f"(`python -m benchmark labels --task {escape(t.name)} --data {escape(str(cohort.root))}` "
+                          "shows the counts)")
             continue
         labels[t.name] = lab
     return labels, bad

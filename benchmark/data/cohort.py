@@ -209,10 +209,9 @@ class Cohort:
                 for chunk in iter(lambda: fh.read(1 << 20), b""):
                     h.update(chunk)
         fp = h.hexdigest()[:16]
+        from benchmark.results import atomic_write_bytes  # unique temp name: concurrent runs write it too
         try:
-            tmp = cache.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"key": key, "fingerprint": fp}))
-            tmp.replace(cache)
+            atomic_write_bytes(cache, json.dumps({"key": key, "fingerprint": fp}).encode())
         except OSError:
             pass  # read-only cohort: recompute next time
         return fp
