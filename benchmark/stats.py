@@ -4,23 +4,39 @@ meta-analysis across tasks (fixed effect and DerSimonian-Laird random effects).
 Paired bootstrap. Two models scored on the *same* test rows are compared on the *same* resamples:
 a replicate draws subjects with replacement (a drawn subject brings all of its rows), both models'
 metrics are computed on it, and the replicate's delta is metric(A) - metric(B). Pairing removes the
-between-resample variance both models share, so the interval on the delta is much narrower than
-the two marginal intervals suggest. The resamples come from `benchmark.metrics.bootstrap` (the same
-draws, seeded, as every other interval in the benchmark) and metrics are evaluated by the weighted
-kernels of `benchmark.metrics`, so 2000 replicates cost a few vectorised passes.
+between-resample variance both models share. The resamples come from `benchmark.metrics.bootstrap`
+(the same draws, seeded, as every other interval in the benchmark) and metrics are evaluated by the
+weighted kernels of `benchmark.metrics`, so 2000 replicates cost a few vectorised passes.
 
-p-value: two-sided bootstrap p = min(1, 2 * (min(#{delta* <= 0}, #{delta* >= 0}) + 1) / (B + 1)),
-the usual "+1" form so that a bootstrap never reports p = 0 (its resolution is 2 / (B + 1)).
-Identical models give delta* = 0 in every replicate and p = 1.
+Interval and p-value (issue 12). SE = standard deviation of the replicate deltas x sqrt(m/(m-1)),
+m = subjects in the rarer outcome class (a bootstrap variance of m draws is (m-1)/m of the
+unbiased one); CI = delta +- z SE and p = 2 (1 - Phi(|delta| / SE)) (Wald). The percentile
+interval with the bootstrap p it replaces rejected a true null 8% of the time at 10 positive
+subjects (n = 300); this one 5-6% (tests/test_small_sample_stats.py). No CI and no p (None, with
+`note` saying why) below MIN_CI_SUBJECTS subjects in the rarer class or when fewer than 99% of the
+replicates are defined: then only the delta is reported.
+
+Best of several B (`paired_bootstrap_best_of`). B is the candidate with the best metric on the same
+rows, so delta = A - best(B) is biased towards B. Every candidate is compared with A on the same
+replicates; the CI's B side is Bonferroni-corrected over the m candidates (the upper bound of
+A - best(B) is min_j(delta_j + z_{1 - alpha/(2m)} SE_j)) and its A side needs A to beat every
+candidate (lower bound min_j(delta_j - z_{1 - alpha/2} SE_j), an intersection-union test that needs
+no correction). With one candidate this is the plain paired test.
 
 Meta-analysis. Given per-task deltas y_i with standard errors s_i (v_i = s_i^2):
-    fixed effect:   w_i = 1 / v_i, theta_F = sum w_i y_i / sum w_i, SE_F = sqrt(1 / sum w_i)
+    fixed effect:   w_i = 1 / v_i, theta_F = sum w_i y_i / sum w_i
     heterogeneity:  Q = sum w_i (y_i - theta_F)^2 with k - 1 degrees of freedom,
                     I^2 = max(0, (Q - (k - 1)) / Q)
     DerSimonian-Laird: C = sum w_i - sum w_i^2 / sum w_i, tau^2 = max(0, (Q - (k - 1)) / C),
-                    w*_i = 1 / (v_i + tau^2), theta_R = sum w*_i y_i / sum w*_i,
-                    SE_R = sqrt(1 / sum w*_i)
-Confidence intervals and p-values are normal (Wald): theta +- z_{(1+level)/2} SE, p = 2 (1 - Phi(|z|)).
+                    w*_i = 1 / (v_i + tau^2), theta_R = sum w*_i y_i / sum w*_i
+    standard errors: with S the covariance matrix of the task deltas,
+                    SE_F = sqrt(w' S w) / sum w,  SE_R = sqrt(w*' (S + tau^2 I) w*) / sum w*
+With independent tasks S = diag(v), and these are the textbook sqrt(1 / sum w_i) and
+sqrt(1 / sum w*_i). Tasks of one results folder are scored on the same held-out subjects, so their
+deltas are correlated: `pooled_paired_bootstrap` draws ONE subject bootstrap over the union of the
+tasks' subjects, computes every task's replicate delta on those draws, and takes S from the joint
+replicates (its correlation, scaled by each task's SE). Confidence intervals and p-values are
+normal (Wald): theta +- z_{(1+level)/2} SE, p = 2 (1 - Phi(|z|)).
 
 numpy/scipy only (no torch, no scikit-learn).
 """
@@ -34,7 +50,17 @@ import numpy as np
 from scipy import stats as sps
 
 from benchmark.metrics.binary import DegenerateInputError, Kernel, make_auprc_kernel, make_auroc_kernel
-from benchmark.metrics.bootstrap import count_chunks, subject_index
+from benchmark.metrics.bootstrap import (
+    MIN_VALID_SHARE,
+    Support,
+    binary_support,
+    event_support,
+    count_chunks,
+    multilabel_support,
+    subject_index,
+    valid_share_note,
+    weakest,
+)
 
 N_BOOT = 2000
 LEVEL = 0.95
@@ -44,8 +70,8 @@ LOWER_IS_BETTER = frozenset({"mae", "rmse", "brier", "ece", "ibs"})
 DEFAULT_RECALL_GRID = tuple(np.round(np.linspace(0.05, 1.0, 20), 4))
 
 __all__ = ["LEVEL", "N_BOOT", "PAIRED_METRICS", "MetaResult", "PairedResult", "PrecisionDifference",
-           "bootstrap_p", "meta_analysis", "metric_kernel", "paired_bootstrap",
-           "precision_difference_curve"]
+           "bootstrap_p", "meta_analysis", "metric_kernel", "metric_support", "paired_bootstrap",
+           "paired_bootstrap_best_of", "pooled_paired_bootstrap", "precision_difference_curve"]
 
 
 # --------------------------------------------------------------------------- results
@@ -59,16 +85,19 @@ class PairedResult:
         value_b: metric of model B on all rows.
         delta: value_a - value_b on all rows.
         mean_delta: mean of the replicate deltas.
-        se: standard deviation of the replicate deltas (the delta's bootstrap standard error).
-        ci_low: lower percentile bound of the delta.
-        ci_high: upper percentile bound.
-        p_value: two-sided bootstrap p-value for delta = 0.
+        se: the delta's bootstrap standard error (SD of the replicate deltas x sqrt(m/(m-1))).
+        ci_low: lower bound of the delta (NaN when not reported, see note).
+        ci_high: upper bound.
+        p_value: two-sided p-value for delta = 0 (NaN when not reported).
         n_boot: replicates drawn.
         n_valid: replicates where both metrics were defined.
         n_subjects: subjects resampled.
         n_rows: rows compared.
         level: CI coverage.
         method: the procedure in words.
+        note: None, or why CI and p are not reported (e.g. "CI not reported: 7 positive subjects
+            (needs >= 10)").
+        support: subjects in the rarer outcome class (m).
     """
 
     metric: str
@@ -86,14 +115,17 @@ class PairedResult:
     n_rows: int
     level: float
     method: str
+    note: str | None = None
+    support: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict of all fields.
+        """Plain JSON-able dict of all fields (NaN as None).
 
         Returns:
             dict field -> value.
         """
-        return asdict(self)
+        return {k: (None if isinstance(v, float) and not np.isfinite(v) else v)
+                for k, v in asdict(self).items()}
 
 
 @dataclass(frozen=True)
@@ -151,6 +183,9 @@ class MetaResult:
         weights_random: normalised random-effects weights per study.
         level: CI coverage.
         excluded: indices of input studies left out (non-finite delta or SE <= 0), with reasons.
+        se_method: how the pooled standard errors were obtained, in words.
+        correlation: the correlation matrix of the pooled studies' deltas used for the SEs (None:
+            independent studies).
     """
 
     k: int
@@ -165,6 +200,8 @@ class MetaResult:
     weights_random: list[float]
     level: float
     excluded: dict[int, str] = field(default_factory=dict)
+    se_method: str = "independent studies: SE from the per-study standard errors"
+    correlation: list[list[float]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of all fields.
@@ -251,6 +288,29 @@ def _check_pair(y_true, score_a, score_b) -> int:
     return n
 
 
+def metric_support(metric: str, y_true, row_subject: np.ndarray, n_subjects: int) -> Support:
+    """Subjects in the rarer outcome class of a comparable metric (what its CI and p rest on).
+
+    Args:
+        metric: one of PAIRED_METRICS.
+        y_true: labels in the form the metric needs (see `metric_kernel`).
+        row_subject: (n,) subject code of each row.
+        n_subjects: number of subjects.
+
+    Returns:
+        Support: positive / negative subjects (auroc, auprc; the weakest label for auroc_macro),
+        subjects with an event (c_index), or subjects (mae).
+    """
+    if metric in ("auroc", "auprc"):
+        return binary_support(y_true, row_subject)
+    if metric == "c_index":
+        return event_support(_survival(y_true)[1], row_subject)
+    if metric == "auroc_macro":
+        labels = multilabel_support(y_true, row_subject)
+        return weakest([x for x in labels if x.n > 0] or labels)
+    return Support(n_subjects, "subjects")
+
+
 def paired_bootstrap(y_true, score_a, score_b, subject_ids=None, *, metric: str = "auroc",
                      n_boot: int = N_BOOT, seed=0, level: float = LEVEL) -> PairedResult:
     """Paired subject-bootstrap comparison of two models' scores on the same rows.
@@ -267,42 +327,122 @@ def paired_bootstrap(y_true, score_a, score_b, subject_ids=None, *, metric: str 
         level: CI coverage.
 
     Returns:
-        PairedResult with delta = metric(A) - metric(B).
+        PairedResult with delta = metric(A) - metric(B); CI and p NaN (with `note`) when the
+        sample cannot support them (see the module docstring).
 
     Raises:
         DegenerateInputError: the metric is undefined on the full data, or lengths differ.
     """
-    n = _check_pair(y_true, score_a, score_b)
+    return paired_bootstrap_best_of(y_true, score_a, {"B": score_b}, subject_ids, metric=metric,
+                                    n_boot=n_boot, seed=seed, level=level)[1]
+
+
+def _tail_p(t: np.ndarray) -> np.ndarray:
+    """P(Z <= -t) for standardised deltas t (inf / -inf allowed; 0/0 counts as t = 0)."""
+    return sps.norm.sf(np.nan_to_num(t, nan=0.0, posinf=np.inf, neginf=-np.inf))
+
+
+def paired_bootstrap_best_of(y_true, score_a, scores_b, subject_ids=None, *, metric: str = "auroc",
+                             n_boot: int = N_BOOT, seed=0, level: float = LEVEL
+                             ) -> tuple[str, PairedResult]:
+    """A against the best of several models B, corrected for choosing B on the same rows.
+
+    Args:
+        y_true: labels (see `paired_bootstrap`).
+        score_a: model A's scores.
+        scores_b: {name: scores} of the candidates B on the same rows (one candidate = the plain
+            paired test).
+        subject_ids: (n,) subject of each row (None = each row its own subject).
+        metric: one of PAIRED_METRICS.
+        n_boot: replicates.
+        seed: int seed or numpy Generator (every candidate sees the same draws).
+        level: CI coverage.
+
+    Returns:
+        (name of the chosen B, PairedResult of A - chosen B whose CI and p carry the selection
+        correction described in the module docstring).
+
+    Raises:
+        DegenerateInputError: the metric is undefined on the full data, or lengths differ.
+    """
+    names = list(scores_b)
+    if not names:
+        raise ValueError("no candidate model B")
+    n = max(_check_pair(y_true, score_a, scores_b[nm]) for nm in names)
     rs, n_subjects = subject_index(subject_ids, n)
     ka = metric_kernel(metric, y_true, score_a, rs)
-    kb = metric_kernel(metric, y_true, score_b, rs)
+    kbs = [metric_kernel(metric, y_true, scores_b[nm], rs) for nm in names]
     ones = np.ones((1, n_subjects), dtype=np.int64)
-    va, vb = float(np.asarray(ka(ones)).ravel()[0]), float(np.asarray(kb(ones)).ravel()[0])
-    if not (np.isfinite(va) and np.isfinite(vb)):
+    va = float(np.asarray(ka(ones)).ravel()[0])
+    vbs = np.array([float(np.asarray(k(ones)).ravel()[0]) for k in kbs])
+    if not (np.isfinite(va) and np.isfinite(vbs).all()):
         raise DegenerateInputError(f"{metric} is undefined on the full data")
-    deltas = np.empty(n_boot)
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0  # sign * delta > 0: A is better
+    best = int(np.argmax(sign * -vbs))  # the best B: highest metric (lowest for errors)
+    deltas = np.empty((n_boot, len(names)))
     done = 0
     for counts in count_chunks(n_subjects, n_boot, seed):
         r = len(counts)
-        deltas[done:done + r] = np.asarray(ka(counts), float).ravel() - np.asarray(kb(counts), float).ravel()
+        a = np.asarray(ka(counts), float).ravel()
+        for j, k in enumerate(kbs):
+            deltas[done:done + r, j] = a - np.asarray(k(counts), float).ravel()
         done += r
-    ok = deltas[np.isfinite(deltas)]
-    q = [100 * (1 - level) / 2, 100 * (1 + level) / 2]
+    valid = np.isfinite(deltas).all(axis=1)
+    ok = deltas[valid]
+    support = metric_support(metric, y_true, rs, n_subjects)
+    note = support.note() or valid_share_note(int(valid.sum()), n_boot)
+    if note is None and len(ok) < 2:
+        note = "CI not reported: fewer than 2 valid resamples"
+    d_hat = va - vbs
+    nan = float("nan")
+    lo = hi = p = se = mean = nan
     if len(ok) >= 2:
-        lo, hi = (float(x) for x in np.percentile(ok, q))
-        mean, se = float(ok.mean()), float(ok.std(ddof=1))
-    else:
-        lo = hi = mean = se = float("nan")
+        mean, se = float(ok[:, best].mean()), float(ok[:, best].std(ddof=1) * support.inflation)
+    if note is None:
+        lo, hi, p = _best_of_interval(sign * d_hat, ok.std(axis=0, ddof=1) * support.inflation, level)
+        if sign < 0:
+            lo, hi = -hi, -lo
+    m = len(names)
     unit = "subjects" if subject_ids is not None else "rows (each row treated as a subject)"
     s = seed if isinstance(seed, (int, np.integer)) else "generator"
-    method = (f"paired percentile bootstrap {level:.0%} CI of {metric}(A) - {metric}(B), "
-              f"{n_boot} resamples of {n_subjects} {unit}, seed {s}; two-sided bootstrap p")
-    if len(ok) < n_boot:
-        method += f"; {n_boot - len(ok)} degenerate resamples skipped"
-    return PairedResult(metric=metric, value_a=va, value_b=vb, delta=va - vb, mean_delta=mean, se=se,
-                        ci_low=lo, ci_high=hi, p_value=bootstrap_p(ok), n_boot=n_boot,
-                        n_valid=int(len(ok)), n_subjects=n_subjects, n_rows=n, level=level,
-                        method=method)
+    method = (f"paired bootstrap Wald {level:.0%} CI of {metric}(A) - {metric}(B): SE = SD of "
+              f"{n_boot} replicate deltas ({n_subjects} {unit} resampled, seed {s}) x sqrt(m/(m-1)), "
+              f"m = {support.n} {support.what}; two-sided normal p")
+    if m > 1:
+        method += (f"; B = best of {m} candidates on these rows, corrected for the choice (Bonferroni "
+                   "over candidates on B's side, A must beat every candidate on A's side)")
+    if valid.sum() < n_boot:
+        method += f"; {n_boot - int(valid.sum())} degenerate resamples skipped"
+    return names[best], PairedResult(
+        metric=metric, value_a=va, value_b=float(vbs[best]), delta=float(d_hat[best]), mean_delta=mean,
+        se=se, ci_low=lo, ci_high=hi, p_value=p, n_boot=n_boot, n_valid=int(valid.sum()),
+        n_subjects=n_subjects, n_rows=n, level=level, method=method, note=note, support=support.n)
+
+
+def _best_of_interval(e_hat: np.ndarray, se: np.ndarray, level: float) -> tuple[float, float, float]:
+    """CI and p of min_j e_j (e_j = A's advantage over candidate j; the chosen B has the smallest).
+
+    Args:
+        e_hat: (m,) observed advantages of A.
+        se: (m,) their standard errors.
+        level: coverage.
+
+    Returns:
+        (low, high, p): low = min_j(e_j - z se_j) (A beats every candidate), high =
+        min_j(e_j + z_Bonferroni se_j) (some candidate beats A), p two-sided and consistent with
+        the interval: p < 1 - level exactly when the interval excludes 0.
+    """
+    m = len(e_hat)
+    alpha = 1 - level
+    z = float(sps.norm.ppf(1 - alpha / 2))
+    z_b = float(sps.norm.ppf(1 - alpha / (2 * m)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = e_hat / se
+    low = float(np.min(e_hat - z * se))
+    high = float(np.min(e_hat + z_b * se))
+    p_a = float(np.max(_tail_p(t)))            # one-sided: A beats all candidates
+    p_b = float(min(1.0, m * np.min(_tail_p(-t))))  # one-sided: some candidate beats A
+    return low, high, float(min(1.0, 2 * min(p_a, p_b)))
 
 
 # --------------------------------------------------------------------------- PR curves
@@ -401,26 +541,35 @@ def _wald(est: float, se: float, z_crit: float) -> dict[str, float]:
             "ci_high": float(est + z_crit * se), "z": float(z), "p_value": p}
 
 
-def meta_analysis(estimates: Sequence[float], ses: Sequence[float], *,
-                  level: float = LEVEL) -> MetaResult:
+def meta_analysis(estimates: Sequence[float], ses: Sequence[float], *, level: float = LEVEL,
+                  cov=None, se_method: str | None = None) -> MetaResult:
     """Pool per-task effects with inverse-variance fixed effect and DerSimonian-Laird random effects.
+
+    Point estimates, Q, I^2 and tau^2 follow the textbook (DerSimonian-Laird) formulas. The pooled
+    SEs are sqrt(w' S w) / sum w (fixed) and sqrt(w*' (S + tau^2 I) w*) / sum w* (random), S the
+    covariance of the per-task effects: diag(ses^2) for independent tasks (the usual
+    sqrt(1 / sum w)), or `cov` when the tasks share subjects (see `pooled_paired_bootstrap`).
 
     Args:
         estimates: (k,) per-study effects (e.g. paired AUROC deltas).
         ses: (k,) their standard errors (e.g. PairedResult.se).
         level: CI coverage.
+        cov: optional (k, k) covariance matrix of the effects (its diagonal should be ses^2).
+        se_method: words stored in MetaResult.se_method (default: from whether cov is given).
 
     Returns:
         MetaResult (see the module docstring for the formulas). Studies with a non-finite effect
         or an SE <= 0 (no sampling variance, e.g. identical models) are excluded and listed.
 
     Raises:
-        ValueError: no usable study, or estimates and ses differ in length.
+        ValueError: no usable study, or estimates, ses and cov differ in size.
     """
     y_all = np.asarray(estimates, dtype=float)
     s_all = np.asarray(ses, dtype=float)
     if y_all.shape != s_all.shape or y_all.ndim != 1:
         raise ValueError(f"estimates and ses must be 1-D of equal length, got {y_all.shape} and {s_all.shape}")
+    if cov is not None and np.shape(cov) != (len(y_all), len(y_all)):
+        raise ValueError(f"cov must be ({len(y_all)}, {len(y_all)}), got {np.shape(cov)}")
     excluded: dict[int, str] = {}
     for i, (y, s) in enumerate(zip(y_all, s_all)):
         if not np.isfinite(y):
@@ -432,6 +581,7 @@ def meta_analysis(estimates: Sequence[float], ses: Sequence[float], *,
     k = len(y)
     if k == 0:
         raise ValueError("no study with a finite effect and a positive standard error")
+    cv = np.diag(v) if cov is None else np.asarray(cov, dtype=float)[np.ix_(keep, keep)]
     z_crit = float(sps.norm.ppf((1 + level) / 2))
     w = 1.0 / v
     sw = w.sum()
@@ -444,9 +594,98 @@ def meta_analysis(estimates: Sequence[float], ses: Sequence[float], *,
     w_r = 1.0 / (v + tau2)
     theta_r = float((w_r * y).sum() / w_r.sum())
     q_p = float(sps.chi2.sf(q, df)) if df > 0 else float("nan")
-    return MetaResult(k=k, fixed=_wald(theta_f, float(np.sqrt(1.0 / sw)), z_crit),
-                      random=_wald(theta_r, float(np.sqrt(1.0 / w_r.sum())), z_crit),
+    se_f = float(np.sqrt(max(w @ cv @ w, 0.0)) / sw)
+    se_r = float(np.sqrt(max(w_r @ (cv + tau2 * np.eye(k)) @ w_r, 0.0)) / w_r.sum())
+    if se_method is None:
+        se_method = ("independent studies: SE from the per-study standard errors" if cov is None else
+                     "SE from the given covariance of the study effects")
+    corr = None
+    if cov is not None:
+        d = np.sqrt(np.diag(cv))
+        corr = (cv / np.outer(d, d)).round(6).tolist()
+    return MetaResult(k=k, fixed=_wald(theta_f, se_f, z_crit), random=_wald(theta_r, se_r, z_crit),
                       q=q, q_df=df, q_p_value=q_p, i2=float(i2), tau2=float(tau2),
                       weights_fixed=(w / sw).tolist(), weights_random=(w_r / w_r.sum()).tolist(),
-                      level=level, excluded=excluded)
+                      level=level, excluded=excluded, se_method=se_method, correlation=corr)
 
+
+def pooled_paired_bootstrap(tasks: Sequence[dict], *, n_boot: int = N_BOOT, seed=0,
+                            level: float = LEVEL) -> MetaResult:
+    """Meta-analysis of paired deltas of tasks scored on shared subjects, with ONE joint bootstrap.
+
+    Every replicate draws subjects with replacement from the union of all tasks' subjects; each
+    task's replicate delta metric(A) - metric(B) is computed on those same draws (a task sees the
+    drawn subjects it has rows for). Per-task SE = SD of its replicate deltas x sqrt(m/(m-1)); the
+    covariance of the task deltas is their joint-replicate correlation scaled by those SEs, and
+    `meta_analysis` turns it into the pooled SEs (so tasks that move together are not counted as
+    independent evidence). Point estimates are the usual fixed-effect and DerSimonian-Laird ones.
+
+    Args:
+        tasks: one dict per task: metric, y (labels), score_a, score_b, subject_ids (all on the
+            task's rows), and optionally name.
+        n_boot: replicates.
+        seed: int seed or numpy Generator.
+        level: CI coverage.
+
+    Returns:
+        MetaResult; tasks whose sample cannot support a CI (rarer class below MIN_CI_SUBJECTS,
+        < 99% valid replicates) or whose metric is undefined are excluded, with the reason.
+
+    Raises:
+        ValueError: no task can be pooled.
+    """
+    ids = [np.asarray(t["subject_ids"]) for t in tasks]
+    union = np.unique(np.concatenate(ids)) if ids else np.array([])
+    n_u = len(union)
+    kernels, deltas, ses_infl, reasons = [], [], [], {}
+    for i, t in enumerate(tasks):
+        rs = np.searchsorted(union, ids[i]).astype(np.intp)
+        try:
+            _check_pair(t["y"], t["score_a"], t["score_b"])
+            ka = metric_kernel(t["metric"], t["y"], t["score_a"], rs)
+            kb = metric_kernel(t["metric"], t["y"], t["score_b"], rs)
+        except DegenerateInputError as e:
+            reasons[i] = str(e)
+            kernels.append(None)
+            continue
+        sup = metric_support(t["metric"], t["y"], rs, n_u)
+        if sup.note():
+            reasons[i] = sup.note()
+        kernels.append((ka, kb))
+        ones = np.ones((1, n_u), dtype=np.int64)
+        deltas.append(float(np.asarray(ka(ones)).ravel()[0] - np.asarray(kb(ones)).ravel()[0]))
+        ses_infl.append(sup.inflation)
+    live = [i for i, k in enumerate(kernels) if k is not None]
+    reps = np.full((n_boot, len(live)), np.nan)
+    done = 0
+    for counts in count_chunks(n_u, n_boot, seed):
+        r = len(counts)
+        for col, i in enumerate(live):
+            ka, kb = kernels[i]
+            reps[done:done + r, col] = (np.asarray(ka(counts), float).ravel()
+                                        - np.asarray(kb(counts), float).ravel())
+        done += r
+    for col, i in enumerate(live):
+        why = valid_share_note(int(np.isfinite(reps[:, col]).sum()), n_boot)
+        if why and i not in reasons:
+            reasons[i] = why
+    use = [col for col, i in enumerate(live) if i not in reasons]
+    if not use:
+        raise ValueError("no task can be pooled: " + "; ".join(f"task {i}: {w}" for i, w in reasons.items()))
+    sub = reps[:, use]
+    sub = sub[np.isfinite(sub).all(axis=1)]
+    se = sub.std(axis=0, ddof=1) * np.array([ses_infl[c] for c in use])
+    corr = np.atleast_2d(np.corrcoef(sub, rowvar=False)) if len(use) > 1 else np.ones((1, 1))
+    corr = np.nan_to_num(corr, nan=0.0)
+    np.fill_diagonal(corr, 1.0)
+    cov = corr * np.outer(se, se)
+    s_seed = seed if isinstance(seed, (int, np.integer)) else "generator"
+    method = (f"one joint subject bootstrap shared by all tasks ({n_boot} resamples of the union of "
+              f"{n_u} held-out subjects, seed {s_seed}): per-task SE = SD of its replicate deltas x "
+              "sqrt(m/(m-1)), covariance from the joint replicates; pooled SE = sqrt(w' S w) / sum w")
+    m = meta_analysis([deltas[c] for c in use], se, level=level, cov=cov, se_method=method)
+    # report exclusions by the caller's task index
+    index = [live[c] for c in use]
+    excluded = {index[j]: why for j, why in m.excluded.items()}
+    excluded.update(reasons)
+    return MetaResult(**{**m.__dict__, "excluded": dict(sorted(excluded.items()))})

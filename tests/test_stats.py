@@ -53,8 +53,9 @@ def test_inverted_copy_has_known_delta():
     assert r.value_b == pytest.approx(1 - a, abs=1e-12)
     assert r.delta == pytest.approx(2 * a - 1, abs=1e-12)
     assert 0 < r.ci_low < r.delta < r.ci_high
-    # every replicate favours A: p is the bootstrap's resolution 2 / (B + 1)
-    assert r.p_value == pytest.approx(2 / 1001)
+    # every replicate favours A: the Wald p (issue 12: it replaced the percentile bootstrap p,
+    # whose resolution 2 / (B + 1) was reached here) is far below it
+    assert r.p_value < 2 / 1001
     rev = paired_bootstrap(y, -s, s, sid, metric="auroc", n_boot=1000, seed=0)
     assert rev.delta == pytest.approx(-r.delta) and rev.ci_low == pytest.approx(-r.ci_high)
 
@@ -72,17 +73,27 @@ def test_cindex_inverted_risk():
 
 
 def test_matches_a_brute_force_resampling_loop():
-    # the same seed gives the same subject draws as bootstrap_generic, which materialises each
-    # resample and calls the plain metric functions: the two must agree to rounding
+    # the same seed gives the same subject draws as the generic path, which materialises each
+    # resample and calls the plain metric functions: SE and Wald CI must agree to rounding
+    from benchmark.metrics.bootstrap import _draws, _subject_rows, binary_support, resample_rows, subject_index
     y, s, sid = _binary(n=120, seed=5, dup=20)
     rng = np.random.default_rng(9)
     s2 = s + rng.normal(0, 1.0, len(s))
+    codes, n_s = subject_index(sid)
+    layout = _subject_rows(codes, n_s)
+    infl = binary_support(y, codes).inflation
     for metric, fn in (("auroc", auroc), ("auprc", auprc)):
         r = paired_bootstrap(y, s, s2, sid, metric=metric, n_boot=200, seed=11)
-        ref = bootstrap_generic(lambda yy, a, b: fn(yy, a) - fn(yy, b), [y, s, s2], sid, n_boot=200, seed=11)
-        assert r.delta == pytest.approx(ref.estimate, abs=1e-12)
-        assert r.ci_low == pytest.approx(ref.low, abs=1e-12)
-        assert r.ci_high == pytest.approx(ref.high, abs=1e-12)
+        d = []
+        for idx in _draws(n_s, 200, 11):
+            rows = resample_rows(idx, layout)
+            d.append(fn(y[rows], s[rows]) - fn(y[rows], s2[rows]))
+        se = np.std(d, ddof=1) * infl
+        assert r.delta == pytest.approx(fn(y, s) - fn(y, s2), abs=1e-12)
+        assert r.se == pytest.approx(se, abs=1e-12)
+        assert r.ci_low == pytest.approx(r.delta - Z975 * se, abs=1e-9)
+        assert r.ci_high == pytest.approx(r.delta + Z975 * se, abs=1e-9)
+        assert r.p_value == pytest.approx(_p_two_sided(r.delta / se), rel=1e-6)
 
 
 def test_subjects_not_rows_are_resampled():
