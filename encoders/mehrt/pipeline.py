@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -39,6 +38,7 @@ import numpy as np
 import polars as pl
 
 from benchmark.model_api import Budget, Prediction, TaskData
+from benchmark.results import atomic_path
 
 PIPELINE_VERSION = "1"
 REPRESENTATIONS = ("echo", "last", "mean")
@@ -290,9 +290,8 @@ class RepresentationCache:
         frame = keys.select("subject_id", "prediction_time").with_columns([pl.Series(n, v) for n, v in vectors.items()])
         h = hashlib.sha256(frame.select("subject_id", "prediction_time").hash_rows().to_numpy().tobytes()).hexdigest()[:16]
         path = self.folder / f"chunk-{h}.parquet"
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        frame.write_parquet(tmp)
-        tmp.replace(path)
+        with atomic_path(path, ".parquet") as tmp:
+            frame.write_parquet(tmp)
 
 
 def encode_split(model, meta: dict, data: TaskData, split, settings: Settings) -> dict[str, np.ndarray]:

@@ -63,6 +63,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, load_model, save_model
 
+from benchmark.results import atomic_write_bytes
 from encoders.mehrt.model import IGNORE_INDEX, MEHRT, MEHRTConfig, config_for
 from encoders.mehrt.tokenizer import (IMAGE_MODALITIES, PAD_ID, PREFIX_LEN, TOKENIZER_VERSION, Corpus, Tokenizer,
                                       guarded_inputs, pretraining_documents)
@@ -297,9 +298,7 @@ def peak_memory_mb(device: torch.device) -> float:
 
 # ====================================================================================== checkpoints
 def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(obj, indent=1))
-    tmp.replace(path)
+    atomic_write_bytes(path, json.dumps(obj, indent=1).encode())
 
 
 def save_checkpoint(folder: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, state: dict) -> None:

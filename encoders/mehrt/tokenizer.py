@@ -36,8 +36,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -46,6 +46,7 @@ import numpy as np
 import polars as pl
 
 from benchmark.data.leakage import visible_events, visible_modality
+from benchmark.results import atomic_write_bytes
 
 TOKENIZER_VERSION = "1"
 
@@ -176,15 +177,17 @@ class Corpus:
             folder: destination; replaced if it exists.
         """
         folder = Path(folder)
-        tmp = folder.with_name(f".{folder.name}.tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        for name in ("tokens", "offsets", "image_rows", "images", "prs", "has_prs"):
-            np.save(tmp / f"{name}.npy", np.ascontiguousarray(getattr(self, name)))
-        self.keys.write_parquet(tmp / "keys.parquet")
-        (tmp / "meta.json").write_text(json.dumps({"image_dims": [list(x) for x in self.image_dims]}))
-        shutil.rmtree(folder, ignore_errors=True)
-        tmp.rename(folder)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+        try:
+            for name in ("tokens", "offsets", "image_rows", "images", "prs", "has_prs"):
+                np.save(tmp / f"{name}.npy", np.ascontiguousarray(getattr(self, name)))
+            self.keys.write_parquet(tmp / "keys.parquet")
+            (tmp / "meta.json").write_text(json.dumps({"image_dims": [list(x) for x in self.image_dims]}))
+            shutil.rmtree(folder, ignore_errors=True)
+            tmp.rename(folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone after the rename; left only by an error
 
     @classmethod
     def load(cls, folder: Path) -> Corpus:
@@ -282,10 +285,7 @@ class Tokenizer:
 
     def save(self, path: Path) -> None:
         """Write the state as JSON (atomically)."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self.state()))
-        tmp.replace(path)
+        atomic_write_bytes(Path(path), json.dumps(self.state()).encode())
 
     @classmethod
     def load(cls, path: Path) -> Tokenizer:
