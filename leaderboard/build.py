@@ -1246,17 +1246,40 @@ def audit_verdict(cell: Cell) -> tuple[str, str]:
 
     Returns:
         (verdict, why): "fail" when the 95% CI lies above 0.5 (significantly better than chance),
-        "pass" when it contains 0.5 (or lies below), "inconclusive" without a CI, else the cell's
-        status (failed / refused).
+        "pass" when it contains 0.5 (or lies below); without a CI the Mann-Whitney U test of
+        AUROC > 0.5 decides ("inconclusive" when a class is too small); else the cell's status
+        (failed / refused).
     """
     if cell.status != "ok":
         return cell.status, cell.reason
     lo, hi = cell.main.get("ci_low"), cell.main.get("ci_high")
     if not (_num(lo) and _num(hi)):
-        return "inconclusive", cell.main.get("ci_note") or "no CI to test against 0.5"
+        return _rank_test_verdict(cell)
     if lo > 0.5:
         return "fail", "the 95% CI lies above 0.5: the model reads data from after the prediction time"
     return "pass", "the 95% CI " + ("contains 0.5" if hi >= 0.5 else "lies below 0.5") + ": no sign of a leak"
+
+
+def _rank_test_verdict(cell: Cell) -> tuple[str, str]:
+    """Leak-probe verdict without a bootstrap CI (e.g. AUROC 1 in every resample, which a bootstrap
+    cannot bound): the one-sided Mann-Whitney U test of AUROC > 0.5 on the held-out predictions
+    (AUROC = U / (n1 n0); rows as units), when both classes have MIN_RANK_SUBJECTS subjects."""
+    from scipy.stats import mannwhitneyu
+
+    note = cell.main.get("ci_note") or "no CI"
+    df = _read_predictions(cell.records[0]["_pred"]) if cell.records else None
+    if df is None or not {"boolean_value", "predicted_boolean_probability", "subject_id"} <= set(df.columns):
+        return "inconclusive", f"{note}; no predictions to test"
+    y = df["boolean_value"].cast(bool).to_numpy()
+    p = df["predicted_boolean_probability"].cast(float).to_numpy()
+    sid = df["subject_id"].to_numpy()
+    if min(len(np.unique(sid[y])), len(np.unique(sid[~y]))) < MIN_RANK_SUBJECTS:
+        return "inconclusive", f"{note}; too few subjects in a class to test"
+    pv = float(mannwhitneyu(p[y], p[~y], alternative="greater").pvalue)
+    pt = "<0.001" if pv < 0.001 else f"{pv:.3f}"
+    if pv < TIE_ALPHA:
+        return "fail", f"{note}; Mann-Whitney U test of AUROC > 0.5: p = {pt}: the model reads data from the future"
+    return "pass", f"{note}; Mann-Whitney U test of AUROC > 0.5: p = {pt}: no sign of a leak"
 
 
 def _audits(tasks: dict[str, TaskInfo], cells: dict[tuple[str, str], Cell]) -> list[dict]:
