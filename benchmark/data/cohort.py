@@ -20,9 +20,11 @@ from functools import cached_property
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from benchmark.data.integrity import (Collector, check_shard_footer, inside_root, nonstatic_null_codes,
-                                      read_footer)
+                                      read_footer, scan_shards)
 from benchmark.data.leakage import drop_nonstatic_nulls
 from benchmark.errors import UserError
 
@@ -69,6 +71,11 @@ class Cohort:
         return files
 
     @cached_property
+    def _schemas(self) -> dict[Path, "pa.Schema"]:
+        """Footer schema of each checked shard (read once per Cohort)."""
+        return {f: pq.read_schema(f) for f in self._checked_files}
+
+    @cached_property
     def nonstatic_null_codes(self) -> dict[str, dict]:
         """Codes whose null-time rows are not static facts (see integrity.nonstatic_null_codes).
 
@@ -94,13 +101,7 @@ class Cohort:
             unknown = [f for f in files if f not in set(all_files)]
             if unknown:
                 raise ValueError(f"{unknown[0]} is not a data shard of {self}")
-        lf = pl.scan_parquet(files, missing_columns="insert", extra_columns="ignore",
-                             cast_options=pl.ScanCastOptions(integer_cast="upcast", float_cast="downcast",
-                                                             datetime_cast=["nanosecond-downcast"]))
-        casts = {"subject_id": pl.Int64, "time": pl.Datetime("us"), "code": pl.String,
-                 "numeric_value": pl.Float32, "text_value": pl.String}
-        read = list(dict.fromkeys([*columns, "time", "code"]))
-        lf = lf.select([pl.col(c).cast(casts[c]) for c in read])
+        lf = scan_shards(files, tuple(dict.fromkeys([*columns, "time", "code"])), self._schemas)
         if "numeric_value" in columns:
             v = pl.col("numeric_value")
             lf = lf.with_columns(pl.when(v.is_finite()).then(v).otherwise(None).alias("numeric_value"))

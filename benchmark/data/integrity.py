@@ -129,6 +129,32 @@ def _is_string(t: pa.DataType) -> bool:
 
 
 # ---------------------------------------------------------------------------- data shards
+CASTS = {"subject_id": pl.Int64, "time": pl.Datetime("us"), "code": pl.String, "numeric_value": pl.Float32,
+         "text_value": pl.String}
+_CAST_OPTIONS = dict(integer_cast="upcast", float_cast="downcast", datetime_cast=["nanosecond-downcast"])
+
+
+def scan_shards(files: list[Path], columns: tuple[str, ...],
+                schemas: dict[Path, pa.Schema] | None = None) -> pl.LazyFrame:
+    """Lazy scan of MEDS shards with one schema (CASTS) whatever each shard wrote.
+
+    Shards whose footers agree are read in one multi-file scan (the fast path); shards that differ
+    (time units, extra or optional columns) are scanned one by one and concatenated. A column in
+    OPTIONAL_COLUMNS that a shard lacks is null; required columns are checked by check_shard_footer.
+    `schemas` (file -> footer schema) saves re-reading footers.
+    """
+    schemas = [(schemas or {}).get(f) or pq.read_schema(f) for f in files]
+    wanted = [c for c in columns if c in CASTS]
+    first = {c: schemas[0].field(c).type for c in wanted if c in schemas[0].names}
+    same = all({c: s.field(c).type for c in wanted if c in s.names} == first for s in schemas)
+    if same and all(c in first for c in wanted):
+        lf = pl.scan_parquet(files, extra_columns="ignore", cast_options=pl.ScanCastOptions(**_CAST_OPTIONS))
+        return lf.select([pl.col(c).cast(CASTS[c]) for c in columns])
+    parts = [pl.scan_parquet(f).select([pl.col(c).cast(CASTS[c]) if c in s.names else pl.lit(None, CASTS[c]).alias(c)
+                                        for c in columns]) for f, s in zip(files, schemas)]
+    return pl.concat(parts, how="vertical")
+
+
 def check_shard_footer(c: Collector, f: Path) -> bool:
     """Readable parquet with the required MEDS columns of the right types. Returns True if usable."""
     schema = read_footer(c, f, "data shard")
@@ -446,10 +472,7 @@ def nonstatic_null_codes(shards: list[Path], predicates_file: Path) -> dict[str,
     """
     if not shards:
         return {}
-    lf = pl.scan_parquet(shards, missing_columns="insert", extra_columns="ignore",
-                         cast_options=pl.ScanCastOptions(integer_cast="upcast", float_cast="downcast",
-                                                         datetime_cast=["nanosecond-downcast"])).select(
-        pl.col("time").cast(pl.Datetime("us")), pl.col("code").cast(pl.String))
+    lf = scan_shards(shards, ("time", "code"))
     nulls = (lf.filter(pl.col("time").is_null()).group_by("code").agg(pl.len().alias("rows"))
              .collect(engine="streaming"))
     if nulls.height == 0:

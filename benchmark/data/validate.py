@@ -13,7 +13,7 @@ from pathlib import Path
 
 import polars as pl
 
-from benchmark.data.integrity import Collector, Finding, integrity_findings, read_footer
+from benchmark.data.integrity import Collector, Finding, integrity_findings, read_footer, scan_shards
 from benchmark.errors import UserError
 from benchmark.predicates import load_predicate_map
 
@@ -77,9 +77,7 @@ def _check_metadata(c: Collector, root: Path) -> None:
 
 def _scan(shards: list[Path], columns: tuple[str, ...]) -> pl.LazyFrame:
     """The shards with one schema whatever each shard wrote (shards may differ in types and extras)."""
-    casts = {"subject_id": pl.Int64, "time": pl.Datetime("us"), "code": pl.String, "numeric_value": pl.Float32}
-    return pl.concat([pl.scan_parquet(f).select([pl.col(c).cast(casts[c]) for c in columns]) for f in shards],
-                     how="vertical")
+    return scan_shards(shards, columns)
 
 
 def _check_leakage_relevant(c: Collector, root: Path, shards: list[Path]) -> None:
