@@ -399,7 +399,7 @@ def paired_bootstrap_best_of(y_true, score_a, scores_b, subject_ids=None, *, met
     d_hat = va - vbs
     nan = float("nan")
     lo = hi = p = se = mean = nan
-    if len(ok) >= 2:
+    if len(ok) >= 2 and support.n > 1:
         mean, se = float(ok[:, best].mean()), float(ok[:, best].std(ddof=1) * support.inflation)
     if note is None:
         lo, hi, p = _best_of_interval(sign * d_hat, ok.std(axis=0, ddof=1) * support.inflation, level,
