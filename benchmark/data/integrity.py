@@ -403,15 +403,26 @@ def _check_embeddings(c: Collector, f: Path, t: pa.DataType) -> None:
                 "would train on them", "recompute those embeddings, or drop their rows (the study is then missing)")
 
 
+def escaping_paths(paths: pl.Expr) -> pl.Expr:
+    """True where a path string is absolute, has a '..' segment, a backslash or a scheme/drive
+    (vectorized, so a sidecar of 100k images is checked in milliseconds)."""
+    return (paths.str.starts_with("/") | paths.str.contains(r"(^|/)\.\.(/|$)") | paths.str.contains("\\", literal=True)
+            | paths.str.contains(r"^[^/]*:") | (paths.str.len_chars() == 0))
+
+
 def _check_paths(c: Collector, root: Path, f: Path) -> None:
-    paths = pl.scan_parquet(f).select(pl.col("path").cast(pl.String)).drop_nulls().unique().collect()["path"]
-    outside = [p for p in paths.to_list() if inside_root(root, p) is None]
-    if outside:
-        c.error(f, "path", f"{len(outside)} paths are absolute or lead outside the cohort folder (e.g. "
-                f"{outside[0]!r})", "store each path relative to the cohort folder, inside it "
+    paths = pl.scan_parquet(f).select(pl.col("path").cast(pl.String)).drop_nulls().unique(maintain_order=True)
+    flagged = paths.with_columns(escaping_paths(pl.col("path")).alias("bad")).collect()
+    outside = flagged.filter(pl.col("bad"))["path"]
+    # symlinks that lead out are caught on the sample below and, for every file, when it is opened
+    first = flagged.filter(~pl.col("bad"))["path"].head(200).to_list()
+    linked_out = [p for p in first if inside_root(root, p) is None]
+    if outside.len() or linked_out:
+        ex = outside[0] if outside.len() else linked_out[0]
+        c.error(f, "path", f"{outside.len() + len(linked_out)} paths are absolute or lead outside the cohort "
+                f"folder (e.g. {ex!r})", "store each path relative to the cohort folder, inside it "
                 "(e.g. images/cxr/123.png); never absolute, never with '..'")
-    first = [p for p in paths.head(200).to_list() if p not in set(outside)]
-    gone = [p for p in first if not (root / p).exists()]
+    gone = [p for p in first if p not in linked_out and not (root / p).exists()]
     if gone:
         c.error(f, "path", f"{len(gone)} of the first {len(first)} files do not exist (e.g. {gone[0]})",
                 "paths are relative to the cohort folder; copy the files or fix the paths")
