@@ -140,8 +140,9 @@ def modality_ablation(model: Any, data: TaskData, full: Prediction, *, n_boot: i
             try:
                 yy = (y[:, 0], y[:, 1].astype(bool)) if data.task.kind == "survival" else y
                 r = paired_bootstrap(yy, full.score, loo_pred.score, sid, metric=paired, n_boot=n_boot, seed=seed)
-                entry["paired"] = {"metric": paired, "delta_full_minus_without": r.delta, "ci_low": r.ci_low,
-                                   "ci_high": r.ci_high, "p_value": r.p_value}
+                d = r.to_dict()  # CI / p None (with a note) where the sample cannot support them
+                entry["paired"] = {"metric": paired, "delta_full_minus_without": r.delta, "ci_low": d["ci_low"],
+                                   "ci_high": d["ci_high"], "p_value": d["p_value"], "note": r.note}
             except Exception as e:  # noqa: BLE001 - a degenerate test set is reported, not raised
                 entry["paired"] = {"metric": paired, "refused": f"{type(e).__name__}: {e}"}
         out["leave_one_out"][m] = entry
