@@ -499,6 +499,12 @@ def _cell(model: str, task: TaskInfo, recs: list[dict]) -> Cell:
                 reason=safe_text(reason))
     if status == "ok":
         cell.unranked = _unranked_reason(cell, task)
+        if cell.unranked and not cell.unranked.startswith("main metric without a CI"):
+            # too few subjects in a class for any interval (the MIN_CI_SUBJECTS rule of
+            # benchmark.metrics): an older result file's CI is not shown either
+            for m in metrics.values():
+                if _num(m.get("value")) and (m.get("ci_low") is not None or m.get("ci_high") is not None):
+                    m.update(ci_low=None, ci_high=None, ci_note=f"CI not reported: {cell.unranked.split(' (')[0]}")
     return cell
 
 

@@ -217,6 +217,8 @@ def test_cells_with_few_test_events_are_not_ranked(site):
     fam = index.split('data-family="icu"')[1].split("</table>")[0]
     assert "&#9733;" not in fam and "#1" not in fam
     assert fam.count('<span class="tag">unranked</span>') == 2
+    # the older file's CI "[0.000, 0.000]" on 2 events is not shown: too few for any interval
+    assert "[0.000, 0.000]" not in fam and "CI not reported: fewer than 10 test subjects" in fam
     assert "fewer than 10 test subjects with the outcome" in index  # "Not ranked" list with the reason
     page = (site / "tasks" / "icu--los_gt3d.html").read_text()
     assert "&#9733;" not in _results_table(page) and "not ranked: fewer than 10 test subjects" in page
