@@ -249,7 +249,7 @@ def test_evaluate_binary_values_and_refusals():
     assert res["auroc"].ci_low < res["auroc"].value < res["auroc"].ci_high
     assert "subjects" in res["auroc"].method and res["auroc"].refused is None
     json.dumps({k: v.to_dict() for k, v in res.items()})  # serialisable
-    assert set(res["auroc"].to_dict()) == {"value", "ci_low", "ci_high", "method", "refused"}
+    assert set(res["auroc"].to_dict()) == {"value", "ci_low", "ci_high", "method", "refused", "ci_note"}
 
     one_class = evaluate("binary", np.zeros(20), np.linspace(0, 1, 20), n_boot=10)
     assert one_class["auroc"].value is None and "only one class" in one_class["auroc"].refused
