@@ -41,7 +41,11 @@ def test_result_files_and_determinism(small_cohort, tmp_path, cache_env):
         assert key in ja, key
     assert ja["status"] == "ok"
     m = ja["metrics"]["auroc"]
-    assert m["ci_low"] <= m["value"] <= m["ci_high"] and m["method"]
+    assert m["method"]
+    if m["ci_low"] is None:  # issue 12: 33 test subjects with 9 events cannot support a CI
+        assert m["ci_note"].startswith("CI not reported")
+    else:
+        assert m["ci_low"] <= m["value"] <= m["ci_high"]
     for key in ("package_version", "git_sha", "task_hash", "data_fingerprint", "lockfile_hash", "hardware"):
         assert key in ja["provenance"], key
     for key in ("wall_s", "peak_rss_mb", "device", "n_parameters"):
