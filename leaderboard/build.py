@@ -5,8 +5,10 @@ descriptions): the same results give byte-identical files (sorted iteration, fix
 formatting, no timestamps, no absolute paths). Pages:
 
     index.html                 one table per task family: models x tasks, main metric with 95% CI,
-                               rank (1 = best, marked), macro average and mean rank per family;
-                               filters by model kind and modality, sortable columns; scaling plots
+                               rank, a star on the best and on every model statistically tied
+                               with it, macro average and mean rank per family; the leak probe
+                               as a pass / fail audit outside the rankings; filters by model kind
+                               and modality, sortable columns; scaling plots
     tasks/<task>.html          all metrics with CIs; ROC, PR and calibration plots (binary),
                                per-label AUROC (multilabel), Kaplan-Meier by risk tertile and
                                td-AUC (survival), binned predicted vs observed (regression);
@@ -17,6 +19,19 @@ formatting, no timestamps, no absolute paths). Pages:
 Several seeds of a cell are averaged: value = mean over seeds, CI = mean of the per-seed bootstrap
 intervals, and the seed standard deviation is shown. Only the newest version of each task is
 ranked; results of older task versions are counted and listed, not mixed in.
+
+Datasets: every page names the dataset (name + data fingerprint) its numbers come from. Results of
+several datasets (fingerprints) in one folder are never mixed: index.html becomes a dataset selector
+and each dataset gets its own leaderboard under datasets/<name>-<fingerprint>/.
+
+Honesty: a cell is ranked only with at least MIN_CI_SUBJECTS test subjects in the rarer outcome
+class and a main-metric CI; ties with the best are decided by a paired subject bootstrap
+(`benchmark.stats.paired_bootstrap`) on the two models' held-out predictions of the same seed.
+
+Small cells: no displayed number, alone or combined, gives a count of 1..9. Counts below 10 are
+shown as "<10" (also inside notes such as "CI not reported: 7 positive subjects"); sensitivity,
+specificity, PPV, NPV and F1 are withheld when, with n test, they solve to an event count or a
+TP / FP / FN / TN cell below 10; fairness group rates are withheld when rates x counts would.
 
 Privacy: pages hold aggregates only. Curves are read on fixed grids or in bins of at least 10
 subjects (see `leaderboard.plots`), times of td-AUC are shown rounded to whole days, thresholds to
