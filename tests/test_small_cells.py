@@ -126,7 +126,7 @@ def page_violations(html: str) -> list[str]:
         for row in table[1:]:
             cell = {h: (row[i] if i < len(row) else None) for h, i in col.items()}
             # a shown count is itself a derived count
-            for h in ("n test", "subjects", "events", "n", "result files"):
+            for h in ("n test", "subjects", "events", "n"):
                 v = number(cell.get(h))
                 if v is not None and int(v) in SMALL:
                     bad.append(f"{h} = {int(v)} shown in row {row[:2]}")
