@@ -90,8 +90,8 @@ def _binormal(rng, n_pos: int, n: int, d: float):
 @pytest.mark.parametrize("d", [1.0, 2.0])
 def test_coverage_at_the_boundary(d):
     """Exactly MIN_CI_SUBJECTS positives among 300 subjects: the reported 95% CI covers the true
-    AUROC in >= 90% of samples. Measured with 300 samples: d = 1 (AUROC 0.76) 0.95, d = 2 (AUROC
-    0.92) 0.93; the old percentile interval covered 0.91 and 0.84."""
+    AUROC in >= 90% of samples. Measured with these seeds (300 samples): d = 1 (AUROC 0.76) 0.96,
+    d = 2 (AUROC 0.92) 0.93; the old percentile interval covered about 0.91 and 0.84 (400 samples)."""
     rng = np.random.default_rng(10 + int(d))
     truth = norm.cdf(d / np.sqrt(2))
     hits = []
@@ -106,7 +106,7 @@ def test_coverage_at_the_boundary(d):
 def test_coverage_at_small_prevalence_wherever_reported():
     """n = 300, 2% prevalence (median 6 positive subjects). Before: coverage 0.82 over all samples
     with a CI; now a CI is reported only with >= 10 positives (about 8% of samples), and those
-    cover; the others say why not."""
+    cover (0.95 over 120 reported samples here); the others say why not."""
     rng = np.random.default_rng(3)
     truth = norm.cdf(1 / np.sqrt(2))
     hits, notes = [], 0
@@ -128,7 +128,7 @@ def test_coverage_at_small_prevalence_wherever_reported():
 def test_paired_type_one_error_at_the_boundary():
     """Two models with identical score distributions (null true), 10 positive subjects in 300.
     Before (percentile interval, bootstrap p): type-I error about 0.08 here and 0.14 in the
-    issue's 2% prevalence simulation; now <= 0.06."""
+    issue's 2% prevalence simulation; now 0.0375 (400 samples)."""
     rng = np.random.default_rng(7)
     rejections = []
     for i in range(400):
@@ -158,7 +158,8 @@ def _shared_tasks(rng, n: int = 300, k: int = 7):
 def test_pooled_test_with_shared_subjects_keeps_its_level():
     """7 correlated tasks on one shared test set, null true. Treating tasks as independent
     (per-task SEs into the textbook meta-analysis) rejects far more than 5%; the joint subject
-    bootstrap keeps the fixed-effect and DerSimonian-Laird tests at <= 0.06."""
+    bootstrap keeps the fixed-effect and DerSimonian-Laird tests at <= 0.06. Measured (150 samples):
+    independent 0.21, joint fixed effect 0.047, joint DL 0.040."""
     rng = np.random.default_rng(11)
     old, new_f, new_r = [], [], []
     for i in range(150):

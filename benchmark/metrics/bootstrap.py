@@ -28,7 +28,8 @@ Interval shapes:
   draws is (m - 1) / m of the unbiased one). Measured (tests/test_small_sample_stats.py; 800
   simulated samples of n = 300 subjects with exactly 10 positives, binormal scores): coverage of
   the 95% interval 0.94 (AUROC 0.92) to 0.96 (AUROC 0.64), where the percentile interval covered
-  0.84 (AUROC 0.92) to 0.91, so the percentile interval was replaced for these metrics.
+  0.84 (AUROC 0.92) to 0.91 (400 samples), so the percentile interval was replaced for these
+  metrics. Only AUROC was simulated; the other [0, 1] metrics share the interval by analogy.
 - "percentile" (Brier, ECE, IBS, regression metrics, and the generic path): the (1 - level)/2 and
   (1 + level)/2 percentiles of the replicate values (numpy's linear interpolation).
 """
