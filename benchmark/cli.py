@@ -144,8 +144,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from benchmark.runner import run_grid
+    from benchmark.runner import run_grid, split_names
 
+    split_names(args.model, "--model")  # flag errors before the (maybe generated) cohort is read
+    split_names(args.task, "--task")
     cohort = _resolve_cohort(args)
     return run_grid(models=args.model, tasks=args.task, cohort=cohort, results_dir=Path(args.results),
                     seeds=args.seeds, budget=args.budget, force=args.force, ablate=args.ablate_modalities)

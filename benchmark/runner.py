@@ -60,6 +60,21 @@ def _events_in(kind: str, labels: pl.DataFrame) -> int | None:
     return None
 
 
+def split_names(text: str, flag: str) -> list[str]:
+    """The names of a comma-separated --model / --task value, in order, without blanks or repeats.
+
+    Raises:
+        UserError: no name at all (e.g. `--model ,`).
+    """
+    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names:
+        what = "model" if flag == "--model" else "task"
+        raise UserError(f"no {what} named in {flag} {text!r}", field=flag,
+                        fix=f"name one or more {what}s separated by commas (list them with `python -m benchmark "
+                            f"{what}s`)" + (", or 'all'" if what == "task" else ""))
+    return names
+
+
 def input_problem(task: TaskSpec, labels: pl.DataFrame, splits: pl.DataFrame) -> str | None:
     """Why a task cannot be learned and scored on this data, or None if it can.
 
@@ -278,15 +293,8 @@ def run_grid(models: str, tasks: str, cohort: Cohort, results_dir: Path, seeds: 
     console = Console(highlight=False, width=max(shutil.get_terminal_size((140, 24)).columns, 120))
     if seeds < 1:
         raise UserError(f"--seeds {seeds} must be at least 1", field="--seeds", fix="pass --seeds 1 or more")
-    names = list(dict.fromkeys(m.strip() for m in models.split(",") if m.strip()))
-    if not names:
-        raise UserError(f"no model named in --model {models!r}", field="--model",
-                        fix="name one or more models, e.g. --model catboost (list them with `models`)")
-    specs = [get_model(m) for m in names]
-    task_list = select_tasks(tasks)
-    if not task_list:
-        raise UserError(f"no task named in --task {tasks!r}", field="--task",
-                        fix="name one or more tasks, a family, or 'all' (list them with `tasks`)")
+    specs = [get_model(m) for m in split_names(models, "--model")]
+    task_list = select_tasks(",".join(split_names(tasks, "--task")))
     results_dir = check_results_dir(results_dir)
     labels, bad_input = _task_labels(task_list, cohort, console)
     cells, skipped = [], []
