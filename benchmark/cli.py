@@ -205,7 +205,11 @@ def build_parser() -> argparse.ArgumentParser:
     pm.add_argument("--json", action="store_true")
     pm.set_defaults(func=cmd_models)
 
-    pr = sub.add_parser("run", help="run models on tasks and write result files")
+    pr = sub.add_parser("run", help="run models on tasks and write result files",
+                        epilog="exit status: 0 every cell finished or was kept; 1 some cell failed or its result "
+                               "could not be written (the other cells still ran); 2 bad input: flags, files, an "
+                               "unwritable --results, or a task the data cannot support (no training samples, "
+                               "one class in training), each printed with its fix")
     pr.add_argument("--model", required=True, help="model name(s), comma-separated")
     pr.add_argument("--task", required=True, help="task name(s), comma-separated, a family, or 'all'")
     pr.add_argument("--data", help="cohort folder (default: the embedded synthetic cohort)")
