@@ -267,7 +267,7 @@ def _compute_labels(task: TaskSpec, cohort: Cohort, rules, cache_file: Path | No
              f"check its rule in {cohort.predicates_file}" for n, c in counts.items()
              if c == 0 and isinstance(rules.get(n), CodeRule)]
     for w in notes:
-        warnings.warn(w, stacklevel=2)
+        warnings.warn(w, stacklevel=3)  # the caller of extract_labels
     labels = _label(task, events, bounds)
     ls = LabelSet(task, labels, counts, notes, cache_file)
     if cache_file is not None:

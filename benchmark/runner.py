@@ -296,7 +296,7 @@ def run_grid(models: str, tasks: str, cohort: Cohort, results_dir: Path, seeds: 
     specs = [get_model(m) for m in split_names(models, "--model")]
     task_list = select_tasks(",".join(split_names(tasks, "--task")))
     results_dir = check_results_dir(results_dir)
-    labels, bad_input = _task_labels(task_list, cohort, console)
+    labels, bad_input, failed = _task_labels(task_list, cohort, console)
     cells, skipped = [], []
     for spec in specs:
         for t in task_list:
@@ -310,10 +310,9 @@ def run_grid(models: str, tasks: str, cohort: Cohort, results_dir: Path, seeds: 
     for m, t, why in skipped:
         console.print(f"[yellow]skip {escape(m)} on {escape(t)}[/]: {escape(why)}")
     todo = _plan(cells, cohort, results_dir, force, ablate, console)
-    failed = 0
     records: dict[tuple[str, str, int], dict] = {}
     try:
-        failed = _run_cells(todo, cohort, labels, results_dir, budget, force, ablate, console, records)
+        failed += _run_cells(todo, cohort, labels, results_dir, budget, force, ablate, console, records)
     finally:  # the summary is printed even when a cell, or the user (Ctrl-C), stops the loop
         console.print(_summary_table(cells, results_dir, seeds, records))
     if failed:
@@ -321,22 +320,32 @@ def run_grid(models: str, tasks: str, cohort: Cohort, results_dir: Path, seeds: 
     return EXIT_BAD_INPUT if bad_input else EXIT_OK
 
 
-def _task_labels(task_list: list[TaskSpec], cohort: Cohort, console) -> tuple[dict[str, pl.DataFrame], int]:
+def _task_labels(task_list: list[TaskSpec], cohort: Cohort, console) -> tuple[dict[str, pl.DataFrame], int, int]:
     """Labels of every task that can run; the others are printed with the reason and the fix.
 
     Returns:
-        (task name -> labels, number of tasks refused because of the user's data or task file).
+        (task name -> labels, number of tasks refused because of the user's data or task file,
+        number of tasks whose label extraction crashed).
+
+    Raises:
+        UserError: bad input in a task's rules (the run stops before any cell).
     """
     from rich.markup import escape
 
     labels: dict[str, pl.DataFrame] = {}
-    bad = 0
+    bad = crashed = 0
     for t in task_list:
         try:
             lab = extract_labels(t, cohort).labels
         except TaskNotApplicable as e:
             console.print(f"[yellow]skip task {escape(t.name)}[/]: the dataset does not map "
                           f"{escape(', '.join(e.missing))}")
+            continue
+        except UserError:
+            raise
+        except Exception as e:  # noqa: BLE001 - one task's crash is reported; the other tasks run
+            crashed += 1
+            console.print(f"[red]failed[/] labels of task {escape(t.name)}: {escape(f'{type(e).__name__}: {e}')}")
             continue
         why = input_problem(t, lab, cohort.splits)
         if why:
@@ -347,7 +356,7 @@ def _task_labels(task_list: list[TaskSpec], cohort: Cohort, console) -> tuple[di
                           "shows the counts)")
             continue
         labels[t.name] = lab
-    return labels, bad
+    return labels, bad, crashed
 
 
 def _plan(cells: list[Cell], cohort: Cohort, results_dir: Path, force: bool, ablate: bool, console) -> list[Cell]:

@@ -128,6 +128,27 @@ def test_a_cell_raising_outside_run_cell_is_recorded(small_cohort, tmp_path, cac
     assert ok["status"] == "ok"
 
 
+def test_label_extraction_crash_fails_one_task_only(small_cohort, tmp_path, cache, monkeypatch, capsys):
+    """A polars error while extracting one task's labels is printed verbatim; the other task runs."""
+    import polars as pl
+
+    from benchmark import runner
+
+    real = runner.extract_labels
+
+    def flaky(task, cohort, **kw):
+        if task.name == "oncology/mortality_1y":
+            raise pl.exceptions.ComputeError("cannot read [/data/train/0.parquet]")
+        return real(task, cohort, **kw)
+
+    monkeypatch.setattr(runner, "extract_labels", flaky)
+    rc = runner.run_grid("logistic_regression", TWO_TASKS, small_cohort, tmp_path / "res", budget="smoke")
+    out = _flat(capsys.readouterr().out)
+    assert rc == 1 and "labels of task oncology/mortality_1y: ComputeError: cannot read [/data/train/0.parquet]" in out
+    ok = json.loads((tmp_path / "res/logistic_regression/oncology/transfusion_1y/seed0.json").read_text())
+    assert ok["status"] == "ok"
+
+
 # ---------------------------------------------------------------------------- item 6: results folder, writes
 def test_results_pointing_at_a_file_is_refused_before_any_cell(small_cohort, tmp_path, cache, monkeypatch):
     """Before: NotADirectoryError traceback after the first cell's work was done."""
