@@ -100,7 +100,16 @@ def _pair(ra: list[dict], rb: list[dict]) -> tuple[dict, dict] | str:
     seeds = sorted(set(sa) & set(sb))
     if not seeds:
         return "no common seed"
+    fa, fb = (_fingerprint(r) for r in (sa[seeds[0]], sb[seeds[0]]))
+    if fa != fb:
+        # the same subject ids on two cohorts are different patients: never pair them
+        return f"A and B were run on different datasets (fingerprint {fa} vs {fb})"
     return sa[seeds[0]], sb[seeds[0]]
+
+
+def _fingerprint(record: dict) -> str | None:
+    """The data fingerprint a result was computed on (None in records that lack it)."""
+    return (record.get("provenance") or {}).get("data_fingerprint")
 
 
 def parse_b(b: str) -> list[str]:
@@ -344,16 +353,18 @@ def render_compare(res: dict[str, Any]) -> str:
 
 def _print_table(res: dict[str, Any]) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
     console = Console(highlight=False)
-    t = Table(title=f"{res['a']} (A) vs {res['b']} (B): paired bootstrap, {res['n_boot']} resamples, delta = A - B")
+    t = Table(title=escape(f"{res['a']} (A) vs {res['b']} (B): paired bootstrap, {res['n_boot']} resamples, delta = A - B"))
     several = len(res.get("b_models", [])) > 1
     for col in ("task", "metric", *(("B model",) if several else ()), "A", "B", "delta", "95% CI", "p", "favours"):
         t.add_column(col)
     for r in res["rows"]:
-        t.add_row(r["task"], DISPLAY[r["metric"]], *((r["model_b"],) if several else ()), fmt(r["value_a"]),
-                  fmt(r["value_b"]), _d(r["delta"]), f"[{_d(r['ci_low'])}, {_d(r['ci_high'])}]", _p(r["p_value"]),
-                  r["favours"] or "\u2014")
+        cells = (r["task"], DISPLAY[r["metric"]], *((r["model_b"],) if several else ()), fmt(r["value_a"]),
+                 fmt(r["value_b"]), _d(r["delta"]), f"[{_d(r['ci_low'])}, {_d(r['ci_high'])}]", _p(r["p_value"]),
+                 r["favours"] or "\u2014")
+        t.add_row(*(escape(str(c)) for c in cells))
     console.print(t)
     for name in POOLED:
         m = res["meta"].get(name)
@@ -372,7 +383,7 @@ def _print_table(res: dict[str, Any]) -> None:
             console.print(f"  heterogeneity: Q = {m['q']:.2f} (df {m['q_df']}), I\u00b2 = {100 * m['i2']:.0f}%, "
                           f"tau\u00b2 = {m['tau2']:.2g}")
     for s in res["skipped"]:
-        console.print(f"[yellow]skipped {s['task']}[/]: {s['reason']}")
+        console.print(f"[yellow]skipped {escape(s['task'])}[/]: {escape(s['reason'])}")
 
 
 def output_path(results_dir: Path, a: str, b: str, out: str | None) -> Path:

@@ -548,3 +548,26 @@ def test_compare_against_best_of_several(fake, tmp_path):
                                        out=str(out), n_boot=100)) == 0
     html = (out / "compare-mehrt-small-vs-best-of-gbdt-fusion.html").read_text()
     assert "B model" in html and "best of (gbdt, fusion)" in html
+
+
+def test_compare_never_pairs_cells_of_two_datasets(fake, tmp_path, capsys):
+    """A and B run on different cohorts (fingerprints differ) are skipped with the reason, never
+    paired on subject ids that name different patients; the skip line prints rich-markup-like text
+    verbatim (issue 12)."""
+    import json as _json
+    import shutil
+    from leaderboard.compare import _print_table, compare
+    root, _ = fake
+    mixed = tmp_path / "mixed"
+    for model in ("mehrt-small", "gbdt"):
+        shutil.copytree(root / model / "demo" / "mortality", mixed / model / "demo" / "mortality")
+    jp = cell_paths(mixed, "gbdt", "demo/mortality", 0)[0]
+    rec = _json.loads(jp.read_text())
+    rec["provenance"] = {**rec["provenance"], "data_fingerprint": "[/other]cohort"}
+    write_result(jp, rec)
+    res = compare(mixed, "mehrt-small", "gbdt", tasks="all", n_boot=100)
+    assert res["rows"] == []
+    (skip,) = res["skipped"]
+    assert "different datasets" in skip["reason"] and "[/other]cohort" in skip["reason"]
+    _print_table(res)
+    assert "[/other]cohort" in capsys.readouterr().out
