@@ -30,7 +30,7 @@ from benchmark.predicates import BUILTIN_PREDICATES, CodeRule, DerivedRule, pred
 from benchmark.results import atomic_path, atomic_write_bytes, cache_lock
 from benchmark.taskspec import TaskSpec
 
-LABELER_VERSION = "2"
+LABELER_VERSION = "3"  # 3: NaN/inf numeric values read as null, non-static null-time rows dropped (issue 12)
 DEATH_CODE = "MEDS_DEATH"
 _EVENTS_SCHEMA = {"subject_id": pl.Int64, "time": pl.Datetime("us"), "numeric_value": pl.Float32}
 

@@ -26,7 +26,7 @@ from benchmark.model_api import TaskData
 from encoders.cache import all_splits, cached_arrays, sample_table, with_sample_index
 from encoders.precomputed import ModalityEncoding, pool_studies, time_key
 
-VERSION = "1"
+VERSION = "2"  # 2: inputs without non-static null-time rows (issue 12)
 NOTE_CODES = ("NOTE/RADIOLOGY",)
 N_PARAMETERS_MINILM = 22_713_216  # all-MiniLM-L6-v2 (counted from its safetensors file)
 

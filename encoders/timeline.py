@@ -24,7 +24,7 @@ import polars as pl
 from benchmark.model_api import TaskData
 from encoders.cache import all_splits, cached_arrays, sample_table, split_rows, with_sample_index
 
-VERSION = "1"
+VERSION = "2"  # 2: inputs without non-static null-time rows (issue 12)
 MAX_CODES = 38  # 38 values + 38 masks = 76 features per bin
 
 

@@ -40,7 +40,7 @@ import polars as pl
 from benchmark.model_api import Budget, Prediction, TaskData
 from benchmark.results import atomic_path
 
-PIPELINE_VERSION = "1"
+PIPELINE_VERSION = "2"  # 2: inputs without non-static null-time rows (issue 12)
 REPRESENTATIONS = ("echo", "last", "mean")
 # MEHRT only: mean pooling + the hidden state at the most recent placeholder of each image modality.
 STUDY_REPRESENTATION = "mean+studies"

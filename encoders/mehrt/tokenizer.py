@@ -48,7 +48,7 @@ import polars as pl
 from benchmark.data.leakage import visible_events, visible_modality
 from benchmark.results import atomic_write_bytes
 
-TOKENIZER_VERSION = "1"
+TOKENIZER_VERSION = "2"  # 2: timelines without non-static null-time rows (issue 12)
 
 PAD, BOS, EOS, UNK = "[PAD]", "[BOS]", "[EOS]", "[UNK]"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
