@@ -364,13 +364,16 @@ def test_sidecar_paths_must_stay_inside_the_cohort(tmp_path, cache, capsys, bad)
         co.sidecar_file(bad, "cxr")
 
 
-def test_sidecar_symlink_out_of_the_cohort_is_refused(tmp_path, cache):
+def test_symlink_placed_inside_the_cohort_is_followed(tmp_path, cache):
+    """A path VALUE never leaves the cohort; a symlink the cohort's owner put inside the folder (an
+    image store kept elsewhere) is followed, as the planted-cohort contract test relies on."""
     root = make_cohort(tmp_path / "c", EVENTS, SPLITS)
-    (tmp_path / "secret.png").write_bytes(b"x")
-    (root / "images").mkdir()
-    (root / "images" / "link.png").symlink_to(tmp_path / "secret.png")
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "1.png").write_bytes(b"x")
+    (root / "images").symlink_to(tmp_path / "store", target_is_directory=True)
+    assert Cohort(root).sidecar_file("images/1.png", "cxr").read_bytes() == b"x"
     with pytest.raises(UserError, match="outside the cohort folder"):
-        Cohort(root).sidecar_file("images/link.png", "cxr")
+        Cohort(root).sidecar_file("images/../../store/1.png", "cxr")
 
 
 def test_synthetic_cohort_passes_every_integrity_check(small_cohort):
