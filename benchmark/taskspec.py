@@ -173,14 +173,20 @@ class TaskSpec(_Strict):
     # ------------------------------------------------------------------ helpers
     def referenced_predicates(self) -> set[str]:
         """Every predicate name the task reads (task-local names included)."""
+        return self._with_inputs(self.label_event_predicates()
+                                 | {c.predicate for c in self.inclusion + self.exclusion})
+
+    def label_event_predicates(self) -> set[str]:
+        """Predicate names the task uses as index, outcome or censoring event, with the inputs of
+        task-local predicates they are built from (a code among them is never a static fact)."""
         lab = self.label
-        names = {self.index.predicate}
-        names |= {c.predicate for c in self.inclusion + self.exclusion}
-        for n in (lab.outcome, lab.event, lab.end_at):
-            if n:
-                names.add(n)
-        names |= set((lab.outcomes or {}).values())
-        names |= set(lab.censor_on) | set(lab.duration_to or ())
+        names = {self.index.predicate, *(n for n in (lab.outcome, lab.event, lab.end_at) if n)}
+        names |= set((lab.outcomes or {}).values()) | set(lab.censor_on) | set(lab.duration_to or ())
+        return self._with_inputs(names)
+
+    def _with_inputs(self, names: set[str]) -> set[str]:
+        """names plus, transitively, the inputs of the task-local predicates among them."""
+        names = set(names)
         frontier = list(names)
         while frontier:
             n = frontier.pop()

@@ -6,26 +6,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from benchmark.errors import UserError
+from tests.test_bad_input import GOOD_TASK
 
 REPO = Path(__file__).resolve().parents[1]
 
-TASK = textwrap.dedent("""\
-    version: 1
-    kind: binary
-    description: test task
-    index: {predicate: cancer_treatment, occurrence: first}
-    label:
-      outcome: death
-      window: {start: "0", end: 365d}
-    metrics: [auroc]
-    main_metric: auroc
-    """)
+TASK = GOOD_TASK  # one valid task body for every bad-input test
 
 
 def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

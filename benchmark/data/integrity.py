@@ -437,22 +437,6 @@ def check_modalities(c: Collector, root: Path) -> None:
 
 
 # ---------------------------------------------------------------------------- null-time rows
-def _label_event_names(task) -> set[str]:
-    """Predicate names a task uses as index, outcome or censoring event (task-local rules expanded)."""
-    lab = task.label
-    names = {task.index.predicate, *(n for n in (lab.outcome, lab.event, lab.end_at) if n)}
-    names |= set((lab.outcomes or {}).values()) | set(lab.censor_on) | set(lab.duration_to or ())
-    frontier = list(names)
-    while frontier:
-        n = frontier.pop()
-        if n in task.predicates:
-            for i in task.predicates[n].inputs():
-                if i not in names:
-                    names.add(i)
-                    frontier.append(i)
-    return names
-
-
 def label_code_rules(predicates_file: Path) -> dict[str, tuple[CodeRule, list[str]]]:
     """Dataset predicates that some task uses as index / outcome / censoring: name -> (rule, task names).
 
@@ -463,7 +447,7 @@ def label_code_rules(predicates_file: Path) -> dict[str, tuple[CodeRule, list[st
     rules = load_predicate_map(predicates_file)
     out: dict[str, tuple[CodeRule, list[str]]] = {}
     for name, task in load_tasks().items():
-        for p in sorted(_label_event_names(task)):
+        for p in sorted(task.label_event_predicates()):
             if p in rules:
                 out.setdefault(p, (rules[p], []))[1].append(name)
     return out
