@@ -442,7 +442,8 @@ def _summary_table(cells: list[Cell], results_dir: Path, seeds: int, records: di
         m = (r.get("metrics") or {}).get(r.get("main_metric"), {}) or {}
         v = m.get("value")
         status = "not written" if r.get("write_error") else r.get("status", "?")
-        ci = f"[{m['ci_low']:.3f}, {m['ci_high']:.3f}]" if m.get("ci_low") is not None else "-"
+        ci = (f"[{m['ci_low']:.3f}, {m['ci_high']:.3f}]" if m.get("ci_low") is not None
+              else "not reported" if m.get("ci_note") else "-")  # the sample cannot support one
         wall = (r.get("compute") or {}).get("wall_s")
         row = (c.task.name, c.spec.name + (f" s{c.seed}" if seeds > 1 else ""), r.get("main_metric", c.task.main_metric),
                f"{v:.3f}" if v is not None and status != "not written" else status, ci, str(r.get("n_test", "-")),
