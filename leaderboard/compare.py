@@ -32,7 +32,7 @@ import numpy as np
 
 from benchmark.errors import UserError
 from leaderboard import plots
-from leaderboard.build import _int, environment, fmt, load_records, metric_label, slug
+from leaderboard.build import AUDIT_FAMILIES, _int, environment, fmt, load_records, metric_label, slug
 
 POOLED = {"discrimination": ("auroc", "auroc_macro", "c_index"), "auprc": ("auprc",)}
 METRICS_BY_KIND = {"binary": ("auroc", "auprc"), "multilabel": ("auroc_macro",), "survival": ("c_index",),
@@ -199,6 +199,8 @@ def compare(results_dir: Path, a: str, b: str, tasks: str | None = "all", *, n_b
         task_rows, task_skipped, curve = _task_rows(task, a, cands, n_boot=n_boot, seed=seed, level=level)
         for r in task_rows:
             j = cands[r["model_b"]]
+            if task.split("/")[0] in AUDIT_FAMILIES:
+                continue  # an audit (the leak probe) is not evidence for either model: never pooled
             pool.append((r, {"metric": r["metric"], "y": j["y"], "score_a": j["sa"], "score_b": j["sb"],
                               "subject_ids": j["sid"]}))
         rows += task_rows

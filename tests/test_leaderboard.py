@@ -571,3 +571,22 @@ def test_compare_never_pairs_cells_of_two_datasets(fake, tmp_path, capsys):
     assert "different datasets" in skip["reason"] and "[/other]cohort" in skip["reason"]
     _print_table(res)
     assert "[/other]cohort" in capsys.readouterr().out
+
+
+def test_compare_never_pools_the_leak_probe(fake, tmp_path):
+    """The leak probe is an audit: its paired row is shown, but it is not evidence for either model and
+    stays out of the pooled meta-analysis (issue 12)."""
+    import json as _json
+    import shutil
+    from leaderboard.compare import compare
+    root, _ = fake
+    mixed = tmp_path / "r"
+    for model in ("mehrt-small", "gbdt"):
+        shutil.copytree(root / model / "demo" / "mortality", mixed / model / "demo" / "mortality")
+        shutil.copytree(root / model / "demo" / "mortality", mixed / model / "leak" / "probe")
+        jp = cell_paths(mixed, model, "leak/probe", 0)[0]
+        write_result(jp, {**_json.loads(jp.read_text()), "task": "leak/probe"})
+    res = compare(mixed, "mehrt-small", "gbdt", tasks="all", n_boot=100)
+    assert {r["task"] for r in res["rows"]} == {"demo/mortality", "leak/probe"}
+    for m in res["meta"].values():
+        assert m is not None and all(not t.startswith("leak/") for t in m["tasks"]), m
