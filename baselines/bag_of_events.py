@@ -1,4 +1,4 @@
-"""Bag-of-events features (seed 000, appendix B.1), streamed over shards with polars.
+"""Bag-of-events features (MEHRT paper, OpenReview ywFxZhMnuB, appendix B.1), streamed over shards with polars.
 
 For each sample (subject, prediction time): counts of each code seen before the prediction time
 (through the leakage guard), for codes present in >= 1% of training subjects, with ICD-10-CM/PCS

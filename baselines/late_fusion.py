@@ -1,4 +1,4 @@
-"""Late fusion (seed 000, appendix B.2): one tuned GBDT per modality, predictions averaged.
+"""Late fusion (MEHRT paper, OpenReview ywFxZhMnuB, appendix B.2): one tuned GBDT per modality, predictions averaged.
 
 Modality models:
   * structured: bag-of-events features (baselines.bag_of_events), every sample;

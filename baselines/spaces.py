@@ -1,4 +1,4 @@
-"""Hyperparameter search spaces of the tabular baselines (seed 000, appendix Tables B1-B4).
+"""Hyperparameter search spaces of the tabular baselines (MEHRT paper, OpenReview ywFxZhMnuB, appendix Tables B1-B4).
 
 A space maps a parameter name to a distribution; `draw_trials` turns a space into the list of
 configurations a random search evaluates. Trial 0 is always the space's `DEFAULTS` point (a
@@ -126,7 +126,7 @@ LOGISTIC_REGRESSION = {
     "solver": Choice(("saga", "liblinear")),
     "penalty": Choice(("l1", "l2")),
 }
-# Ours (no table in seed 000): the usual LightGBM knobs, ranges as wide as XGBoost's.
+# Ours (no table in MEHRT paper, OpenReview ywFxZhMnuB): the usual LightGBM knobs, ranges as wide as XGBoost's.
 LIGHTGBM = {
     "num_leaves": IntUniform(8, 128),
     "learning_rate": LogUniform(0.01, 0.3),

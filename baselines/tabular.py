@@ -1,5 +1,5 @@
 """The shared tabular baseline: one wrapper for CatBoost, XGBoost, LightGBM, random forest and
-logistic regression on bag-of-events features (seed 000, appendix B.1).
+logistic regression on bag-of-events features (MEHRT paper, OpenReview ywFxZhMnuB, appendix B.1).
 
     model = TabularBaseline("catboost", budget=BUDGETS["default"], seed=0)
     model.fit(data)                         # random search + refit on train + tuning

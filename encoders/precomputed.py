@@ -1,6 +1,6 @@
 """Precomputed study embeddings from a modality sidecar, pooled per sample up to the prediction time.
 
-This is the benchmark's main image path (as in seed 000's GigaPath/DINOv2 and seed 003's
+This is the benchmark's main image path (as in the MEHRT paper's GigaPath/DINOv2 and the CT + EHR fusion paper's
 MedImageInsight features, computed elsewhere): ``<cohort>/modalities/<name>.parquet`` carries one
 ``embedding`` per study; for each sample we read the studies the leakage guard lets through
 (time <= prediction time; static rows with a null time always) and return

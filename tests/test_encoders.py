@@ -91,7 +91,7 @@ def test_precomputed_pools_only_visible_studies(tmp_path):
 
 def test_auto_pooling_uses_the_study_of_a_per_study_task(tmp_path):
     """pooling="auto": a modality whose study sits at the prediction time (one prediction per study)
-    gives its most recent study; otherwise the mean of the visible studies (seed 000)."""
+    gives its most recent study; otherwise the mean of the visible studies (MEHRT paper, OpenReview ywFxZhMnuB)."""
     from encoders.fusion.inputs import InputConfig, raw_inputs, study_at_index_share
     cxr = emb_frame([(1, H(-48), [1, 0]), (1, T0, [3, 2]), (2, H(-5), [5, 5]), (2, T0, [7, 9]), (3, T0, [4, 4])])
     ct = emb_frame([(1, H(-48), [2, 2]), (1, H(-10), [4, 0]), (2, H(-3), [1, 1]), (3, T0, [6, 6])])

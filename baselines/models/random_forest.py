@@ -7,13 +7,13 @@ SPEC = ModelSpec(
     name="random_forest",
     kind="baseline",
     description=("scikit-learn random forest on bag-of-events features (no survival variant); random search "
-                 "over seed 000 Table B3 with subject-grouped CV"),
+                 "over the MEHRT paper (OpenReview ywFxZhMnuB) Table B3 with subject-grouped CV"),
     modalities=("structured",),
     task_kinds=("binary", "multilabel", "regression"),
     n_parameters=None,  # depends on the search; each result records its own size
     training_data="none (trained per task on the benchmark's train + tuning splits)",
     license="BSD-3-Clause",
-    reference="Breiman 2001, Random forests (Machine Learning 45); seed 000 appendix B.1",
+    reference="Breiman 2001, Random forests (Machine Learning 45); the MEHRT paper (OpenReview ywFxZhMnuB) appendix B.1",
     authors="scikit-learn developers; MEHR-Bench wrapper",
     factory=factory_for("random_forest"),
 )

@@ -6,14 +6,14 @@ from benchmark.registry import ModelSpec
 SPEC = ModelSpec(
     name="xgboost_late_fusion",
     kind="baseline",
-    description=("Late fusion (seed 000 appendix B.2): one tuned xgboost model per modality (bag-of-events, mean CT, "
+    description=("Late fusion (MEHRT paper, OpenReview ywFxZhMnuB appendix B.2): one tuned xgboost model per modality (bag-of-events, mean CT, "
                  "WSI and CXR embeddings, PRS), predictions averaged over the modalities a sample has"),
     modalities=("structured", "ct", "wsi", "cxr", "prs"),
     task_kinds=("binary", "multilabel", "survival", "regression"),
     n_parameters=None,  # depends on the search and the modalities used; each result records its own
     training_data="none (trained per task on the benchmark's train + tuning splits)",
     license="Apache-2.0",
-    reference="seed 000 appendix B.2 (late fusion); Chen & Guestrin 2016 (XGBoost)",
+    reference="the MEHRT paper (OpenReview ywFxZhMnuB) appendix B.2 (late fusion); Chen & Guestrin 2016 (XGBoost)",
     authors="MEHR-Bench",
     factory=factory_for("xgboost"),
 )

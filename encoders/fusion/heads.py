@@ -3,16 +3,16 @@
 =================  ==============================================================  =============
 head               what it does                                                    reference
 =================  ==============================================================  =============
-concat_lr          per-modality vectors (learned missing token + presence flag)    seed 001
+concat_lr          per-modality vectors (learned missing token + presence flag)    Benchmarking Foundation Models with Multimodal Public EHR (arXiv 2507.14824)
                    concatenated with the EHR vector, one linear layer
-late_fusion        one MLP head per modality; outputs averaged over the            seed 001
+late_fusion        one MLP head per modality; outputs averaged over the            Benchmarking Foundation Models with Multimodal Public EHR (arXiv 2507.14824)
                    modalities a sample has (+ per-modality auxiliary losses)
-contrastive        2-step: symmetric InfoNCE aligns EHR and image projections,     seed 003
+contrastive        2-step: symmetric InfoNCE aligns EHR and image projections,     Fusion is not one-size-fits-all (arXiv 2606.15038)
                    then a head on both, encoders fine-tuned
-cross_attention    bidirectional cross-attention between EHR and image tokens      seed 003
-coattention        alternating co-attention guided by the image (coattention_img)  seed 003
+cross_attention    bidirectional cross-attention between EHR and image tokens      Fusion is not one-size-fits-all (arXiv 2606.15038)
+coattention        alternating co-attention guided by the image (coattention_img)  Fusion is not one-size-fits-all (arXiv 2606.15038)
                    or by the EHR (coattention_ehr)
-medcam             CXR tokens aligned to the EHR time series with a global InfoNCE  seed 004
+medcam             CXR tokens aligned to the EHR time series with a global InfoNCE  the MedCAM paper
                    and a local top-k InfoNCE, then fine-tuned with the task loss
 timeline_rnn       GRU / LSTM over the binned time series (timeline_gru/_lstm)     Harutyunyan 2019
 =================  ==============================================================  =============
@@ -55,7 +55,7 @@ def _flat_ehr(b: dict, spec: dict) -> torch.Tensor | None:
 
 
 class ConcatLR(Head):
-    """Concatenation + logistic regression (seed 001's early-fusion baseline).
+    """Concatenation + logistic regression (the multimodal public EHR benchmark's early-fusion baseline).
 
     x = [ehr, ts_summary, for each modality m: (present ? mean_m : missing_m), present_m]; out = W x + c.
     With no EHR inputs this is the linear probe of frozen encoders.
@@ -181,7 +181,7 @@ class SideEncoder(nn.Module):
 
 
 class Contrastive(Head):
-    """Two-step contrastive fusion (seed 003, "2-step contrastive").
+    """Two-step contrastive fusion (Fusion is not one-size-fits-all, arXiv 2606.15038, "2-step contrastive").
 
     Step 1: an EHR encoder (MLP on the structured vector + time-series summary) and an image
     encoder (per-modality projections pooled over present modalities, then an MLP) are aligned
@@ -233,7 +233,7 @@ class Contrastive(Head):
 
 
 class CrossAttention(Head):
-    """Bidirectional cross-attention between EHR tokens and image tokens (seed 003).
+    """Bidirectional cross-attention between EHR tokens and image tokens (Fusion is not one-size-fits-all, arXiv 2606.15038).
 
     EHR tokens: [EHR] + S structured tokens + T time-bin tokens; image tokens: [IMG] + K study
     tokens per side modality (learned missing token when absent). n_layers of
@@ -263,7 +263,7 @@ class CrossAttention(Head):
 
 
 class CoAttention(Head):
-    """Alternating co-attention guided by the image or by the EHR (seed 003).
+    """Alternating co-attention guided by the image or by the EHR (Fusion is not one-size-fits-all, arXiv 2606.15038).
 
     Lu et al. 2016's alternating co-attention. guide="image": g = mean of the image tokens; the
     EHR summary e^ = Attend(EHR tokens | g); the image summary i^ = Attend(image tokens | e^).
@@ -301,7 +301,7 @@ class CoAttention(Head):
 
 
 class MedCAM(Head):
-    """MedCAM (seed 004): a CXR encoder aligned to the EHR time series, then fine-tuned.
+    """MedCAM (MedCAM paper): a CXR encoder aligned to the EHR time series, then fine-tuned.
 
     Time series: bin tokens (linear + position) through one transformer encoder layer; global =
     mean over valid bins. CXR: the (precomputed or image-encoder) study embedding is mapped to P

@@ -43,7 +43,7 @@ class InputConfig:
         pooling: the per-modality vector of the non-attention heads: "mean" of all visible studies,
             the "last" (most recent) study, or "auto" (the default): "last" for a modality whose
             study IS the sample (at least half of the samples have a study at exactly their
-            prediction time, e.g. CheXpert's one prediction per X-ray), else "mean" (seed 000's
+            prediction time, e.g. CheXpert's one prediction per X-ray), else "mean" (the MEHRT paper's
             average of the subject's studies up to the prediction time).
         encoder_kw: extra keyword arguments for image/text encoders (weights, allow_random_init, image_size).
     """

@@ -109,7 +109,7 @@ class SideTokenizer(nn.Module):
 
 
 class BiCrossAttentionLayer(nn.Module):
-    """One bidirectional cross-attention layer (pre-norm), as in seed 003's EHR x image fusion.
+    """One bidirectional cross-attention layer (pre-norm), as in the CT + EHR fusion paper's EHR x image fusion.
 
     EHR tokens attend to image tokens and image tokens attend to EHR tokens (both from the
     layer's input, so the update is symmetric), each followed by a feed-forward block:

@@ -48,7 +48,7 @@ def contrastive_from_scores(scores: torch.Tensor, temperature: float = 0.1) -> t
 
 def local_topk_scores(img_tokens: torch.Tensor, ts_tokens: torch.Tensor, ts_mask: torch.Tensor,
                       k: int = 3) -> torch.Tensor:
-    """MedCAM's local alignment score of every (image, time-series) pair in a batch (seed 004).
+    """MedCAM's local alignment score of every (image, time-series) pair in a batch (MedCAM paper).
 
     For image i and series j: cosine similarity of each image token p with each valid series
     token t; for every image token keep its k best-matching series tokens (fewer if fewer are
@@ -112,7 +112,7 @@ def discrete_time_nll(logits: torch.Tensor, bin_index: torch.Tensor, event: torc
 
     Gensheimer & Narasimhan 2019 ("A scalable discrete-time survival model for neural
     networks") and Kvamme & Borgan 2021 ("Continuous and discrete-time survival prediction with
-    neural networks"); seed 003's discrete-time head. Time is cut into K intervals; h_j =
+    neural networks"); the CT + EHR fusion paper's discrete-time head. Time is cut into K intervals; h_j =
     sigmoid(logit_j) is the hazard of interval j. A subject whose follow-up ends in interval
     kappa contributes
 

@@ -4,7 +4,7 @@
 * multilabel: one logit per label, mean binary cross-entropy over labels; score = P(label) [n, L].
 * regression: one output on the standardized target (training mean/std), MSE or L1 loss;
   score = de-standardized value.
-* survival: `survival.CoxObjective` or `survival.DiscreteTimeObjective` (seed 003).
+* survival: `survival.CoxObjective` or `survival.DiscreteTimeObjective` (Fusion is not one-size-fits-all, arXiv 2606.15038).
 """
 
 from __future__ import annotations

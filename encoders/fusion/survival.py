@@ -1,4 +1,4 @@
-"""Survival heads: Cox proportional hazards and logistic-hazard discrete time (seed 003).
+"""Survival heads: Cox proportional hazards and logistic-hazard discrete time (Fusion is not one-size-fits-all, arXiv 2606.15038).
 
 Both turn a network's output into the runner's survival contract: a risk score per sample
 (higher = earlier event) and survival curves ``surv_prob [n, k]`` at ``surv_times [k]`` days.

@@ -1,4 +1,4 @@
-"""MEHRT pretraining: the curriculum of seed 000 (Fig. 1b), read top to bottom.
+"""MEHRT pretraining: the curriculum of the MEHRT paper (OpenReview ywFxZhMnuB) (Fig. 1b), read top to bottom.
 
     Stage 1       EHRT: all parameters, structured timelines only (image placeholders dropped).
     Stage 2       frozen backbone: only the new modality parameters (image projections, modality

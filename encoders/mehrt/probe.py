@@ -1,4 +1,4 @@
-"""Linear probes on frozen MEHRT patient representations (seed 000's evaluation protocol).
+"""Linear probes on frozen MEHRT patient representations (the MEHRT paper's evaluation protocol).
 
 * binary: L2 logistic regression, C ~ LogUniform(1e-10, 1e10);
 * multilabel: one logistic regression per label (one-vs-rest), one shared C, solved jointly;

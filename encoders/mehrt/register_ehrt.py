@@ -20,6 +20,6 @@ SPEC = MEHRT_SPEC.model_copy(update={
     "description": ("Structured-only EHR transformer (Stage 1 of the MEHRT curriculum: next-token pretraining on "
                     "tokenized MEDS timelines of the training split); frozen representations + linear probes"),
     "modalities": ("structured",),
-    "reference": "seed 000: multimodal EHR foundation model (EHRT, Stage 1); ETHOS tokenization (Renc et al. 2024)",
+    "reference": "the MEHRT paper (OpenReview ywFxZhMnuB): multimodal EHR foundation model (EHRT, Stage 1); ETHOS tokenization (Renc et al. 2024)",
     "factory": _factory,
 })

@@ -32,7 +32,7 @@ SPEC = ModelSpec(
     training_data="the evaluated cohort's training split (self-supervised next-token pretraining; "
                   "tuning and held-out subjects never used)",
     license="Apache-2.0",
-    reference="seed 000: multimodal EHR foundation model (curriculum Fig. 1b); ETHOS tokenization (Renc et al. 2024); "
+    reference="the MEHRT paper (OpenReview ywFxZhMnuB): multimodal EHR foundation model (curriculum Fig. 1b); ETHOS tokenization (Renc et al. 2024); "
               "echo embeddings (Springer et al. 2024)",
     authors="MEHR-Bench",
     factory=_factory,

@@ -57,4 +57,4 @@ def single_source(source: str) -> ModelSpec:
     return spec(name, f"Single-source reference: the concat_lr linear head on {what} only (the 'best single "
                       f"modality' that fusion heads are compared with).",
                 make, modalities=(source,), requires=() if structured else (source,),
-                reference="single-modality linear probe (EHRSHOT-style linear probing; seed 003's unimodal baselines)")
+                reference="single-modality linear probe (EHRSHOT-style linear probing; the CT + EHR fusion paper's unimodal baselines)")

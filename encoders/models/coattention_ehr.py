@@ -1,4 +1,4 @@
-"""coattention_ehr: alternating co-attention guided by the EHR (seed 003)."""
+"""coattention_ehr: alternating co-attention guided by the EHR (Fusion is not one-size-fits-all, arXiv 2606.15038)."""
 
 from encoders.fusion.estimator import FusionModel
 from encoders.models._common import SIDE, spec
@@ -15,5 +15,5 @@ SPEC = spec(
     "EHR-guided co-attention: the EHR summary selects image tokens, the attended image then selects "
     "EHR tokens; a head on both summaries.",
     make, modalities=("structured", *SIDE),
-    reference="seed 003 (co-attention guided by EHR); Lu et al. 2016, Hierarchical question-image "
+    reference="Fusion is not one-size-fits-all (arXiv 2606.15038) (co-attention guided by EHR); Lu et al. 2016, Hierarchical question-image "
               "co-attention (alternating co-attention)")

@@ -1,4 +1,4 @@
-"""coattention_img: alternating co-attention guided by the image (seed 003)."""
+"""coattention_img: alternating co-attention guided by the image (Fusion is not one-size-fits-all, arXiv 2606.15038)."""
 
 from encoders.fusion.estimator import FusionModel
 from encoders.models._common import SIDE, spec
@@ -15,5 +15,5 @@ SPEC = spec(
     "Image-guided co-attention: the image summary selects EHR tokens, the attended EHR then selects "
     "image tokens; a head on both summaries.",
     make, modalities=("structured", *SIDE),
-    reference="seed 003 (co-attention guided by image); Lu et al. 2016, Hierarchical question-image "
+    reference="Fusion is not one-size-fits-all (arXiv 2606.15038) (co-attention guided by image); Lu et al. 2016, Hierarchical question-image "
               "co-attention (alternating co-attention)")

@@ -1,4 +1,4 @@
-"""concat_lr: per-modality embeddings concatenated with the EHR vector + logistic regression (seed 001)."""
+"""concat_lr: per-modality embeddings concatenated with the EHR vector + logistic regression (Benchmarking FMs with Multimodal Public EHR, arXiv 2507.14824)."""
 
 from encoders.fusion.estimator import FusionModel
 from encoders.models._common import SIDE, spec
@@ -14,4 +14,4 @@ SPEC = spec(
     "Early fusion: bag-of-events EHR vector, time-series summary and each side modality's pooled embedding "
     "(learned missing token + presence flag) concatenated into one linear model (logistic / Cox / linear).",
     make, modalities=("structured", *SIDE),
-    reference="seed 001: concatenated modality embeddings + logistic regression (early-fusion baseline)")
+    reference="Benchmarking Foundation Models with Multimodal Public EHR (arXiv 2507.14824): concatenated modality embeddings + logistic regression (early-fusion baseline)")

@@ -1,4 +1,4 @@
-"""contrastive: 2-step contrastive fusion (seed 003): InfoNCE pre-alignment of EHR and image, then a head."""
+"""contrastive: 2-step contrastive fusion (Fusion is not one-size-fits-all, arXiv 2606.15038): InfoNCE pre-alignment of EHR and image, then a head."""
 
 from encoders.fusion.estimator import FusionModel
 from encoders.models._common import SIDE, spec
@@ -14,5 +14,5 @@ SPEC = spec(
     "Two-step contrastive fusion: EHR and side-modality encoders aligned with symmetric InfoNCE on the "
     "training split, then a head on both embeddings, fine-tuned with the task loss.",
     make, modalities=("structured", *SIDE),
-    reference="seed 003 (2-step contrastive CT + EHR fusion); Radford et al. 2021 (CLIP); "
+    reference="Fusion is not one-size-fits-all (arXiv 2606.15038) (2-step contrastive CT + EHR fusion); Radford et al. 2021 (CLIP); "
               "Zhang et al. 2022 (ConVIRT)")

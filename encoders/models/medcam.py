@@ -1,4 +1,4 @@
-"""medcam: CXR embedding aligned to the EHR time series (global + local top-k InfoNCE), then fine-tuned (seed 004)."""
+"""medcam: CXR embedding aligned to the EHR time series (global + local top-k InfoNCE), then fine-tuned (MedCAM paper)."""
 
 from encoders.fusion.estimator import FusionModel
 from encoders.fusion.inputs import InputConfig
@@ -16,5 +16,5 @@ SPEC = spec(
     "MedCAM: CXR study embeddings mapped to local tokens and aligned to the EHR time-series encoder with a "
     "global and a local top-k (k = 3) contrastive loss, then fine-tuned with the task loss (BCE).",
     make, modalities=("structured", "cxr"), requires=("cxr",),
-    reference="seed 004: MedCAM, CXR encoder aligned to EHR time series (global + local top-k contrastive); "
+    reference="the MedCAM paper: MedCAM, CXR encoder aligned to EHR time series (global + local top-k contrastive); "
               "Yao et al. 2022 (FILIP token-wise alignment)")

@@ -16,5 +16,5 @@ SPEC = spec(
     "Frozen precomputed study embeddings of every side modality the task offers (mean of the studies "
     "visible at the prediction time, learned missing token) with a linear head; no structured EHR.",
     make, modalities=SIDE,
-    reference="seed 000 (precomputed foundation-model image embeddings, e.g. GigaPath / DINOv2); "
+    reference="the MEHRT paper (OpenReview ywFxZhMnuB) (precomputed foundation-model image embeddings, e.g. GigaPath / DINOv2); "
               "linear probing as in EHRSHOT (Wornow et al. 2023)")
