@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -12,8 +13,17 @@ DEFAULT_SEED = 0
 
 
 def tasks_dir() -> Path:
-    """The task YAML folder ($MEHR_BENCH_TASKS or <repo>/tasks)."""
-    return Path(os.environ.get("MEHR_BENCH_TASKS", REPO_ROOT / "tasks"))
+    """The task YAML folder.
+
+    Returns:
+        $MEHR_BENCH_TASKS when set; else the tasks shipped as package data (`benchmark/_tasks`, a
+        link to the top-level tasks/ that setuptools follows, so a plain `pip install .` has them);
+        else <repo>/tasks (a source tree whose checkout did not create the link).
+    """
+    if "MEHR_BENCH_TASKS" in os.environ:
+        return Path(os.environ["MEHR_BENCH_TASKS"])
+    shipped = Path(str(resources.files("benchmark") / "_tasks"))
+    return shipped if shipped.is_dir() else REPO_ROOT / "tasks"
 
 
 def cache_dir() -> Path:

@@ -1,14 +1,19 @@
-"""The model registry: one Python file per model with a module-level `SPEC` (a frozen ModelSpec).
+"""The model registry: one door, the entry-point group `mehr_bench.models`.
 
-Built-in models are listed by module path below and imported only when asked for, so importing
-`benchmark` never imports torch or a GBDT library. Outside packages register through the
-entry-point group `mehr_bench.models` (each entry point names a module that defines SPEC).
+Built-in and third-party models register the same way: an entry point whose name is the model name
+and whose value names a module (`pkg.mod`, which defines SPEC or SPECS) or an attribute
+(`pkg.mod:attr`, a spec, a tuple of specs, or a function returning them). A module may hold several
+specs (a family declared in a loop); the registry picks the one named like the entry point. Names
+are known without importing anything, and a model's module is imported only when asked for, so
+importing `benchmark` never imports torch or a GBDT library. Helpers for model authors: benchmark.api.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from importlib.metadata import entry_points
+from types import ModuleType
 from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -20,43 +25,6 @@ ENTRY_POINT_GROUP = "mehr_bench.models"
 
 ModelKind = Literal["baseline", "encoder+head", "foundation"]
 Modality = Literal["structured", "ct", "wsi", "cxr", "note", "prs"]
-
-# name -> module path holding SPEC. One file per model; keep alphabetical within each group.
-BUILTIN_MODELS: dict[str, str] = {
-    "catboost": "baselines.models.catboost",
-    "lightgbm": "baselines.models.lightgbm",
-    "logistic_regression": "baselines.models.logistic_regression",
-    "random_forest": "baselines.models.random_forest",
-    "xgboost": "baselines.models.xgboost",
-    "catboost_late_fusion": "baselines.models.catboost_late_fusion",
-    "xgboost_late_fusion": "baselines.models.xgboost_late_fusion",
-    "coattention_ehr": "encoders.models.coattention_ehr",
-    "coattention_img": "encoders.models.coattention_img",
-    "concat_lr": "encoders.models.concat_lr",
-    "contrastive": "encoders.models.contrastive",
-    "cross_attention": "encoders.models.cross_attention",
-    "image_clip_vit_b32": "encoders.models.image_clip_vit_b32",
-    "image_densenet121": "encoders.models.image_densenet121",
-    "image_resnet50": "encoders.models.image_resnet50",
-    "late_fusion": "encoders.models.late_fusion",
-    "medcam": "encoders.models.medcam",
-    "precomputed": "encoders.models.precomputed",
-    "probe_ct": "encoders.models.probe_ct",
-    "probe_cxr": "encoders.models.probe_cxr",
-    "probe_note": "encoders.models.probe_note",
-    "probe_prs": "encoders.models.probe_prs",
-    "probe_structured": "encoders.models.probe_structured",
-    "probe_wsi": "encoders.models.probe_wsi",
-    "text_minilm": "encoders.models.text_minilm",
-    "timeline_gru": "encoders.models.timeline_gru",
-    "timeline_lstm": "encoders.models.timeline_lstm",
-    "ehrt": "encoders.mehrt.register_ehrt",
-    "mehrt": "encoders.mehrt.register_mehrt",
-    "mehrt-9m": "encoders.mehrt.register_mehrt_9m",
-    "mehrt-small": "encoders.mehrt.register_mehrt_small",
-    "mehrt-tiny": "encoders.mehrt.register_mehrt_tiny",
-}
-
 
 class ModelSpec(BaseModel):
     """Metadata of a registered model. Frozen; unknown fields are rejected; key fields have no default."""
@@ -98,45 +66,82 @@ class ModelSpec(BaseModel):
         return None
 
 
-def _origin(name: str, module: str) -> str:
+def _origin(name: str, target: str) -> str:
     """Where a model is registered, for error messages."""
-    if name in BUILTIN_MODELS and BUILTIN_MODELS[name] == module:
-        return f"built-in model {name!r} (module {module})"
-    return f"entry point {name!r} = {module!r} (group {ENTRY_POINT_GROUP})"
+    return f"entry point {name!r} = {target!r} (group {ENTRY_POINT_GROUP})"
 
 
-def _load(name: str, module: str) -> ModelSpec:
-    """Import `module` and return its SPEC, checked against the registered name.
+def _import_target(name: str, target: str) -> object:
+    """Import an entry point's target: a module, or `module:attr` (attr may be dotted).
 
     Raises:
-        UserError: the module's SPEC is missing or invalid (an unsafe name included), or its name
-            differs from the registered one; the message names the entry point.
+        UserError: a spec built at import time is invalid (pydantic), naming the entry point.
     """
-    where = _origin(name, module)
+    module, _, attr = target.partition(":")
     try:
-        mod = importlib.import_module(module)
+        obj = importlib.import_module(module.strip())
     except ValidationError as e:  # SPEC = ModelSpec(...) failed at import
         err = e.errors()[0]
-        raise UserError(f"{where} defines an invalid SPEC: {err['msg'].removeprefix('Value error, ')}",
+        raise UserError(f"{_origin(name, target)} defines an invalid SPEC: {err['msg'].removeprefix('Value error, ')}",
                         field=".".join(str(x) for x in err["loc"]) or "SPEC",
                         fix="fix the model's ModelSpec (see `python -m benchmark models`)") from None
-    spec = getattr(mod, "SPEC", None)
-    if not isinstance(spec, ModelSpec):
-        raise UserError(f"{where} does not define SPEC = ModelSpec(...)", field="SPEC",
-                        fix="define a module-level SPEC = ModelSpec(...) in that module")
-    if spec.name != name:
-        raise UserError(f"{where} registers a SPEC named {spec.name!r}", field="name",
-                        fix=f"name the entry point after the spec ({spec.name!r}) or rename the spec")
-    return spec
+    for part in filter(None, attr.strip().split(".")):
+        if not hasattr(obj, part):
+            raise UserError(f"{_origin(name, target)}: {module.strip()} has no attribute {part!r}",
+                            field="entry point", fix="point the entry point at an existing spec or module")
+        obj = getattr(obj, part)
+    return obj
+
+
+def _specs_of(obj: object) -> tuple:
+    """The specs an entry point's target holds: a module's SPEC and SPECS, a spec, a sequence of
+    specs, or whatever a function returns (called without arguments)."""
+    if isinstance(obj, ModuleType):
+        one = getattr(obj, "SPEC", None)
+        many = getattr(obj, "SPECS", None)
+        return ((one,) if one is not None else ()) + _specs_of(many if many is not None else ())
+    if callable(obj) and not isinstance(obj, ModelSpec):
+        obj = obj()
+    if isinstance(obj, ModelSpec):
+        return (obj,)
+    return tuple(obj) if isinstance(obj, (tuple, list)) else (obj,)
+
+
+def _load(name: str, target: str) -> ModelSpec:
+    """Import an entry point's target and return its spec named `name`.
+
+    Raises:
+        UserError: the target holds no ModelSpec, an invalid one (an unsafe name included), or none
+            named like the entry point; the message names the entry point.
+    """
+    where = _origin(name, target)
+    specs = _specs_of(_import_target(name, target))
+    if not specs or not all(isinstance(s, ModelSpec) for s in specs):
+        raise UserError(f"{where} does not define SPEC = ModelSpec(...) (or SPECS, a tuple of specs)", field="SPEC",
+                        fix="define a module-level SPEC = ModelSpec(...) or SPECS = (...) in that module")
+    match = [s for s in specs if s.name == name]
+    if match:
+        return match[0]
+    if len(specs) == 1:
+        raise UserError(f"{where} registers a SPEC named {specs[0].name!r}", field="name",
+                        fix=f"name the entry point after the spec ({specs[0].name!r}) or rename the spec")
+    raise UserError(f"{where} holds no spec named {name!r} (it holds {', '.join(s.name for s in specs)})",
+                    field="name", fix="name the entry point after one of those specs")
 
 
 def _entry_point_modules() -> dict[str, str]:
+    """Model name -> entry point target, for every installed distribution (built-ins included)."""
     return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def model_targets() -> dict[str, str]:
+    """Model name -> where it is registered (`module` or `module:attr`), sorted by name, no imports."""
+    return dict(sorted(_entry_point_modules().items()))
 
 
 def model_names() -> list[str]:
     """Every registered model name (built-in and entry points), without importing them."""
-    return sorted({**BUILTIN_MODELS, **_entry_point_modules()})
+    return sorted(_entry_point_modules())
 
 
 def get_model(name: str) -> ModelSpec:
@@ -145,7 +150,7 @@ def get_model(name: str) -> ModelSpec:
     Raises:
         UserError: unknown name, listing the known ones.
     """
-    modules = {**BUILTIN_MODELS, **_entry_point_modules()}
+    modules = _entry_point_modules()
     if name not in modules:
         raise UserError(f"unknown model {name!r}", field="--model", fix="choose from: " + ", ".join(sorted(modules)))
     if not SAFE_NAME.match(name):  # checked before importing anything the entry point names
@@ -156,7 +161,6 @@ def get_model(name: str) -> ModelSpec:
 
 def list_models() -> list[ModelSpec]:
     """Specs of all models whose module imports (others are reported on stderr, not hidden)."""
-    import sys
     out = []
     for n in model_names():
         try:

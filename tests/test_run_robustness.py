@@ -385,7 +385,8 @@ def test_entry_point_name_differs_from_unsafe_spec_name(tmp_path, monkeypatch, c
         registry.get_model("nice_name")
     msg = e.value.render()
     assert "entry point 'nice_name'" in msg and "evil_plugin_b" in msg and "safe identifier" in msg
-    monkeypatch.setattr(registry, "BUILTIN_MODELS", {"logistic_regression": "baselines.models.logistic_regression"})
+    monkeypatch.setattr(registry, "_entry_point_modules", lambda: {"nice_name": "evil_plugin_b",
+                                                                   "logistic_regression": "baselines.models.logistic_regression"})
     assert [s.name for s in registry.list_models()] == ["logistic_regression"]
     assert "nice_name" in capsys.readouterr().err
 

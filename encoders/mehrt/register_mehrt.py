@@ -1,4 +1,5 @@
-"""Registry entry `mehrt`: the multimodal MEHRT (Stage-3 weights) with linear probes.
+"""Registry entries `mehrt` (the multimodal MEHRT, Stage-3 weights, with linear probes) and
+`mehrt-<size>` (the same at a fixed size config, for the scaling plot), declared in SPECS.
 
 Consumes the structured timeline, CT / WSI / CXR study embeddings (placeholder tokens) and the PRS
 vector (prefix tokens). It needs no task modality (a subject without images is a structured-only
@@ -46,3 +47,9 @@ def sized_spec(size: str) -> ModelSpec:
         "name": f"mehrt-{size.lower()}",
         "description": f"MEHRT at the fixed '{size}' size config (encoders/mehrt/model.py SIZES); otherwise as `mehrt`",
         "factory": functools.partial(_factory, size=size)})
+
+
+# Fixed sizes on the leaderboard's scaling plot (keys of encoders/mehrt/model.py SIZES).
+FIXED_SIZES = ("tiny", "small", "9M")
+
+SPECS = (SPEC, *(sized_spec(size) for size in FIXED_SIZES))

@@ -28,10 +28,10 @@ import pytest
 from benchmark.data.cohort import Cohort
 from benchmark.labels import extract_labels
 from benchmark.model_api import BUDGETS, TaskData
-from benchmark.registry import BUILTIN_MODELS, get_model
+from benchmark.registry import get_model, model_targets
 from benchmark.task_registry import load_tasks
 
-ENCODER_MODELS = sorted(n for n, mod in BUILTIN_MODELS.items() if mod.startswith("encoders.models."))
+ENCODER_MODELS = sorted(n for n, mod in model_targets().items() if mod.startswith("encoders.models."))
 TASK_FOR = {"precomputed": "oncology/mortality_1y", "image_resnet50": "cxr/chexpert_multilabel",
             "image_densenet121": "cxr/chexpert_multilabel", "image_clip_vit_b32": "cxr/chexpert_multilabel",
             "medcam": "cxr/chexpert_multilabel", "probe_ct": "oncology/mortality_1y",
