@@ -14,7 +14,7 @@ def task_files(root: Path | None = None) -> dict[str, Path]:
     root = Path(root or tasks_dir())
     if not root.is_dir():
         raise UserError("tasks folder not found", file=root,
-                        fix="run from the repository or set MEHR_BENCH_TASKS to the tasks folder")
+                        fix="reinstall mehr-bench (its tasks ship as package data) or set MEHR_BENCH_TASKS to the tasks folder")
     files = {}
     for p in sorted(root.rglob("*.yaml")):
         name = p.relative_to(root).with_suffix("").as_posix()
