@@ -27,7 +27,10 @@ run: setup
 	$(PY) -m benchmark run --model $(MODELS) --task $(TASKS) --budget $(BUDGET); status=$$?; \
 	$(PY) -m benchmark leaderboard && exit $$status
 
+# Import contracts first (pyproject.toml [tool.importlinter]: layers, independence, no cycles): a
+# second, and a broken layer fails before the long test run.
 test: setup
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q --benchmark-disable -p no:randomly tests
 
 bench: setup

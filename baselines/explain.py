@@ -24,9 +24,12 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from baselines.search import LOWER_IS_BETTER, SELECTION_METRIC
+
 MAX_ROWS = 500
 TOP_K = 20
 _CODE_PREFIXES = ("count:", "last:")
+TREE_LIBRARIES = ("catboost", "xgboost", "lightgbm")  # the libraries `tree_shap` explains
 
 
 def code_descriptions(codes: pl.DataFrame) -> dict[str, str]:
@@ -169,10 +172,11 @@ def explain_learner(learner: Any, X: np.ndarray, names: list[str], codes: pl.Dat
         {"method", "n_rows", "output", "top_features": [...]} (aggregates only), or
         {"method": None, "reason": ...} when nothing can be explained.
     """
-    from baselines.tabular import TREE_LIBRARIES, ConstantLearner, OneVsRest
-
-    learners = learner.fitted() if isinstance(learner, OneVsRest) else [learner]
-    learners = [lr for lr in learners if not isinstance(lr, ConstantLearner)]
+    # Duck-typed so this module never imports the learners (tabular.py imports it): a multilabel
+    # OneVsRest hands out its per-label learners through fitted(), and a constant prior (a label
+    # with one class in training) has no `library` and nothing to explain.
+    learners = learner.fitted() if callable(getattr(learner, "fitted", None)) else [learner]
+    learners = [lr for lr in learners if getattr(lr, "library", None) is not None]
     if not learners or len(X) == 0:
         return {"method": None, "reason": "no fitted model or no rows to explain"}
     descriptions = code_descriptions(codes)
@@ -213,8 +217,6 @@ def modality_attribution(kind: str, y: np.ndarray, oof: dict[str, np.ndarray], p
         "drop"}]}; drop = metric(all) - metric(without), sign-flipped for lower-is-better metrics,
         so a positive drop always means the modality helps.
     """
-    from baselines.search import LOWER_IS_BETTER, SELECTION_METRIC
-
     metric = SELECTION_METRIC[kind]
     sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
     full = score_fn(kind, y, fuse(oof, present))

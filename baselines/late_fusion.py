@@ -1,7 +1,7 @@
 """Late fusion (MEHRT paper, OpenReview ywFxZhMnuB, appendix B.2): one tuned GBDT per modality, predictions averaged.
 
 Modality models:
-  * structured: bag-of-events features (baselines.bag_of_events), every sample;
+  * structured: bag-of-events features (benchmark.features.bag_of_events), every sample;
   * ct, wsi, cxr, prs: the mean `embedding` of the sidecar rows a sample may see (time <= the
     prediction time, static rows always), per (subject_id, prediction_time). Sidecars are read only
     through TaskData.visible_modality (the leakage guard, which also drops ground-truth columns).
@@ -27,9 +27,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from baselines.explain import explain_learner, modality_attribution
 from baselines.search import make_folds, selection_score
 from baselines.tabular import (SPLITS, Breslow, dense, derive_seed, fit_tuned, in_label_order, n_labels_of,
                                split_rows, stacked_targets, survival_grid)
+from benchmark.features.bag_of_events import featurize
 from benchmark.model_api import Budget, Prediction, TaskData
 
 SIDECAR_MODALITIES = ("ct", "wsi", "cxr", "prs")
@@ -142,8 +144,6 @@ class LateFusion:
         self.explain = explain
 
     def _blocks(self, data: TaskData) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
-        from baselines.bag_of_events import featurize
-
         boe = featurize(data)
         self.feature_names_ = list(boe.names)
         blocks = {"structured": {s: (np.ones(data.frame(s).height, dtype=bool), dense(boe.block(s)))
@@ -268,7 +268,6 @@ class LateFusion:
             surv_times = self.surv_times_
             surv_prob = self.breslow_.survival(score, surv_times)
         if self.explain and splits == ["held_out"]:
-            from baselines.explain import explain_learner, modality_attribution
             att = modality_attribution(kind, self.y_, self.oof_, self.present_, fuse, selection_score)
             p, X = self.blocks_["structured"]["held_out"]
             att["structured_model"] = explain_learner(self.models_["structured"].model, X, self.feature_names_,

@@ -35,15 +35,16 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from baselines.explain import explain_learner
 from baselines.search import SearchResult, make_folds, random_search
 from baselines.spaces import draw_trials
+from benchmark.features.bag_of_events import featurize
 from benchmark.model_api import Budget, Prediction, TaskData
 
 EARLY_STOPPING_ROUNDS = 30
 SMALL_DATA_CELLS = 200_000  # below this many matrix cells one thread is faster than two (sync overhead)
 MIN_SURVIVAL_TIME = 1e-3  # days; Cox labels are signed times (negative = censored), so 0 is not allowed
 LIBRARIES = ("catboost", "xgboost", "lightgbm", "random_forest", "logistic_regression")
-TREE_LIBRARIES = ("catboost", "xgboost", "lightgbm")
 SUPPORTED_KINDS = {
     "catboost": ("binary", "multilabel", "survival", "regression"),
     "xgboost": ("binary", "multilabel", "survival", "regression"),
@@ -512,6 +513,8 @@ LEARNERS = {"catboost": CatBoostLearner, "xgboost": XGBoostLearner, "lightgbm": 
 class ConstantLearner:
     """Predicts the training prevalence (a multilabel label with one class in training)."""
 
+    library = None  # no fitted model: explain.explain_learner skips it
+
     def __init__(self, value: float):
         self.value = float(value)
         self.n_iter_ = None
@@ -704,8 +707,6 @@ class TabularBaseline:
         Returns:
             self
         """
-        from baselines.bag_of_events import featurize
-
         kind = data.task.kind
         if kind not in SUPPORTED_KINDS[self.library]:
             raise ValueError(f"{self.library} does not support {kind} tasks")
@@ -724,7 +725,6 @@ class TabularBaseline:
         return self
 
     def _held_out_X(self, data: TaskData) -> np.ndarray:
-        from baselines.bag_of_events import featurize
         return dense(featurize(data).block("held_out"))  # disk-cached by featurize
 
     def _scores(self, data: TaskData, split: str) -> np.ndarray:
@@ -765,7 +765,6 @@ class TabularBaseline:
             surv_times = self.surv_times_
             surv_prob = self.breslow_.survival(score, surv_times)
         if self.explain and splits == ["held_out"]:
-            from baselines.explain import explain_learner
             info["explanations"] = explain_learner(t.model, self._held_out_X(data), self.feature_names_,
                                                    data.cohort.codes(), seed=derive_seed(self.seed, "explain"))
         return Prediction(score=score, surv_times=surv_times, surv_prob=surv_prob, info=info)

@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 
 from benchmark.model_api import Prediction, TaskData
+from benchmark.scoring import score_cell
+from benchmark.stats import LOWER_IS_BETTER, paired_bootstrap
 
 SWEEP_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
 # main metric -> the paired-bootstrap metric of benchmark.stats (Uno's C needs the training
@@ -40,13 +42,11 @@ def is_maskable(model: Any) -> bool:
 
 
 def _main_metric(data: TaskData, pred: Prediction, n_boot: int, seed: int) -> dict:
-    from benchmark.runner import score_cell
     m = score_cell(data, pred, None, n_boot, seed).get(data.task.main_metric, {})
     return {k: m.get(k) for k in ("value", "ci_low", "ci_high", "refused")}
 
 
 def _sign(metric: str) -> float:
-    from benchmark.stats import LOWER_IS_BETTER
     return -1.0 if metric in LOWER_IS_BETTER else 1.0
 
 
@@ -120,8 +120,6 @@ def modality_ablation(model: Any, data: TaskData, full: Prediction, *, n_boot: i
         {"metric", "full", "leave_one_out": {m: {...}}, "missing_sweep": {m: [{fraction, n_subjects_masked,
         value, ci_low, ci_high}]}, "method"}, or None when nothing can be masked.
     """
-    from benchmark.stats import paired_bootstrap
-
     loo_preds = leave_one_out(model, data) if loo is None else loo
     if not loo_preds:
         return None

@@ -32,11 +32,18 @@ def cache_dir() -> Path:
     return p
 
 
-def default_cohort_dir(n_subjects: int = DEFAULT_SUBJECTS, seed: int = DEFAULT_SEED) -> Path:
-    """Folder of the embedded synthetic cohort (generated on first use)."""
-    from data_prep.synthetic import GENERATOR_VERSION  # light module: numpy/polars only
+def default_cohort_dir(generator_version: str, n_subjects: int = DEFAULT_SUBJECTS, seed: int = DEFAULT_SEED) -> Path:
+    """Folder of the embedded synthetic cohort (generated on first use, see benchmark.default_cohort).
 
-    return cache_dir() / "cohorts" / f"synthetic-n{n_subjects}-s{seed}-g{GENERATOR_VERSION}"
+    Args:
+        generator_version: the generator's GENERATOR_VERSION (a new version gets a new folder).
+        n_subjects: cohort size.
+        seed: generator seed.
+
+    Returns:
+        cache_dir()/cohorts/synthetic-n<N>-s<seed>-g<version>.
+    """
+    return cache_dir() / "cohorts" / f"synthetic-n{n_subjects}-s{seed}-g{generator_version}"
 
 
 def default_results_dir() -> Path:

@@ -39,6 +39,7 @@ from benchmark.paths import cache_dir
 from benchmark.registry import ModelSpec, get_model
 from benchmark.results import (SCHEMA_VERSION, cache_lock, cell_paths, cell_state, check_results_dir, git_sha,
                                hardware, lockfile_hash, write_predictions, write_result)
+from benchmark.scoring import score_cell
 from benchmark.task_registry import select_tasks
 from benchmark.taskspec import TaskSpec
 
@@ -151,39 +152,6 @@ def predictions_frame(data: TaskData, pred: Prediction, split: str = "held_out")
         return f.with_columns(pl.Series("float_value", y[:, 0]), pl.Series("boolean_value", y[:, 1].astype(bool)),
                               pl.Series("predicted_risk", pred.score.astype(np.float64)))
     return f.with_columns(pl.Series("float_value", y), pl.Series("predicted_float_value", pred.score.astype(np.float64)))
-
-
-def score_cell(data: TaskData, test: Prediction, val: Prediction | None, n_boot: int, seed: int) -> dict:
-    """Metrics with patient-level bootstrap CIs for the held-out split."""
-    from benchmark.metrics.evaluate import evaluate
-
-    task = data.task
-    y = data.y("held_out")
-    sid = data.frame("held_out")["subject_id"].to_numpy()
-    kw: dict = {"n_boot": n_boot, "seed": seed}
-    if task.kind == "binary" and val is not None:
-        from benchmark.metrics.binary import choose_threshold
-        yv = data.y("tuning")
-        if len(np.unique(yv)) == 2:
-            # rounded so the stored value is not one tuning patient's exact score
-            kw["threshold"] = round(float(choose_threshold(yv, val.score, rule="youden")), 3)
-    if task.kind == "survival":
-        ytr = data.y(("train", "tuning"))
-        kw.update(train_time=ytr[:, 0], train_event=ytr[:, 1].astype(bool), horizon=task.horizon_days())
-        ev_times = y[y[:, 1] == 1, 0]
-        if len(ev_times) >= 4:
-            # whole days, so an evaluation time is never one patient's exact event time
-            kw["times"] = np.unique(np.round(np.quantile(ev_times, [0.25, 0.5, 0.75])))
-        if test.surv_prob is not None and test.surv_times is not None:
-            kw["surv_prob"], kw["times"] = test.surv_prob, test.surv_times
-        res = evaluate("survival", (y[:, 0], y[:, 1].astype(bool)), test.score, sid, **kw)
-    else:
-        res = evaluate(task.kind, y, test.score, sid, **kw)
-    out = {name: r.to_dict() for name, r in res.items()}
-    if "threshold" in kw:
-        out["_threshold"] = {"value": kw["threshold"], "ci_low": None, "ci_high": None,
-                             "method": "Youden's J on the tuning split"}
-    return out
 
 
 def run_cell(cell: Cell, cohort: Cohort, labels: pl.DataFrame, results_dir: Path, budget: str,

@@ -186,7 +186,7 @@ def test_null_time_rule_static_vs_not(tmp_path, cache):
 
 def test_bag_of_events_drops_null_time_death(small_cohort, tmp_path, cache):
     """The featurizer (which streams shards itself) gets no count:MEDS_DEATH from null-time copies."""
-    from baselines.bag_of_events import featurize
+    from benchmark.features.bag_of_events import featurize
     from benchmark.labels import extract_labels
     from benchmark.runner import task_data
     from benchmark.task_registry import select_tasks

@@ -40,7 +40,7 @@ def test_assert_no_future_catches_a_leak():
 def test_featurizer_never_sees_post_prediction_events(tmp_path, monkeypatch):
     """A code that occurs only after each prediction time must not become a feature."""
     monkeypatch.setenv("MEHR_BENCH_CACHE", str(tmp_path / "cache"))
-    from baselines.bag_of_events import featurize
+    from benchmark.features.bag_of_events import featurize
     from benchmark.labels import extract_labels
     from benchmark.runner import task_data
     from benchmark.task_registry import load_tasks
@@ -81,7 +81,7 @@ def test_multi_split_blocks_stack_splits_in_order(tmp_path, monkeypatch):
     mixed up silently."""
     monkeypatch.setenv("MEHR_BENCH_CACHE", str(tmp_path / "cache"))
     import numpy as np
-    from baselines.bag_of_events import featurize
+    from benchmark.features.bag_of_events import featurize
     from benchmark.labels import extract_labels
     from benchmark.runner import task_data
     from benchmark.task_registry import load_tasks

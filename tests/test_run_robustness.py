@@ -293,7 +293,7 @@ from benchmark.data.cohort import Cohort
 from benchmark.labels import extract_labels
 from benchmark.runner import task_data
 from benchmark.task_registry import select_tasks
-from baselines.bag_of_events import featurize
+from benchmark.features.bag_of_events import featurize
 
 cohort_root, sync, me = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
 real_savez = np.savez

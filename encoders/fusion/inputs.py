@@ -2,7 +2,7 @@
 
 Inputs of one sample (everything through the leakage guard, via the encoders):
 
-* ``ehr``     [De]       structured EHR: the bag-of-events features of `baselines.bag_of_events`
+* ``ehr``     [De]       structured EHR: the bag-of-events features of `benchmark.features.bag_of_events`
                          (counts as log1p, last lab values, demographics), standardized;
 * ``ts``      [T, F]     the binned time series of `encoders.timeline` (already standardized),
   ``ts_obs``  [T]        bins at or after the first measurement (attention masks the others),
@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
+from benchmark.features.bag_of_events import featurize
 from benchmark.model_api import TaskData
 from encoders.cache import SPLITS, all_splits, split_rows
 
@@ -120,7 +121,6 @@ def raw_inputs(data: TaskData, cfg: InputConfig) -> tuple[dict[str, np.ndarray],
     info: dict = {"sources": {}}
     n = data.labels.height
     if cfg.structured:
-        from baselines.bag_of_events import featurize
         boe = featurize(data)
         X = sp.lil_matrix((n, len(boe.names)), dtype=np.float32).tocsr()
         blocks, rows = [], []

@@ -36,16 +36,20 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import torch
 
 from benchmark.model_api import Budget, Prediction, TaskData
 from benchmark.results import atomic_path
+from encoders.mehrt.pretrain import (PRS_MODALITY, collator, default_plan, mehrt_cache, model_inputs, peak_memory_mb,
+                                     recent_starts, run_curriculum)
+from encoders.mehrt.probe import Probe
+from encoders.mehrt.tokenizer import EVENT_COLUMNS, IMAGE_MODALITIES, embedding_matrix
 
 PIPELINE_VERSION = "2"  # 2: inputs without non-static null-time rows (issue 12)
 REPRESENTATIONS = ("echo", "last", "mean")
 # MEHRT only: mean pooling + the hidden state at the most recent placeholder of each image modality.
 STUDY_REPRESENTATION = "mean+studies"
 _MODELS: dict = {}  # in-process cache of loaded pretrained models: key -> (model, meta)
-STAGE_FRACTION = 4  # Stages 2, 3 and 3-Joint train Budget.mehrt_steps // STAGE_FRACTION steps
 
 
 # ------------------------------------------------------------------------------ settings
@@ -107,37 +111,6 @@ def settings_for(budget: Budget, multimodal: bool, stage: str | None = None) -> 
         probe_trials=min(40, max(8, 2 * budget.n_trials)), probe_folds=max(budget.n_folds, 3))
 
 
-def default_plan(size: str, steps: int, compile: bool = False):
-    """The pretraining plan of a size: Stage 1 `steps` steps, Stages 2, 3 and 3-Joint steps // 4.
-
-    Stage 2 trains only the small modality projections and Stage 3 starts from a trained
-    backbone, so each gets a quarter of Stage 1's steps; with 4 x 256-token steps for the small
-    size this keeps the default budget's pretraining to minutes on a 2-core CPU.
-
-    Args:
-        size: MEHRT size name.
-        steps: Stage-1 steps (Budget.mehrt_steps).
-        compile: torch.compile on CUDA.
-
-    Returns:
-        A pretrain.Plan.
-    """
-    from encoders.mehrt.pretrain import Plan, TrainConfig
-    tiny = size == "tiny"
-    # Tokens per step: 16 x 256 for tiny, 4 x 256 for larger sizes on CPU (GPUs can afford far
-    # more: use the pretrain CLI with a plan of your own).
-    base = dict(batch_size=16 if tiny else 4, seq_len=256, seed=0, compile=compile,
-                checkpoint_every=max(10, steps // 5))
-    lr = 2e-3 if tiny else 1e-3
-    later = max(1, steps // STAGE_FRACTION)
-    return Plan(size=size, prs_mode="prefix", stages={
-        "1": TrainConfig(steps=steps, lr=lr, **base),
-        "2": TrainConfig(steps=later, lr=lr, **base),
-        "3": TrainConfig(steps=later, lr=lr / 2, **base),
-        "3joint": TrainConfig(steps=later, lr=lr / 2, **base),
-    })
-
-
 # ------------------------------------------------------------------------------ pretrained models
 def load_pretrained(cohort, settings: Settings, log=None):
     """The pretrained model for the settings (trained on first use, then cached on disk and here).
@@ -151,7 +124,6 @@ def load_pretrained(cohort, settings: Settings, log=None):
         (model, meta) where meta["stages"] has per-stage perplexity, tokens/s, ... and
         meta["key"] identifies the checkpoint.
     """
-    from encoders.mehrt.pretrain import run_curriculum
     plan = default_plan(settings.size, settings.steps)
     k = (str(cohort.root), cohort.fingerprint(), repr(plan), settings.stage)
     if k not in _MODELS:
@@ -178,9 +150,6 @@ def represent(model, collate, encode_len: int, representations=REPRESENTATIONS,
         name -> float32 [D, width] in document order; width = d_model, or d_model * (1 + M) for
         "mean+studies" (M image modalities).
     """
-    import torch
-
-    from encoders.mehrt.pretrain import model_inputs, recent_starts
 
     device = next(model.parameters()).device
     corpus = collate.corpus
@@ -248,7 +217,6 @@ def bf16_supported(device) -> bool:
 
 def encode_autocast(device):
     """The autocast context encoding runs under (bf16 where supported, else a no-op)."""
-    import torch
     dev = getattr(device, "type", str(device))
     return torch.autocast(dev, dtype=torch.bfloat16, enabled=bf16_supported(device))
 
@@ -271,7 +239,6 @@ class RepresentationCache:
 
     def lookup(self, samples: pl.DataFrame, names: tuple[str, ...]) -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
         """Cached keys among the samples (subject_id, prediction_time) and their vectors per name."""
-        from encoders.mehrt.tokenizer import embedding_matrix
         files = sorted(self.folder.glob("chunk-*.parquet"))
         empty = pl.DataFrame(schema={"subject_id": pl.Int64, "prediction_time": pl.Datetime("us")})
         if not files:
@@ -307,7 +274,6 @@ def encode_split(model, meta: dict, data: TaskData, split, settings: Settings) -
     Returns:
         name -> float32 [n, d_model], rows aligned with data.samples(split).
     """
-    from encoders.mehrt.pretrain import collator
 
     names = tuple(settings.representations)
     cache = RepresentationCache(_rep_folder(meta, settings, model))
@@ -345,8 +311,6 @@ def task_corpus(model, tokenizer, data: TaskData, split, samples: pl.DataFrame, 
     Returns:
         A Corpus, documents in `samples` order, image layout matching the model.
     """
-    from encoders.mehrt.pretrain import PRS_MODALITY
-    from encoders.mehrt.tokenizer import EVENT_COLUMNS, IMAGE_MODALITIES
 
     config = model.config
     events = data.visible_events(split, columns=EVENT_COLUMNS)  # the leakage guard
@@ -381,7 +345,6 @@ def _align_image_dims(corpus, image_dims):
 
 def _rep_folder(meta: dict, settings: Settings, model) -> Path:
     """Cache folder of one checkpoint's representations under one encoding setup (incl. precision)."""
-    from encoders.mehrt.pretrain import mehrt_cache
     precision = "bf16" if bf16_supported(next(model.parameters()).device) else "fp32"
     return mehrt_cache() / "reps" / f"{meta['key']}-{settings.encode_hash()}-{precision}"
 
@@ -415,8 +378,6 @@ class MEHRTPipeline:
         Returns:
             self.
         """
-        from encoders.mehrt.probe import Probe
-        from encoders.mehrt.pretrain import peak_memory_mb
 
         self._reps_memo = None  # representations of the previous fit's model
         self.settings_ = settings_for(self.budget, self.multimodal, self.stage)
@@ -466,7 +427,6 @@ class MEHRTPipeline:
         """Image modalities (placeholder tokens) and PRS (prefix) the model reads; none for EHRT."""
         if not self.settings_.multimodal:
             return []
-        from encoders.mehrt.pretrain import PRS_MODALITY
         cfg = self.model_.config
         return [m for m, _ in cfg.image_dims] + ([PRS_MODALITY] if cfg.prs_mode else [])
 
@@ -483,7 +443,6 @@ class MEHRTPipeline:
         """Predictions where drop[m] (bool over the split's rows) marks samples re-encoded without any
         study of modality m (no placeholder tokens; for PRS no prefix), as if they had none. The masked
         representations are not cached."""
-        from encoders.mehrt.pretrain import collator
 
         t0 = time.perf_counter()
         reps = self._split_reps(data, split)

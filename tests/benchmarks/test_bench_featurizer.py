@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from baselines.bag_of_events import featurize
+from benchmark.features.bag_of_events import featurize
 from benchmark.data.cohort import Cohort
 from benchmark.labels import extract_labels
 from benchmark.model_api import TaskData

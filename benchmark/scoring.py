@@ -1,0 +1,54 @@
+"""Scoring one cell: held-out metrics with patient-level bootstrap CIs.
+
+Its own module so that the runner and the modality ablations (benchmark.ablation, which the runner
+calls) both import it at module top without a cycle.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmark.metrics.binary import choose_threshold
+from benchmark.metrics.evaluate import evaluate
+from benchmark.model_api import Prediction, TaskData
+
+
+def score_cell(data: TaskData, test: Prediction, val: Prediction | None, n_boot: int, seed: int) -> dict:
+    """Metrics with patient-level bootstrap CIs for the held-out split.
+
+    Args:
+        data: the cell's task data.
+        test: the model's held-out prediction.
+        val: its tuning-split prediction (sets the binary decision threshold), or None.
+        n_boot: bootstrap replicates (0: point estimates only).
+        seed: bootstrap seed.
+
+    Returns:
+        metric name -> MetricResult.to_dict() (plus "_threshold" when a threshold was chosen).
+    """
+    task = data.task
+    y = data.y("held_out")
+    sid = data.frame("held_out")["subject_id"].to_numpy()
+    kw: dict = {"n_boot": n_boot, "seed": seed}
+    if task.kind == "binary" and val is not None:
+        yv = data.y("tuning")
+        if len(np.unique(yv)) == 2:
+            # rounded so the stored value is not one tuning patient's exact score
+            kw["threshold"] = round(float(choose_threshold(yv, val.score, rule="youden")), 3)
+    if task.kind == "survival":
+        ytr = data.y(("train", "tuning"))
+        kw.update(train_time=ytr[:, 0], train_event=ytr[:, 1].astype(bool), horizon=task.horizon_days())
+        ev_times = y[y[:, 1] == 1, 0]
+        if len(ev_times) >= 4:
+            # whole days, so an evaluation time is never one patient's exact event time
+            kw["times"] = np.unique(np.round(np.quantile(ev_times, [0.25, 0.5, 0.75])))
+        if test.surv_prob is not None and test.surv_times is not None:
+            kw["surv_prob"], kw["times"] = test.surv_prob, test.surv_times
+        res = evaluate("survival", (y[:, 0], y[:, 1].astype(bool)), test.score, sid, **kw)
+    else:
+        res = evaluate(task.kind, y, test.score, sid, **kw)
+    out = {name: r.to_dict() for name, r in res.items()}
+    if "threshold" in kw:
+        out["_threshold"] = {"value": kw["threshold"], "ci_low": None, "ci_high": None,
+                             "method": "Youden's J on the tuning split"}
+    return out

@@ -1,0 +1,158 @@
+"""Dependencies point one way (DESIGN.md, Folders): layers, independence, no import cycles, light core.
+
+Before issue 13 the core imported data_prep (benchmark/paths.py, benchmark/default_cohort.py),
+encoders imported baselines' bag of events, and three cycles hid behind function-local imports
+(benchmark.ablation <-> runner, baselines.tabular <-> explain, encoders.mehrt.pretrain <-> pipeline).
+Each test here failed on that code.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import grimp
+import pytest
+
+from benchmark.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("benchmark", "baselines", "encoders", "leaderboard", "data_prep")
+UPPER = ("baselines", "encoders", "leaderboard", "data_prep")
+
+
+def import_cycles(graph: grimp.ImportGraph) -> list[list[str]]:
+    """Strongly connected components of more than one module (each one is an import cycle).
+
+    Args:
+        graph: a grimp graph (function-local imports included, as grimp reads every import).
+
+    Returns:
+        Sorted lists of module names, one per cycle.
+    """
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:  # Tarjan's algorithm; the graphs are small, recursion is fine
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph.find_modules_directly_imported_by(v):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                cycles.append(sorted(comp))
+
+    for m in sorted(graph.modules):
+        if m not in index:
+            visit(m)
+    return sorted(cycles)
+
+
+def test_lint_imports_contracts_are_kept():
+    """The import-linter contracts of pyproject.toml (what `make test` and CI run) all hold."""
+    exe = Path(sys.executable).with_name("lint-imports")
+    out = subprocess.run([str(exe), "--no-cache"], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    assert "3 kept, 0 broken" in out.stdout
+
+
+def test_no_import_cycles_not_even_behind_function_local_imports():
+    graph = grimp.build_graph(*PACKAGES, cache_dir=None, exclude_type_checking_imports=True)
+    assert import_cycles(graph) == []
+
+
+def test_cycle_finder_sees_a_cycle_hidden_in_a_function(tmp_path, monkeypatch):
+    """The oracle of the test above can fail: a cycle through a function-local import is found."""
+    pkg = tmp_path / "cyclepkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from cyclepkg import b\n")
+    (pkg / "b.py").write_text(textwrap.dedent("""
+        def late():
+            from cyclepkg import a  # the kind of import that used to hide a cycle
+            return a
+    """))
+    (pkg / "c.py").write_text("import cyclepkg.a\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    graph = grimp.build_graph("cyclepkg", cache_dir=None)
+    assert import_cycles(graph) == [["cyclepkg.a", "cyclepkg.b"]]
+
+
+def test_core_never_imports_the_packages_above_it():
+    """Static check: no benchmark module imports an upper package, except the CLI's lazy commands."""
+    graph = grimp.build_graph(*PACKAGES, cache_dir=None, exclude_type_checking_imports=True)
+    up = {(m, w) for m in graph.modules if m.split(".")[0] == "benchmark"
+          for w in graph.find_modules_directly_imported_by(m) if w.split(".")[0] in UPPER}
+    assert {m for m, _ in up} <= {"benchmark.cli"}, sorted(up)
+    # ... and the upper packages import only benchmark, never each other
+    across = {(m, w) for m in graph.modules if m.split(".")[0] in UPPER
+              for w in graph.find_modules_directly_imported_by(m)
+              if w.split(".")[0] in UPPER and w.split(".")[0] != m.split(".")[0]}
+    assert across == set()
+
+
+def test_importing_the_core_loads_no_torch_and_no_upper_package():
+    """`import benchmark` (and every core module, the CLI included) stays light: fresh interpreter."""
+    code = textwrap.dedent("""
+        import importlib, pkgutil, sys
+        import benchmark
+        for m in pkgutil.walk_packages(benchmark.__path__, "benchmark."):
+            if m.name != "benchmark.__main__":
+                importlib.import_module(m.name)
+        bad = sorted(n for n in sys.modules
+                     if n.split(".")[0] in ("torch", "baselines", "encoders", "leaderboard", "data_prep"))
+        print(" ".join(bad) or "clean")
+    """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == "clean"
+
+
+def test_default_cohort_generator_comes_through_the_entry_point(monkeypatch, tmp_path):
+    """The core finds the synthetic generator through `mehr_bench.cohorts`, not an import; a fake
+    generator registered there is used, and a missing one is a clear UserError."""
+    import types
+
+    from benchmark import default_cohort
+
+    gen = default_cohort.cohort_generator()
+    assert gen.__name__ == "data_prep.synthetic" and gen.GENERATOR_VERSION
+
+    calls = []
+
+    def fake_generate(out, n_subjects, seed):
+        calls.append((n_subjects, seed))
+        (Path(out) / "metadata").mkdir(parents=True)
+        (Path(out) / "metadata" / "subject_splits.parquet").write_bytes(b"")
+
+    fake = types.SimpleNamespace(GENERATOR_VERSION="9.9", generate=fake_generate)
+    monkeypatch.setenv("MEHR_BENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(default_cohort, "cohort_generator", lambda name="synthetic": fake)
+    out = default_cohort.ensure_default_cohort(n_subjects=7, seed=3)
+    assert out == tmp_path / "cohorts" / "synthetic-n7-s3-g9.9" and calls == [(7, 3)]
+    assert default_cohort.ensure_default_cohort(n_subjects=7, seed=3) == out and calls == [(7, 3)]
+
+
+def test_missing_cohort_entry_point_is_a_clear_error(monkeypatch):
+    from benchmark import default_cohort
+
+    monkeypatch.setattr(default_cohort, "entry_points", lambda **kw: ())
+    with pytest.raises(UserError, match=r"mehr_bench\.cohorts.*reinstall"):
+        default_cohort.cohort_generator()
