@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from encoders.mehrt.kernels import IGNORE_INDEX, cross_entropy
 from encoders.mehrt.model import (
-    IGNORE_INDEX,
     MEHRT,
     REFERENCE_VOCAB,
     SIZES,
@@ -18,7 +18,6 @@ from encoders.mehrt.model import (
     MEHRTConfig,
     apply_rope,
     config_for,
-    cross_entropy,
     parameter_table,
 )
 

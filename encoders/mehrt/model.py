@@ -12,6 +12,10 @@ Architecture (Llama): pre-norm blocks, RMSNorm, rotary position embeddings (RoPE
 attention through ``F.scaled_dot_product_attention`` (flash kernels on GPU), SwiGLU MLP, tied
 input/output embeddings, no biases.
 
+The file reads top to bottom: config and named sizes, RMSNorm, RoPE, SwiGLU, attention, block,
+model. Optimised kernels that are not the model's story (the fused cross-entropy) live in
+`encoders.mehrt.kernels`.
+
 Named sizes (``SIZES``; parameter counts measured with ``python -m encoders.mehrt.model`` at the
 reference vocabulary of 8192 tokens, no image projections, no PRS; embeddings counted once):
 
@@ -43,7 +47,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-IGNORE_INDEX = -100  # label value that F.cross_entropy skips
+# The fused loss kernel lives in kernels.py; both names stay importable from here.
+from encoders.mehrt.kernels import IGNORE_INDEX, cross_entropy
+
 PRS_MODES = ("prefix", "cross_attention")
 
 
@@ -342,60 +348,6 @@ class Block(nn.Module):
             x = self.xattn(x, memory)  # Flamingo puts the gated layer before the LM block
         x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, mask))
         return x + self.drop(self.mlp(self.mlp_norm(x)))
-
-
-class FusedCrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy over rows whose target is not IGNORE_INDEX, with a lean backward.
-
-    loss = sum_i w_i (logsumexp(x_i) - x_i[t_i]) with w_i = valid_i / n_valid, and
-    d loss / d x_i = w_i (softmax(x_i) - onehot(t_i)). The forward turns its log-probabilities
-    into that gradient in place (exp, subtract 1 at the target, scale by w), so the backward has
-    nothing left to compute. F.cross_entropy instead zero-fills an [N, V] NLL gradient and then
-    runs a separate log-softmax backward: about twice the memory traffic over the largest tensor
-    of a training step. Use through `cross_entropy` (plain F.cross_entropy when no grad is needed).
-    """
-
-    @staticmethod
-    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        # logits [N, V] float32, targets [N] long
-        valid = targets != IGNORE_INDEX  # [N]
-        safe_targets = torch.where(valid, targets, 0)  # gather needs an in-range index everywhere
-        log_probs = torch.log_softmax(logits, dim=-1)  # [N, V]
-        nll = -log_probs.gather(1, safe_targets[:, None]).squeeze(1)  # [N]
-        weight = valid / valid.sum().clamp(min=1)  # [N]: mean over kept rows, 0 for ignored ones
-        grad = log_probs.exp_()  # softmax [N, V], written over the log-probabilities
-        grad.scatter_add_(1, safe_targets[:, None], grad.new_full((grad.shape[0], 1), -1.0))
-        grad.mul_(weight[:, None])
-        ctx.save_for_backward(grad)
-        return (nll * weight).sum()
-
-    @staticmethod
-    def backward(ctx, grad_loss: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (grad,) = ctx.saved_tensors
-        # The usual loss.backward() has grad_loss == 1: hand over the saved buffer instead of
-        # writing an [N, V] copy (autograd only reads it, so a second backward stays correct).
-        # Checked on CPU only; on GPUs the .item() sync would cost more than the copy.
-        if (grad_loss.device.type == "cpu" and not torch.compiler.is_compiling()
-                and grad_loss.item() == 1.0):
-            return grad, None
-        return grad * grad_loss, None
-
-
-def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy (same value and gradient as F.cross_entropy, faster).
-
-    Args:
-        logits: [N, V] float (upcast to float32 here, as bf16 log-softmax is too coarse).
-        targets: [N] long, IGNORE_INDEX marks rows to skip.
-
-    Returns:
-        Scalar mean over the kept rows (0 with a zero gradient when none is kept).
-    """
-    logits = logits.float()
-    if not (torch.is_grad_enabled() and logits.requires_grad):  # evaluation: nothing to prepare
-        total = F.cross_entropy(logits, targets, ignore_index=IGNORE_INDEX, reduction="sum")
-        return total / (targets != IGNORE_INDEX).sum().clamp(min=1)
-    return FusedCrossEntropy.apply(logits, targets)
 
 
 # ---------------------------------------------------------------------------------------- model
