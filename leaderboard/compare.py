@@ -32,7 +32,9 @@ import numpy as np
 
 from benchmark.errors import UserError
 from leaderboard import plots
-from leaderboard.build import AUDIT_FAMILIES, _int, environment, fmt, load_records, metric_label, slug
+from leaderboard.records import AUDIT_FAMILIES, load_records, metric_label, slug
+from leaderboard.records import to_int as _int
+from leaderboard.render import environment, fmt
 
 POOLED = {"discrimination": ("auroc", "auroc_macro", "c_index"), "auprc": ("auprc",)}
 METRICS_BY_KIND = {"binary": ("auroc", "auprc"), "multilabel": ("auroc_macro",), "survival": ("c_index",),

@@ -75,7 +75,7 @@ def test_attribution_block_renders_like_late_fusion(fitted):
         assert r["drop"] == pytest.approx(att["metric_all"] - r["metric_without"])
         assert r["n_rows_with"] <= data.frame("held_out").height
     assert max(r["drop"] for r in by.values()) > 0  # an image modality carries the planted signal
-    from leaderboard.build import explanation_figures
+    from leaderboard.figures import explanation_figures
     figs, _ = explanation_figures("concat_lr", att, 0)
     assert figs and "<svg" in str(figs[0])
 

@@ -370,7 +370,8 @@ def test_rebuild_replaces_output_and_refuses_foreign_folder(fake, tmp_path):
     import shutil
 
     from benchmark.errors import UserError
-    from leaderboard.build import MARKER, build
+    from leaderboard.build import build
+    from leaderboard.render import MARKER
     root0, _ = fake
     root = tmp_path / "res"
     shutil.copytree(root0, root)
@@ -430,7 +431,7 @@ def test_aggregate_curve_helpers_hide_small_groups():
 
 
 def test_shap_summary_shapes():
-    from leaderboard.build import shap_summary
+    from leaderboard.figures import shap_summary
     assert shap_summary(None) is None
     m, items = shap_summary({"method": "KernelSHAP", "global": {"a": 0.1, "b": -0.3}})
     assert m == "KernelSHAP" and items == [("b", 0.3), ("a", 0.1)]

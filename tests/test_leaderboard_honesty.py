@@ -125,7 +125,7 @@ def test_every_model_tied_with_the_best_is_starred(site, planted):
     """Old behaviour: one star, on the best point estimate, although m_near's AUROC differs from the
     best's by far less than its CI. Now m_near is starred (paired test: CI covers 0) and m_weak is not."""
     from benchmark.stats import paired_bootstrap
-    from leaderboard.build import TIE_N_BOOT, TIE_SEED
+    from leaderboard.rules import TIE_N_BOOT, TIE_SEED
     _, d = planted
     sid = np.arange(9_000_000, 9_000_000 + len(d["y"]))
     near = paired_bootstrap(d["y"], d["best"], d["near"], sid, metric="auroc", n_boot=TIE_N_BOOT, seed=TIE_SEED)
@@ -155,7 +155,8 @@ def test_every_model_tied_with_the_best_is_starred(site, planted):
 def test_tie_rule_handles_unreported_paired_results():
     """A paired result without CI / p (too few events, the new `benchmark.stats` rule) counts as tied,
     with the note (small counts redacted), instead of crashing or claiming a winner."""
-    from leaderboard.build import Cell, TaskInfo, tie_with_best
+    from leaderboard.records import Cell, TaskInfo
+    from leaderboard.rules import tie_with_best
     t = TaskInfo(name="x/y", slug="x--y", family="x", short="y", kind="binary", main_metric="c_index_uno",
                  version=1, description="", modalities=[], fairness=[], references=[], metrics=(),
                  label_names=[], horizon_days=None, registered=False)
@@ -196,7 +197,8 @@ def test_leak_probe_is_an_audit_not_a_ranking(site):
 
 
 def test_audit_verdict_rule():
-    from leaderboard.build import Cell, audit_verdict
+    from leaderboard.records import Cell
+    from leaderboard.rules import audit_verdict
 
     def cell(lo, hi, note=None):
         return Cell(model="m", task="leak/probe", status="ok", seeds=[0], n_ok=1, metrics={},

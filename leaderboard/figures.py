@@ -1,0 +1,311 @@
+"""The figures of the task and model pages, drawn from result files with `leaderboard.plots`.
+
+    task_curves(task, cells, models)     ROC / PR / calibration, Kaplan-Meier, regression bins, td-AUC
+    explanation_figures(model, expl, c)  feature importance bars and modality attribution
+    shap_summary(expl)                   the global feature importance of an "explanations" block
+    ablation_figures(model, abl, ...)    the missing-modality sweep
+    scaling_plots(models, cells, tasks)  main metric against parameters per model series
+
+Imports point one way inside the package: records <- rules <- figures <- views <- render <- build.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from markupsafe import Markup
+
+from leaderboard import plots
+from leaderboard.records import BOUNDED_01, Cell, ModelInfo, TaskInfo, is_num, metric_label, read_predictions
+
+SHAP_TOP = 15
+
+
+def task_curves(task: TaskInfo, cells: list[Cell], models: dict[str, ModelInfo]) -> dict[str, Any]:
+    """Aggregate plots of a task page from the predictions of each model's lowest ok seed."""
+    out: dict[str, Any] = {"plots": [], "small": [], "notes": []}
+    roc, pr, cal, reg = [], [], [], []
+    prevalence = None
+    for c in cells:
+        if c.status != "ok" or not c.records:
+            continue
+        color = models[c.model].color
+        df = read_predictions(c.records[0]["_pred"])
+        if df is None:
+            out["notes"].append(f"{c.model}: no predictions file, no curves")
+            continue
+        sid = df["subject_id"].to_numpy() if "subject_id" in df.columns else np.arange(df.height)
+        kind = task.kind
+        try:
+            if kind == "binary" and {"boolean_value", "predicted_boolean_probability"} <= set(df.columns):
+                y = df["boolean_value"].cast(int).to_numpy()
+                p = df["predicted_boolean_probability"].cast(float).to_numpy()
+                why = plots.enough_both_classes(y, sid)
+                if why:
+                    out["notes"].append(f"{c.model}: curves withheld ({why})")
+                    continue
+                prevalence = float(y.mean())
+                roc.append(plots.Series(c.model, plots.roc_points(y, p), color=color))
+                pr.append(plots.Series(c.model, plots.pr_points(y, p), color=color))
+                bins, dropped = plots.calibration_bins(y, p, sid)
+                if bins:
+                    cal.append(plots.Series(c.model, bins, color=color, markers=True))
+                if dropped:
+                    out["notes"].append(f"{c.model}: {dropped} calibration bin(s) with fewer than "
+                                        f"{plots.MIN_COUNT} subjects left out")
+            elif kind == "survival" and {"float_value", "boolean_value", "predicted_risk"} <= set(df.columns):
+                t = df["float_value"].cast(float).to_numpy()
+                ev = df["boolean_value"].cast(int).to_numpy()
+                risk = df["predicted_risk"].cast(float).to_numpy()
+                why = plots.enough_both_classes(ev, sid)
+                if why:
+                    out["notes"].append(f"{c.model}: Kaplan-Meier curves withheld ({why})")
+                    continue
+                grid = plots.km_time_grid(t, task.horizon_days)
+                km = plots.km_by_risk_tertile(t, ev, risk, sid, grid)
+                if km:
+                    series = [plots.Series(name, pts, color=i + 2 if i else 0, dashed=i == 1)
+                              for i, (name, pts) in enumerate(km)]
+                    out["small"].append(plots.line_plot(
+                        series, title=f"{c.model}: Kaplan-Meier by predicted-risk tertile",
+                        x_label="days since prediction time", y_label="survival",
+                        x_range=(0.0, float(grid[-1])), y_range=(0.0, 1.0), step=True, width=340))
+            elif kind == "regression" and {"float_value", "predicted_float_value"} <= set(df.columns):
+                y = df["float_value"].cast(float).to_numpy()
+                p = df["predicted_float_value"].cast(float).to_numpy()
+                pts = plots.binned_regression(y, p, sid)
+                if pts:
+                    reg.append(plots.Series(c.model, pts, color=color, markers=True))
+        except Exception as e:  # noqa: BLE001 - a malformed predictions file must not stop the site
+            out["notes"].append(f"{c.model}: curves could not be computed ({type(e).__name__})")
+    if roc:
+        out["plots"].append(plots.line_plot(roc, title="ROC curve (held-out)", x_label="false-positive rate",
+                                            y_label="true-positive rate", diagonal=True))
+        out["plots"].append(plots.line_plot(pr, title="Precision-recall (interpolated)", x_label="recall",
+                                            y_label="precision", ref_y=prevalence))
+    if cal:
+        out["plots"].append(plots.line_plot(cal, title="Calibration (10 probability bins)",
+                                            x_label="mean predicted probability", y_label="observed rate",
+                                            diagonal=True))
+    if reg:
+        lo = min(min(x, y) for s in reg for x, y in s.points)
+        hi = max(max(x, y) for s in reg for x, y in s.points)
+        pad = (hi - lo) * 0.08 or 1.0
+        rng = (plots.nice_number(lo - pad, up=False) if lo - pad > 0 else lo - pad, plots.nice_number(hi + pad))
+        out["plots"].append(plots.line_plot(reg, title="Predicted vs observed (10 equal-count bins)",
+                                            x_label="mean prediction", y_label="mean observed",
+                                            x_range=rng, y_range=rng, diagonal=True))
+    if task.kind == "survival":
+        td = []
+        t_max = 0.0
+        for c in cells:
+            if c.status != "ok":
+                continue
+            pts, lo, hi = [], [], []
+            for n, m in sorted(c.metrics.items()):
+                if n.startswith("td_auc@") and is_num(m.get("value")):
+                    try:
+                        t = float(n.split("@", 1)[1])
+                    except ValueError:
+                        continue
+                    # plotted at whole days, like the table (see metric_label)
+                    pts.append((float(round(t)), m["value"]))
+                    lo.append(m["ci_low"] if is_num(m.get("ci_low")) else m["value"])
+                    hi.append(m["ci_high"] if is_num(m.get("ci_high")) else m["value"])
+            if pts:
+                order = np.argsort([p[0] for p in pts], kind="stable")
+                pts = [pts[i] for i in order]
+                lo = [lo[i] for i in order]
+                hi = [hi[i] for i in order]
+                t_max = max(t_max, pts[-1][0])
+                td.append(plots.Series(c.model, pts, lo=lo, hi=hi, color=models[c.model].color, markers=True))
+        if td:
+            y_lo = min(0.5, min(v for s in td for v in s.lo))
+            out["plots"].append(plots.line_plot(td, title="Time-dependent AUC (95% CI)", x_label="days",
+                                                y_label="cumulative/dynamic AUC",
+                                                x_range=(0.0, plots.nice_number(t_max * 1.1)),
+                                                y_range=(math.floor(y_lo * 10) / 10, 1.0), ref_y=0.5))
+    return out
+
+
+_VALUE_KEYS = ("mean_abs_shap", "importance", "abs_coefficient", "value", "mean_abs")
+
+
+def shap_summary(expl: Any, top: int = SHAP_TOP) -> tuple[str, list[tuple[str, float]]] | None:
+    """Global feature importance from a result's "explanations" block.
+
+    Accepted shapes (the first that fits): {"method": ..., "top_features"|"global"|"mean_abs_shap"|
+    "importance"|"feature_importance"|"shap": X} or X itself, where X is {feature: value},
+    {"feature_names": [...], "mean_abs"|"mean_abs_shap"|"values": [...]} (a per-row matrix of at
+    least 10 rows is reduced to mean |value| per feature), or [{"feature"|"name": f,
+    "mean_abs_shap"|"importance"|"abs_coefficient"|"value"|"mean_abs": v}] / [[f, v]]. The
+    baselines write {"method", "n_rows", "output", "top_features": [{"feature", "description",
+    "mean_abs_shap" | "importance" | "abs_coefficient"}]}.
+
+    Args:
+        expl: the block.
+        top: number of features kept (largest |value| first).
+
+    Returns:
+        (method, [(feature, value)]) or None when nothing usable is there.
+    """
+    got = _importance_items(expl, top)
+    return (got[0], [(n, v) for n, v, _ in got[1]]) if got else None
+
+
+def _importance_items(expl: Any, top: int = SHAP_TOP) -> tuple[str, list[tuple[str, float, str]]] | None:
+    if not expl:
+        return None
+    method = "SHAP"
+    obj = expl
+    if isinstance(obj, dict):
+        method = str(obj.get("method") or obj.get("explainer") or "SHAP")
+        for key in ("top_features", "global", "mean_abs_shap", "importance", "feature_importance", "shap"):
+            if key in obj and isinstance(obj[key], (dict, list)):
+                obj = obj[key]
+                break
+        else:
+            if "modalities" in obj or "reason" in obj or "structured_model" in obj:
+                return None
+    items: list[tuple[str, float, str]] = []
+    if isinstance(obj, dict):
+        names = obj.get("feature_names") or obj.get("features")
+        vals = next((obj[k] for k in ("mean_abs", "mean_abs_shap", "values") if k in obj), None)
+        if isinstance(names, list) and isinstance(vals, list):
+            try:
+                arr = np.asarray(vals, dtype=float)
+            except (TypeError, ValueError):
+                arr = np.asarray([])
+            if arr.ndim == 2 and arr.shape[1] == len(names) and arr.shape[0] >= plots.MIN_COUNT:
+                arr = np.abs(arr).mean(axis=0)
+            if arr.ndim == 1 and len(arr) == len(names):
+                items = [(str(n), float(v), "") for n, v in zip(names, arr) if math.isfinite(v)]
+        else:
+            items = [(str(k), float(v), "") for k, v in obj.items() if is_num(v)]
+    elif isinstance(obj, list):
+        for e in obj:
+            name, v, desc = None, None, ""
+            if isinstance(e, dict):
+                name = e.get("feature", e.get("name"))
+                v = next((e[k] for k in _VALUE_KEYS if is_num(e.get(k))), None)
+                desc = str(e.get("description") or "")
+            elif isinstance(e, (list, tuple)) and len(e) == 2:
+                name, v = e
+            if name is not None and is_num(v):
+                items.append((str(name), float(v), desc))
+    items = sorted(((n, abs(v), d) for n, v, d in items), key=lambda t: (-t[1], t[0]))[:top]
+    return (method, items) if items else None
+
+
+def explanation_figures(model: str, expl: Any, color: int) -> tuple[list[Markup], list[str]]:
+    """Plots of a result's "explanations" block: feature importance bars, and for late-fusion
+    models the leave-one-modality-out drop per modality plus the structured model's features.
+
+    Args:
+        model: model name (plot titles).
+        expl: the block.
+        color: palette index.
+
+    Returns:
+        (figures, notes).
+    """
+    figs: list[Markup] = []
+    notes: list[str] = []
+    if not isinstance(expl, (dict, list)) or not expl:
+        return figs, notes
+    if isinstance(expl, dict) and isinstance(expl.get("modalities"), list):
+        rows = [(str(m.get("modality")), float(m["drop"]), f"rows with it: {m.get('n_rows_with', '?')}")
+                for m in expl["modalities"] if isinstance(m, dict) and is_num(m.get("drop"))]
+        if rows:
+            figs.append(plots.bar_plot(rows, title=f"{model}: {expl.get('method') or 'modality attribution'}",
+                                       x_label="drop without the modality (positive = it helps)", color=color,
+                                       label_width=120, width=460))
+    if isinstance(expl, dict) and expl.get("method") is None and expl.get("reason"):
+        notes.append(f"{model}: no explanation ({expl['reason']})")
+    sub = expl.get("structured_model") if isinstance(expl, dict) else None
+    for block, prefix in ((expl, ""), (sub, "structured model, ")):
+        got = _importance_items(block)
+        if got:
+            method, items = got
+            output = block.get("output") if isinstance(block, dict) else None
+            figs.append(plots.bar_plot(items, title=f"{model}: top features ({prefix}{method})",
+                                       x_label=f"importance ({output})" if output else "mean |value|",
+                                       color=color))
+        elif isinstance(block, dict) and block is sub and block.get("reason"):
+            notes.append(f"{model}: structured model not explained ({block['reason']})")
+    return figs, notes
+
+
+def ablation_figures(model: str, abl: Any, metric: str, color: int) -> list[Markup]:
+    """The missing-modality sweep of a result's "ablations" block: the main metric (with its CI)
+    against the fraction of test subjects whose modality is masked, one line per modality."""
+    if not isinstance(abl, dict) or not isinstance(abl.get("missing_sweep"), dict):
+        return []
+    series, ys = [], []
+    for i, (m, curve) in enumerate(sorted(abl["missing_sweep"].items())):
+        pts = [p for p in curve if isinstance(p, dict) and is_num(p.get("fraction")) and is_num(p.get("value"))]
+        if len(pts) < 2:
+            continue
+        lo = [p["ci_low"] if is_num(p.get("ci_low")) else p["value"] for p in pts]
+        hi = [p["ci_high"] if is_num(p.get("ci_high")) else p["value"] for p in pts]
+        ys += lo + hi
+        series.append(plots.Series(str(m), [(float(p["fraction"]), float(p["value"])) for p in pts], lo=lo, hi=hi,
+                                   color=(color + i) % 8, markers=True))
+    if not series:
+        return []
+    pad = 0.02 * max(max(ys) - min(ys), 1e-3)
+    return [plots.line_plot(series, title=f"{model}: missing-modality sweep", x_label="fraction of test subjects "
+                            "with the modality masked", y_label=metric_label(metric),
+                            y_range=(min(ys) - pad, max(ys) + pad), band=True)]
+
+
+# =========================================================================== scaling
+def scaling_plots(models: dict[str, ModelInfo], cells: dict[tuple[str, str], Cell], tasks: dict[str, TaskInfo]
+             ) -> dict[str, list[Markup]]:
+    """Scaling plots per model series (names differing by a size suffix, distinct n_parameters)."""
+    by_series: dict[str, list[str]] = {}
+    for m in models.values():
+        by_series.setdefault(m.series, []).append(m.name)
+    out: dict[str, list[Markup]] = {}
+    for series in sorted(by_series):
+        names = sorted(by_series[series])
+        if len(names) < 2:
+            continue
+        per_metric: dict[str, list[plots.Series]] = {}
+        for ti, tname in enumerate(sorted(tasks)):
+            t = tasks[tname]
+            pts = []
+            for n in names:
+                c = cells.get((n, tname))
+                if c is None or c.status != "ok":
+                    continue
+                npar = c.compute.get("n_parameters") if is_num(c.compute.get("n_parameters")) else models[n].n_parameters
+                if is_num(npar) and npar > 0:
+                    pts.append((float(npar), c.main["value"], c.main.get("ci_low"), c.main.get("ci_high")))
+            pts.sort()
+            if len({p[0] for p in pts}) < 2:
+                continue
+            per_metric.setdefault(t.main_metric, []).append(plots.Series(
+                tname, [(p[0], p[1]) for p in pts], lo=[p[2] if is_num(p[2]) else p[1] for p in pts],
+                hi=[p[3] if is_num(p[3]) else p[1] for p in pts], color=ti, markers=True))
+        figs = []
+        for metric in sorted(per_metric):
+            ss = per_metric[metric]
+            xs = [x for s in ss for x, _ in s.points]
+            ys = [v for s in ss for v in (s.lo or []) + (s.hi or [])]
+            x_range = (10 ** math.floor(math.log10(min(xs))), 10 ** math.ceil(math.log10(max(xs))))
+            if x_range[0] == x_range[1]:
+                x_range = (x_range[0] / 10, x_range[1] * 10)
+            y0, y1 = min(ys), max(ys)
+            pad = (y1 - y0) * 0.1 or 0.05
+            y_range = (math.floor((y0 - pad) * 20) / 20, math.ceil((y1 + pad) * 20) / 20)
+            if metric in BOUNDED_01:
+                y_range = (max(0.0, y_range[0]), min(1.0, y_range[1]))
+            figs.append(plots.line_plot(ss, title=f"{series}: {metric_label(metric)} vs parameters",
+                                        x_label="parameters (log scale)", y_label=metric_label(metric),
+                                        x_range=x_range, y_range=y_range, log_x=True, width=420))
+        if figs:
+            out[series] = figs
+    return out
