@@ -1,8 +1,39 @@
-"""MEHR-Bench core: CLI, task specs, MEDS data access, leakage guard, metrics, runner, results.
+"""MEHR-Bench core: CLI, Python API, task specs, MEDS data access, leakage guard, metrics, runner,
+typed result records.
 
-Importing this package is cheap: it never imports torch (models that need it import it lazily).
+Python API (the CLI's `run` is a thin layer over it)::
+
+    import benchmark
+    records = benchmark.evaluate("catboost,mehrt", "oncology/mortality_1y", data="cohort/", budget="smoke")
+    records[0].metrics["auroc"].value
+
+Importing this package is cheap: it never imports torch (models that need it import it lazily),
+and `evaluate` / `ResultRecord` / `read_records` load the runner and pydantic only when first used.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
 from benchmark.errors import UserError  # noqa: E402,F401
+
+if TYPE_CHECKING:
+    from benchmark.records import ResultRecord
+    from benchmark.results import read_records
+    from benchmark.runner import evaluate
+
+__all__ = ["ResultRecord", "UserError", "__version__", "evaluate", "read_records"]
+
+# name -> module that defines it, imported on first attribute access (PEP 562)
+_LAZY = {"evaluate": "benchmark.runner", "ResultRecord": "benchmark.records", "read_records": "benchmark.results"}
+
+
+def __getattr__(name: str) -> Any:
+    """Load the API's heavier parts on first use, so `import benchmark` stays light."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'benchmark' has no attribute {name!r}")

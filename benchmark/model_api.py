@@ -27,23 +27,31 @@ from benchmark.taskspec import TaskSpec
 
 @dataclass(frozen=True)
 class Budget:
-    """How much search/training a run may spend. smoke: seconds per cell; default: fits `make run`."""
+    """How much search, training and resampling a run may spend, the same for every model family.
+
+    The level name ("smoke": seconds per cell, "default": fits `make run`, "full") is what a family
+    maps to its own knobs where the generic ones do not fit (MEHRT: size and pretraining steps, in
+    encoders/mehrt/pipeline.py); the core knows no family.
+
+    Args:
+        name: the level name (the record's `budget`).
+        n_trials: random-search trials per model.
+        n_folds: CV folds for the search.
+        max_iterations: iteration cap (boosting rounds, epochs, training steps of a head).
+        n_boot: bootstrap replicates for the metrics' CIs.
+    """
 
     name: str
-    n_trials: int          # random-search trials per model
-    n_folds: int           # CV folds for the search
-    max_iterations: int    # boosting rounds / epochs cap
-    mehrt_size: str        # MEHRT size config
-    mehrt_steps: int       # MEHRT pretraining steps per stage
-    n_boot: int            # bootstrap replicates for CIs
+    n_trials: int
+    n_folds: int
+    max_iterations: int
+    n_boot: int
 
 
 BUDGETS = {
-    "smoke": Budget("smoke", n_trials=1, n_folds=3, max_iterations=60, mehrt_size="tiny", mehrt_steps=60, n_boot=200),
-    "default": Budget("default", n_trials=4, n_folds=5, max_iterations=300, mehrt_size="small", mehrt_steps=600,
-                      n_boot=1000),
-    "full": Budget("full", n_trials=30, n_folds=5, max_iterations=1500, mehrt_size="small", mehrt_steps=5000,
-                   n_boot=1000),
+    "smoke": Budget("smoke", n_trials=1, n_folds=3, max_iterations=60, n_boot=200),
+    "default": Budget("default", n_trials=4, n_folds=5, max_iterations=300, n_boot=1000),
+    "full": Budget("full", n_trials=30, n_folds=5, max_iterations=1500, n_boot=1000),
 }
 
 
@@ -54,7 +62,9 @@ class Prediction:
     score: np.ndarray
     surv_times: np.ndarray | None = None     # [k] days, survival models only
     surv_prob: np.ndarray | None = None      # [n, k] S(t) at surv_times
-    info: dict[str, Any] = field(default_factory=dict)  # hyperparameters, modalities_used, tokens_per_s ...
+    # The keys the runner reads (explanations, device, n_parameters, tokens_per_s) are listed in
+    # benchmark.records.PredictionInfo; any other key is copied verbatim into the record's model_info.
+    info: dict[str, Any] = field(default_factory=dict)
 
 
 class Model(Protocol):

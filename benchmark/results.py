@@ -1,7 +1,9 @@
 """Result files: `<results>/<model>/<task>/seed<k>.json` and `seed<k>.predictions.parquet`.
 
 Append-only and typed: a cell is written once, atomically (temp file + rename), and skipped on
-rerun unless forced. `schema_version` changes when a field's meaning changes.
+rerun unless forced. The JSON is a `benchmark.records.ResultRecord`; `read_records` is the one
+reader (files of earlier schema versions included). `schema_version` changes when a field's
+meaning changes.
 
 Also the atomic-write and lock helpers every cache writer uses, so concurrent runs on one results
 folder and one cache are safe: each write goes to a unique temp file in the target folder
@@ -20,16 +22,17 @@ import platform
 import re
 import subprocess
 import tempfile
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import polars as pl
+from pydantic import ValidationError
 
 from benchmark.paths import REPO_ROOT
-
-SCHEMA_VERSION = 1
+from benchmark.records import SCHEMA_VERSION, ResultRecord  # noqa: F401 - SCHEMA_VERSION re-exported
 
 # One path segment of a model or task name: starts with a letter or digit (so never "." or ".."),
 # then letters, digits, "_", "-" or "."; no separators. Shared with the registry and the task loader.
@@ -75,17 +78,12 @@ def cell_state(results_dir: Path, model: str, task: str, seed: int, *, data_fing
         data_fingerprint: the cohort's fingerprint now; None skips the check.
         task_hash: the task's content hash now; None skips the check.
     """
-    j, _ = cell_paths(results_dir, model, task, seed)
-    try:
-        rec = json.loads(j.read_text())
-    except (OSError, ValueError):
+    rec = read_record(cell_paths(results_dir, model, task, seed)[0])
+    if rec is None or rec.status not in {"ok", "refused"}:
         return "missing"
-    if rec.get("status") not in {"ok", "refused"}:
-        return "missing"
-    prov = rec.get("provenance") or {}
-    if data_fingerprint is not None and prov.get("data_fingerprint") != data_fingerprint:
+    if data_fingerprint is not None and rec.provenance.data_fingerprint != data_fingerprint:
         return "stale"
-    return "stale" if task_hash is not None and prov.get("task_hash") != task_hash else "current"
+    return "stale" if task_hash is not None and rec.provenance.task_hash != task_hash else "current"
 
 
 @contextlib.contextmanager
@@ -190,9 +188,20 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-def write_result(path: Path, record: dict) -> None:
-    """Write a result JSON atomically (sorted keys, NaN/inf as null)."""
-    atomic_write_bytes(path, (json.dumps(_jsonable(record), indent=2, sort_keys=True) + "\n").encode())
+def write_result(path: Path, record: ResultRecord | dict) -> None:
+    """Write a result JSON atomically (sorted keys, NaN/inf as null).
+
+    Args:
+        path: the cell's seed<k>.json.
+        record: a ResultRecord (its set fields are written), or a plain dict (tests plant those).
+    """
+    atomic_write_bytes(path, result_json(record).encode())
+
+
+def result_json(record: ResultRecord | dict) -> str:
+    """The text of a result file: sorted keys, NaN/inf as null, numpy values as plain JSON."""
+    data = record.to_json_dict() if isinstance(record, ResultRecord) else record
+    return json.dumps(_jsonable(data), indent=2, sort_keys=True) + "\n"
 
 
 def write_predictions(path: Path, frame: pl.DataFrame) -> None:
@@ -201,15 +210,51 @@ def write_predictions(path: Path, frame: pl.DataFrame) -> None:
         frame.write_parquet(tmp)
 
 
-def read_results(results_dir: Path) -> list[dict]:
-    """Every result JSON under results_dir (sorted by model, task, seed)."""
+def record_from_bytes(text: bytes | str) -> ResultRecord:
+    """Parse a result file's content into a ResultRecord (any readable schema version).
+
+    Raises:
+        ValueError: not JSON, or not a result record (pydantic.ValidationError is a ValueError).
+    """
+    return ResultRecord.from_json_dict(json.loads(text))
+
+
+def read_record(path: Path) -> ResultRecord | None:
+    """The record in one result file, or None if it is missing, unreadable or not a valid record."""
+    try:
+        return record_from_bytes(Path(path).read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
+def read_records(results_dir: Path) -> list[ResultRecord]:
+    """Every result record under results_dir, sorted by (model, task, seed).
+
+    The one reader of result files. A file that cannot be read or is not a valid record (truncated,
+    hand-edited, written by a newer mehr-bench) is skipped with a warning naming it; a file removed
+    meanwhile (a concurrent run replacing it) is skipped silently.
+
+    Args:
+        results_dir: the results folder (`<model>/<task>/seed<k>.json` below it).
+
+    Returns:
+        The records.
+    """
     out = []
     for p in sorted(Path(results_dir).rglob("seed*.json")):
         try:
-            out.append(json.loads(p.read_text()))
-        except (OSError, ValueError):
-            continue  # removed or unreadable meanwhile (a concurrent run): not a result
-    return sorted(out, key=lambda r: (r.get("model", ""), r.get("task", ""), r.get("seed", 0)))
+            out.append(record_from_bytes(p.read_bytes()))
+        except FileNotFoundError:
+            continue
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(x) for x in first["loc"]) or "(top level)"
+            warnings.warn(f"{p}: skipped, not a result record (field '{where}': {first['msg']}); "
+                          "fix: rerun that cell with --force, or remove the file", stacklevel=2)
+        except (OSError, ValueError) as e:
+            warnings.warn(f"{p}: skipped, unreadable result file ({e}); fix: rerun that cell with --force, "
+                          "or remove the file", stacklevel=2)
+    return sorted(out, key=lambda r: (r.model, r.task, r.seed))
 
 
 @lru_cache(maxsize=1)

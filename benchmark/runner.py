@@ -1,4 +1,9 @@
-"""`python -m benchmark run`: plan the (model, task, seed) grid, run each cell, write result files.
+"""`python -m benchmark run` and `benchmark.evaluate`: plan the (model, task, seed) grid, run each
+cell, write result files, return their typed records.
+
+`run_evaluation` does the work and reports through a Reporter (quiet for the Python API, a rich
+console for the CLI); `evaluate` is the Python API (returns the records), `run_grid` the CLI layer
+(prints the table, returns the exit status).
 
 A cell's JSON is written last (after its predictions), atomically, so a killed run leaves either a
 finished cell or nothing; rerunning recomputes only the unfinished cells. A cell that raises is
@@ -18,27 +23,36 @@ Exit status of `run` (run_grid's return value):
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 import resource
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
+from pydantic import ValidationError
+from rich.table import Table
+from rich.text import Text
 
 from benchmark import __version__
 from benchmark.ablation import is_maskable, leave_one_out, modality_ablation, modality_attribution
 from benchmark.data.cohort import Cohort
 from benchmark.data.integrity import require_integrity
+from benchmark.default_cohort import ensure_default_cohort
 from benchmark.errors import UserError
 from benchmark.labels import TaskNotApplicable, extract_labels
-from benchmark.model_api import BUDGETS, Prediction, TaskData
-from benchmark.paths import cache_dir
+from benchmark.model_api import BUDGETS, Budget, Prediction, TaskData
+from benchmark.paths import cache_dir, default_results_dir
+from benchmark.records import (INFO_EXPLANATIONS, SCHEMA_VERSION, Hardware, ModelInfo, Provenance, ResultRecord,
+                               compute_block)
 from benchmark.registry import ModelSpec, get_model
-from benchmark.results import (SCHEMA_VERSION, cache_lock, cell_paths, cell_state, check_results_dir, git_sha,
-                               hardware, lockfile_hash, write_predictions, write_result)
+from benchmark.results import (cache_lock, cell_paths, cell_state, check_results_dir, git_sha, hardware, lockfile_hash,
+                               read_record, read_records, record_from_bytes, result_json, write_predictions,
+                               write_result)
 from benchmark.scoring import score_cell
 from benchmark.task_registry import select_tasks
 from benchmark.taskspec import TaskSpec
@@ -154,31 +168,57 @@ def predictions_frame(data: TaskData, pred: Prediction, split: str = "held_out")
     return f.with_columns(pl.Series("float_value", y), pl.Series("predicted_float_value", pred.score.astype(np.float64)))
 
 
-def run_cell(cell: Cell, cohort: Cohort, labels: pl.DataFrame, results_dir: Path, budget: str,
-             ablate: bool = False) -> dict:
-    """Fit, predict, score and write one (model, task, seed) cell. Returns the record written.
+def resolve_budget(budget: str | Budget) -> Budget:
+    """The Budget of a level name ("smoke", "default", "full"), or the Budget itself.
 
-    ablate: also run the test-time modality ablations (benchmark.ablation) into record["ablations"].
+    Raises:
+        UserError: an unknown level name.
+    """
+    if isinstance(budget, Budget):
+        return budget
+    if budget not in BUDGETS:
+        raise UserError(f"unknown budget {budget!r}", field="--budget", fix=f"use one of {', '.join(BUDGETS)}")
+    return BUDGETS[budget]
+
+
+def _provenance(task: TaskSpec, cohort: Cohort) -> Provenance:
+    """Code, task definition, data and machine of a cell."""
+    return Provenance(package_version=__version__, git_sha=git_sha(), task_hash=task.content_hash(),
+                      data_fingerprint=cohort.fingerprint(), lockfile_hash=lockfile_hash(),
+                      hardware=Hardware(**hardware()), cohort=str(cohort.root))
+
+
+def _n_events(kind: str, y: np.ndarray) -> int | None:
+    """Held-out positives (binary, multilabel: all labels) or observed events (survival); None for regression."""
+    if kind in ("binary", "multilabel"):
+        return int(y.sum())
+    return int(y[:, 1].sum()) if kind == "survival" else None
+
+
+def run_cell(cell: Cell, cohort: Cohort, labels: pl.DataFrame, results_dir: Path, budget: str | Budget,
+             ablate: bool = False) -> ResultRecord:
+    """Fit, predict, score and write one (model, task, seed) cell.
+
+    Args:
+        cell: the (model spec, task, seed).
+        cohort: the cohort.
+        labels: the task's labels.
+        results_dir: the results folder.
+        budget: a budget level name or Budget.
+        ablate: also run the test-time modality ablations (benchmark.ablation) into the record's ablations.
+
+    Returns:
+        The record as written (read back from its JSON, so it equals what a reader of the file gets);
+        its write_error says why when the file could not be written.
     """
     spec, task, seed = cell.spec, cell.task, cell.seed
     json_path, pred_path = cell_paths(results_dir, spec.name, task.name, seed)
     pred_written = False
     t0 = time.perf_counter()
     data = task_data(task, cohort, seed, labels)
-    b = BUDGETS[budget]
-    record: dict = {
-        "schema_version": SCHEMA_VERSION, "model": spec.name, "task": task.name, "task_version": task.version,
-        "task_kind": task.kind, "seed": seed, "budget": budget, "main_metric": task.main_metric,
-        "n_train": int(data.frame("train").height), "n_tuning": int(data.frame("tuning").height),
-        "n_test": int(data.frame("held_out").height),
-        "provenance": {"package_version": __version__, "git_sha": git_sha(), "task_hash": task.content_hash(),
-                       "data_fingerprint": cohort.fingerprint(), "lockfile_hash": lockfile_hash(),
-                       "hardware": hardware(), "cohort": str(cohort.root)},
-        "model_info": {"kind": spec.kind, "modalities": list(spec.modalities), "reference": spec.reference},
-    }
-    y_test = data.y("held_out")
-    record["n_events"] = (int(y_test.sum()) if task.kind == "binary" else int(y_test[:, 1].sum())
-                          if task.kind == "survival" else int(y_test.sum()) if task.kind == "multilabel" else None)
+    b = resolve_budget(budget)
+    info: dict = {"kind": spec.kind, "modalities": list(spec.modalities), "reference": spec.reference}
+    reached: dict = {}  # the record fields this cell reached: a failed cell has no metrics, fairness...
     try:
         seed_everything(seed)
         model = spec.factory(budget=b, seed=seed)
@@ -186,85 +226,214 @@ def run_cell(cell: Cell, cohort: Cohort, labels: pl.DataFrame, results_dir: Path
         test = model.predict(data, "held_out")
         val = model.predict(data, "tuning") if task.kind == "binary" else None
         metrics = score_cell(data, test, val, b.n_boot, seed)
-        record["metrics"] = metrics
+        reached["metrics"] = metrics
         main = metrics.get(task.main_metric, {})
-        record["status"] = "ok" if main.get("value") is not None else "refused"
+        reached["status"] = "ok" if main.get("value") is not None else "refused"
         if main.get("refused"):
-            record["refused"] = main["refused"]
-        record["model_info"].update({k: v for k, v in test.info.items() if k != "explanations"})
-        record["explanations"] = test.info.get("explanations")
+            reached["refused"] = main["refused"]
+        info.update({k: v for k, v in test.info.items() if k != INFO_EXPLANATIONS})
+        reached["explanations"] = explanations = test.info.get(INFO_EXPLANATIONS)
         maskable = is_maskable(model)
-        loo = leave_one_out(model, data) if maskable and (ablate or not record["explanations"]) else None
+        loo = leave_one_out(model, data) if maskable and (ablate or not explanations) else None
         if maskable:
-            record["model_info"]["maskable_modalities"] = list(model.maskable_modalities())
-            if not record["explanations"]:
-                record["explanations"] = modality_attribution(model, data, test, loo=loo)
+            info["maskable_modalities"] = list(model.maskable_modalities())
+            if not explanations:
+                reached["explanations"] = modality_attribution(model, data, test, loo=loo)
         if ablate:
             abl = modality_ablation(model, data, test, n_boot=b.n_boot, seed=seed, loo=loo) if maskable else None
-            record["ablations"] = abl or {"skipped": f"{spec.name} cannot mask modalities at test time"}
-        record["fairness"] = _fairness(data, test, metrics)
+            reached["ablations"] = abl or {"skipped": f"{spec.name} cannot mask modalities at test time"}
+        reached["fairness"] = _fairness(data, test, metrics)
         write_predictions(pred_path, predictions_frame(data, test))
         pred_written = True
     except Exception as e:  # noqa: BLE001 - a failing cell is recorded and the run goes on
-        record["status"] = "failed"
-        record["error"] = f"{type(e).__name__}: {e}"
-        record["traceback"] = traceback.format_exc(limit=8)
-    record["compute"] = {"wall_s": round(time.perf_counter() - t0, 3), "peak_rss_mb": round(_peak_rss_mb(), 1),
-                         "device": record["model_info"].get("device", "cpu"),
-                         "n_parameters": record["model_info"].get("n_parameters", spec.n_parameters),
-                         "tokens_per_s": record["model_info"].get("tokens_per_s")}
+        reached.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=8))
+    compute = dict(wall_s=round(time.perf_counter() - t0, 3), peak_rss_mb=round(_peak_rss_mb(), 1),
+                   spec_n_parameters=spec.n_parameters)
+    record = _record(cell, cohort, b, counts=_counts(data), info=info, reached=reached, **compute)
+    if record.status == "failed" and pred_written:
+        pred_path.unlink(missing_ok=True)  # the model's output did not fit a record: no orphan predictions
+        pred_written = False
     try:
+        text = result_json(record)
         write_result(json_path, record)
+        return record_from_bytes(text)
     except OSError as e:
         # Disk full, folder removed...: the cell's work is lost, not the grid. A predictions file
         # without its JSON would be an orphan (the cell counts as missing), so it goes too.
-        record["write_error"] = f"could not write {json_path}: {e.strerror or e}"
         if pred_written:
             with contextlib.suppress(OSError):
                 pred_path.unlink(missing_ok=True)
-    return record
+        return record.model_copy(update={"write_error": f"could not write {json_path}: {e.strerror or e}"})
+
+
+def _counts(data: TaskData) -> dict[str, int | None]:
+    """n_train, n_tuning, n_test and n_events (held-out) of a cell's data."""
+    return {"n_train": int(data.frame("train").height), "n_tuning": int(data.frame("tuning").height),
+            "n_test": int(data.frame("held_out").height), "n_events": _n_events(data.task.kind, data.y("held_out"))}
+
+
+def _record(cell: Cell, cohort: Cohort, budget: Budget, *, counts: dict, info: dict, reached: dict, wall_s: float,
+            peak_rss_mb: float, spec_n_parameters: int | None) -> ResultRecord:
+    """Build a cell's ResultRecord (validated). Model output the record cannot hold (say, explanations
+    that are not a mapping) makes the cell "failed" with the validation message, not a lost cell.
+
+    Args:
+        cell: the cell.
+        cohort: the cohort.
+        budget: the budget it ran under.
+        counts: n_train, n_tuning, n_test, n_events (None where unknown).
+        info: spec fields plus the model's Prediction.info (the model_info block).
+        reached: the optional fields the cell reached (status, metrics, refused, error, fairness...).
+        wall_s, peak_rss_mb, spec_n_parameters: for the compute block.
+
+    Returns:
+        The record.
+    """
+    spec, task = cell.spec, cell.task
+
+    def build(info: dict, reached: dict) -> ResultRecord:
+        return ResultRecord(
+            schema_version=SCHEMA_VERSION, model=spec.name, task=task.name, task_version=task.version,
+            task_kind=task.kind, seed=cell.seed, budget=budget.name, main_metric=task.main_metric, **counts,
+            provenance=_provenance(task, cohort), model_info=ModelInfo(**info),
+            compute=compute_block(info, wall_s=wall_s, peak_rss_mb=peak_rss_mb, spec_n_parameters=spec_n_parameters),
+            **reached)
+
+    try:
+        return build(info, reached)
+    except ValidationError as e:
+        base = {k: info[k] for k in ("kind", "modalities", "reference")}
+        return build(base, {"status": "failed", "error": f"the model's output does not fit a result record: {e}"})
+
+
+def _failed_record(cell: Cell, cohort: Cohort, budget: Budget, error: str, wall_s: float) -> ResultRecord:
+    """The record of a cell that raised outside run_cell's own guard (its work folder, its lock...);
+    counts are unknown (None). It is not written: the cell stays unfinished on disk."""
+    s = cell.spec
+    info = {"kind": s.kind, "modalities": list(s.modalities), "reference": s.reference}
+    return _record(cell, cohort, budget, counts=dict.fromkeys(("n_train", "n_tuning", "n_test", "n_events")),
+                   info=info, reached={"status": "failed", "error": error}, wall_s=round(wall_s, 3),
+                   peak_rss_mb=round(_peak_rss_mb(), 1), spec_n_parameters=s.n_parameters)
 
 
 def _has_ablations(results_dir: Path, c: Cell) -> bool:
-    import json
-    jp, _ = cell_paths(results_dir, c.spec.name, c.task.name, c.seed)
-    try:
-        return "ablations" in json.loads(jp.read_text())
-    except (OSError, ValueError):
-        return False
+    rec = read_record(cell_paths(results_dir, c.spec.name, c.task.name, c.seed)[0])
+    return rec is not None and rec.ablations is not None
 
 
 def _fairness(data: TaskData, test: Prediction, metrics: dict) -> dict:
-    from benchmark.fairness import fairness_report
+    from benchmark.fairness import fairness_report  # fairlearn is imported only once a cell is scored
+
     thr = metrics.get("_threshold", {}).get("value")
     return fairness_report(data, test, threshold=thr)
 
 
-def run_grid(models: str, tasks: str, cohort: Cohort, results_dir: Path, seeds: int = 1, budget: str = "default",
-             force: bool = False, ablate: bool = False) -> int:
-    """Run every fitting (model, task, seed) cell and print a results table.
+# ---------------------------------------------------------------------------- reporting
+Key = tuple[str, str, int]
 
-    ablate: run modality ablations in every cell; finished cells without them are rerun.
+
+class Reporter:
+    """Where a grid's messages go, and what it has done so far (for the summary table).
+
+    The base class is quiet for the Python API: notes go to the `benchmark` logger at INFO,
+    problems at WARNING (shown on stderr unless logging is configured otherwise). Messages are
+    pieces (plain strings, or (text, style) pairs): text is never read as console markup.
+    """
+
+    def __init__(self) -> None:
+        self.cells: list[Cell] | None = None    # the planned cells, once planned
+        self.records: dict[Key, ResultRecord] = {}
+
+    def say(self, *pieces: str | tuple[str, str], problem: bool = False) -> None:
+        """One message."""
+        text = "".join(p if isinstance(p, str) else p[0] for p in pieces)
+        logging.getLogger("benchmark").log(logging.WARNING if problem else logging.INFO, "%s", text)
+
+    def progress(self, total: int) -> contextlib.AbstractContextManager:
+        """A context whose value has start(cell) and advance(); the base class shows nothing."""
+        return contextlib.nullcontext(_NoProgress())
+
+
+class _NoProgress:
+    def start(self, c: Cell) -> None:
+        pass
+
+    def advance(self) -> None:
+        pass
+
+
+class ConsoleReporter(Reporter):
+    """The CLI's reporter: messages and a progress bar on a rich console."""
+
+    def __init__(self, console) -> None:
+        super().__init__()
+        self.console = console
+
+    def say(self, *pieces: str | tuple[str, str], problem: bool = False) -> None:
+        self.console.print(Text.assemble(*pieces))
+
+    @contextlib.contextmanager
+    def progress(self, total: int):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=self.console, transient=False) as prog:
+            yield _Bar(prog, prog.add_task("running", total=total))
+
+
+@dataclass
+class _Bar:
+    prog: Any
+    bar: Any
+
+    def start(self, c: Cell) -> None:
+        self.prog.update(self.bar, description=f"{c.spec.name} · {c.task.name} · seed {c.seed}")
+
+    def advance(self) -> None:
+        self.prog.advance(self.bar)
+
+
+# ---------------------------------------------------------------------------- the grid
+@dataclass
+class Evaluation:
+    """What a grid run did.
+
+    Args:
+        records: one record per planned cell that has one (computed now, or kept from disk), in grid
+            order (model, task, seed).
+        failed: cells that crashed or were not written, plus tasks whose label extraction crashed.
+        bad_input: tasks refused because of the user's data or task file.
+    """
+
+    records: list[ResultRecord]
+    failed: int
+    bad_input: int
+
+
+def run_evaluation(models: str | list[str], tasks: str | list[str], cohort: Cohort, results_dir: Path,
+                   seeds: int = 1, budget: str | Budget = "default", force: bool = False, ablate: bool = False,
+                   reporter: Reporter | None = None) -> Evaluation:
+    """Plan and run every fitting (model, task, seed) cell (see benchmark.evaluate for the arguments).
+
+    Order of checks, before any label or cell: cohort integrity, --seeds, model names, task names,
+    budget, a writable results folder.
 
     Returns:
-        The exit status (module docstring): 0 all finished, 1 some cell failed or was not written,
-        2 some task refused because of the user's data or task file (and nothing failed).
+        The Evaluation.
 
     Raises:
-        UserError: bad flags, no model or task named, an unwritable results folder, bad task files.
+        UserError: a cohort failing the integrity checks, bad flags, unknown models or tasks, an
+            unwritable results folder, bad task files.
     """
+    rep = reporter or Reporter()
     require_integrity(cohort)  # refuse a cohort that fails validate's integrity checks, before any label or cell
-    from rich.console import Console
-    from rich.markup import escape
-
-    import shutil
-    console = Console(highlight=False, width=max(shutil.get_terminal_size((140, 24)).columns, 120))
     if seeds < 1:
         raise UserError(f"--seeds {seeds} must be at least 1", field="--seeds", fix="pass --seeds 1 or more")
-    specs = [get_model(m) for m in split_names(models, "--model")]
-    task_list = select_tasks(",".join(split_names(tasks, "--task")))
+    specs = [get_model(m) for m in names_of(models, "--model")]
+    task_list = select_tasks(",".join(names_of(tasks, "--task")))
+    b = resolve_budget(budget)
     results_dir = check_results_dir(results_dir)
-    labels, bad_input, failed = _task_labels(task_list, cohort, console)
+    labels, bad_input, failed = _task_labels(task_list, cohort, rep)
     cells, skipped = [], []
     for spec in specs:
         for t in task_list:
@@ -276,20 +445,92 @@ def run_grid(models: str, tasks: str, cohort: Cohort, results_dir: Path, seeds: 
                 continue
             cells += [Cell(spec, t, s) for s in range(seeds)]
     for m, t, why in skipped:
-        console.print(f"[yellow]skip {escape(m)} on {escape(t)}[/]: {escape(why)}")
-    todo = _plan(cells, cohort, results_dir, force, ablate, console)
-    records: dict[tuple[str, str, int], dict] = {}
+        rep.say((f"skip {m} on {t}", "yellow"), f": {why}")
+    todo = _plan(cells, cohort, results_dir, force, ablate, rep)
+    rep.cells = cells
+    failed += _run_cells(todo, cohort, labels, results_dir, b, force, ablate, rep)
+    return Evaluation(records=_records_of(cells, results_dir, rep.records), failed=failed, bad_input=bad_input)
+
+
+def names_of(names: str | list[str] | tuple[str, ...], flag: str) -> list[str]:
+    """split_names for a comma string or a list of names (the Python API takes both)."""
+    return split_names(names if isinstance(names, str) else ",".join(names), flag)
+
+
+def run_grid(models: str, tasks: str, cohort: Cohort, results_dir: Path, seeds: int = 1, budget: str = "default",
+             force: bool = False, ablate: bool = False) -> int:
+    """`run`: evaluate the grid with console output and print the results table.
+
+    ablate: run modality ablations in every cell; finished cells without them are rerun.
+
+    Returns:
+        The exit status (module docstring): 0 all finished, 1 some cell failed or was not written,
+        2 some task refused because of the user's data or task file (and nothing failed).
+
+    Raises:
+        UserError: bad flags, no model or task named, an unwritable results folder, bad task files.
+    """
+    import shutil
+
+    from rich.console import Console
+
+    console = Console(highlight=False, width=max(shutil.get_terminal_size((140, 24)).columns, 120))
+    rep = ConsoleReporter(console)
     try:
-        failed += _run_cells(todo, cohort, labels, results_dir, budget, force, ablate, console, records)
-    finally:  # the summary is printed even when a cell, or the user (Ctrl-C), stops the loop
-        console.print(_summary_table(cells, results_dir, seeds, records))
-    if failed:
+        ev = run_evaluation(models, tasks, cohort, results_dir, seeds=seeds, budget=budget, force=force,
+                            ablate=ablate, reporter=rep)
+    finally:  # once planned, the summary is printed even when a cell, or the user (Ctrl-C), stops the loop
+        if rep.cells is not None:
+            console.print(_summary_table(rep.cells, Path(results_dir), seeds, rep.records))
+    if ev.failed:
         return EXIT_CELL_FAILED
-    return EXIT_BAD_INPUT if bad_input else EXIT_OK
+    return EXIT_BAD_INPUT if ev.bad_input else EXIT_OK
 
 
-def _task_labels(task_list: list[TaskSpec], cohort: Cohort, console) -> tuple[dict[str, pl.DataFrame], int, int]:
-    """Labels of every task that can run; the others are printed with the reason and the fix.
+def evaluate(models: str | list[str], tasks: str | list[str], data: str | Path | Cohort | None = None,
+             results: str | Path | None = None, budget: str | Budget = "default", seeds: int = 1,
+             force: bool = False, ablate: bool = False) -> list[ResultRecord]:
+    """Run models on tasks and return their typed result records (what `run` does, without printing).
+
+    Result files are written exactly as `run` writes them; finished cells are kept (not recomputed)
+    unless force. Messages (skipped tasks or models, failed cells) go to the `benchmark` logger.
+
+    Args:
+        models: model names, a list or a comma-separated string.
+        tasks: task names or families, a list or a comma-separated string ("all": every task).
+        data: a cohort folder or Cohort (default: the embedded synthetic cohort, generated on first use).
+        results: the results folder (default: $MEHR_BENCH_RESULTS or ./results).
+        budget: "smoke", "default", "full", or a Budget.
+        seeds: number of seeds (0..seeds-1).
+        force: recompute finished cells.
+        ablate: also run the test-time modality ablations.
+
+    Returns:
+        One record per (model, task, seed) cell that fits, in grid order; a failed cell's record has
+        status "failed" and its error (a cell that could not be written carries write_error).
+
+    Raises:
+        UserError: bad input (the cohort, names, budget, seeds, an unwritable results folder).
+    """
+    if data is None:
+        data = ensure_default_cohort()
+    cohort = data if isinstance(data, Cohort) else Cohort(data)
+    results_dir = Path(results) if results is not None else default_results_dir()
+    return run_evaluation(models, tasks, cohort, results_dir, seeds=seeds, budget=budget, force=force,
+                          ablate=ablate).records
+
+
+def _records_of(cells: list[Cell], results_dir: Path, records: dict[Key, ResultRecord]) -> list[ResultRecord]:
+    """The record of each cell: this run's, else the file on disk (read_records); cells without one are left out."""
+    keys = [(c.spec.name, c.task.name, c.seed) for c in cells]
+    if any(k not in records for k in keys):
+        on_disk = {(r.model, r.task, r.seed): r for r in read_records(results_dir)}
+        records = {**on_disk, **records}
+    return [records[k] for k in keys if k in records]
+
+
+def _task_labels(task_list: list[TaskSpec], cohort: Cohort, rep: Reporter) -> tuple[dict[str, pl.DataFrame], int, int]:
+    """Labels of every task that can run; the others are reported with the reason and the fix.
 
     Returns:
         (task name -> labels, number of tasks refused because of the user's data or task file,
@@ -298,36 +539,33 @@ def _task_labels(task_list: list[TaskSpec], cohort: Cohort, console) -> tuple[di
     Raises:
         UserError: bad input in a task's rules (the run stops before any cell).
     """
-    from rich.markup import escape
-
     labels: dict[str, pl.DataFrame] = {}
     bad = crashed = 0
     for t in task_list:
         try:
             lab = extract_labels(t, cohort).labels
         except TaskNotApplicable as e:
-            console.print(f"[yellow]skip task {escape(t.name)}[/]: the dataset does not map "
-                          f"{escape(', '.join(e.missing))}")
+            rep.say((f"skip task {t.name}", "yellow"), f": the dataset does not map {', '.join(e.missing)}")
             continue
         except UserError:
             raise
         except Exception as e:  # noqa: BLE001 - one task's crash is reported; the other tasks run
             crashed += 1
-            console.print(f"[red]failed[/] labels of task {escape(t.name)}: {escape(f'{type(e).__name__}: {e}')}")
+            rep.say(("failed", "red"), f" labels of task {t.name}: {type(e).__name__}: {e}", problem=True)
             continue
         why = input_problem(t, lab, cohort.splits)
         if why:
             bad += 1
-            console.print(f"[red]cannot run task {escape(t.name)}[/] on {escape(str(cohort.root))}: {escape(why)}\n"
-                          f"  fix: check the task's index, inclusion and label rules and the cohort's splits "
-                          f"(`python -m benchmark labels --task {escape(t.name)} --data {escape(str(cohort.root))}` "
-                          "shows the counts)")
+            rep.say((f"cannot run task {t.name}", "red"), f" on {cohort.root}: {why}\n"
+                    f"  fix: check the task's index, inclusion and label rules and the cohort's splits "
+                    f"(`python -m benchmark labels --task {t.name} --data {cohort.root}` shows the counts)",
+                    problem=True)
             continue
         labels[t.name] = lab
     return labels, bad, crashed
 
 
-def _plan(cells: list[Cell], cohort: Cohort, results_dir: Path, force: bool, ablate: bool, console) -> list[Cell]:
+def _plan(cells: list[Cell], cohort: Cohort, results_dir: Path, force: bool, ablate: bool, rep: Reporter) -> list[Cell]:
     """The cells to compute now: missing, stale (other data / task definition), forced, or lacking ablations."""
     fp = cohort.fingerprint()
     states = [cell_state(results_dir, c.spec.name, c.task.name, c.seed, data_fingerprint=fp,
@@ -336,10 +574,10 @@ def _plan(cells: list[Cell], cohort: Cohort, results_dir: Path, force: bool, abl
     todo = [c for c, st in zip(cells, states)
             if force or st != "current" or (ablate and not _has_ablations(results_dir, c))]
     if stale and not force:
-        console.print(f"[yellow]{len(stale)} result(s) were computed on other data or another task definition "
-                      "and will be recomputed[/]")
+        rep.say((f"{len(stale)} result(s) were computed on other data or another task definition "
+                 "and will be recomputed", "yellow"))
     if len(todo) < len(cells):
-        console.print(f"{len(cells) - len(todo)} finished cell(s) kept (use --force to recompute)")
+        rep.say(f"{len(cells) - len(todo)} finished cell(s) kept (use --force to recompute)")
     return todo
 
 
@@ -350,71 +588,58 @@ def _is_current(c: Cell, cohort: Cohort, results_dir: Path, ablate: bool) -> boo
     return st == "current" and not (ablate and not _has_ablations(results_dir, c))
 
 
-def _run_cells(todo: list[Cell], cohort: Cohort, labels: dict[str, pl.DataFrame], results_dir: Path, budget: str,
-               force: bool, ablate: bool, console, records: dict) -> int:
-    """Run the cells one by one (each under its lock); a failure is printed and the loop goes on.
+def _run_cells(todo: list[Cell], cohort: Cohort, labels: dict[str, pl.DataFrame], results_dir: Path, budget: Budget,
+               force: bool, ablate: bool, rep: Reporter) -> int:
+    """Run the cells one by one (each under its lock); a failure is reported and the loop goes on.
+    Each cell's record lands in rep.records.
 
     Returns:
         The number of cells that failed or whose result could not be written.
     """
-    from rich.markup import escape
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     failed = 0
-    with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=console, transient=False) as prog:
-        bar = prog.add_task("running", total=len(todo))
+    with rep.progress(len(todo)) as bar:
         for c in todo:
             name = f"{c.spec.name} on {c.task.name}" + (f" seed {c.seed}" if c.seed else "")
-            prog.update(bar, description=f"{c.spec.name} · {c.task.name} · seed {c.seed}")
+            bar.start(c)
+            t0 = time.perf_counter()
             try:
                 json_path, _ = cell_paths(results_dir, c.spec.name, c.task.name, c.seed)
                 with cache_lock(json_path):
                     if not force and _is_current(c, cohort, results_dir, ablate):
-                        console.print(f"kept {escape(name)}: finished by another run meanwhile")
-                        prog.advance(bar)
+                        rep.say(f"kept {name}: finished by another run meanwhile")
+                        bar.advance()
                         continue
                     rec = run_cell(c, cohort, labels[c.task.name], results_dir, budget, ablate=ablate)
             except Exception as e:  # noqa: BLE001 - outside run_cell's own guard (locks, work folder...)
-                rec = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
-            records[(c.spec.name, c.task.name, c.seed)] = rec
-            if rec.get("write_error"):
+                rec = _failed_record(c, cohort, budget, f"{type(e).__name__}: {e}", time.perf_counter() - t0)
+            rep.records[(c.spec.name, c.task.name, c.seed)] = rec
+            if rec.write_error:
                 failed += 1
-                console.print(f"[red]not written[/] {escape(name)}: {escape(rec['write_error'])}")
-            elif rec["status"] == "failed":
+                rep.say(("not written", "red"), f" {name}: {rec.write_error}", problem=True)
+            elif rec.status == "failed":
                 failed += 1
-                console.print(f"[red]failed[/] {escape(name)}: {escape(rec['error'])}")
-            prog.advance(bar)
+                rep.say(("failed", "red"), f" {name}: {rec.error}", problem=True)
+            bar.advance()
     return failed
 
 
-def _summary_table(cells: list[Cell], results_dir: Path, seeds: int, records: dict):
+def _summary_table(cells: list[Cell], results_dir: Path, seeds: int, records: dict[Key, ResultRecord]) -> Table:
     """The results table: one row per planned cell, from this run's records or the files on disk."""
-    import json
-
-    from rich.table import Table
-    from rich.text import Text
-
     table = Table(title=Text(f"results in {results_dir} (main metric, 95% bootstrap CI)"))
     for col in ("task", "model", "metric", "value", "95% CI", "n test", "wall s"):
         table.add_column(col)
+    by_key = {(r.model, r.task, r.seed): r for r in _records_of(cells, results_dir, records)}
     for c in sorted(cells, key=lambda c: (c.task.name, c.spec.name, c.seed)):
-        r = records.get((c.spec.name, c.task.name, c.seed))
-        if r is None or "main_metric" not in r:
-            try:
-                r = json.loads(cell_paths(results_dir, c.spec.name, c.task.name, c.seed)[0].read_text())
-            except (OSError, ValueError):
-                r = r or None
-        if not r:
+        r = by_key.get((c.spec.name, c.task.name, c.seed))
+        if r is None:
             continue
-        m = (r.get("metrics") or {}).get(r.get("main_metric"), {}) or {}
-        v = m.get("value")
-        status = "not written" if r.get("write_error") else r.get("status", "?")
-        ci = (f"[{m['ci_low']:.3f}, {m['ci_high']:.3f}]" if m.get("ci_low") is not None
-              else "not reported" if m.get("ci_note") else "-")  # the sample cannot support one
-        wall = (r.get("compute") or {}).get("wall_s")
-        row = (c.task.name, c.spec.name + (f" s{c.seed}" if seeds > 1 else ""), r.get("main_metric", c.task.main_metric),
-               f"{v:.3f}" if v is not None and status != "not written" else status, ci, str(r.get("n_test", "-")),
-               f"{wall:.1f}" if isinstance(wall, (int, float)) else "-")
+        m = r.main()
+        v = m.value if m else None
+        status = "not written" if r.write_error else r.status
+        ci = (f"[{m.ci_low:.3f}, {m.ci_high:.3f}]" if m and m.ci_low is not None and m.ci_high is not None
+              else "not reported" if m and m.ci_note else "-")  # the sample cannot support one
+        row = (c.task.name, c.spec.name + (f" s{c.seed}" if seeds > 1 else ""), r.main_metric,
+               f"{v:.3f}" if v is not None and status != "not written" else status, ci,
+               "-" if r.n_test is None else str(r.n_test), f"{r.compute.wall_s:.1f}")
         table.add_row(*(Text(str(x)) for x in row))
     return table

@@ -20,7 +20,17 @@ from encoders.mehrt.tokenizer import PREFIX_LEN
 from tests.contracts.test_model_contract import (LEAK_MAX_AUROC, SIGNAL_MIN_AUROC, TASK_OF_KIND, _check_prediction,
                                                  build_leak_cohort, task_data_for)
 
-BUDGET = replace(BUDGETS["smoke"], mehrt_steps=6)  # tiny model, a few steps: seconds
+# tiny model, a few steps: seconds. MEHRT reads its size and steps from the budget's level name
+# (pipeline.LEVELS); this module adds a level of its own for the tests (fixture below).
+BUDGET = replace(BUDGETS["smoke"], name="mehrt-test")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _test_level():
+    mp = pytest.MonkeyPatch()
+    mp.setitem(P.LEVELS, "mehrt-test", ("tiny", 6))
+    yield
+    mp.undo()
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +65,14 @@ def test_specs_run_every_kind_without_task_modalities():
 
 def test_budgets_pick_sizes():
     assert P.settings_for(BUDGETS["smoke"], True).size == "tiny"
+    # the generic Budget no longer carries MEHRT's size and steps; MEHRT maps each level to the
+    # values `make run` has always used (smoke tiny/60, default small/600, full small/5000)
+    for level, size, steps in (("smoke", "tiny", 60), ("default", "small", 600), ("full", "small", 5000)):
+        s = P.settings_for(BUDGETS[level], True)
+        assert (s.size, s.steps) == (size, steps), level
+    with pytest.raises(ValueError, match="no size and steps for budget level 'custom'"):
+        P.settings_for(replace(BUDGETS["smoke"], name="custom"), True)
+    assert P.settings_for(replace(BUDGETS["smoke"], name="custom"), True, size="tiny", steps=6).steps == 6
     assert P.settings_for(BUDGETS["default"], True).size == "small"
     assert P.settings_for(BUDGETS["default"], False).stage == "1"
     assert P.settings_for(BUDGETS["default"], True).stage == "3"
@@ -67,9 +85,8 @@ def test_sized_entries_fix_the_size_whatever_the_budget(name, size):
     assert spec.name == name and spec.modalities == get_model("mehrt").modalities
     for budget in BUDGETS.values():
         pipe = spec.factory(budget=budget, seed=3)
-        assert pipe.budget.mehrt_size == size and pipe.budget.mehrt_steps == budget.mehrt_steps
-        assert pipe.multimodal and pipe.seed == 3
-        assert P.settings_for(pipe.budget, True).size == size
+        assert pipe.settings().size == size and pipe.settings().steps == P.LEVELS[budget.name][1]
+        assert pipe.multimodal and pipe.seed == 3 and pipe.budget == budget
 
 
 # ------------------------------------------------------------------------------ leakage

@@ -22,8 +22,9 @@ fit():
   3. probing (`probe.Probe`): representation and regularisation chosen by 5-fold CV on train +
      tuning, then refit on both.
 
-Budgets: smoke -> size "tiny", default/full -> "small"; Stage 1 trains Budget.mehrt_steps steps,
-Stages 2 and 3 a quarter as many each (see `default_plan`).
+Budgets: MEHRT reads the runner's level name (LEVELS): smoke -> size "tiny", 60 steps; default ->
+"small", 600; full -> "small", 5000. Stage 1 trains that many steps, Stages 2 and 3 a quarter as
+many each (see `default_plan`).
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ class Settings:
 
     Args:
         size: MEHRT size name.
-        steps: Stage-1 pretraining steps (Budget.mehrt_steps).
+        steps: Stage-1 pretraining steps (LEVELS).
         stage: the stage whose weights encode: "1" (EHRT), "3" (MEHRT) or "3joint".
         multimodal: use image studies and PRS (False: structured timelines only).
         encode_len: tokens per sample window (prefix included).
@@ -85,24 +86,40 @@ class Settings:
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def settings_for(budget: Budget, multimodal: bool, stage: str | None = None) -> Settings:
+# MEHRT's own reading of a budget level: (size config in model.py SIZES, Stage-1 pretraining steps).
+# The runner's Budget is generic; these are the values `make run` has always used.
+LEVELS: dict[str, tuple[str, int]] = {"smoke": ("tiny", 60), "default": ("small", 600), "full": ("small", 5000)}
+
+
+def settings_for(budget: Budget, multimodal: bool, stage: str | None = None, size: str | None = None,
+                 steps: int | None = None) -> Settings:
     """Pipeline settings for a runner budget.
 
     Args:
-        budget: the runner's Budget (mehrt_size, mehrt_steps, n_trials, n_folds).
+        budget: the runner's Budget (level name -> LEVELS size and steps; n_trials, n_folds).
         multimodal: MEHRT (True) or EHRT (False).
         stage: override the encoding stage (default "3" for MEHRT, "1" for EHRT).
+        size: override the level's size (registry entries `mehrt-<size>`).
+        steps: override the level's Stage-1 steps (tests).
 
     Returns:
         The settings.
+
+    Raises:
+        ValueError: a budget level MEHRT has no size and steps for (and no override of both).
     """
-    tiny = budget.mehrt_size == "tiny"
+    if (size is None or steps is None) and budget.name not in LEVELS:
+        raise ValueError(f"MEHRT has no size and steps for budget level {budget.name!r}; known levels: "
+                         f"{', '.join(LEVELS)} (encoders/mehrt/pipeline.py LEVELS)")
+    level_size, level_steps = LEVELS.get(budget.name, (size, steps))
+    size, steps = size or level_size, steps if steps is not None else level_steps
+    tiny = size == "tiny"
     # Echo encodes every window twice (2 x 256 tokens, within every size's max_seq_len). It is
     # cheap for the tiny model; for larger models it is kept to the "full" budget so that the
     # default budget's per-task encoding stays at seconds on a CPU.
     reps = ("last", "mean") + (("echo",) if tiny or budget.name == "full" else ())
     return Settings(
-        size=budget.mehrt_size, steps=budget.mehrt_steps,
+        size=size, steps=steps,
         stage=stage or ("3" if multimodal else "1"), multimodal=multimodal,
         encode_len=256, representations=reps + ((STUDY_REPRESENTATION,) if multimodal else ()),
         encode_tokens=32768 if tiny else 16384,
@@ -359,15 +376,21 @@ class MEHRTPipeline:
             seed so every task and seed reuses one checkpoint).
         multimodal: True for `mehrt` (images + PRS, Stage 3), False for `ehrt` (Stage 1).
         stage: override the encoding stage.
-        size: a MEHRT size name overriding the budget's (registry entries `mehrt-<size>`).
+        size: a MEHRT size name overriding the budget level's (registry entries `mehrt-<size>`).
+        steps: Stage-1 pretraining steps overriding the budget level's (tests).
     """
 
     def __init__(self, budget: Budget, seed: int = 0, multimodal: bool = True, stage: str | None = None,
-                 size: str | None = None):
-        self.budget = replace(budget, mehrt_size=size) if size else budget
+                 size: str | None = None, steps: int | None = None):
+        self.budget = budget
+        self.size, self.steps = size, steps
         self.seed = seed
         self.multimodal = multimodal
         self.stage = stage
+
+    def settings(self) -> Settings:
+        """The pipeline settings of this budget, stage and size/steps overrides (see settings_for)."""
+        return settings_for(self.budget, self.multimodal, self.stage, size=self.size, steps=self.steps)
 
     def fit(self, data: TaskData) -> MEHRTPipeline:
         """Pretrain (or load), encode train + tuning samples, tune and fit the probe.
@@ -380,7 +403,7 @@ class MEHRTPipeline:
         """
 
         self._reps_memo = None  # representations of the previous fit's model
-        self.settings_ = settings_for(self.budget, self.multimodal, self.stage)
+        self.settings_ = self.settings()
         t0 = time.perf_counter()
         self.model_, self.meta_ = load_pretrained(data.cohort, self.settings_)
         t1 = time.perf_counter()

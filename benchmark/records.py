@@ -1,0 +1,207 @@
+"""The typed result record of one (model, task, seed) cell: `<results>/<model>/<task>/seed<k>.json`.
+
+`ResultRecord` is the one schema the runner writes and every reader reads (pydantic v2, frozen,
+unknown top-level fields rejected). The JSON layout is flat and unchanged since schema version 1:
+
+    schema_version, model, task, task_version, task_kind, seed, budget, main_metric
+    n_train, n_tuning, n_test, n_events          the counts (n_events: positives / observed events
+                                                 on the held-out split; null for regression)
+    status                                       "ok" | "refused" (main metric refused) | "failed"
+    refused / error / traceback                  present only when they apply
+    metrics        name -> Metric (value, ci_low, ci_high, method, refused, ci_note); "_threshold"
+                   is the binary decision threshold chosen on the tuning split (no CI)
+    provenance     Provenance (package version, git sha, task hash, data fingerprint, lockfile hash,
+                   hardware, cohort folder)
+    compute        Compute (wall s, peak RSS MB, device, n_parameters, tokens/s)
+    model_info     ModelInfo: the spec's kind, modalities, reference, plus whatever the model put in
+                   `Prediction.info` (family-specific: hyperparameters, CV scores, ... kept verbatim)
+    fairness       loosely typed dict: benchmark.fairness.fairness_report's output (subgroup metrics
+                   per attribute, gaps, suppression notes); its own format, documented there
+    explanations   loosely typed dict: SHAP top features (baselines) or modality attribution
+                   (benchmark.ablation); null when a model gives neither
+    ablations      loosely typed dict (only with --ablate-modalities): benchmark.ablation's output
+
+A field that a cell never reached (a failed cell has no metrics) is absent from the file, not null:
+records are dumped with `exclude_unset`, so a file read and written again is byte-identical.
+
+Versions: SCHEMA_VERSION changes only when a field's meaning changes; files of every earlier
+version stay readable (`from_json_dict`), a file of a newer version is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Mapping, TypedDict
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SCHEMA_VERSION = 1
+
+
+class _Strict(BaseModel):
+    """Frozen, unknown fields rejected (a typo in a field name is an error, not a silent null)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Metric(_Strict):
+    """One metric on the held-out split.
+
+    value is None when the metric was refused (then `refused` says why); ci_low/ci_high are None
+    when the sample cannot support a CI (then `ci_note` says why).
+    """
+
+    value: float | None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    method: str | None = None
+    refused: str | None = None
+    ci_note: str | None = None
+
+
+class Hardware(_Strict):
+    """The machine a cell ran on (benchmark.results.hardware)."""
+
+    machine: str | None = None
+    processor: str | None = None
+    cpus: int | None = None
+    python: str | None = None
+    system: str | None = None
+
+
+class Provenance(_Strict):
+    """What produced a cell: code, task definition, data and machine."""
+
+    package_version: str
+    git_sha: str | None
+    task_hash: str
+    data_fingerprint: str
+    lockfile_hash: str | None
+    hardware: Hardware
+    cohort: str
+
+
+class Compute(_Strict):
+    """What a cell cost."""
+
+    wall_s: float
+    peak_rss_mb: float
+    device: str | None = "cpu"
+    n_parameters: int | None = None
+    tokens_per_s: float | None = None
+
+
+class ModelInfo(BaseModel):
+    """The spec's description of the model plus what the model reported in `Prediction.info`.
+
+    Only the spec's fields are typed; the model's own keys (hyperparameters, cv_score, size, ...)
+    are family-specific and kept verbatim as extra fields (`record.model_info.model_extra`).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    kind: str
+    modalities: list[str]
+    reference: str
+    maskable_modalities: list[str] | None = None
+
+
+class ResultRecord(_Strict):
+    """One cell's result file (see the module docstring for the layout)."""
+
+    schema_version: int
+    model: str
+    task: str
+    task_version: int
+    task_kind: str
+    seed: int
+    budget: str
+    main_metric: str
+    n_train: int | None
+    n_tuning: int | None
+    n_test: int | None
+    n_events: int | None
+    status: Literal["ok", "refused", "failed"]
+    provenance: Provenance
+    model_info: ModelInfo
+    compute: Compute
+    metrics: dict[str, Metric] | None = None
+    refused: str | None = None
+    error: str | None = None
+    traceback: str | None = None
+    fairness: dict[str, Any] | None = None
+    explanations: dict[str, Any] | None = None
+    ablations: dict[str, Any] | None = None
+    # Set only on the record run_cell returns when its file could not be written (disk full...);
+    # never part of the file.
+    write_error: str | None = Field(default=None, exclude=True)
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_version(cls, v: int) -> int:
+        if not 1 <= v <= SCHEMA_VERSION:
+            raise ValueError(f"schema_version {v} is not one this mehr-bench reads (1 to {SCHEMA_VERSION}); "
+                             "a newer mehr-bench wrote it: upgrade to read it")
+        return v
+
+    def main(self) -> Metric | None:
+        """The main metric's entry, or None when the cell has none (failed, or not computed)."""
+        return (self.metrics or {}).get(self.main_metric)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The file's content: every field the record was given (unset ones left out), JSON types."""
+        return self.model_dump(mode="json", exclude_unset=True)
+
+    @classmethod
+    def from_json_dict(cls, data: Mapping[str, Any]) -> "ResultRecord":
+        """A record from a result file's parsed JSON, of this or an earlier schema version.
+
+        Args:
+            data: the parsed JSON object.
+
+        Returns:
+            The record (raises pydantic.ValidationError on a malformed or newer file).
+        """
+        # Versions 1..SCHEMA_VERSION share one layout today; a later version that changes a field's
+        # meaning converts the older layout here, before validation.
+        return cls.model_validate(dict(data))
+
+
+# ------------------------------------------------------------------ Prediction.info: the keys the runner reads
+class PredictionInfo(TypedDict, total=False):
+    """The keys of `Prediction.info` that the runner reads; a model may set any of them, and any
+    other key (hyperparameters, CV scores...) is copied verbatim into the record's model_info.
+
+    explanations: SHAP or attribution summary -> record.explanations (never copied to model_info)
+    device:       where the model ran ("cpu", "cuda") -> compute.device (default "cpu")
+    n_parameters: fitted size -> compute.n_parameters (default: the spec's n_parameters)
+    tokens_per_s: throughput of a sequence model -> compute.tokens_per_s
+    """
+
+    explanations: dict[str, Any] | None
+    device: str
+    n_parameters: int | None
+    tokens_per_s: float | None
+
+
+INFO_EXPLANATIONS = "explanations"
+INFO_DEVICE = "device"
+INFO_N_PARAMETERS = "n_parameters"
+INFO_TOKENS_PER_S = "tokens_per_s"
+
+
+def compute_block(info: Mapping[str, Any], *, wall_s: float, peak_rss_mb: float,
+                  spec_n_parameters: int | None) -> Compute:
+    """The compute part of a record from the model's info (PredictionInfo keys) and the measurements.
+
+    Args:
+        info: the record's model_info so far (spec fields plus the model's Prediction.info).
+        wall_s: the cell's wall time.
+        peak_rss_mb: the process's peak resident memory.
+        spec_n_parameters: the spec's n_parameters, used when the model did not report one.
+
+    Returns:
+        The Compute block.
+    """
+    return Compute(wall_s=wall_s, peak_rss_mb=peak_rss_mb, device=info.get(INFO_DEVICE, "cpu"),
+                   n_parameters=info.get(INFO_N_PARAMETERS, spec_n_parameters),
+                   tokens_per_s=info.get(INFO_TOKENS_PER_S))
