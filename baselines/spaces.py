@@ -1,7 +1,8 @@
 """Hyperparameter search spaces of the tabular baselines (MEHRT paper, OpenReview ywFxZhMnuB, appendix Tables B1-B4).
 
-A space maps a parameter name to a distribution; `draw_trials` turns a space into the list of
-configurations a random search evaluates. Trial 0 is always the space's `DEFAULTS` point (a
+A space maps a parameter name to a typed distribution (benchmark.learn.search: UniformInt,
+LogUniform, Uniform, Choice); `draw_trials` turns a space into the list of configurations a
+random search evaluates. Trial 0 is always the space's `DEFAULTS` point (a
 library-default-like configuration), so even a one-trial budget gets a sane model; trials 1..n-1
 are independent random draws. Sampling goes through scipy.stats with a numpy Generator derived
 from the cell seed, so a rerun draws the same configurations.
@@ -13,111 +14,34 @@ LightGBM's space is ours (the seed paper has no LightGBM table); see baselines/R
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
-
-@dataclass(frozen=True)
-class LogUniform:
-    """Continuous, uniform in log space on [low, high] (scipy.stats.loguniform)."""
-
-    low: float
-    high: float
-
-    def sample(self, rng: np.random.Generator) -> float:
-        """Draw one value.
-
-        Args:
-            rng: numpy Generator.
-
-        Returns:
-            A float in [low, high].
-        """
-        return float(stats.loguniform(self.low, self.high).rvs(random_state=rng))
-
-
-@dataclass(frozen=True)
-class Uniform:
-    """Continuous, uniform on [low, high]."""
-
-    low: float
-    high: float
-
-    def sample(self, rng: np.random.Generator) -> float:
-        """Draw one value.
-
-        Args:
-            rng: numpy Generator.
-
-        Returns:
-            A float in [low, high].
-        """
-        return float(stats.uniform(self.low, self.high - self.low).rvs(random_state=rng))
-
-
-@dataclass(frozen=True)
-class IntUniform:
-    """Integer, uniform on {low, ..., high} (both ends included)."""
-
-    low: int
-    high: int
-
-    def sample(self, rng: np.random.Generator) -> int:
-        """Draw one value.
-
-        Args:
-            rng: numpy Generator.
-
-        Returns:
-            An int in [low, high].
-        """
-        return int(stats.randint(self.low, self.high + 1).rvs(random_state=rng))
-
-
-@dataclass(frozen=True)
-class Choice:
-    """One of a fixed list of values, each equally likely."""
-
-    values: tuple
-
-    def sample(self, rng: np.random.Generator) -> Any:
-        """Draw one value.
-
-        Args:
-            rng: numpy Generator.
-
-        Returns:
-            One of `values` (a Python scalar or None).
-        """
-        return self.values[int(rng.integers(len(self.values)))]
-
-
-Distribution = LogUniform | Uniform | IntUniform | Choice
+from benchmark.learn import search
+from benchmark.learn.search import Choice, Distribution, LogUniform, Uniform, UniformInt
 
 # Table B1: CatBoost.
 CATBOOST = {
-    "depth": IntUniform(4, 8),
+    "depth": UniformInt(4, 8),
     "learning_rate": LogUniform(0.01, 0.3),
     "l2_leaf_reg": LogUniform(1.0, 10.0),
-    "iterations": IntUniform(100, 1000),
+    "iterations": UniformInt(100, 1000),
 }
 # Table B2: XGBoost.
 XGBOOST = {
-    "max_depth": IntUniform(3, 10),
+    "max_depth": UniformInt(3, 10),
     "learning_rate": LogUniform(0.01, 0.3),
     "subsample": Uniform(0.5, 1.0),
     "colsample_bytree": Uniform(0.5, 1.0),
     "min_child_weight": LogUniform(1.0, 10.0),
-    "n_estimators": IntUniform(100, 1000),
+    "n_estimators": UniformInt(100, 1000),
 }
 # Table B3: random forest. (n_estimators is capped by Budget.max_iterations too.)
 RANDOM_FOREST = {
-    "n_estimators": IntUniform(100, 500),
+    "n_estimators": UniformInt(100, 500),
     "max_depth": Choice((None, 5, 10, 20)),
-    "min_samples_leaf": IntUniform(1, 20),
+    "min_samples_leaf": UniformInt(1, 20),
     "max_features": Choice(("sqrt", "log2", 0.3)),
 }
 # Table B4: logistic regression on standardized features. C spans twenty decades, as in the paper.
@@ -128,13 +52,13 @@ LOGISTIC_REGRESSION = {
 }
 # Ours (no table in MEHRT paper, OpenReview ywFxZhMnuB): the usual LightGBM knobs, ranges as wide as XGBoost's.
 LIGHTGBM = {
-    "num_leaves": IntUniform(8, 128),
+    "num_leaves": UniformInt(8, 128),
     "learning_rate": LogUniform(0.01, 0.3),
-    "min_child_samples": IntUniform(5, 100),
+    "min_child_samples": UniformInt(5, 100),
     "subsample": Uniform(0.5, 1.0),
     "colsample_bytree": Uniform(0.5, 1.0),
     "reg_lambda": LogUniform(1e-3, 10.0),
-    "n_estimators": IntUniform(100, 1000),
+    "n_estimators": UniformInt(100, 1000),
 }
 
 SPACES: dict[str, dict[str, Distribution]] = {
@@ -158,19 +82,6 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-def sample(space: dict[str, Distribution], rng: np.random.Generator) -> dict[str, Any]:
-    """One configuration drawn from a space (parameters drawn in sorted-name order).
-
-    Args:
-        space: parameter name -> distribution.
-        rng: numpy Generator.
-
-    Returns:
-        parameter name -> value.
-    """
-    return {k: space[k].sample(rng) for k in sorted(space)}
-
-
 def draw_trials(library: str, n_trials: int, rng: np.random.Generator) -> list[dict[str, Any]]:
     """The configurations a random search over `library`'s space evaluates.
 
@@ -180,9 +91,6 @@ def draw_trials(library: str, n_trials: int, rng: np.random.Generator) -> list[d
         rng: numpy Generator (seeded from the cell seed).
 
     Returns:
-        [DEFAULTS[library], sample, sample, ...] of length n_trials.
+        [DEFAULTS[library], sample, sample, ...] of length n_trials (benchmark.learn.search.draw_trials).
     """
-    if n_trials < 1:
-        raise ValueError(f"n_trials must be >= 1, got {n_trials}")
-    space = SPACES[library]
-    return [dict(DEFAULTS[library])] + [sample(space, rng) for _ in range(n_trials - 1)]
+    return search.draw_trials(SPACES[library], DEFAULTS[library], n_trials, rng)

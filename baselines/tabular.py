@@ -9,9 +9,10 @@ Layers, bottom up:
   * learners: one small class per library with fit(X, y, eval_set) / score(X) / n_iter_, for each
     task kind (binary, regression, survival); `OneVsRest` turns any of them into a multilabel
     learner (a label with one class in training gets its constant prior);
-  * Cox helpers: the partial-likelihood gradient/Hessian (LightGBM's custom objective and the ridge
-    Cox of the linear baseline), Breslow's baseline hazard (survival curves for every Cox model);
-  * `fit_tuned`: random search over baselines.spaces with subject-grouped CV (baselines.search),
+  * Cox helpers: signed-time labels and LightGBM's custom objective, and the ridge Cox of the linear
+    baseline, on the shared partial likelihood and Breslow hazard of benchmark.learn.cox;
+  * `fit_tuned`: random search over baselines.spaces with the shared subject-grouped folds and
+    selection metric (benchmark.learn),
     then a refit of the best configuration on all rows;
   * `TabularBaseline`: features, targets and splits from a TaskData, predictions, info, explanations.
 
@@ -27,7 +28,6 @@ seed, so a rerun gives identical predictions.
 from __future__ import annotations
 
 import warnings
-import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,9 +36,11 @@ import polars as pl
 import scipy.sparse as sp
 
 from baselines.explain import explain_learner
-from baselines.search import SearchResult, make_folds, random_search
 from baselines.spaces import draw_trials
 from benchmark.features.bag_of_events import featurize
+from benchmark.learn.cox import Breslow, cox_grad_hess, fit_linear_cox
+from benchmark.learn.folds import cell_folds, derive_seed
+from benchmark.learn.search import SearchResult, random_search
 from benchmark.model_api import Budget, Prediction, TaskData
 
 EARLY_STOPPING_ROUNDS = 30
@@ -52,21 +54,6 @@ SUPPORTED_KINDS = {
     "random_forest": ("binary", "multilabel", "regression"),
     "logistic_regression": ("binary", "multilabel", "survival", "regression"),
 }
-
-
-# ----------------------------------------------------------------------------------- seeds
-def derive_seed(seed: int, *parts: str | int) -> int:
-    """A 31-bit seed derived from the cell seed and a few labels (stable across runs and platforms).
-
-    Args:
-        seed: the cell seed.
-        parts: labels such as the library name and the purpose ("folds", "trials", "model").
-
-    Returns:
-        int in [0, 2**31).
-    """
-    key = [int(seed) % (2**32)] + [zlib.crc32(str(p).encode()) for p in parts]
-    return int(np.random.SeedSequence(key).generate_state(1)[0] % (2**31))
 
 
 # ----------------------------------------------------------------------------------- Cox math
@@ -87,42 +74,6 @@ def cox_label(y: np.ndarray) -> np.ndarray:
 def _unsign(label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     label = np.asarray(label, dtype=float)
     return np.abs(label), (label > 0).astype(float)
-
-
-def cox_grad_hess(eta: np.ndarray, time: np.ndarray, event: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """Gradient, diagonal Hessian and value of the negative Cox partial log-likelihood (Breslow ties).
-
-    With risk sets R_i = {j : t_j >= t_i} and S_i = sum_{j in R_i} exp(eta_j):
-        L      = sum_{i: event} (log S_i - eta_i)
-        dL/dk  = exp(eta_k) * sum_{i: event, t_i <= t_k} 1 / S_i  -  event_k
-        d2L/dk2 = exp(eta_k) * A_k - exp(2 eta_k) * sum_{i: event, t_i <= t_k} 1 / S_i^2
-    (the same diagonal approximation XGBoost's survival:cox uses). Computed in O(n log n) with one sort
-    and cumulative sums; eta is shifted by its maximum so exp never overflows.
-
-    Args:
-        eta: [n] log relative hazards.
-        time: [n] follow-up times.
-        event: [n] event indicators.
-
-    Returns:
-        (gradient [n], hessian [n], loss value).
-    """
-    eta = np.asarray(eta, dtype=float)
-    order = np.argsort(time, kind="stable")
-    ts, d, e = np.asarray(time, dtype=float)[order], np.asarray(event, dtype=float)[order], eta[order]
-    first = np.searchsorted(ts, ts, side="left")          # start of each row's tie group
-    last = np.searchsorted(ts, ts, side="right") - 1      # end of each row's tie group
-    m = e.max() if len(e) else 0.0
-    w = np.exp(e - m)
-    S = np.cumsum(w[::-1])[::-1][first]                   # risk-set sums (times exp(-m))
-    A = np.cumsum(d / S)[last]
-    B = np.cumsum(d / S**2)[last]
-    g_sorted = w * A - d
-    h_sorted = np.maximum(w * A - w**2 * B, 1e-16)
-    loss = float(np.sum(d * (np.log(S) + m - e)))
-    g, h = np.empty_like(g_sorted), np.empty_like(h_sorted)
-    g[order], h[order] = g_sorted, h_sorted
-    return g, h, loss
 
 
 def lightgbm_cox_objective(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -153,58 +104,6 @@ def lightgbm_cox_metric(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[str, fl
     t, d = _unsign(y_true)
     _, _, loss = cox_grad_hess(y_pred, t, d)
     return "cox_nll", loss / max(d.sum(), 1.0), False
-
-
-@dataclass
-class Breslow:
-    """Breslow's baseline cumulative hazard for a Cox-type risk score.
-
-    H0(t) = sum_{event times s <= t} d(s) / sum_{j: t_j >= s} exp(eta_j),  S(t | x) = exp(-H0(t) exp(eta(x))).
-    """
-
-    times_: np.ndarray | None = None
-    cumhaz_: np.ndarray | None = None
-    center_: float = 0.0
-
-    def fit(self, eta: np.ndarray, time: np.ndarray, event: np.ndarray) -> "Breslow":
-        """Estimate H0 from training risk scores and outcomes.
-
-        Args:
-            eta: [n] risk scores (log relative hazards) of the training rows.
-            time: [n] follow-up times.
-            event: [n] event indicators.
-
-        Returns:
-            self
-        """
-        eta = np.asarray(eta, dtype=float)
-        self.center_ = float(np.mean(eta)) if len(eta) else 0.0
-        w = np.exp(np.clip(eta - self.center_, -50, 50))
-        time, event = np.asarray(time, dtype=float), np.asarray(event) > 0
-        ev_times = np.unique(time[event])
-        order = np.argsort(time)
-        ts, ws = time[order], w[order]
-        at_risk = np.cumsum(ws[::-1])[::-1]                       # sum over t_j >= ts[k]
-        risk_at = at_risk[np.searchsorted(ts, ev_times, side="left")]
-        deaths = np.bincount(np.searchsorted(ev_times, time[event]), minlength=len(ev_times))
-        self.times_ = ev_times
-        self.cumhaz_ = np.cumsum(deaths / risk_at)
-        return self
-
-    def survival(self, eta: np.ndarray, times: np.ndarray) -> np.ndarray:
-        """S(t | x) for each row at each time.
-
-        Args:
-            eta: [n] risk scores.
-            times: [k] times (days).
-
-        Returns:
-            [n, k] survival probabilities.
-        """
-        idx = np.searchsorted(self.times_, np.asarray(times, dtype=float), side="right") - 1
-        H0 = np.where(idx >= 0, self.cumhaz_[np.clip(idx, 0, None)], 0.0)
-        rel = np.exp(np.clip(np.asarray(eta, dtype=float) - self.center_, -50, 50))
-        return np.exp(-np.outer(rel, H0))
 
 
 def survival_grid(time: np.ndarray, event: np.ndarray, n: int = 5) -> np.ndarray:
@@ -248,20 +147,8 @@ class RidgeCox:
         Returns:
             self
         """
-        from scipy.optimize import minimize
-
-        X = np.asarray(X, dtype=float)
         n = max(len(X), 1)
-        lam = 1.0 / (self.C * n)
-
-        def f(b):
-            g, _, loss = cox_grad_hess(X @ b, time, event)
-            return loss / n + 0.5 * lam * b @ b, X.T @ g / n + lam * b
-
-        res = minimize(f, np.zeros(X.shape[1]), jac=True, method="L-BFGS-B",
-                       options={"maxiter": int(self.max_iter)})
-        self.coef_ = res.x
-        self.n_iter_ = int(res.nit)
+        self.coef_, self.n_iter_ = fit_linear_cox(X, time, event, 1.0 / (self.C * n), max_iter=self.max_iter)
         return self
 
     def predict(self, X: np.ndarray) -> np.ndarray:
@@ -610,7 +497,7 @@ def fit_tuned(library: str, kind: str, X: np.ndarray, y: np.ndarray, folds, budg
         kind: task kind.
         X: [n, p] features (train + tuning rows).
         y: targets of those rows.
-        folds: from baselines.search.make_folds.
+        folds: from benchmark.learn.folds.cell_folds.
         budget: trials and rounds cap.
         seed: the cell seed.
         threads: library thread count.
@@ -713,7 +600,7 @@ class TabularBaseline:
         boe = featurize(data)
         X = dense(boe.stacked(("train", "tuning")))
         y, groups = stacked_targets(data)
-        folds = make_folds(kind, y, groups, self.budget.n_folds, derive_seed(self.seed, "folds"))
+        self.folds_ = folds = cell_folds(kind, y, groups, self.budget.n_folds, self.seed)
         self.tuned_ = fit_tuned(self.library, kind, X, y, folds, self.budget, self.seed, threads=self.threads,
                                 n_labels=n_labels_of(data))
         self.feature_names_ = list(boe.names)

@@ -5,7 +5,9 @@
 * `FusionModel`: the registry contract (``fit(data)``, ``predict(data, split) -> Prediction``):
   builds the inputs through the encoders (leakage guard, disk cache), standardizes them on the
   training split, runs a small random hyperparameter search (``budget.n_trials`` trials, the first
-  one the defaults; the trial with the lowest tuning loss wins), caps epochs at
+  one the defaults; the trial with the best tuning-split score under the task kind's selection
+  metric wins, benchmark.learn.selection, the same rule the baselines and MEHRT probes use; the
+  tuning loss breaks ties and decides where the metric is undefined), caps epochs at
   ``budget.max_iterations``, and records ``info["modalities_used"]``.
 """
 
@@ -17,21 +19,25 @@ from typing import Any
 
 import numpy as np
 
+from benchmark.learn.search import Choice, Distribution
+from benchmark.learn.selection import SELECTION_METRIC, is_better, selection_score
 from benchmark.model_api import Budget, Prediction, TaskData
 from encoders.cache import split_rows
 from encoders.fusion.inputs import FusionInputs, InputConfig, InputScaler, raw_inputs
 
 TRAIN_KEYS = ("lr", "weight_decay", "batch_size", "max_epochs", "patience", "modality_dropout", "l1_ratio")
 
-# random-search spaces (trial 0 always uses the defaults)
-SEARCH_SPACES: dict[str, dict[str, list]] = {
-    "concat_lr": {"modality_dropout": [0.0, 0.15, 0.3]},  # the L2 penalty is chosen on a path inside fit
-    "late_fusion": {"lr": [3e-4, 1e-3, 3e-3], "weight_decay": [1e-3, 1e-2, 1e-1], "dropout": [0.0, 0.1, 0.3],
-                    "hidden": [32, 64, 128]},
-    "timeline_rnn": {"lr": [3e-4, 1e-3, 3e-3], "hidden": [32, 64, 128], "dropout": [0.0, 0.1, 0.3]},
+# random-search spaces, typed (benchmark.learn.search); trial 0 always uses the defaults
+SEARCH_SPACES: dict[str, dict[str, Distribution]] = {
+    "concat_lr": {"modality_dropout": Choice((0.0, 0.15, 0.3))},  # the L2 penalty is chosen on a path inside fit
+    "late_fusion": {"lr": Choice((3e-4, 1e-3, 3e-3)), "weight_decay": Choice((1e-3, 1e-2, 1e-1)),
+                    "dropout": Choice((0.0, 0.1, 0.3)), "hidden": Choice((32, 64, 128))},
+    "timeline_rnn": {"lr": Choice((3e-4, 1e-3, 3e-3)), "hidden": Choice((32, 64, 128)),
+                     "dropout": Choice((0.0, 0.1, 0.3))},
 }
-_ATTENTION_SPACE = {"lr": [3e-4, 1e-3, 3e-3], "weight_decay": [1e-3, 1e-2, 1e-1], "dropout": [0.0, 0.1, 0.3],
-                    "d": [32, 64], "modality_dropout": [0.0, 0.15, 0.3]}
+_ATTENTION_SPACE = {"lr": Choice((3e-4, 1e-3, 3e-3)), "weight_decay": Choice((1e-3, 1e-2, 1e-1)),
+                    "dropout": Choice((0.0, 0.1, 0.3)), "d": Choice((32, 64)),
+                    "modality_dropout": Choice((0.0, 0.15, 0.3))}
 for _h in ("contrastive", "cross_attention", "coattention", "medcam"):
     SEARCH_SPACES[_h] = _ATTENTION_SPACE
 
@@ -218,15 +224,34 @@ def _sample_trials(head: str, n_trials: int, seed: int) -> list[dict]:
     defaults = {k: DEFAULTS.get(head, {}).get(k, init[k]) for k in space if k in TRAIN_KEYS}
     seen = [defaults] if len(defaults) == len(space) else []
     trials = [{}]
-    n_configs = int(np.prod([len(v) for v in space.values()])) if space else 0
+    n_configs = int(np.prod([len(v.values) for v in space.values()])) if space else 0
     attempts = 0
     while len(trials) < n_trials and len(seen) < n_configs and attempts < 100 * max(1, n_trials):
         attempts += 1
-        draw = {k: v[int(rng.integers(len(v)))] for k, v in space.items()}
+        draw = {k: v.sample(rng) for k, v in space.items()}
         if draw not in seen:
             seen.append(draw)
             trials.append(draw)
     return trials
+
+
+def _tuning_score(est: FusionHead, kind: str, X_tune: FusionInputs, y_tune: np.ndarray) -> float:
+    """The kind's selection metric of a fitted head on the tuning split (NaN if undefined or empty)."""
+    if len(X_tune) < 2:
+        return float("nan")
+    return selection_score(kind, np.asarray(y_tune), est.predict_output(X_tune)[0])
+
+
+def _beats(kind: str, new: dict, old: dict) -> bool:
+    """Trial selection: the better tuning score under the kind's selection metric; where neither
+    differs (equal or both undefined), the lower tuning loss."""
+    metric = SELECTION_METRIC[kind]
+    a, b = new["tuning_score"], old["tuning_score"]
+    if is_better(metric, a, b):
+        return True
+    if is_better(metric, b, a):
+        return False
+    return new["tuning_loss"] < old["tuning_loss"] - 1e-12
 
 
 class FusionModel:
@@ -307,15 +332,17 @@ class FusionModel:
             tp.setdefault("pretrain_epochs", min(30, max_epochs))
             est = fit_trial(hp, tp)
             rec = {"trial": i, "head_params": hp, "train_params": tp, "tuning_loss": est.best_loss_,
+                   "tuning_score": _tuning_score(est, data.task.kind, Xtu, ytu),
                    "best_epoch": est.history_["task"]["best_epoch"]}
             self.trials_.append(rec)
-            if best is None or est.best_loss_ < best[0].best_loss_ - 1e-12:
+            if best is None or _beats(data.task.kind, rec, best[1]):
                 best = (est, rec)
         if l1_ratio:
             rec = best[1]
             tp = {**rec["train_params"], "l1_ratio": l1_ratio}
             est = fit_trial(rec["head_params"], tp)   # ridge path again, then the elastic-net path
             rec = {**rec, "train_params": tp, "tuning_loss": est.best_loss_,
+                   "tuning_score": _tuning_score(est, data.task.kind, Xtu, ytu),
                    "best_epoch": est.history_["task"]["best_epoch"]}
             self.trials_.append({**rec, "trial": "elastic_net"})
             best = (est, rec)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from benchmark.learn.cox import Breslow
 from encoders.fusion.losses import cox_ph_loss, discrete_time_nll
 
 EVAL_QUANTILES = (0.25, 0.5, 0.75)
@@ -71,7 +72,7 @@ class CoxObjective:
         return cox_ph_loss(out[:, 0], y[:, 0], y[:, 1])
 
     def calibrate(self, out_train: np.ndarray) -> None:
-        """Breslow baseline cumulative hazard from the training risks.
+        """Breslow baseline cumulative hazard from the training risks (benchmark.learn.cox.Breslow).
 
         H0(t) = sum_{event times s <= t} d_s / sum_{j: t_j >= s} exp(r_j - c), with c the mean
         training risk (subtracted for numerical stability; scores are shifted by the same c).
@@ -79,18 +80,7 @@ class CoxObjective:
         Args:
             out_train: [n, 1] outputs on the training split.
         """
-        r = out_train[:, 0].astype(float)
-        self.center_ = float(r.mean())
-        er = np.exp(np.clip(r - self.center_, -50, 50))
-        t, e = self.train_time_, self.train_event_
-        ev_times = np.unique(t[e > 0])
-        order = np.argsort(t)
-        ts, ers = t[order], er[order]
-        at_risk = np.cumsum(ers[::-1])[::-1]                 # sum over j with sorted t_j >= t_i
-        first = np.searchsorted(ts, ev_times, side="left")
-        d = np.bincount(np.searchsorted(ev_times, t[e > 0]), minlength=len(ev_times)).astype(float)
-        self.base_times_ = ev_times
-        self.base_cumhaz_ = np.cumsum(d / at_risk[first]) if len(ev_times) else np.zeros(0)
+        self.breslow_ = Breslow().fit(out_train[:, 0].astype(float), self.train_time_, self.train_event_)
 
     def predict(self, out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Risk scores and survival curves.
@@ -102,9 +92,7 @@ class CoxObjective:
             (risk [n], surv_times [k], surv_prob [n, k]).
         """
         r = out[:, 0].astype(float)
-        idx = np.searchsorted(self.base_times_, self.surv_times_, side="right") - 1
-        h0 = np.where(idx >= 0, self.base_cumhaz_[np.maximum(idx, 0)] if len(self.base_cumhaz_) else 0.0, 0.0)
-        surv = np.exp(-h0[None, :] * np.exp(np.clip(r - self.center_, -50, 50))[:, None])
+        surv = self.breslow_.survival(r, self.surv_times_)
         return r, self.surv_times_.copy(), surv
 
 

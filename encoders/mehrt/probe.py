@@ -7,8 +7,10 @@
 * regression: ridge, alpha = 1 / C.
 
 Representations are standardized (mean 0, variance 1, fitted on train + tuning). The strength is
-tuned by k-fold cross-validation on train + tuning, grouped by subject (a subject's samples never
-straddle folds), stratified by the outcome where it is binary. The number of candidate strengths
+tuned by k-fold cross-validation on train + tuning with the benchmark's shared protocol
+(benchmark.learn): the cell's folds (subject-grouped, stratified by the kind's key: the same folds
+the baselines use), and the kind's selection metric (AUROC, macro AUROC, Harrell's C, MAE); the
+Cox partial likelihood and Breslow hazard come from benchmark.learn.cox. The number of candidate strengths
 is budget-limited; candidates are drawn from the log-uniform prior stratified in log space (one
 draw per equal-width stratum: random search with less variance than independent draws, which over
 20 decades would often miss the useful range entirely) and visited in ascending order, each fit
@@ -26,7 +28,13 @@ import numpy as np
 from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
+from benchmark.learn.cox import Breslow, fit_linear_cox
+from benchmark.learn.folds import cell_folds
+from benchmark.learn.search import LogUniform, stratified_log_draws
+from benchmark.learn.selection import LOWER_IS_BETTER, SELECTION_METRIC, gain, selection_score
+
 C_RANGE = (1e-10, 1e10)
+C_SPACE = LogUniform(*C_RANGE)  # the same prior as the logistic-regression baseline's C
 PROBE_NAMES = {"binary": "logistic regression", "multilabel": "one-vs-rest logistic regression",
                "survival": "L2 Cox proportional hazards", "regression": "ridge regression"}
 
@@ -44,53 +52,26 @@ def loguniform_candidates(n: int, seed: int, low: float = C_RANGE[0], high: floa
     Returns:
         float64 [n], ascending.
     """
-    rng = np.random.default_rng(seed)
-    lo, hi = np.log10(low), np.log10(high)
-    edges = np.linspace(lo, hi, n + 1)
-    return np.sort(10.0 ** (edges[:-1] + rng.random(n) * (edges[1:] - edges[:-1])))
+    return stratified_log_draws(LogUniform(low, high), n, seed)
 
 
 def cv_folds(kind: str, y: np.ndarray, groups: np.ndarray, n_folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Subject-grouped folds; stratified on the binary outcome / survival event indicator.
+    """The cell's folds, shared with every other family (benchmark.learn.folds.cell_folds).
 
     Args:
         kind: task kind.
         y: targets (see TaskData.y).
         groups: subject id per row.
-        n_folds: number of folds (reduced when there are fewer groups or minority samples).
-        seed: shuffling seed.
+        n_folds: number of folds (capped at the number of subjects).
+        seed: the cell seed.
 
     Returns:
         (train indices, validation indices) per fold.
     """
-    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
-
-    n_groups = len(np.unique(groups))
-    k = max(2, min(n_folds, n_groups))
-    strat = None
-    if kind == "binary":
-        strat = y.astype(int)
-    elif kind == "survival":
-        strat = y[:, 1].astype(int)
-    if strat is not None:
-        k = max(2, min(k, int(np.bincount(strat).min()) if len(np.unique(strat)) > 1 else k))
-        if len(np.unique(strat)) > 1:
-            splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-            return list(splitter.split(np.zeros(len(y)), strat, groups))
-    return list(GroupKFold(n_splits=k, shuffle=True, random_state=seed).split(np.zeros(len(y)), groups=groups))
+    return cell_folds(kind, y, groups, n_folds, seed)
 
 
 # ------------------------------------------------------------------------------ Cox with L2
-def _cox_sorted(time: np.ndarray, event: np.ndarray):
-    """Order by descending time and, per row, the last index of its tie group (risk-set end)."""
-    order = np.argsort(-time, kind="stable")
-    t = time[order]
-    # In descending order the risk set of row i (all j with t_j >= t_i) is the prefix up to the
-    # last row with the same time (Breslow's handling of ties).
-    last = np.searchsorted(-t, -t, side="right") - 1
-    return order, last
-
-
 # Iteration cap: weakly penalized fits on hundreds of dimensions otherwise run for seconds each;
 # warm starts along the ascending C path keep the capped solutions close to the optimum.
 COX_MAX_ITER = 150
@@ -110,36 +91,13 @@ def cox_fit(X: np.ndarray, time: np.ndarray, event: np.ndarray, penalizer: float
     Returns:
         beta [d].
     """
-    order, last = _cox_sorted(time, event)
-    Xs, ev = X[order], event[order].astype(bool)
-    n = len(time)
-
-    def f(beta):
-        eta = Xs @ beta
-        m = eta.max()
-        w = np.exp(eta - m)  # shifted: the shift cancels in the log-ratio
-        cw = np.cumsum(w)[last]  # [n] risk-set sums
-        cwx = np.cumsum(w[:, None] * Xs, axis=0)[last]  # [n, d]
-        ll = np.sum(eta[ev] - m - np.log(cw[ev]))
-        grad = np.sum(Xs[ev] - cwx[ev] / cw[ev, None], axis=0)
-        return -ll / n + 0.5 * penalizer * beta @ beta, -grad / n + penalizer * beta
-
-    b0 = np.zeros(X.shape[1]) if beta0 is None else beta0
-    res = minimize(f, b0, jac=True, method="L-BFGS-B", options={"maxiter": COX_MAX_ITER})
-    return res.x
+    return fit_linear_cox(X, time, event, penalizer, beta0=beta0, max_iter=COX_MAX_ITER)[0]
 
 
 def breslow(X: np.ndarray, time: np.ndarray, event: np.ndarray, beta: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """Breslow cumulative baseline hazard H0 at times `at`. Returns float [len(at)]."""
-    order, last = _cox_sorted(time, event)
-    w = np.exp(X[order] @ beta)
-    cw = np.cumsum(w)[last]
-    t, ev = time[order], event[order].astype(bool)
-    jumps_t, jumps = t[ev], 1.0 / cw[ev]
-    o = np.argsort(jumps_t, kind="stable")
-    cum = np.cumsum(jumps[o])
-    idx = np.searchsorted(jumps_t[o], at, side="right") - 1
-    return np.where(idx >= 0, cum[np.maximum(idx, 0)], 0.0)
+    """Breslow cumulative baseline hazard H0 at times `at` (of the uncentred score X beta). Returns [len(at)]."""
+    b = Breslow().fit(X @ beta, time, event)
+    return b.cumulative_hazard(at) * np.exp(-b.center_)  # cumhaz_ is of the centred score
 
 
 # ------------------------------------------------------------------------------ logistic (joint over labels)
@@ -236,20 +194,16 @@ def _predict(kind: str, m, X: np.ndarray) -> np.ndarray:
 
 
 def score(kind: str, y: np.ndarray, pred: np.ndarray) -> float:
-    """CV objective (higher is better): AUROC, macro AUROC, Harrell's C, or R^2."""
-    from sklearn.metrics import r2_score, roc_auc_score
-    if kind == "binary":
-        return roc_auc_score(y, pred) if len(np.unique(y)) == 2 else np.nan
-    if kind == "multilabel":
-        s = [roc_auc_score(y[:, j], pred[:, j]) for j in range(y.shape[1]) if len(np.unique(y[:, j])) == 2]
-        return float(np.mean(s)) if s else np.nan
-    if kind == "survival":
-        from benchmark.metrics.survival import c_index_harrell
-        try:
-            return c_index_harrell(y[:, 0], y[:, 1].astype(bool), pred)
-        except Exception:  # noqa: BLE001 - a fold without comparable pairs
-            return np.nan
-    return r2_score(y, pred)
+    """CV objective on a higher-is-better scale: the kind's selection metric (benchmark.learn.selection;
+    AUROC, macro AUROC, Harrell's C, or minus the MAE), -inf where it is undefined."""
+    return gain(SELECTION_METRIC[kind], selection_score(kind, y, pred))
+
+
+def _natural(kind: str, g: float) -> float | None:
+    """A CV gain back in the metric's own units (MAE positive), None where it was undefined."""
+    if not np.isfinite(g):
+        return None
+    return -g if SELECTION_METRIC[kind] in LOWER_IS_BETTER else g
 
 
 # ------------------------------------------------------------------------------ the probe
@@ -286,7 +240,7 @@ class Probe:
             self.
         """
         Cs = loguniform_candidates(self.n_trials, self.seed)
-        folds = cv_folds(self.kind, y, groups, self.n_folds, self.seed)
+        self.folds_ = folds = cv_folds(self.kind, y, groups, self.n_folds, self.seed)
         best = (-np.inf, None, None)
         # Small matrices: BLAS threads only add synchronisation (10x slower on a busy 2-core box).
         with threadpool_limits(1, user_api="blas"):
@@ -300,12 +254,13 @@ class Probe:
                         fold_scores.append(score(self.kind, y[va], _predict(self.kind, warm[f], Z[va])))
                         if self.kind == "regression":
                             warm[f] = None
-                    m = float(np.nanmean(fold_scores)) if np.isfinite(fold_scores).any() else -np.inf
+                    finite = [v for v in fold_scores if np.isfinite(v)]  # skip folds where it is undefined
+                    m = float(np.mean(finite)) if finite else -np.inf
                     means.append(m)
                     since_best = 0 if m >= max(means) else since_best + 1
                     if since_best >= self.patience:
                         break  # larger C only overfits more (and costs the most iterations)
-                self.cv_[name] = {f"{C:.3g}": s for C, s in zip(Cs, means)}
+                self.cv_[name] = {f"{C:.3g}": _natural(self.kind, s) for C, s in zip(Cs, means)}
                 i = int(np.argmax(means))
                 if means[i] > best[0]:
                     best = (means[i], name, float(Cs[i]))
@@ -318,7 +273,7 @@ class Probe:
         with threadpool_limits(1, user_api="blas"):
             self.model_ = _fit_one(self.kind, Z, y, self.C_)
         if self.kind == "survival":
-            self._Z_train, self._y_train = Z, y
+            self.breslow_ = Breslow().fit(Z @ self.model_, y[:, 0], y[:, 1])
         return self
 
     def predict(self, reps: dict[str, np.ndarray]) -> np.ndarray:
@@ -329,12 +284,13 @@ class Probe:
     def survival_curves(self, reps: dict[str, np.ndarray], times: np.ndarray) -> np.ndarray:
         """Cox survival S(t | x) = exp(-H0(t) exp(x beta)) at `times` (survival probes only). [n, k]"""
         Z = (reps[self.representation_] - self.mu_) / self.sd_
-        H0 = breslow(self._Z_train, self._y_train[:, 0], self._y_train[:, 1], self.model_, times)
-        return np.exp(-np.outer(np.exp(np.clip(Z @ self.model_, -50, 50)), H0))
+        return self.breslow_.survival(Z @ self.model_, times)
 
     def info(self) -> dict:
         """What was chosen: probe type, representation, C, CV scores per candidate."""
+        metric = SELECTION_METRIC[self.kind]
+        scores = [v for per_rep in self.cv_.values() for v in per_rep.values() if v is not None]
+        best = max(scores, key=lambda v: gain(metric, v), default=None)
         return {"probe": PROBE_NAMES[self.kind], "representation": self.representation_, "C": self.C_,
-                "cv_folds": self.n_folds, "cv_trials": self.n_trials,
-                "cv_best": max((max(v.values()) for v in self.cv_.values()), default=None),
-                "cv_scores": self.cv_}
+                "cv_folds": self.n_folds, "cv_trials": self.n_trials, "cv_metric": metric,
+                "cv_best": best, "cv_scores": self.cv_}
