@@ -72,7 +72,7 @@ PRETRAIN_VERSION = "1"
 STAGES = ("1", "2", "3", "3joint")
 STAGE_CODE = {"1": 1, "2": 2, "3": 3, "3joint": 4}  # enters the batch RNG seed
 PRS_MODALITY = "prs"
-STAGE_FRACTION = 4  # Stages 2, 3 and 3-Joint train Budget.mehrt_steps // STAGE_FRACTION steps (default_plan)
+STAGE_FRACTION = 4  # Stages 2, 3 and 3-Joint train (Stage-1 steps) // STAGE_FRACTION steps (default_plan)
 
 
 # ====================================================================================== config
@@ -636,7 +636,7 @@ def default_plan(size: str, steps: int, compile: bool = False) -> Plan:
 
     Args:
         size: MEHRT size name.
-        steps: Stage-1 steps (Budget.mehrt_steps).
+        steps: Stage-1 steps (pipeline.LEVELS: the budget level's steps).
         compile: torch.compile on CUDA.
 
     Returns:
