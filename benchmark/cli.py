@@ -144,6 +144,8 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """`run`: parse the flags, run the grid (benchmark.runner.run_evaluation, the work behind the
+    Python API `benchmark.evaluate`) with console output, print the table; returns the exit status."""
     from benchmark.runner import run_grid, split_names
 
     split_names(args.model, "--model")  # flag errors before the (maybe generated) cohort is read

@@ -227,34 +227,65 @@ def read_record(path: Path) -> ResultRecord | None:
         return None
 
 
-def read_records(results_dir: Path) -> list[ResultRecord]:
-    """Every result record under results_dir, sorted by (model, task, seed).
+def read_record_files(results_dir: Path, exclude: Path | None = None) -> tuple[list[tuple[Path, ResultRecord]], list[str]]:
+    """Every result file under results_dir with its record, and the files that are not records.
 
-    The one reader of result files. A file that cannot be read or is not a valid record (truncated,
-    hand-edited, written by a newer mehr-bench) is skipped with a warning naming it; a file removed
-    meanwhile (a concurrent run replacing it) is skipped silently.
+    Hidden folders (".name") and `exclude` (e.g. a site built inside the results folder) are skipped;
+    a file removed meanwhile (a concurrent run replacing it) is skipped silently.
 
     Args:
         results_dir: the results folder (`<model>/<task>/seed<k>.json` below it).
+        exclude: a folder inside it to skip.
 
     Returns:
-        The records.
+        ([(json path, record)] sorted by (model, task, seed, path), problems): each problem names a
+        file, what is wrong with it (field and reason) and the fix.
     """
-    out = []
-    for p in sorted(Path(results_dir).rglob("seed*.json")):
+    results_dir = Path(results_dir)
+    ex = Path(exclude).resolve() if exclude is not None else None
+    found, problems = [], []
+    for p in sorted(results_dir.rglob("seed*.json")):
+        if any(part.startswith(".") for part in p.relative_to(results_dir).parts):
+            continue
+        if ex is not None and p.resolve().is_relative_to(ex):
+            continue
         try:
-            out.append(record_from_bytes(p.read_bytes()))
+            found.append((p, record_from_bytes(p.read_bytes())))
         except FileNotFoundError:
             continue
         except ValidationError as e:
             first = e.errors()[0]
             where = ".".join(str(x) for x in first["loc"]) or "(top level)"
-            warnings.warn(f"{p}: skipped, not a result record (field '{where}': {first['msg']}); "
-                          "fix: rerun that cell with --force, or remove the file", stacklevel=2)
+            problems.append(f"{p}: not a result record (field '{where}': {first['msg']}); "
+                            "fix: rerun that cell with --force, or remove the file")
         except (OSError, ValueError) as e:
-            warnings.warn(f"{p}: skipped, unreadable result file ({e}); fix: rerun that cell with --force, "
-                          "or remove the file", stacklevel=2)
-    return sorted(out, key=lambda r: (r.model, r.task, r.seed))
+            problems.append(f"{p}: unreadable result file ({e}); fix: rerun that cell with --force, or remove the file")
+    found.sort(key=lambda pr: (pr[1].model, pr[1].task, pr[1].seed, str(pr[0])))
+    return found, problems
+
+
+def read_records(results_dir: Path) -> list[ResultRecord]:
+    """Every result record under results_dir, sorted by (model, task, seed).
+
+    The one reader of result files (read_record_files also gives their paths). A file that cannot
+    be read or is not a valid record (truncated, hand-edited, written by a newer mehr-bench) is
+    skipped with a warning naming it, the field and the fix.
+
+    Args:
+        results_dir: the results folder.
+
+    Returns:
+        The records.
+    """
+    found, problems = read_record_files(results_dir)
+    for text in problems:
+        warnings.warn(f"skipped {text}", stacklevel=2)
+    return [rec for _, rec in found]
+
+
+def predictions_path(json_path: Path) -> Path:
+    """The predictions parquet next to a cell's seed<k>.json."""
+    return Path(json_path).with_name(Path(json_path).name[: -len(".json")] + ".predictions.parquet")
 
 
 @lru_cache(maxsize=1)

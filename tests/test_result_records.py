@@ -19,7 +19,8 @@ from pydantic import ValidationError
 from benchmark import registry
 from benchmark.model_api import Prediction
 from benchmark.records import SCHEMA_VERSION, Metric, ModelInfo, ResultRecord
-from benchmark.results import cell_paths, read_record, read_records, result_json, write_result
+from benchmark.results import (cell_paths, predictions_path, read_record, read_record_files, read_records, result_json,
+                               write_result)
 
 V1 = Path(__file__).parent / "data" / "result_v1.json"
 TASK = "oncology/mortality_1y"
@@ -109,6 +110,22 @@ def test_read_records_skips_bad_files_with_a_warning_naming_them(tmp_path):
     text = "\n".join(str(w.message) for w in caught)
     assert len(caught) == 2 and str(newer) in text and str(torn) in text and "schema_version" in text
     assert read_record(torn) is None and read_record(tmp_path / "nothing.json") is None
+
+
+def test_read_record_files_gives_paths_and_skips_hidden_and_excluded_folders(tmp_path):
+    """What the leaderboard needs from the one reader: each record's file (its predictions sit next
+    to it), the problems as text, and no records from a hidden folder or the site inside results."""
+    good = json.loads(V1.read_text())
+    jp, pp = cell_paths(tmp_path, "catboost", TASK, 0)
+    write_result(jp, good)
+    write_result(tmp_path / ".trash" / "catboost" / TASK / "seed1.json", {**good, "seed": 1})
+    write_result(tmp_path / "site" / "catboost" / TASK / "seed2.json", {**good, "seed": 2})
+    bad = cell_paths(tmp_path, "xgboost", TASK, 0)[0]
+    write_result(bad, {**good, "model": "xgboost", "n_test": "many"})
+    found, problems = read_record_files(tmp_path, exclude=tmp_path / "site")
+    assert [(p, r.seed) for p, r in found] == [(jp, 0)] and predictions_path(jp) == pp
+    assert problems == [f"{bad}: not a result record (field 'n_test': Input should be a valid integer, unable to "
+                        "parse string as an integer); fix: rerun that cell with --force, or remove the file"]
 
 
 def test_read_results_is_gone():
