@@ -23,20 +23,16 @@ Exit status of `run` (run_grid's return value):
 from __future__ import annotations
 
 import contextlib
-import logging
 import random
 import resource
 import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import polars as pl
 from pydantic import ValidationError
-from rich.table import Table
-from rich.text import Text
 
 from benchmark import __version__
 from benchmark.ablation import is_maskable, leave_one_out, modality_ablation, modality_attribution
@@ -50,6 +46,7 @@ from benchmark.paths import cache_dir, default_results_dir
 from benchmark.records import (INFO_EXPLANATIONS, SCHEMA_VERSION, Hardware, ModelInfo, Provenance, ResultRecord,
                                compute_block)
 from benchmark.registry import ModelSpec, get_model
+from benchmark.reporting import ConsoleReporter, Key, Reporter, summary_table
 from benchmark.results import (cache_lock, cell_paths, cell_state, check_results_dir, git_sha, hardware, lockfile_hash,
                                read_record, read_records, record_from_bytes, result_json, write_predictions,
                                write_result)
@@ -328,71 +325,6 @@ def _fairness(data: TaskData, test: Prediction, metrics: dict) -> dict:
     return fairness_report(data, test, threshold=thr)
 
 
-# ---------------------------------------------------------------------------- reporting
-Key = tuple[str, str, int]
-
-
-class Reporter:
-    """Where a grid's messages go, and what it has done so far (for the summary table).
-
-    The base class is quiet for the Python API: notes go to the `benchmark` logger at INFO,
-    problems at WARNING (shown on stderr unless logging is configured otherwise). Messages are
-    pieces (plain strings, or (text, style) pairs): text is never read as console markup.
-    """
-
-    def __init__(self) -> None:
-        self.cells: list[Cell] | None = None    # the planned cells, once planned
-        self.records: dict[Key, ResultRecord] = {}
-
-    def say(self, *pieces: str | tuple[str, str], problem: bool = False) -> None:
-        """One message."""
-        text = "".join(p if isinstance(p, str) else p[0] for p in pieces)
-        logging.getLogger("benchmark").log(logging.WARNING if problem else logging.INFO, "%s", text)
-
-    def progress(self, total: int) -> contextlib.AbstractContextManager:
-        """A context whose value has start(cell) and advance(); the base class shows nothing."""
-        return contextlib.nullcontext(_NoProgress())
-
-
-class _NoProgress:
-    def start(self, c: Cell) -> None:
-        pass
-
-    def advance(self) -> None:
-        pass
-
-
-class ConsoleReporter(Reporter):
-    """The CLI's reporter: messages and a progress bar on a rich console."""
-
-    def __init__(self, console) -> None:
-        super().__init__()
-        self.console = console
-
-    def say(self, *pieces: str | tuple[str, str], problem: bool = False) -> None:
-        self.console.print(Text.assemble(*pieces))
-
-    @contextlib.contextmanager
-    def progress(self, total: int):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        with Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=self.console, transient=False) as prog:
-            yield _Bar(prog, prog.add_task("running", total=total))
-
-
-@dataclass
-class _Bar:
-    prog: Any
-    bar: Any
-
-    def start(self, c: Cell) -> None:
-        self.prog.update(self.bar, description=f"{c.spec.name} · {c.task.name} · seed {c.seed}")
-
-    def advance(self) -> None:
-        self.prog.advance(self.bar)
-
-
 # ---------------------------------------------------------------------------- the grid
 @dataclass
 class Evaluation:
@@ -481,7 +413,7 @@ def run_grid(models: str, tasks: str, cohort: Cohort, results_dir: Path, seeds: 
                             ablate=ablate, reporter=rep)
     finally:  # once planned, the summary is printed even when a cell, or the user (Ctrl-C), stops the loop
         if rep.cells is not None:
-            console.print(_summary_table(rep.cells, Path(results_dir), seeds, rep.records))
+            console.print(_summary(rep.cells, Path(results_dir), seeds, rep.records))
     if ev.failed:
         return EXIT_CELL_FAILED
     return EXIT_BAD_INPUT if ev.bad_input else EXIT_OK
@@ -527,6 +459,13 @@ def _records_of(cells: list[Cell], results_dir: Path, records: dict[Key, ResultR
         on_disk = {(r.model, r.task, r.seed): r for r in read_records(results_dir)}
         records = {**on_disk, **records}
     return [records[k] for k in keys if k in records]
+
+
+def _summary(cells: list[Cell], results_dir: Path, seeds: int, records: dict[Key, ResultRecord]):
+    """The results table of the planned cells (this run's records, else the files on disk)."""
+    keys = sorted((c.task.name, c.spec.name, c.seed) for c in cells)
+    by_key = {(r.task, r.model, r.seed): r for r in _records_of(cells, results_dir, records)}
+    return summary_table(keys, results_dir, seeds, by_key)
 
 
 def _task_labels(task_list: list[TaskSpec], cohort: Cohort, rep: Reporter) -> tuple[dict[str, pl.DataFrame], int, int]:
@@ -600,7 +539,7 @@ def _run_cells(todo: list[Cell], cohort: Cohort, labels: dict[str, pl.DataFrame]
     with rep.progress(len(todo)) as bar:
         for c in todo:
             name = f"{c.spec.name} on {c.task.name}" + (f" seed {c.seed}" if c.seed else "")
-            bar.start(c)
+            bar.start(f"{c.spec.name} · {c.task.name} · seed {c.seed}")
             t0 = time.perf_counter()
             try:
                 json_path, _ = cell_paths(results_dir, c.spec.name, c.task.name, c.seed)
@@ -621,25 +560,3 @@ def _run_cells(todo: list[Cell], cohort: Cohort, labels: dict[str, pl.DataFrame]
                 rep.say(("failed", "red"), f" {name}: {rec.error}", problem=True)
             bar.advance()
     return failed
-
-
-def _summary_table(cells: list[Cell], results_dir: Path, seeds: int, records: dict[Key, ResultRecord]) -> Table:
-    """The results table: one row per planned cell, from this run's records or the files on disk."""
-    table = Table(title=Text(f"results in {results_dir} (main metric, 95% bootstrap CI)"))
-    for col in ("task", "model", "metric", "value", "95% CI", "n test", "wall s"):
-        table.add_column(col)
-    by_key = {(r.model, r.task, r.seed): r for r in _records_of(cells, results_dir, records)}
-    for c in sorted(cells, key=lambda c: (c.task.name, c.spec.name, c.seed)):
-        r = by_key.get((c.spec.name, c.task.name, c.seed))
-        if r is None:
-            continue
-        m = r.main()
-        v = m.value if m else None
-        status = "not written" if r.write_error else r.status
-        ci = (f"[{m.ci_low:.3f}, {m.ci_high:.3f}]" if m and m.ci_low is not None and m.ci_high is not None
-              else "not reported" if m and m.ci_note else "-")  # the sample cannot support one
-        row = (c.task.name, c.spec.name + (f" s{c.seed}" if seeds > 1 else ""), r.main_metric,
-               f"{v:.3f}" if v is not None and status != "not written" else status, ci,
-               "-" if r.n_test is None else str(r.n_test), f"{r.compute.wall_s:.1f}")
-        table.add_row(*(Text(str(x)) for x in row))
-    return table
