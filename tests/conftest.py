@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from benchmark.data.cohort import Cohort
@@ -32,3 +34,21 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    """A private MEHR_BENCH_CACHE folder for one test (labels, features, integrity verdicts, locks)."""
+    d = tmp_path / "cache"
+    monkeypatch.setenv("MEHR_BENCH_CACHE", str(d))
+    return d
+
+
+@pytest.fixture
+def with_models(monkeypatch):
+    """Register extra model specs for the runner (name -> spec), as an entry point would."""
+    from benchmark import registry
+    extra: dict = {}
+    real = registry.get_model
+    monkeypatch.setattr("benchmark.runner.get_model", lambda n: extra[n] if n in extra else real(n))
+    return extra

@@ -34,13 +34,6 @@ EVENTS = [(1, None, "GENDER/F"), (1, "1950-01-01", "MEDS_BIRTH"), (1, "2019-12-0
 SPLITS = {1: "train", 2: "held_out"}
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch) -> Path:
-    """A private cache folder (labels, features, integrity verdicts)."""
-    monkeypatch.setenv("MEHR_BENCH_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
 def copy_cohort(src: Cohort, dst: Path) -> Path:
     """A writable copy of a cohort folder (without its fingerprint stamp)."""
     shutil.copytree(src.root, dst)

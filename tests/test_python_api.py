@@ -19,13 +19,6 @@ from benchmark.errors import UserError
 TASKS = "oncology/mortality_1y,survival/mace"
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch) -> Path:
-    d = tmp_path / "cache"
-    monkeypatch.setenv("MEHR_BENCH_CACHE", str(d))
-    return d
-
-
 def _comparable(path: Path) -> dict:
     """A result file without what differs between two runs of the same cell (time, memory)."""
     d = json.loads(path.read_text())

@@ -26,22 +26,6 @@ V1 = Path(__file__).parent / "data" / "result_v1.json"
 TASK = "oncology/mortality_1y"
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch) -> Path:
-    d = tmp_path / "cache"
-    monkeypatch.setenv("MEHR_BENCH_CACHE", str(d))
-    return d
-
-
-@pytest.fixture
-def with_models(monkeypatch):
-    """Register extra specs for the runner (name -> spec), as an entry point would."""
-    extra: dict[str, registry.ModelSpec] = {}
-    real = registry.get_model
-    monkeypatch.setattr("benchmark.runner.get_model", lambda n: extra[n] if n in extra else real(n))
-    return extra
-
-
 def _spec(name: str, factory) -> registry.ModelSpec:
     return registry.ModelSpec(name=name, kind="baseline", description="test model", modalities=("structured",),
                               task_kinds=("binary",), n_parameters=7, training_data="none", license="none",

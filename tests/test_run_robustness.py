@@ -51,22 +51,6 @@ class _MarkupBoom:
         raise AssertionError
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch) -> Path:
-    d = tmp_path / "cache"
-    monkeypatch.setenv("MEHR_BENCH_CACHE", str(d))
-    return d
-
-
-@pytest.fixture
-def with_models(monkeypatch):
-    """Register extra specs for run_grid (name -> spec), as an entry point would."""
-    extra: dict[str, registry.ModelSpec] = {}
-    real = registry.get_model
-    monkeypatch.setattr("benchmark.runner.get_model", lambda n: extra[n] if n in extra else real(n))
-    return extra
-
-
 # ---------------------------------------------------------------------------- item 4: markup, failing cells
 def test_error_text_with_markup_does_not_end_the_grid(small_cohort, tmp_path, cache, with_models, capsys):
     """Before: rich.errors.MarkupError on '[/tmp/cohort/data]' ended the grid; the second cell and the
