@@ -136,7 +136,7 @@ def modality_ablation(model: Any, data: TaskData, full: Prediction, *, n_boot: i
                                  "without": _main_metric(data, loo_pred, n_boot, seed)}
         if paired:
             try:
-                yy = (y[:, 0], y[:, 1].astype(bool)) if data.task.kind == "survival" else y
+                yy = data.task.kind_obj.evaluation_target(y)
                 r = paired_bootstrap(yy, full.score, loo_pred.score, sid, metric=paired, n_boot=n_boot, seed=seed)
                 d = r.to_dict()  # CI / p None (with a note) where the sample cannot support them
                 entry["paired"] = {"metric": paired, "delta_full_minus_without": r.delta, "ci_low": d["ci_low"],

@@ -38,16 +38,20 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from benchmark.metrics.binary import DegenerateInputError
+from benchmark.kinds import KINDS, TaskKind, kind_of
+from benchmark.metrics.binary import DegenerateInputError, make_auroc_kernel
 from benchmark.metrics.bootstrap import bootstrap_kernel, subject_index
+from benchmark.metrics.multilabel import make_multilabel_kernel
+from benchmark.metrics.regression import make_regression_kernel
+from benchmark.metrics.survival import make_harrell_kernel
 from benchmark.model_api import Prediction, TaskData
 
 MIN_COUNT = 10
 N_BOOT = 1000
 AGE_BANDS = ("<50", "50-64", "65-79", "80+")
 UNKNOWN = "unknown"
-METRIC_BY_KIND = {"binary": "auroc", "survival": "c_index_harrell", "multilabel": "auroc_macro",
-                  "regression": "mae"}
+# the kind's selection metric (benchmark.kinds) is its per-group metric
+METRIC_BY_KIND = {name: k.selection_metric for name, k in KINDS.items()}
 _DEMOGRAPHIC = ("sex", "race", "ethnicity")
 
 _demo_cache: dict[tuple[str, str], pl.DataFrame] = {}
@@ -127,18 +131,18 @@ def _n_subj(sid: np.ndarray, mask: np.ndarray) -> int:
     return int(len(np.unique(sid[mask])))
 
 
-def _suppression(kind: str, y: np.ndarray, sid: np.ndarray, min_count: int) -> tuple[str | None, list[int]]:
+def _suppression(kind: TaskKind, y: np.ndarray, sid: np.ndarray, min_count: int) -> tuple[str | None, list[int]]:
     """Why a group is suppressed (None if it is not) and, for multilabel, the usable label columns."""
     n = _n_subj(sid, np.ones(len(sid), dtype=bool))
     if n < min_count:
         return f"fewer than {min_count} subjects", []
-    if kind in ("binary", "survival"):
-        ev = (y if kind == "binary" else y[:, 1]).astype(bool)
+    ev = kind.event_flags(y)
+    if ev is not None:
         if _n_subj(sid, ev) < min_count:
             return f"fewer than {min_count} subjects with an event", []
         if _n_subj(sid, ~ev) < min_count:
             return f"fewer than {min_count} subjects without an event", []
-    if kind == "multilabel":
+    if kind.multi_output:
         cols = [j for j in range(y.shape[1])
                 if _n_subj(sid, y[:, j] == 1) >= min_count and _n_subj(sid, y[:, j] == 0) >= min_count]
         if not cols:
@@ -147,20 +151,27 @@ def _suppression(kind: str, y: np.ndarray, sid: np.ndarray, min_count: int) -> t
     return None, []
 
 
-def _group_kernel(kind: str, y: np.ndarray, s: np.ndarray, rs: np.ndarray, cols: list[int]):
-    if kind == "binary":
-        from benchmark.metrics.binary import make_auroc_kernel
-        return make_auroc_kernel(y, s, rs)
-    if kind == "survival":
-        from benchmark.metrics.survival import make_harrell_kernel
-        return make_harrell_kernel(y[:, 0], y[:, 1], s, rs)
-    if kind == "multilabel":
-        from benchmark.metrics.multilabel import make_multilabel_kernel
-        k, _ = make_multilabel_kernel(y[:, cols], s[:, cols], "auroc", rs)
-        return lambda c, k=k: k(c)[:, 0]
-    from benchmark.metrics.regression import make_regression_kernel
+def _macro_auroc_kernel(y, s, rs, cols):
+    k, _ = make_multilabel_kernel(y[:, cols], s[:, cols], "auroc", rs)
+    return lambda c, k=k: k(c)[:, 0]
+
+
+def _mae_kernel(y, s, rs, cols):
     k = make_regression_kernel(y, s, rs)
     return lambda c, k=k: k(c)[:, 0]
+
+
+# the kind's per-group metric (its selection metric) -> fn(y, score, row subjects, label columns) -> kernel
+_GROUP_KERNELS = {
+    "auroc": lambda y, s, rs, cols: make_auroc_kernel(y, s, rs),
+    "c_index_harrell": lambda y, s, rs, cols: make_harrell_kernel(y[:, 0], y[:, 1], s, rs),
+    "auroc_macro": _macro_auroc_kernel,
+    "mae": _mae_kernel,
+}
+
+
+def _group_kernel(kind: TaskKind, y: np.ndarray, s: np.ndarray, rs: np.ndarray, cols: list[int]):
+    return _GROUP_KERNELS[kind.selection_metric](y, s, rs, cols)
 
 
 def has_small_cell(counts, min_count: int = MIN_COUNT) -> bool:
@@ -194,7 +205,7 @@ def _r(x: float | None, nd: int = 6) -> float | None:
     return None if x is None or not np.isfinite(x) else round(float(x), nd)
 
 
-def _group_metric(kind: str, y, s, sid, cols, n_boot: int, seed: int) -> dict[str, Any]:
+def _group_metric(kind: TaskKind, y, s, sid, cols, n_boot: int, seed: int) -> dict[str, Any]:
     rs, n_s = subject_index(sid)
     try:
         ci = bootstrap_kernel(_group_kernel(kind, y, s, rs, cols), n_s, n_boot=n_boot, seed=seed)
@@ -224,7 +235,7 @@ def _parity(y: np.ndarray, pred: np.ndarray, groups: np.ndarray) -> tuple[dict, 
 
 
 # --------------------------------------------------------------------------- the report
-def _attribute_report(kind: str, labels: np.ndarray, y: np.ndarray, s: np.ndarray, sid: np.ndarray,
+def _attribute_report(kind: TaskKind, labels: np.ndarray, y: np.ndarray, s: np.ndarray, sid: np.ndarray,
                       threshold: float | None, n_boot: int, seed: int, min_count: int) -> dict[str, Any]:
     names = sorted(set(labels.tolist()), key=lambda g: (g == UNKNOWN, g))
     groups: list[dict[str, Any]] = []
@@ -238,11 +249,9 @@ def _attribute_report(kind: str, labels: np.ndarray, y: np.ndarray, s: np.ndarra
         shown_rows |= m
         entry: dict[str, Any] = {"group": g, "suppressed": False, "n_subjects": _n_subj(sid, m),
                                  "n_samples": int(m.sum())}
-        if kind == "binary":
-            entry["n_events"] = int(y[m].sum())
-        elif kind == "survival":
-            entry["n_events"] = int(y[m][:, 1].sum())
-        elif kind == "multilabel":
+        if kind.has_events:
+            entry["n_events"] = kind.n_events(y[m])
+        elif kind.multi_output:
             entry["n_labels_used"] = len(cols)
         entry.update(_group_metric(kind, y[m], s[m], sid[m], cols, n_boot, seed))
         groups.append(entry)
@@ -255,7 +264,7 @@ def _attribute_report(kind: str, labels: np.ndarray, y: np.ndarray, s: np.ndarra
     rep: dict[str, Any] = {"groups": groups, "n_groups": len(groups), "n_suppressed": n_supp,
                            "counts_withheld": bool(n_supp)}
     valued = [g for g in groups if not g["suppressed"] and g.get("value") is not None]
-    lower_better = kind == "regression"
+    lower_better = kind.lower_is_better(kind.selection_metric)
     if valued:
         key = (lambda g: (g["value"], g["group"])) if not lower_better else (lambda g: (-g["value"], g["group"]))
         worst, best = min(valued, key=key), max(valued, key=key)
@@ -264,7 +273,7 @@ def _attribute_report(kind: str, labels: np.ndarray, y: np.ndarray, s: np.ndarra
         rep["gap"] = _r(abs(best["value"] - worst["value"])) if len(valued) >= 2 else None
     else:
         rep["worst_group"] = rep["best_group"] = rep["gap"] = None
-    if kind == "binary":
+    if kind.chooses_threshold:
         n_shown = sum(not g["suppressed"] for g in groups)
         if threshold is None:
             rep["parity_note"] = "no decision threshold (needs tuning-split predictions)"
@@ -308,18 +317,19 @@ def fairness_report(data: TaskData, test: Prediction, threshold: float | None = 
         small_cells_checked (binary)}), notes.
     """
     task = data.task
-    kind = task.kind
-    metric = METRIC_BY_KIND[kind]
+    kind = kind_of(task)
+    metric = kind.selection_metric
     block: dict[str, Any] = {
-        "split": "held_out", "metric": metric, "higher_is_better": kind != "regression",
-        "threshold": _r(threshold, 3) if threshold is not None and kind == "binary" else None, "min_count": min_count,
+        "split": "held_out", "metric": metric, "higher_is_better": not kind.lower_is_better(metric),
+        "threshold": _r(threshold, 3) if threshold is not None and kind.chooses_threshold else None,
+        "min_count": min_count,
         "n_boot": n_boot,
         "method": (f"{metric} per subgroup with percentile subject-bootstrap 95% CI ({n_boot} resamples, "
                    f"seed {data.seed}); groups with fewer than {min_count} subjects"
-                   + (" or subjects with/without an event" if kind in ("binary", "survival") else "")
+                   + (" or subjects with/without an event" if kind.has_events else "")
                    + " are suppressed"
                    + ("; parity differences by fairlearn at the tuning-split threshold"
-                      if kind == "binary" else "")),
+                      if kind.chooses_threshold else "")),
         "attributes": {}, "notes": [],
     }
     if not task.fairness:
@@ -333,7 +343,7 @@ def fairness_report(data: TaskData, test: Prediction, threshold: float | None = 
         return block
     labels, notes = group_labels(data, "held_out")
     block["notes"].extend(notes)
-    thr = threshold if kind == "binary" else None
+    thr = threshold if kind.chooses_threshold else None
     for name in sorted(labels):
         block["attributes"][name] = _attribute_report(kind, labels[name], y, s, sid, thr, n_boot,
                                                       data.seed, min_count)

@@ -102,17 +102,7 @@ class TaskData:
 
         Rows follow frame(split) (label order), or stacked(split) when stacked=True."""
         f = self.stacked((split,) if isinstance(split, str) else split) if stacked else self.frame(split)
-        k = self.task.kind
-        if k == "binary":
-            return f["boolean_value"].cast(pl.Int8).to_numpy()
-        if k == "multilabel":
-            bits = f["integer_value"].to_numpy().astype(np.int64)
-            n = len(self.task.label_names())
-            return ((bits[:, None] >> np.arange(n)[None, :]) & 1).astype(np.int8)
-        if k == "survival":
-            return np.column_stack([f["float_value"].to_numpy().astype(float),
-                                    f["boolean_value"].cast(pl.Float64).to_numpy()])
-        return f["float_value"].to_numpy().astype(float)
+        return self.task.kind_obj.targets(f, len(self.task.label_names()))
 
     def visible_events(self, split: str | tuple[str, ...], columns=("subject_id", "time", "code", "numeric_value")):
         """The leakage guard over MEDS events for the split's samples (LazyFrame)."""

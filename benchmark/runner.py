@@ -65,13 +65,6 @@ class Cell:
     seed: int
 
 
-def _events_in(kind: str, labels: pl.DataFrame) -> int | None:
-    """Positive labels (binary) or observed events (survival); None where a kind has no such count."""
-    if kind in ("binary", "survival"):
-        return int(labels["boolean_value"].sum())
-    return None
-
-
 def split_names(text: str, flag: str) -> list[str]:
     """The names of a comma-separated --model / --task value, in order, without blanks or repeats.
 
@@ -109,10 +102,10 @@ def input_problem(task: TaskSpec, labels: pl.DataFrame, splits: pl.DataFrame) ->
         return f"no training samples ({counts})"
     if n["held_out"] == 0:
         return f"no held-out samples to score ({counts})"
-    pos = _events_in(task.kind, lab.filter(pl.col("split") == "train"))
-    if pos is not None and (pos == 0 or (task.kind == "binary" and pos == n["train"])):
-        what = "events" if task.kind == "survival" else "labels"
-        return (f"only one class in training: {pos} of {n['train']} training {what} are positive "
+    kind = task.kind_obj
+    pos = kind.events_in_labels(lab.filter(pl.col("split") == "train"))
+    if pos is not None and kind.one_class_problem(pos, n["train"]):
+        return (f"only one class in training: {pos} of {n['train']} training {kind.event_word} are positive "
                 f"(a model needs both classes)")
     return None
 
@@ -147,22 +140,8 @@ def predictions_frame(data: TaskData, pred: Prediction, split: str = "held_out")
     survival:   boolean_value (event), float_value (days), predicted_risk
     regression: float_value, predicted_float_value
     """
-    f = data.frame(split).select("subject_id", "prediction_time")
-    k = data.task.kind
-    y = data.y(split)
-    if k == "binary":
-        return f.with_columns(pl.Series("boolean_value", y.astype(bool)),
-                              pl.Series("predicted_boolean_probability", pred.score.astype(np.float32)))
-    if k == "multilabel":
-        cols = []
-        for i, n in enumerate(data.task.label_names()):
-            cols += [pl.Series(f"boolean_value/{n}", y[:, i].astype(bool)),
-                     pl.Series(f"predicted_boolean_probability/{n}", pred.score[:, i].astype(np.float32))]
-        return f.with_columns(cols)
-    if k == "survival":
-        return f.with_columns(pl.Series("float_value", y[:, 0]), pl.Series("boolean_value", y[:, 1].astype(bool)),
-                              pl.Series("predicted_risk", pred.score.astype(np.float64)))
-    return f.with_columns(pl.Series("float_value", y), pl.Series("predicted_float_value", pred.score.astype(np.float64)))
+    samples = data.frame(split).select("subject_id", "prediction_time")
+    return data.task.kind_obj.predictions_frame(samples, data.y(split), pred.score, data.task.label_names())
 
 
 def resolve_budget(budget: str | Budget) -> Budget:
@@ -183,13 +162,6 @@ def _provenance(task: TaskSpec, cohort: Cohort) -> Provenance:
     return Provenance(package_version=__version__, git_sha=git_sha(), task_hash=task.content_hash(),
                       data_fingerprint=cohort.fingerprint(), lockfile_hash=lockfile_hash(),
                       hardware=Hardware(**hardware()), cohort=str(cohort.root))
-
-
-def _n_events(kind: str, y: np.ndarray) -> int | None:
-    """Held-out positives (binary, multilabel: all labels) or observed events (survival); None for regression."""
-    if kind in ("binary", "multilabel"):
-        return int(y.sum())
-    return int(y[:, 1].sum()) if kind == "survival" else None
 
 
 def run_cell(cell: Cell, cohort: Cohort, labels: pl.DataFrame, results_dir: Path, budget: str | Budget,
@@ -221,7 +193,7 @@ def run_cell(cell: Cell, cohort: Cohort, labels: pl.DataFrame, results_dir: Path
         model = spec.factory(budget=b, seed=seed)
         model.fit(data)
         test = model.predict(data, "held_out")
-        val = model.predict(data, "tuning") if task.kind == "binary" else None
+        val = model.predict(data, "tuning") if task.kind_obj.chooses_threshold else None
         metrics = score_cell(data, test, val, b.n_boot, seed)
         reached["metrics"] = metrics
         main = metrics.get(task.main_metric, {})
@@ -266,7 +238,7 @@ def run_cell(cell: Cell, cohort: Cohort, labels: pl.DataFrame, results_dir: Path
 def _counts(data: TaskData) -> dict[str, int | None]:
     """n_train, n_tuning, n_test and n_events (held-out) of a cell's data."""
     return {"n_train": int(data.frame("train").height), "n_tuning": int(data.frame("tuning").height),
-            "n_test": int(data.frame("held_out").height), "n_events": _n_events(data.task.kind, data.y("held_out"))}
+            "n_test": int(data.frame("held_out").height), "n_events": data.task.kind_obj.n_events(data.y("held_out"))}
 
 
 def _record(cell: Cell, cohort: Cohort, budget: Budget, *, counts: dict, info: dict, reached: dict, wall_s: float,

@@ -30,23 +30,14 @@ def score_cell(data: TaskData, test: Prediction, val: Prediction | None, n_boot:
     y = data.y("held_out")
     sid = data.frame("held_out")["subject_id"].to_numpy()
     kw: dict = {"n_boot": n_boot, "seed": seed}
-    if task.kind == "binary" and val is not None:
+    kind = task.kind_obj
+    if kind.chooses_threshold and val is not None:
         yv = data.y("tuning")
         if len(np.unique(yv)) == 2:
             # rounded so the stored value is not one tuning patient's exact score
             kw["threshold"] = round(float(choose_threshold(yv, val.score, rule="youden")), 3)
-    if task.kind == "survival":
-        ytr = data.y(("train", "tuning"))
-        kw.update(train_time=ytr[:, 0], train_event=ytr[:, 1].astype(bool), horizon=task.horizon_days())
-        ev_times = y[y[:, 1] == 1, 0]
-        if len(ev_times) >= 4:
-            # whole days, so an evaluation time is never one patient's exact event time
-            kw["times"] = np.unique(np.round(np.quantile(ev_times, [0.25, 0.5, 0.75])))
-        if test.surv_prob is not None and test.surv_times is not None:
-            kw["surv_prob"], kw["times"] = test.surv_prob, test.surv_times
-        res = evaluate("survival", (y[:, 0], y[:, 1].astype(bool)), test.score, sid, **kw)
-    else:
-        res = evaluate(task.kind, y, test.score, sid, **kw)
+    kw.update(kind.evaluation_options(y, data.y(("train", "tuning")), test.surv_prob, test.surv_times, task.horizon_days()))
+    res = evaluate(kind.name, kind.evaluation_target(y), test.score, sid, **kw)
     out = {name: r.to_dict() for name, r in res.items()}
     if "threshold" in kw:
         out["_threshold"] = {"value": kw["threshold"], "ci_low": None, "ci_high": None,

@@ -51,6 +51,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import stats as sps
 
+from benchmark.kinds import LOWER_IS_BETTER  # noqa: F401  (re-exported; the one vocabulary)
 from benchmark.metrics.binary import DegenerateInputError, Kernel, make_auprc_kernel, make_auroc_kernel
 from benchmark.metrics.bootstrap import (
     MIN_VALID_SHARE,
@@ -68,7 +69,6 @@ N_BOOT = 2000
 LEVEL = 0.95
 PAIRED_METRICS = ("auroc", "auprc", "c_index", "auroc_macro", "mae")
 # Metrics where a smaller value is better (the delta's sign is read the other way).
-LOWER_IS_BETTER = frozenset({"mae", "rmse", "brier", "ece", "ibs"})
 DEFAULT_RECALL_GRID = tuple(np.round(np.linspace(0.05, 1.0, 20), 4))
 
 __all__ = ["LEVEL", "N_BOOT", "PAIRED_METRICS", "MetaResult", "PairedResult", "PrecisionDifference",

@@ -16,18 +16,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from benchmark.durations import EXAMPLES, parse_duration
 from benchmark.errors import UserError
+from benchmark.kinds import KINDS, TaskKind as KindObject, kind_of
 from benchmark.predicates import DerivedRule, read_yaml_file
 from benchmark.results import SAFE_NAME, SAFE_NAME_HELP
 
 TaskKind = Literal["binary", "multilabel", "survival", "regression"]
 MODALITIES = ("ct", "wsi", "cxr", "note", "prs")
 FAIRNESS_ATTRIBUTES = ("sex", "race", "ethnicity", "age_band", "modality_availability")
-METRICS_BY_KIND = {
-    "binary": ("auroc", "auprc", "brier", "ece"),
-    "multilabel": ("auroc_macro", "auprc_macro"),
-    "survival": ("c_index_harrell", "c_index_uno", "td_auc", "ibs"),
-    "regression": ("mae", "rmse", "r2"),
-}
+METRICS_BY_KIND = {name: k.metrics for name, k in KINDS.items()}
 
 
 class _Strict(BaseModel):
@@ -143,25 +139,8 @@ class TaskSpec(_Strict):
 
     @model_validator(mode="after")
     def _kind_rules(self) -> "TaskSpec":
-        lab = self.label
         k = self.kind
-        if k == "binary":
-            if (lab.outcome is None) == (lab.duration_to is None):
-                raise ValueError("label: a binary task needs either outcome + window, "
-                                 "or duration_to + threshold")
-            if lab.outcome is not None and lab.window is None:
-                raise ValueError("label.window is required with label.outcome")
-            if lab.duration_to is not None and lab.threshold is None:
-                raise ValueError("label.threshold is required with label.duration_to")
-        elif k == "multilabel":
-            if not lab.outcomes or lab.window is None:
-                raise ValueError("label: a multilabel task needs outcomes (name -> predicate) and window")
-        elif k == "survival":
-            if lab.event is None or lab.horizon is None:
-                raise ValueError("label: a survival task needs event and horizon")
-        elif k == "regression":
-            if lab.duration_to is None:
-                raise ValueError("label: a regression task needs duration_to")
+        kind_of(k).check_label(self.label)
         allowed = METRICS_BY_KIND[k]
         for m in self.metrics:
             if m not in allowed:
@@ -171,6 +150,11 @@ class TaskSpec(_Strict):
         return self
 
     # ------------------------------------------------------------------ helpers
+    @property
+    def kind_obj(self) -> KindObject:
+        """The task kind's object (benchmark.kinds): targets, metrics, predictions, selection."""
+        return kind_of(self.kind)
+
     def referenced_predicates(self) -> set[str]:
         """Every predicate name the task reads (task-local names included)."""
         return self._with_inputs(self.label_event_predicates()

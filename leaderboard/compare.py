@@ -31,14 +31,14 @@ from typing import Any
 import numpy as np
 
 from benchmark.errors import UserError
+from benchmark.kinds import KINDS, LOWER_IS_BETTER, kind_of
 from leaderboard import plots
 from leaderboard.records import AUDIT_FAMILIES, load_records, metric_label, slug
 from leaderboard.records import to_int as _int
 from leaderboard.render import environment, fmt
 
 POOLED = {"discrimination": ("auroc", "auroc_macro", "c_index"), "auprc": ("auprc",)}
-METRICS_BY_KIND = {"binary": ("auroc", "auprc"), "multilabel": ("auroc_macro",), "survival": ("c_index",),
-                   "regression": ("mae",)}
+METRICS_BY_KIND = {name: k.paired_metrics for name, k in KINDS.items()}
 _B = "B\u00a7"  # prefix of model B's columns after the join
 DISPLAY = {"c_index": "Harrell's C", "auroc": "AUROC", "auprc": "AUPRC", "auroc_macro": "macro AUROC", "mae": "MAE"}
 
@@ -66,28 +66,6 @@ def _ok_records(recs: list[dict], model: str) -> dict[str, list[dict]]:
         if r["model"] == model and r.get("status") == "ok" and r["_pred"].exists():
             out.setdefault(r["task"], []).append(r)
     return out
-
-
-def _arrays(kind: str, df, score_prefix: str = ""):
-    """(y, score) of a kind from a joined predictions frame; B's score columns carry score_prefix."""
-    if kind == "binary":
-        return df["boolean_value"].cast(int).to_numpy(), df[score_prefix + "predicted_boolean_probability"].to_numpy()
-    if kind == "survival":
-        y = np.column_stack([df["float_value"].cast(float).to_numpy(), df["boolean_value"].cast(float).to_numpy()])
-        return y, df[score_prefix + "predicted_risk"].to_numpy()
-    if kind == "multilabel":
-        labels = [c.split("/", 1)[1] for c in df.columns if c.startswith("boolean_value/")]
-        y = np.column_stack([df[f"boolean_value/{lab}"].cast(int).to_numpy() for lab in labels])
-        s = np.column_stack([df[f"{score_prefix}predicted_boolean_probability/{lab}"].to_numpy() for lab in labels])
-        return y, s
-    return df["float_value"].cast(float).to_numpy(), df[score_prefix + "predicted_float_value"].to_numpy()
-
-
-def _label_columns(kind: str, columns: list[str]) -> list[str]:
-    if kind == "multilabel":
-        return [c for c in columns if c.startswith("boolean_value/")]
-    return ["boolean_value", "float_value"] if kind == "survival" else (
-        ["boolean_value"] if kind == "binary" else ["float_value"])
 
 
 def _pair(ra: list[dict], rb: list[dict]) -> tuple[dict, dict] | str:
@@ -239,7 +217,7 @@ def _joined(ra_list: list[dict], rb_list: list[dict]) -> dict | str:
         return f"unknown task kind {kind!r}"
     try:
         fa, fb = pl.read_parquet(ra["_pred"]), pl.read_parquet(rb["_pred"])
-        labels = _label_columns(kind, fa.columns)
+        labels = kind_of(kind).truth_columns(fa.columns)
         # B's columns get a prefix no prediction column has, so A's names stay as they are
         fb = fb.select(["subject_id", "prediction_time", *labels,
                         *[c for c in fb.columns if c.startswith("predicted_")]])
@@ -253,8 +231,8 @@ def _joined(ra_list: list[dict], rb_list: list[dict]) -> dict | str:
     j = j.sort(["subject_id", "prediction_time"])
     if any(not j[c].equals(j[_B + c]) for c in labels):
         return "labels differ between the two files (different data?)"
-    y, sa = _arrays(kind, j)
-    _, sb = _arrays(kind, j, _B)
+    y, sa = kind_of(kind).read_predictions(j)
+    _, sb = kind_of(kind).read_predictions(j, _B)
     return {"ra": ra, "kind": kind, "y": y, "sa": sa, "sb": sb, "sid": j["subject_id"].to_numpy()}
 
 
@@ -283,7 +261,7 @@ def _task_rows(task: str, a: str, cands: dict[str, dict], *, n_boot: int, seed: 
             skipped.append({"task": task, "reason": f"{metric}: {e}"})
             continue
         main_b = main_b or b
-        lower_better = metric == "mae"
+        lower_better = metric in LOWER_IS_BETTER
         favours = None
         if math.isfinite(pr.ci_low) and (pr.ci_low > 0 or pr.ci_high < 0):
             favours = (a if pr.delta > 0 else b) if not lower_better else (b if pr.delta > 0 else a)
@@ -293,7 +271,7 @@ def _task_rows(task: str, a: str, cands: dict[str, dict], *, n_boot: int, seed: 
                      "n_subjects": pr.n_subjects, "seed": _int(ra.get("seed")),
                      "task_version": _int(ra.get("task_version")), "favours": favours, "method": pr.method,
                      "note": pr.note, "candidates": list(cands)})
-    if kind == "binary" and main_b is not None:
+    if kind_of(kind).precision_recall and main_b is not None:
         try:
             curve = precision_difference_curve(y, sa, cands[main_b]["sb"], sid, n_boot=n_boot, seed=seed,
                                                level=level).to_dict()

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-LOWER_IS_BETTER = frozenset({"brier", "ece", "ibs", "mae", "rmse"})
+from benchmark.kinds import LOWER_IS_BETTER  # noqa: F401  (the one vocabulary; re-exported)
+
 BOUNDED_01 = frozenset({"auroc", "auprc", "auroc_macro", "auprc_macro", "c_index_harrell", "c_index_uno",
                         "td_auc", "brier", "ece", "sensitivity", "specificity", "ppv", "npv", "f1"})
 METRIC_LABELS = {

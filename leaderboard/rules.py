@@ -19,6 +19,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from benchmark.fairness import has_small_cell
+from benchmark.kinds import KINDS, TaskKind, kind_of
 from benchmark.metrics.bootstrap import MIN_CI_SUBJECTS
 from leaderboard import plots
 from leaderboard.records import (
@@ -189,7 +190,7 @@ def make_cell(model: str, task: TaskInfo, recs: list[dict]) -> Cell:
         if any(is_num(c.get("tokens_per_s")) for c in comp) else None,
     }
     r0 = ok[0] if ok else (recs[0] if recs else {})
-    if task.kind == "binary" and ok:
+    if _kind(task.kind) is not None and _kind(task.kind).chooses_threshold and ok:
         _withhold_threshold_metrics(metrics, ok)
     cell = Cell(model=model, task=task.name, status=status, seeds=seeds, n_ok=len(ok), metrics=metrics,
                 main=main, records=ok, compute=compute, n_test=r0.get("n_test"), n_events=r0.get("n_events"),
@@ -253,23 +254,29 @@ def _withhold_threshold_metrics(metrics: dict[str, dict], ok: list[dict]) -> Non
 
 
 # =========================================================================== ranking honesty
+def _kind(name: str) -> TaskKind | None:
+    """The kind object of a result's task kind; None for a kind this version does not know."""
+    return KINDS.get(name) if isinstance(name, str) else None
+
+
 def _class_counts(cell: Cell, kind: str) -> tuple[int, ...] | None:
     """Test subjects with / without the outcome (binary, survival: event) or all test subjects
     (regression), from the predictions of the lowest ok seed; else from the record's counts (rows)."""
+    support = _kind(kind).rank_support if _kind(kind) is not None else None
     df = read_predictions(cell.records[0]["_pred"]) if cell.records else None
     if df is not None and "subject_id" in df.columns:
         try:
             sid = df["subject_id"].to_numpy()
-            if kind in ("binary", "survival") and "boolean_value" in df.columns:
+            if support == "outcome" and "boolean_value" in df.columns:
                 y = df["boolean_value"].cast(bool).to_numpy()
                 return int(len(np.unique(sid[y]))), int(len(np.unique(sid[~y])))
-            if kind == "regression":
+            if support == "subjects":
                 return (int(len(np.unique(sid))),)
         except Exception:  # noqa: BLE001 - a malformed file falls back to the record's counts
             pass
-    if kind in ("binary", "survival") and is_num(cell.n_events) and is_num(cell.n_test):
+    if support == "outcome" and is_num(cell.n_events) and is_num(cell.n_test):
         return int(cell.n_events), int(cell.n_test) - int(cell.n_events)
-    if kind == "regression" and is_num(cell.n_test):
+    if support == "subjects" and is_num(cell.n_test):
         return (int(cell.n_test),)
     return None
 
@@ -280,9 +287,9 @@ def _unranked_reason(cell: Cell, task: TaskInfo) -> str:
     never states a small count."""
     counts = _class_counts(cell, task.kind)
     if counts is not None and min(counts) < MIN_RANK_SUBJECTS:
-        if task.kind == "regression":
+        word = _kind(task.kind).outcome_phrase()
+        if word is None:
             return f"fewer than {MIN_RANK_SUBJECTS} test subjects"
-        word = "an event" if task.kind == "survival" else "the outcome"
         side = "with" if counts[0] <= counts[1] else "without"
         return (f"fewer than {MIN_RANK_SUBJECTS} test subjects {side} {word} (a rank needs at least "
                 f"{MIN_RANK_SUBJECTS} in the rarer class)")
@@ -313,22 +320,6 @@ def rank_column(cells: list[Cell], task: TaskInfo) -> None:
         c.tied, c.tie_note = tie_with_best(best[0], c, task)
 
 
-def _pred_arrays(kind: str, df, suffix: str = "") -> tuple[Any, np.ndarray]:
-    """(labels, scores) of a joined predictions frame in the form `benchmark.stats.paired_bootstrap`
-    takes; the second model's score columns carry `suffix`."""
-    if kind == "binary":
-        return df["boolean_value"].cast(int).to_numpy(), df["predicted_boolean_probability" + suffix].to_numpy()
-    if kind == "survival":
-        y = np.column_stack([df["float_value"].cast(float).to_numpy(), df["boolean_value"].cast(float).to_numpy()])
-        return y, df["predicted_risk" + suffix].to_numpy()
-    if kind == "multilabel":
-        labels = sorted(c.split("/", 1)[1] for c in df.columns if c.startswith("boolean_value/"))
-        y = np.column_stack([df[f"boolean_value/{lab}"].cast(int).to_numpy() for lab in labels])
-        sc = np.column_stack([df[f"predicted_boolean_probability/{lab}{suffix}"].to_numpy() for lab in labels])
-        return y, sc
-    return df["float_value"].cast(float).to_numpy(), df["predicted_float_value" + suffix].to_numpy()
-
-
 def _joined_predictions(a: Cell, b: Cell, kind: str):
     """Held-out predictions of two cells on their shared rows (lowest common ok seed), joined on
     (subject_id, prediction_time): (labels, score_a, score_b, subject_ids), or why not."""
@@ -349,8 +340,8 @@ def _joined_predictions(a: Cell, b: Cell, kind: str):
             return "the two prediction files share no (subject, time) row"
         if any(not j[c].equals(j[c + "__b"]) for c in label_cols):
             return "labels differ between the two prediction files"
-        y, s1 = _pred_arrays(kind, j)
-        _, s2 = _pred_arrays(kind, j, "__b")
+        y, s1 = kind_of(kind).read_predictions(j, sort_labels=True)
+        _, s2 = kind_of(kind).read_predictions(j, score_suffix="__b", sort_labels=True)
         return y, s1, s2, j["subject_id"].to_numpy()
     except Exception as e:  # noqa: BLE001 - one malformed file: fall back to the CI rule
         return f"predictions could not be joined ({type(e).__name__})"

@@ -23,7 +23,8 @@ import zlib
 import numpy as np
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
-REGRESSION_BINS = 5
+from benchmark.kinds import REGRESSION_BINS, kind_of  # noqa: F401  (REGRESSION_BINS re-exported)
+
 
 
 def derive_seed(seed: int, *parts: str | int) -> int:
@@ -50,22 +51,7 @@ def stratification_key(kind: str, y: np.ndarray) -> np.ndarray:
     Returns:
         int [n] class codes.
     """
-    y = np.asarray(y)
-    if kind == "binary":
-        return y.astype(int)
-    if kind == "survival":
-        return y[:, 1].astype(int)
-    if kind == "multilabel":
-        Y = y.reshape(len(y), -1).astype(bool)
-        # a row's key is its rarest positive label (index), L if it has none
-        order = np.argsort(Y.mean(0), kind="stable")        # labels, rarest first
-        pos = np.where(Y[:, order], np.arange(Y.shape[1])[None, :], Y.shape[1]).min(1)
-        return np.append(order, Y.shape[1])[pos].astype(int)
-    if kind == "regression":
-        v = y.astype(float)
-        edges = np.quantile(v, np.linspace(0, 1, REGRESSION_BINS + 1)[1:-1]) if len(v) else []
-        return np.searchsorted(np.unique(edges), v, side="right").astype(int)
-    raise ValueError(f"unknown task kind {kind!r}")
+    return kind_of(kind).stratification_key(y)
 
 
 def _pool_rare(strat: np.ndarray, groups: np.ndarray, k: int) -> np.ndarray:

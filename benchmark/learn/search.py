@@ -27,6 +27,7 @@ from typing import Any, Callable, Protocol
 import numpy as np
 from scipy import stats
 
+from benchmark.kinds import kind_of
 from benchmark.learn.selection import SELECTION_METRIC, is_better, selection_score
 
 
@@ -239,7 +240,7 @@ def random_search(make: Callable[[dict[str, Any], Any], Learner], trials: list[d
     records = []
     errors: list[Exception] = []
     for i, params in enumerate(trials):
-        oof = np.full((len(X), y.shape[1]) if kind == "multilabel" else len(X), np.nan)
+        oof = np.full(kind_of(kind).score_shape(len(X), y), np.nan)
         scores, iters = [], []
         rec: dict[str, Any] = {"params": params}
         try:

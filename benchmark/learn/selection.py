@@ -20,39 +20,45 @@ import math
 
 import numpy as np
 
+from benchmark.kinds import KINDS, LOWER_IS_BETTER, kind_of
 from benchmark.metrics.binary import DegenerateInputError, auroc
 from benchmark.metrics.regression import mae
 from benchmark.metrics.survival import c_index_harrell
 
-SELECTION_METRIC = {"binary": "auroc", "multilabel": "auroc_macro", "survival": "c_index_harrell",
-                    "regression": "mae"}
-LOWER_IS_BETTER = frozenset({"mae"})
+SELECTION_METRIC = {name: k.selection_metric for name, k in KINDS.items()}
+
+
+def _macro_auroc(y: np.ndarray, score: np.ndarray) -> float:
+    """Mean AUROC over the labels with both classes (NaN if none has)."""
+    vals = [float(auroc(y[:, j], score[:, j])) for j in range(y.shape[1]) if len(np.unique(y[:, j])) == 2]
+    return float(np.mean(vals)) if vals else math.nan
+
+
+# selection metric name -> fn(y in the kind's layout, score)
+_SCORERS = {
+    "auroc": lambda y, s: float(auroc(y, s)),
+    "auroc_macro": _macro_auroc,
+    "c_index_harrell": lambda y, s: float(c_index_harrell(y[:, 0], y[:, 1].astype(bool), s)),
+    "mae": lambda y, s: float(mae(y, s)),
+}
 
 
 def selection_score(kind: str, y: np.ndarray, score: np.ndarray) -> float:
     """The selection metric of one validation fold; NaN where it is undefined.
 
     Args:
-        kind: task kind.
+        kind: task kind (name or benchmark.kinds object).
         y: fold targets (binary [n], multilabel [n, L], survival [n, 2] (time, event), regression [n]).
         score: fold scores (probability, risk or value), same rows.
 
     Returns:
         AUROC, macro AUROC, Harrell's C or MAE (NaN if undefined, e.g. one class or no comparable pair).
     """
+    scorer = _SCORERS[kind_of(kind).selection_metric]
     try:
-        if kind == "binary":
-            return float(auroc(y, score))
-        if kind == "multilabel":
-            vals = [float(auroc(y[:, j], score[:, j])) for j in range(y.shape[1]) if len(np.unique(y[:, j])) == 2]
-            return float(np.mean(vals)) if vals else math.nan
-        if kind == "survival":
-            return float(c_index_harrell(y[:, 0], y[:, 1].astype(bool), score))
-        if kind == "regression":
-            return float(mae(y, score))
+        return scorer(y, score)
     except DegenerateInputError:
         return math.nan
-    raise ValueError(f"unknown task kind {kind!r}; expected one of {sorted(SELECTION_METRIC)}")
 
 
 def gain(metric: str, value: float) -> float:
