@@ -32,6 +32,7 @@ from baselines.search import make_folds, selection_score
 from baselines.tabular import (SPLITS, Breslow, dense, derive_seed, fit_tuned, in_label_order, n_labels_of,
                                split_rows, stacked_targets, survival_grid)
 from benchmark.features.bag_of_events import featurize
+from benchmark.kinds import kind_of
 from benchmark.model_api import Budget, Prediction, TaskData
 
 SIDECAR_MODALITIES = ("ct", "wsi", "cxr", "prs")
@@ -118,10 +119,9 @@ def _usable(kind: str, y: np.ndarray, present: np.ndarray, folds, n_folds_min: i
     if present.sum() < 2 * n_folds_min:
         return f"only {int(present.sum())} train+tuning samples have it"
     for tr, va in folds:
-        if kind == "binary" and len(np.unique(y[tr])) < 2:
-            return "a cross-validation fold trains on one class only"
-        if kind == "survival" and y[tr, 1].sum() == 0:
-            return "a cross-validation fold trains without events"
+        why = kind_of(kind).training_problem(y[tr])
+        if why:
+            return f"a cross-validation fold {why}"
     return None
 
 
@@ -200,7 +200,7 @@ class LateFusion:
             oof[idx] = tuned.search.oof
             self.oof_[m] = oof
             self.present_[m] = present
-            if kind == "survival":
+            if kind_of(kind).time_to_event:  # the Breslow baseline needs fitted (not OOF) scores
                 s = np.full(n, np.nan)
                 s[idx] = tuned.model.score(X[idx])
                 fitted_scores[m] = s
@@ -208,7 +208,7 @@ class LateFusion:
             raise ValueError(f"late fusion could not fit its structured model: {self.skipped_.get('structured')}")
         self.n_rows_ = {"train": data.frame("train").height, "tuning": data.frame("tuning").height}
         self.y_ = y
-        if kind == "survival":
+        if kind_of(kind).time_to_event:
             eta = fuse(fitted_scores, self.present_)
             self.breslow_ = Breslow().fit(eta, y[:, 0], y[:, 1])
             self.surv_times_ = survival_grid(y[:, 0], y[:, 1])
@@ -264,7 +264,7 @@ class LateFusion:
         if held_present is not None:
             info["held_out_rows_with"] = {m: int(p.sum()) for m, p in held_present.items()}
         surv_times = surv_prob = None
-        if kind == "survival" and splits == ["held_out"] and len(self.surv_times_) >= 2:
+        if kind_of(kind).time_to_event and splits == ["held_out"] and len(self.surv_times_) >= 2:
             surv_times = self.surv_times_
             surv_prob = self.breslow_.survival(score, surv_times)
         if self.explain and splits == ["held_out"]:

@@ -37,6 +37,7 @@ class TaskKind:
     chooses_threshold: ClassVar[bool] = False    # a decision threshold is chosen on the tuning split
     multi_output: ClassVar[bool] = False         # one score column per label
     time_to_event: ClassVar[bool] = False        # targets (time, event): risk scores, survival curves (Breslow)
+    score_type: ClassVar[str]                    # what a model's score is: "probability" | "risk" | "value"
     paired_metrics: ClassVar[tuple[str, ...]]    # metrics `compare` tests pairwise (benchmark.stats names)
     precision_recall: ClassVar[bool] = False     # a precision-recall curve applies (one 0/1 label)
     # what a leaderboard rank needs enough test subjects in: "outcome" (with and without it),
@@ -171,6 +172,7 @@ class Binary(TaskKind):
     metrics: ClassVar[tuple[str, ...]] = ("auroc", "auprc", "brier", "ece")
     selection_metric: ClassVar[str] = "auroc"
     paired_metrics: ClassVar[tuple[str, ...]] = ("auroc", "auprc")
+    score_type: ClassVar[str] = "probability"
     rank_support: ClassVar[str | None] = "outcome"
     precision_recall: ClassVar[bool] = True
     has_events: ClassVar[bool] = True
@@ -226,6 +228,7 @@ class Multilabel(TaskKind):
     metrics: ClassVar[tuple[str, ...]] = ("auroc_macro", "auprc_macro")
     selection_metric: ClassVar[str] = "auroc_macro"
     paired_metrics: ClassVar[tuple[str, ...]] = ("auroc_macro",)
+    score_type: ClassVar[str] = "probability"
     multi_output: ClassVar[bool] = True
 
     def check_label(self, label):
@@ -279,6 +282,7 @@ class Survival(TaskKind):
     selection_metric: ClassVar[str] = "c_index_harrell"
     time_to_event: ClassVar[bool] = True
     paired_metrics: ClassVar[tuple[str, ...]] = ("c_index",)
+    score_type: ClassVar[str] = "risk"  # log relative hazard: higher = earlier event
     rank_support: ClassVar[str | None] = "outcome"
     has_events: ClassVar[bool] = True
 
@@ -345,6 +349,7 @@ class Regression(TaskKind):
     metrics: ClassVar[tuple[str, ...]] = ("mae", "rmse", "r2")
     selection_metric: ClassVar[str] = "mae"
     paired_metrics: ClassVar[tuple[str, ...]] = ("mae",)
+    score_type: ClassVar[str] = "value"
     rank_support: ClassVar[str | None] = "subjects"
 
     def check_label(self, label):

@@ -25,6 +25,9 @@ from benchmark.model_api import Budget, Prediction, TaskData
 from encoders.cache import split_rows
 from encoders.fusion.inputs import FusionInputs, InputConfig, InputScaler, raw_inputs
 
+# kind name -> the head options reported in a prediction's info (objectives.make_objective reads them)
+HEAD_OPTIONS = {"binary": (), "multilabel": (), "survival": ("survival_head",), "regression": ("regression_loss",)}
+
 TRAIN_KEYS = ("lr", "weight_decay", "batch_size", "max_epochs", "patience", "modality_dropout", "l1_ratio")
 
 # random-search spaces, typed (benchmark.learn.search); trial 0 always uses the defaults
@@ -397,8 +400,7 @@ class FusionModel:
                                        "lambda": enet["best_lambda"] if kept else None,
                                        "nonzero_ehr_features": enet["nonzero"][enet["best_epoch"]] if kept else None,
                                        "ehr_features": int(self.estimator_.module_.spec["ehr_dim"])}
-        if data.task.kind == "survival":
-            info["survival_head"] = self.survival
-        if data.task.kind == "regression":
-            info["regression_loss"] = self.regression_loss
+        # the head options that apply to this task's kind (see objectives.make_objective)
+        info.update({k: v for k, v in (("survival_head", self.survival), ("regression_loss", self.regression_loss))
+                     if k in HEAD_OPTIONS[data.task.kind]})
         return Prediction(score=np.asarray(score), surv_times=st, surv_prob=sp, info=info)

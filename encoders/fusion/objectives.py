@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -98,16 +100,24 @@ def make_objective(kind: str, *, n_labels: int = 1, survival: str = "cox", n_bin
     Returns:
         An objective (fit_targets, target_tensor, loss, calibrate, predict, n_outputs).
     """
-    if kind == "binary":
-        return BinaryObjective()
-    if kind == "multilabel":
-        return MultilabelObjective(n_labels)
-    if kind == "regression":
-        return RegressionObjective(regression_loss)
-    if kind == "survival":
-        if survival == "cox":
-            return CoxObjective()
-        if survival == "discrete":
-            return DiscreteTimeObjective(n_bins)
-        raise ValueError(f"survival head must be 'cox' or 'discrete', not {survival!r}")
-    raise ValueError(f"unknown task kind {kind!r}")
+    if kind not in _OBJECTIVES:
+        raise ValueError(f"unknown task kind {kind!r}")
+    return _OBJECTIVES[kind](n_labels=n_labels, survival=survival, n_bins=n_bins, regression_loss=regression_loss)
+
+
+def _survival_objective(*, survival: str, n_bins: int, **_) -> Any:
+    """Cox (partial likelihood) or discrete-time head."""
+    if survival == "cox":
+        return CoxObjective()
+    if survival == "discrete":
+        return DiscreteTimeObjective(n_bins)
+    raise ValueError(f"survival head must be 'cox' or 'discrete', not {survival!r}")
+
+
+# kind name -> objective factory (the torch loss is this family's library API, so the table lives here)
+_OBJECTIVES = {
+    "binary": lambda **_: BinaryObjective(),
+    "multilabel": lambda *, n_labels, **_: MultilabelObjective(n_labels),
+    "regression": lambda *, regression_loss, **_: RegressionObjective(regression_loss),
+    "survival": _survival_objective,
+}

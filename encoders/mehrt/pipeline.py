@@ -415,7 +415,7 @@ class MEHRTPipeline:
         self.probe_ = Probe(data.task.kind, n_trials=self.settings_.probe_trials,
                             n_folds=self.settings_.probe_folds, seed=self.seed).fit(reps, y, groups)
         t3 = time.perf_counter()
-        if data.task.kind == "survival":
+        if data.task.kind_obj.time_to_event:
             ev = y[y[:, 1] == 1, 0]
             times = np.unique(np.quantile(ev, [0.25, 0.5, 0.75])) if len(ev) >= 4 else np.zeros(0)
             self.surv_times_ = times if len(times) >= 2 else None
@@ -491,7 +491,7 @@ class MEHRTPipeline:
     def _predict_reps(self, data: TaskData, reps: dict[str, np.ndarray], t0: float) -> Prediction:
         score = self.probe_.predict(reps)
         pred = Prediction(score=np.asarray(score, dtype=np.float64))
-        if data.task.kind == "survival" and self.surv_times_ is not None:
+        if data.task.kind_obj.time_to_event and self.surv_times_ is not None:
             pred.surv_times = self.surv_times_
             pred.surv_prob = self.probe_.survival_curves(reps, self.surv_times_)
         pred.info = self._info(time.perf_counter() - t0)

@@ -28,6 +28,7 @@ import numpy as np
 from scipy.optimize import minimize
 from threadpoolctl import threadpool_limits
 
+from benchmark.kinds import kind_of
 from benchmark.learn.cox import Breslow, fit_linear_cox
 from benchmark.learn.folds import cell_folds
 from benchmark.learn.search import LogUniform, stratified_log_draws
@@ -171,10 +172,11 @@ def _fit_labels(X: np.ndarray, Y: np.ndarray, C: float, warm: _Logistic | None) 
 # ------------------------------------------------------------------------------ estimators
 def _fit_one(kind: str, X: np.ndarray, y: np.ndarray, C: float, warm=None):
     """Fit one probe at strength C; returns an opaque fitted object usable by `_predict`."""
-    if kind in ("binary", "multilabel"):
-        return _fit_labels(X, y.reshape(len(y), -1), C, warm)
-    if kind == "survival":
-        return cox_fit(X, y[:, 0], y[:, 1], penalizer=1.0 / C, beta0=warm)
+    return _PROBES[kind][0](X, y, C, warm)
+
+
+def _fit_ridge(X: np.ndarray, y: np.ndarray, C: float, warm=None):
+    """Ridge regression (alpha = 1/C); `warm` is ignored (a closed-form solve needs no start)."""
     from scipy.linalg import LinAlgWarning
     from sklearn.linear_model import Ridge
     with warnings.catch_warnings():
@@ -184,13 +186,18 @@ def _fit_one(kind: str, X: np.ndarray, y: np.ndarray, C: float, warm=None):
 
 
 def _predict(kind: str, m, X: np.ndarray) -> np.ndarray:
-    if kind == "binary":
-        return m.predict(X)[:, 0]
-    if kind == "multilabel":
-        return m.predict(X)
-    if kind == "survival":
-        return X @ m  # log relative hazard: higher = earlier event
-    return m.predict(X)
+    return _PROBES[kind][1](m, X)
+
+
+# kind name -> (fit(X, y, C, warm), predict(model, X)): the probe's estimator per kind
+_PROBES = {
+    "binary": (lambda X, y, C, warm: _fit_labels(X, y.reshape(len(y), -1), C, warm), lambda m, X: m.predict(X)[:, 0]),
+    "multilabel": (lambda X, y, C, warm: _fit_labels(X, y.reshape(len(y), -1), C, warm), lambda m, X: m.predict(X)),
+    # log relative hazard: higher = earlier event
+    "survival": (lambda X, y, C, warm: cox_fit(X, y[:, 0], y[:, 1], penalizer=1.0 / C, beta0=warm),
+                 lambda m, X: X @ m),
+    "regression": (_fit_ridge, lambda m, X: m.predict(X)),
+}
 
 
 def score(kind: str, y: np.ndarray, pred: np.ndarray) -> float:
@@ -252,8 +259,6 @@ class Probe:
                     for f, (tr, va) in enumerate(folds):
                         warm[f] = _fit_one(self.kind, Z[tr], y[tr], C, warm[f])
                         fold_scores.append(score(self.kind, y[va], _predict(self.kind, warm[f], Z[va])))
-                        if self.kind == "regression":
-                            warm[f] = None
                     finite = [v for v in fold_scores if np.isfinite(v)]  # skip folds where it is undefined
                     m = float(np.mean(finite)) if finite else -np.inf
                     means.append(m)
@@ -272,7 +277,7 @@ class Probe:
         Z = (X - self.mu_) / self.sd_
         with threadpool_limits(1, user_api="blas"):
             self.model_ = _fit_one(self.kind, Z, y, self.C_)
-        if self.kind == "survival":
+        if kind_of(self.kind).time_to_event:
             self.breslow_ = Breslow().fit(Z @ self.model_, y[:, 0], y[:, 1])
         return self
 
