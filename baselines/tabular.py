@@ -38,6 +38,7 @@ import scipy.sparse as sp
 from baselines.explain import explain_learner
 from baselines.spaces import draw_trials
 from benchmark.features.bag_of_events import featurize
+from benchmark.kinds import kind_of
 from benchmark.learn.cox import Breslow, cox_grad_hess, fit_linear_cox
 from benchmark.learn.folds import cell_folds, derive_seed
 from benchmark.learn.search import SearchResult, random_search
@@ -179,7 +180,21 @@ class _Learner:
         self.n_iter = n_iter
 
     def _target(self, y: np.ndarray) -> np.ndarray:
-        return cox_label(y) if self.kind == "survival" else np.asarray(y, dtype=float)
+        return cox_label(y) if kind_of(self.kind).time_to_event else np.asarray(y, dtype=float)
+
+    def score(self, X) -> np.ndarray:
+        """[n] scores: P(y=1) (binary), log relative hazard (survival) or the value (regression)."""
+        return {"probability": self._probability, "risk": self._risk, "value": self._value}[
+            kind_of(self.kind).score_type](X)
+
+    def _probability(self, X) -> np.ndarray:
+        return self.model_.predict_proba(X)[:, 1]
+
+    def _risk(self, X) -> np.ndarray:
+        raise ValueError(f"{self.library} does not support survival tasks")
+
+    def _value(self, X) -> np.ndarray:
+        return np.asarray(self.model_.predict(X), dtype=float)
 
     def _nthreads(self, X) -> int:
         """Threads for this fit: one for small matrices (deterministic in the data shape)."""
@@ -205,12 +220,10 @@ class CatBoostLearner(_Learner):
         p = dict(depth=int(self.params["depth"]), learning_rate=float(self.params["learning_rate"]),
                  l2_leaf_reg=float(self.params["l2_leaf_reg"]), iterations=rounds, random_seed=self.seed,
                  thread_count=self._nthreads(X), verbose=0, allow_writing_files=False)
-        if self.kind == "binary":
-            m = CatBoostClassifier(loss_function="Logloss", **p)
-        elif self.kind == "survival":
-            m = CatBoostRegressor(loss_function="Cox", eval_metric="Cox", **p)
-        else:
-            m = CatBoostRegressor(loss_function="RMSE", **p)
+        make = {"binary": lambda: CatBoostClassifier(loss_function="Logloss", **p),
+                "survival": lambda: CatBoostRegressor(loss_function="Cox", eval_metric="Cox", **p),
+                "regression": lambda: CatBoostRegressor(loss_function="RMSE", **p)}
+        m = make[self.kind]()
         if eval_set is not None:
             m.fit(X, self._target(y), eval_set=(eval_set[0], self._target(eval_set[1])),
                   early_stopping_rounds=EARLY_STOPPING_ROUNDS, use_best_model=True)
@@ -221,12 +234,8 @@ class CatBoostLearner(_Learner):
         self.model_ = m
         return self
 
-    def score(self, X):
-        if self.kind == "binary":
-            return self.model_.predict_proba(X)[:, 1]
-        if self.kind == "survival":
-            return np.asarray(self.model_.predict(X, prediction_type="RawFormulaVal"), dtype=float)
-        return np.asarray(self.model_.predict(X), dtype=float)
+    def _risk(self, X):
+        return np.asarray(self.model_.predict(X, prediction_type="RawFormulaVal"), dtype=float)
 
     def size(self) -> int:
         """Number of leaves (oblivious trees: 2**depth each)."""
@@ -247,12 +256,10 @@ class XGBoostLearner(_Learner):
                  min_child_weight=float(self.params["min_child_weight"]), n_estimators=rounds, tree_method="hist",
                  n_jobs=self._nthreads(X), random_state=self.seed,
                  early_stopping_rounds=EARLY_STOPPING_ROUNDS if eval_set is not None else None)
-        if self.kind == "binary":
-            m = xgb.XGBClassifier(objective="binary:logistic", eval_metric="logloss", **p)
-        elif self.kind == "survival":
-            m = xgb.XGBRegressor(objective="survival:cox", eval_metric="cox-nloglik", **p)
-        else:
-            m = xgb.XGBRegressor(objective="reg:squarederror", eval_metric="rmse", **p)
+        make = {"binary": lambda: xgb.XGBClassifier(objective="binary:logistic", eval_metric="logloss", **p),
+                "survival": lambda: xgb.XGBRegressor(objective="survival:cox", eval_metric="cox-nloglik", **p),
+                "regression": lambda: xgb.XGBRegressor(objective="reg:squarederror", eval_metric="rmse", **p)}
+        m = make[self.kind]()
         if eval_set is not None:
             m.fit(X, self._target(y), eval_set=[(eval_set[0], self._target(eval_set[1]))], verbose=False)
             self.n_iter_ = int(m.best_iteration) + 1
@@ -262,12 +269,8 @@ class XGBoostLearner(_Learner):
         self.model_ = m
         return self
 
-    def score(self, X):
-        if self.kind == "binary":
-            return self.model_.predict_proba(X)[:, 1]
-        if self.kind == "survival":
-            return np.asarray(self.model_.predict(X, output_margin=True), dtype=float)
-        return np.asarray(self.model_.predict(X), dtype=float)
+    def _risk(self, X):
+        return np.asarray(self.model_.predict(X, output_margin=True), dtype=float)
 
     def size(self) -> int:
         """Number of leaves over all trees."""
@@ -289,14 +292,11 @@ class LightGBMLearner(_Learner):
                  reg_lambda=float(self.params["reg_lambda"]), n_estimators=rounds, n_jobs=self._nthreads(X),
                  random_state=self.seed, deterministic=True, force_col_wise=True, verbose=-1,
                  feature_pre_filter=False)  # else large min_child_samples can leave no feature at all
-        fit_kw: dict[str, Any] = {}
-        if self.kind == "binary":
-            m = lgb.LGBMClassifier(objective="binary", **p)
-        elif self.kind == "survival":
-            m = lgb.LGBMRegressor(objective=lightgbm_cox_objective, metric="None", **p)
-            fit_kw["eval_metric"] = lightgbm_cox_metric
-        else:
-            m = lgb.LGBMRegressor(objective="regression", **p)
+        make = {"binary": lambda: (lgb.LGBMClassifier(objective="binary", **p), {}),
+                "survival": lambda: (lgb.LGBMRegressor(objective=lightgbm_cox_objective, metric="None", **p),
+                                     {"eval_metric": lightgbm_cox_metric}),
+                "regression": lambda: (lgb.LGBMRegressor(objective="regression", **p), {})}
+        m, fit_kw = make[self.kind]()
         if eval_set is not None:
             m.fit(X, self._target(y), eval_X=(eval_set[0],), eval_y=(self._target(eval_set[1]),),
                   callbacks=[lgb.early_stopping(EARLY_STOPPING_ROUNDS, first_metric_only=True, verbose=False)],
@@ -308,12 +308,8 @@ class LightGBMLearner(_Learner):
         self.model_ = m
         return self
 
-    def score(self, X):
-        if self.kind == "binary":
-            return self.model_.predict_proba(X)[:, 1]
-        if self.kind == "survival":
-            return np.asarray(self.model_.predict(X, raw_score=True), dtype=float)
-        return np.asarray(self.model_.predict(X), dtype=float)
+    def _risk(self, X):
+        return np.asarray(self.model_.predict(X, raw_score=True), dtype=float)
 
     def size(self) -> int:
         """Number of leaves over all trees."""
@@ -328,21 +324,16 @@ class RandomForestLearner(_Learner):
     def fit(self, X, y, eval_set=None):
         from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
-        if self.kind == "survival":
-            raise ValueError("random_forest does not support survival tasks")
+        if self.kind not in SUPPORTED_KINDS[self.library]:
+            raise ValueError(f"random_forest does not support {self.kind} tasks")
         p = dict(n_estimators=int(min(self.params["n_estimators"], self.max_iterations)),
                  max_depth=self.params["max_depth"], min_samples_leaf=int(self.params["min_samples_leaf"]),
                  max_features=self.params["max_features"], n_jobs=self._nthreads(X),
                  random_state=self.seed)
-        m = RandomForestClassifier(**p) if self.kind == "binary" else RandomForestRegressor(**p)
+        m = {"binary": RandomForestClassifier, "regression": RandomForestRegressor}[self.kind](**p)
         m.fit(X, self._target(y))
         self.model_, self.n_iter_ = m, None
         return self
-
-    def score(self, X):
-        if self.kind == "binary":
-            return self.model_.predict_proba(X)[:, 1]
-        return np.asarray(self.model_.predict(X), dtype=float)
 
     def size(self) -> int:
         """Number of leaves over all trees."""
@@ -366,23 +357,22 @@ class LinearLearner(_Learner):
         Z = self.scaler_.transform(X)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # extreme C values do not converge; the search judges them
-            if self.kind == "binary":
-                m = LogisticRegression(C=C, solver=self.params["solver"],
-                                       l1_ratio=1.0 if self.params["penalty"] == "l1" else 0.0,
-                                       max_iter=max(int(self.max_iterations), 100), random_state=self.seed)
-                m.fit(Z, np.asarray(y).astype(int))
-            elif self.kind == "survival":
-                m = RidgeCox(C=C, max_iter=max(int(self.max_iterations), 100)).fit(Z, y[:, 0], y[:, 1])
-            else:
-                m = Ridge(alpha=1.0 / C).fit(Z, np.asarray(y, dtype=float))
+            fit = {"binary": lambda: LogisticRegression(
+                       C=C, solver=self.params["solver"], l1_ratio=1.0 if self.params["penalty"] == "l1" else 0.0,
+                       max_iter=max(int(self.max_iterations), 100), random_state=self.seed).fit(Z, np.asarray(y).astype(int)),
+                   "survival": lambda: RidgeCox(C=C, max_iter=max(int(self.max_iterations), 100)).fit(Z, y[:, 0], y[:, 1]),
+                   "regression": lambda: Ridge(alpha=1.0 / C).fit(Z, np.asarray(y, dtype=float))}
+            m = fit[self.kind]()
         self.model_, self.n_iter_ = m, None
         return self
 
-    def score(self, X):
-        Z = self.scaler_.transform(X)
-        if self.kind == "binary":
-            return self.model_.predict_proba(Z)[:, 1]
-        return np.asarray(self.model_.predict(Z), dtype=float)
+    def _probability(self, X):
+        return self.model_.predict_proba(self.scaler_.transform(X))[:, 1]
+
+    def _value(self, X):
+        return np.asarray(self.model_.predict(self.scaler_.transform(X)), dtype=float)
+
+    _risk = _value  # RidgeCox.predict: the linear predictor (log relative hazard)
 
     def coefficients(self) -> np.ndarray:
         """Coefficients on the standardized features, [p]."""
@@ -463,7 +453,7 @@ def make_learner(library: str, kind: str, params: dict[str, Any], *, seed: int, 
     if kind not in SUPPORTED_KINDS[library]:
         raise ValueError(f"{library} does not support {kind} tasks")
     cls = LEARNERS[library]
-    if kind == "multilabel":
+    if kind_of(kind).multi_output:  # one binary learner per label
         return OneVsRest(lambda it: cls("binary", params, seed=seed, threads=threads, max_iterations=max_iterations,
                                         n_iter=it), int(n_labels), n_iter)
     return cls(kind, params, seed=seed, threads=threads, max_iterations=max_iterations, n_iter=n_iter)
@@ -563,7 +553,7 @@ def stacked_targets(data: TaskData, splits=("train", "tuning")) -> tuple[np.ndar
 
 def n_labels_of(data: TaskData) -> int | None:
     """Number of labels of a multilabel task, else None."""
-    return len(data.task.label_names()) if data.task.kind == "multilabel" else None
+    return len(data.task.label_names()) if data.task.kind_obj.multi_output else None
 
 
 # ----------------------------------------------------------------------------------- the model
@@ -605,7 +595,7 @@ class TabularBaseline:
                                 n_labels=n_labels_of(data))
         self.feature_names_ = list(boe.names)
         self.n_rows_ = {"train": data.frame("train").height, "tuning": data.frame("tuning").height}
-        if kind == "survival":
+        if kind_of(kind).time_to_event:
             eta = self.tuned_.model.score(X)
             self.breslow_ = Breslow().fit(eta, y[:, 0], y[:, 1])
             self.surv_times_ = survival_grid(y[:, 0], y[:, 1])
@@ -648,7 +638,7 @@ class TabularBaseline:
                                   else "out-of-fold CV scores (train/tuning), refit (held_out)"),
         }
         surv_times = surv_prob = None
-        if data.task.kind == "survival" and splits == ["held_out"] and len(self.surv_times_) >= 2:
+        if data.task.kind_obj.time_to_event and splits == ["held_out"] and len(self.surv_times_) >= 2:
             surv_times = self.surv_times_
             surv_prob = self.breslow_.survival(score, surv_times)
         if self.explain and splits == ["held_out"]:

@@ -304,74 +304,104 @@ def _label(task: TaskSpec, events: dict[str, pl.DataFrame], bounds: pl.DataFrame
         s = _window_stats(s, events[c.predicate], st, en, f"exc{i}")
         s = s.filter(pl.col(f"exc{i}_n") == 0).drop(f"exc{i}_n", f"exc{i}_first")
     s = s.join(bounds.select("subject_id", "record_end", "dead"), on="subject_id", how="left")
-    lab = task.label
+    return _LABELERS[task.kind](s, task.label, events).sort("subject_id", "prediction_time")
+
+
+def _multilabel_rows(s: pl.DataFrame, lab, events: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """integer_value: bit j set if label j's outcome occurs in the window."""
+    st, en = lab.window.seconds()
+    mask = pl.lit(0, dtype=pl.Int64)
+    for bit, (name, pred) in enumerate(lab.outcomes.items()):
+        s = _window_stats(s, events[pred], st, en, f"y{bit}")
+        mask = mask + pl.when(pl.col(f"y{bit}_n") > 0).then(1 << bit).otherwise(0)
+    out = s.with_columns(mask.alias("integer_value")).select("subject_id", "prediction_time", "integer_value")
+    return out
+
+
+def _survival_rows(s: pl.DataFrame, lab, events: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """boolean_value (event observed), float_value (days to the event or to censoring)."""
     day = 86400.0
+    h = to_timedelta(parse_duration(lab.horizon))
+    s = _first_after(s, events[lab.event], "ev")
+    end = pl.min_horizontal(pl.col("record_end"), pl.col("prediction_time") + h)
+    if lab.censor_on:
+        cens = pl.concat([events[c].select("subject_id", "time") for c in lab.censor_on])
+        s = _first_after(s, cens, "cens")
+        end = pl.min_horizontal(end, pl.col("cens_first"))
+    s = s.with_columns(end.alias("fu_end"))
+    observed = pl.col("ev_first").is_not_null() & (pl.col("ev_first") <= pl.col("fu_end"))
+    t_end = pl.when(observed).then(pl.col("ev_first")).otherwise(pl.col("fu_end"))
+    out = (s.with_columns(observed.alias("boolean_value"),
+                          ((t_end - pl.col("prediction_time")).dt.total_microseconds() / (day * 1e6))
+                          .cast(pl.Float32).alias("float_value"))
+           .filter(pl.col("boolean_value") | (pl.col("float_value") > 0))
+           .select("subject_id", "prediction_time", "boolean_value", "float_value"))
+    return out
 
-    if task.kind == "multilabel":
-        st, en = lab.window.seconds()
-        mask = pl.lit(0, dtype=pl.Int64)
-        for bit, (name, pred) in enumerate(lab.outcomes.items()):
-            s = _window_stats(s, events[pred], st, en, f"y{bit}")
-            mask = mask + pl.when(pl.col(f"y{bit}_n") > 0).then(1 << bit).otherwise(0)
-        out = s.with_columns(mask.alias("integer_value")).select("subject_id", "prediction_time", "integer_value")
 
-    elif task.kind == "survival":
-        h = to_timedelta(parse_duration(lab.horizon))
-        s = _first_after(s, events[lab.event], "ev")
-        end = pl.min_horizontal(pl.col("record_end"), pl.col("prediction_time") + h)
-        if lab.censor_on:
-            cens = pl.concat([events[c].select("subject_id", "time") for c in lab.censor_on])
-            s = _first_after(s, cens, "cens")
-            end = pl.min_horizontal(end, pl.col("cens_first"))
-        s = s.with_columns(end.alias("fu_end"))
-        observed = pl.col("ev_first").is_not_null() & (pl.col("ev_first") <= pl.col("fu_end"))
-        t_end = pl.when(observed).then(pl.col("ev_first")).otherwise(pl.col("fu_end"))
-        out = (s.with_columns(observed.alias("boolean_value"),
-                              ((t_end - pl.col("prediction_time")).dt.total_microseconds() / (day * 1e6))
-                              .cast(pl.Float32).alias("float_value"))
-               .filter(pl.col("boolean_value") | (pl.col("float_value") > 0))
-               .select("subject_id", "prediction_time", "boolean_value", "float_value"))
+def _with_duration(s: pl.DataFrame, lab, events: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """s with dur (days from the origin to the first duration_to event, null if none) and seen
+    (days of record after the origin)."""
+    day = 86400.0
+    ends = pl.concat([events[c].select("subject_id", "time") for c in lab.duration_to])
+    s = _first_after(s, ends, "end")
+    origin = pl.col("index_time") if lab.from_index else pl.col("prediction_time")
+    dur = (pl.col("end_first") - origin).dt.total_microseconds() / (day * 1e6)
+    s = s.with_columns(dur.alias("dur"),
+                       ((pl.col("record_end") - origin).dt.total_microseconds() / (day * 1e6)).alias("seen"))
+    return s
 
-    elif lab.duration_to is not None:  # binary threshold or regression on a duration
-        ends = pl.concat([events[c].select("subject_id", "time") for c in lab.duration_to])
-        s = _first_after(s, ends, "end")
-        origin = pl.col("index_time") if lab.from_index else pl.col("prediction_time")
-        dur = (pl.col("end_first") - origin).dt.total_microseconds() / (day * 1e6)
-        s = s.with_columns(dur.alias("dur"),
-                           ((pl.col("record_end") - origin).dt.total_microseconds() / (day * 1e6)).alias("seen"))
-        if task.kind == "regression":
-            out = (s.filter(pl.col("dur").is_not_null())
-                   .select("subject_id", "prediction_time", pl.col("dur").cast(pl.Float32).alias("float_value")))
-        else:
-            thr = parse_duration(lab.threshold) / day
-            known = pl.col("dur").is_not_null() | (pl.col("seen") > thr)
-            out = (s.filter(known).with_columns(
-                pl.when(pl.col("dur").is_not_null()).then(pl.col("dur") > thr).otherwise(True).alias("boolean_value"))
-                .select("subject_id", "prediction_time", "boolean_value"))
 
-    else:  # binary outcome in a window
-        st, en = lab.window.seconds()
-        end_expr: float | pl.Expr = en
-        if lab.end_at:
-            s = _first_after(s, events[lab.end_at], "endat")
-            w_end = pl.col("prediction_time") + to_timedelta(en) if not math.isinf(en) else None
-            e = pl.col("endat_first")
-            s = s.with_columns((pl.min_horizontal(e, w_end) if w_end is not None else e).alias("__end"))
-            end_expr = pl.col("__end")
-        if isinstance(end_expr, pl.Expr):
-            # no end_at occurrence: the window runs to its nominal end (or forever)
-            nominal = (pl.col("prediction_time") + to_timedelta(en)) if not math.isinf(en) else pl.lit(None, dtype=pl.Datetime("us"))
-            s = s.with_columns(pl.coalesce(pl.col("__end"), nominal).alias("__end"))
-            s = _window_stats(s, events[lab.outcome], st, pl.col("__end").fill_null(pl.datetime(9999, 1, 1)), "y")
-            window_end = pl.col("__end")
-        else:
-            s = _window_stats(s, events[lab.outcome], st, en, "y")
-            window_end = pl.col("prediction_time") + to_timedelta(en) if not math.isinf(en) else pl.lit(None, dtype=pl.Datetime("us"))
-        s = s.with_columns((pl.col("y_n") > 0).alias("boolean_value"), window_end.alias("w_end"))
-        if lab.censoring == "exclude":
-            # A negative is kept only if the record covers the whole window, or ends in death.
-            covered = pl.col("w_end").is_not_null() & (pl.col("record_end") >= pl.col("w_end"))
-            s = s.filter(pl.col("boolean_value") | covered | pl.col("dead").fill_null(False))
-        out = s.select("subject_id", "prediction_time", "boolean_value")
+def _regression_rows(s: pl.DataFrame, lab, events: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """float_value: the duration in days (samples without an end event are dropped)."""
+    s = _with_duration(s, lab, events)
+    out = (s.filter(pl.col("dur").is_not_null())
+           .select("subject_id", "prediction_time", pl.col("dur").cast(pl.Float32).alias("float_value")))
+    return out
 
-    return out.sort("subject_id", "prediction_time")
+
+def _binary_rows(s: pl.DataFrame, lab, events: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """boolean_value: duration above a threshold (duration_to + threshold), or the outcome in a window."""
+    if lab.duration_to is None:
+        return _window_rows(s, lab, events)
+    day = 86400.0
+    s = _with_duration(s, lab, events)
+    thr = parse_duration(lab.threshold) / day
+    known = pl.col("dur").is_not_null() | (pl.col("seen") > thr)
+    out = (s.filter(known).with_columns(
+        pl.when(pl.col("dur").is_not_null()).then(pl.col("dur") > thr).otherwise(True).alias("boolean_value"))
+        .select("subject_id", "prediction_time", "boolean_value"))
+    return out
+
+
+def _window_rows(s: pl.DataFrame, lab, events: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """boolean_value: the outcome occurs in the window (end_at and censoring rules applied)."""
+    st, en = lab.window.seconds()
+    end_expr: float | pl.Expr = en
+    if lab.end_at:
+        s = _first_after(s, events[lab.end_at], "endat")
+        w_end = pl.col("prediction_time") + to_timedelta(en) if not math.isinf(en) else None
+        e = pl.col("endat_first")
+        s = s.with_columns((pl.min_horizontal(e, w_end) if w_end is not None else e).alias("__end"))
+        end_expr = pl.col("__end")
+    if isinstance(end_expr, pl.Expr):
+        # no end_at occurrence: the window runs to its nominal end (or forever)
+        nominal = (pl.col("prediction_time") + to_timedelta(en)) if not math.isinf(en) else pl.lit(None, dtype=pl.Datetime("us"))
+        s = s.with_columns(pl.coalesce(pl.col("__end"), nominal).alias("__end"))
+        s = _window_stats(s, events[lab.outcome], st, pl.col("__end").fill_null(pl.datetime(9999, 1, 1)), "y")
+        window_end = pl.col("__end")
+    else:
+        s = _window_stats(s, events[lab.outcome], st, en, "y")
+        window_end = pl.col("prediction_time") + to_timedelta(en) if not math.isinf(en) else pl.lit(None, dtype=pl.Datetime("us"))
+    s = s.with_columns((pl.col("y_n") > 0).alias("boolean_value"), window_end.alias("w_end"))
+    if lab.censoring == "exclude":
+        # A negative is kept only if the record covers the whole window, or ends in death.
+        covered = pl.col("w_end").is_not_null() & (pl.col("record_end") >= pl.col("w_end"))
+        s = s.filter(pl.col("boolean_value") | covered | pl.col("dead").fill_null(False))
+    out = s.select("subject_id", "prediction_time", "boolean_value")
+    return out
+
+
+# kind name -> how its label rows are built from the index samples (the labeler's part of each kind)
+_LABELERS = {"binary": _binary_rows, "multilabel": _multilabel_rows, "survival": _survival_rows,
+             "regression": _regression_rows}

@@ -17,17 +17,77 @@ from typing import Any
 import numpy as np
 from markupsafe import Markup
 
+from benchmark.kinds import KINDS
 from leaderboard import plots
 from leaderboard.records import BOUNDED_01, Cell, ModelInfo, TaskInfo, is_num, metric_label, read_predictions
 
 SHAP_TOP = 15
 
 
+def _binary_curves(task: TaskInfo, c: Cell, df, sid, color, acc: dict, out: dict) -> None:
+    """ROC, PR and calibration series of one model (binary)."""
+    if not {"boolean_value", "predicted_boolean_probability"} <= set(df.columns):
+        return
+    y = df["boolean_value"].cast(int).to_numpy()
+    p = df["predicted_boolean_probability"].cast(float).to_numpy()
+    why = plots.enough_both_classes(y, sid)
+    if why:
+        out["notes"].append(f"{c.model}: curves withheld ({why})")
+        return
+    acc["prevalence"] = float(y.mean())
+    acc["roc"].append(plots.Series(c.model, plots.roc_points(y, p), color=color))
+    acc["pr"].append(plots.Series(c.model, plots.pr_points(y, p), color=color))
+    bins, dropped = plots.calibration_bins(y, p, sid)
+    if bins:
+        acc["cal"].append(plots.Series(c.model, bins, color=color, markers=True))
+    if dropped:
+        out["notes"].append(f"{c.model}: {dropped} calibration bin(s) with fewer than "
+                            f"{plots.MIN_COUNT} subjects left out")
+
+
+def _km_curves(task: TaskInfo, c: Cell, df, sid, color, acc: dict, out: dict) -> None:
+    """Kaplan-Meier curves by predicted-risk tertile of one model (survival; a small plot each)."""
+    if not {"float_value", "boolean_value", "predicted_risk"} <= set(df.columns):
+        return
+    t = df["float_value"].cast(float).to_numpy()
+    ev = df["boolean_value"].cast(int).to_numpy()
+    risk = df["predicted_risk"].cast(float).to_numpy()
+    why = plots.enough_both_classes(ev, sid)
+    if why:
+        out["notes"].append(f"{c.model}: Kaplan-Meier curves withheld ({why})")
+        return
+    grid = plots.km_time_grid(t, task.horizon_days)
+    km = plots.km_by_risk_tertile(t, ev, risk, sid, grid)
+    if km:
+        series = [plots.Series(name, pts, color=i + 2 if i else 0, dashed=i == 1)
+                  for i, (name, pts) in enumerate(km)]
+        out["small"].append(plots.line_plot(
+            series, title=f"{c.model}: Kaplan-Meier by predicted-risk tertile",
+            x_label="days since prediction time", y_label="survival",
+            x_range=(0.0, float(grid[-1])), y_range=(0.0, 1.0), step=True, width=340))
+
+
+def _regression_curves(task: TaskInfo, c: Cell, df, sid, color, acc: dict, out: dict) -> None:
+    """Binned predicted-vs-observed series of one model (regression)."""
+    if not {"float_value", "predicted_float_value"} <= set(df.columns):
+        return
+    y = df["float_value"].cast(float).to_numpy()
+    p = df["predicted_float_value"].cast(float).to_numpy()
+    pts = plots.binned_regression(y, p, sid)
+    if pts:
+        acc["reg"].append(plots.Series(c.model, pts, color=color, markers=True))
+
+
+# kind name -> the per-model curves its task page draws (presentation, so the table lives here;
+# a kind without an entry, multilabel, gets none)
+_CURVES = {"binary": _binary_curves, "survival": _km_curves, "regression": _regression_curves}
+
+
 def task_curves(task: TaskInfo, cells: list[Cell], models: dict[str, ModelInfo]) -> dict[str, Any]:
     """Aggregate plots of a task page from the predictions of each model's lowest ok seed."""
     out: dict[str, Any] = {"plots": [], "small": [], "notes": []}
-    roc, pr, cal, reg = [], [], [], []
-    prevalence = None
+    acc: dict[str, Any] = {"roc": [], "pr": [], "cal": [], "reg": [], "prevalence": None}
+    draw = _CURVES.get(task.kind)
     for c in cells:
         if c.status != "ok" or not c.records:
             continue
@@ -37,49 +97,13 @@ def task_curves(task: TaskInfo, cells: list[Cell], models: dict[str, ModelInfo])
             out["notes"].append(f"{c.model}: no predictions file, no curves")
             continue
         sid = df["subject_id"].to_numpy() if "subject_id" in df.columns else np.arange(df.height)
-        kind = task.kind
         try:
-            if kind == "binary" and {"boolean_value", "predicted_boolean_probability"} <= set(df.columns):
-                y = df["boolean_value"].cast(int).to_numpy()
-                p = df["predicted_boolean_probability"].cast(float).to_numpy()
-                why = plots.enough_both_classes(y, sid)
-                if why:
-                    out["notes"].append(f"{c.model}: curves withheld ({why})")
-                    continue
-                prevalence = float(y.mean())
-                roc.append(plots.Series(c.model, plots.roc_points(y, p), color=color))
-                pr.append(plots.Series(c.model, plots.pr_points(y, p), color=color))
-                bins, dropped = plots.calibration_bins(y, p, sid)
-                if bins:
-                    cal.append(plots.Series(c.model, bins, color=color, markers=True))
-                if dropped:
-                    out["notes"].append(f"{c.model}: {dropped} calibration bin(s) with fewer than "
-                                        f"{plots.MIN_COUNT} subjects left out")
-            elif kind == "survival" and {"float_value", "boolean_value", "predicted_risk"} <= set(df.columns):
-                t = df["float_value"].cast(float).to_numpy()
-                ev = df["boolean_value"].cast(int).to_numpy()
-                risk = df["predicted_risk"].cast(float).to_numpy()
-                why = plots.enough_both_classes(ev, sid)
-                if why:
-                    out["notes"].append(f"{c.model}: Kaplan-Meier curves withheld ({why})")
-                    continue
-                grid = plots.km_time_grid(t, task.horizon_days)
-                km = plots.km_by_risk_tertile(t, ev, risk, sid, grid)
-                if km:
-                    series = [plots.Series(name, pts, color=i + 2 if i else 0, dashed=i == 1)
-                              for i, (name, pts) in enumerate(km)]
-                    out["small"].append(plots.line_plot(
-                        series, title=f"{c.model}: Kaplan-Meier by predicted-risk tertile",
-                        x_label="days since prediction time", y_label="survival",
-                        x_range=(0.0, float(grid[-1])), y_range=(0.0, 1.0), step=True, width=340))
-            elif kind == "regression" and {"float_value", "predicted_float_value"} <= set(df.columns):
-                y = df["float_value"].cast(float).to_numpy()
-                p = df["predicted_float_value"].cast(float).to_numpy()
-                pts = plots.binned_regression(y, p, sid)
-                if pts:
-                    reg.append(plots.Series(c.model, pts, color=color, markers=True))
+            if draw is not None:
+                draw(task, c, df, sid, color, acc, out)
         except Exception as e:  # noqa: BLE001 - a malformed predictions file must not stop the site
             out["notes"].append(f"{c.model}: curves could not be computed ({type(e).__name__})")
+    roc, pr, cal, reg, prevalence = (acc[k] for k in ("roc", "pr", "cal", "reg", "prevalence"))
+    kind = KINDS.get(task.kind) if isinstance(task.kind, str) else None
     if roc:
         out["plots"].append(plots.line_plot(roc, title="ROC curve (held-out)", x_label="false-positive rate",
                                             y_label="true-positive rate", diagonal=True))
@@ -97,7 +121,7 @@ def task_curves(task: TaskInfo, cells: list[Cell], models: dict[str, ModelInfo])
         out["plots"].append(plots.line_plot(reg, title="Predicted vs observed (10 equal-count bins)",
                                             x_label="mean prediction", y_label="mean observed",
                                             x_range=rng, y_range=rng, diagonal=True))
-    if task.kind == "survival":
+    if kind is not None and kind.time_to_event:  # td-AUC at the evaluation times
         td = []
         t_max = 0.0
         for c in cells:

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 from markupsafe import Markup
 
+from benchmark.kinds import KINDS
 from leaderboard import plots
 from leaderboard.figures import ablation_figures, explanation_figures, scaling_plots, task_curves
 from leaderboard.records import (
@@ -289,7 +290,7 @@ def task_page(site: Site, t: TaskInfo, top: str | None) -> dict[str, Any]:
         ablations.extend(ablation_figures(c.model, c.records[0].get("ablations"), t.main_metric,
                                           site.models[c.model].color))
     per_label = []
-    if t.kind == "multilabel":
+    if isinstance(t.kind, str) and t.kind in KINDS and KINDS[t.kind].multi_output:
         idx = sorted({int(n.split("/", 1)[1]) for n in names
                       if n.startswith("auroc/") and n.split("/", 1)[1].isdigit()})
         for j in idx:

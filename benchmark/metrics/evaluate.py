@@ -21,6 +21,8 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 
+from benchmark.kinds import KINDS as KIND_OBJECTS
+from benchmark.kinds import kind_of
 from benchmark.metrics import binary, multilabel, regression, survival
 from benchmark.metrics.binary import DegenerateInputError, Kernel
 from benchmark.metrics.bootstrap import (
@@ -38,7 +40,7 @@ from benchmark.metrics.bootstrap import (
 )
 
 Kind = Literal["binary", "multilabel", "survival", "regression"]
-KINDS = ("binary", "multilabel", "survival", "regression")
+KINDS = tuple(KIND_OBJECTS)  # the kind names, in benchmark.kinds order
 
 __all__ = ["DegenerateInputError", "KINDS", "MetricResult", "evaluate", "metric_names",
            "split_survival", "td_auc_name"]
@@ -115,25 +117,35 @@ def metric_names(kind: Kind, *, n_labels: int | None = None, threshold=None, tim
     Returns:
         Metric names in result order.
     """
-    if kind == "binary":
-        names = ["auroc", "auprc", "brier", "ece"]
-        if threshold is not None:
-            names += list(binary.THRESHOLD_METRICS)
-        return names
-    if kind == "multilabel":
-        return ["auroc_macro", "auprc_macro"] + [f"auroc/{j}" for j in range(n_labels or 0)]
-    if kind == "regression":
-        return list(regression.REGRESSION_METRICS)
-    if kind == "survival":
-        # td_auc and ibs are always listed (tasks declare them); without times / surv_prob they
-        # come back refused with the reason
-        names = ["c_index_harrell", "c_index_uno", "td_auc"]
-        tm = _survival_times(times, horizon)
-        if tm is not None:
-            names += [td_auc_name(t) for t in tm]
-        names.append("ibs")
-        return names
-    raise ValueError(f"unknown task kind {kind!r}; expected one of {', '.join(KINDS)}")
+    return _NAMES[kind_of(kind).name](n_labels=n_labels, threshold=threshold, times=times, horizon=horizon)
+
+
+def _binary_names(*, threshold, **_) -> list[str]:
+    names = ["auroc", "auprc", "brier", "ece"]
+    if threshold is not None:
+        names += list(binary.THRESHOLD_METRICS)
+    return names
+
+
+def _survival_names(*, times, horizon, **_) -> list[str]:
+    # td_auc and ibs are always listed (tasks declare them); without times / surv_prob they
+    # come back refused with the reason
+    names = ["c_index_harrell", "c_index_uno", "td_auc"]
+    tm = _survival_times(times, horizon)
+    if tm is not None:
+        names += [td_auc_name(t) for t in tm]
+    names.append("ibs")
+    return names
+
+
+# kind name -> the metric names `evaluate` returns (this module is the metric engine: per-kind
+# metric families and their names live here, the kind objects name the kind and its flags)
+_NAMES = {
+    "binary": _binary_names,
+    "multilabel": lambda *, n_labels, **_: ["auroc_macro", "auprc_macro"] + [f"auroc/{j}" for j in range(n_labels or 0)],
+    "survival": _survival_names,
+    "regression": lambda **_: list(regression.REGRESSION_METRICS),
+}
 
 
 def _survival_times(times, horizon) -> np.ndarray | None:
@@ -193,19 +205,25 @@ def _scale(name: str) -> str:
 def _supports(kind: str, y_true, event, rs: np.ndarray, n_subjects: int,
               names: list[str]) -> dict[str, Support]:
     """The rarer-class support of every metric name (see `benchmark.metrics.bootstrap`)."""
-    if kind == "binary":
-        sup = binary_support(y_true, rs)
-        return {nm: sup for nm in names}
-    if kind == "survival":
-        sup = event_support(event, rs)
-        return {nm: sup for nm in names}
-    if kind == "regression":
-        return {nm: Support(n_subjects, "subjects") for nm in names}
+    return _SUPPORTS[kind_of(kind).name](y_true, event, rs, n_subjects, names)
+
+
+def _multilabel_supports(y_true, event, rs, n_subjects, names) -> dict[str, Support]:
+    """The weakest usable label's support for the macro metrics; each label's for its own AUROC."""
     labels = multilabel_support(y_true, rs)
     usable = [s for s in labels if s.n > 0] or labels
     out = {nm: weakest(usable) for nm in names}
     out.update({f"auroc/{j}": s for j, s in enumerate(labels)})
     return out
+
+
+# kind name -> fn(y_true, event, row subjects, n_subjects, names) -> {name: Support}
+_SUPPORTS = {
+    "binary": lambda y, ev, rs, n, names: dict.fromkeys(names, binary_support(y, rs)),
+    "survival": lambda y, ev, rs, n, names: dict.fromkeys(names, event_support(ev, rs)),
+    "regression": lambda y, ev, rs, n, names: {nm: Support(n, "subjects") for nm in names},
+    "multilabel": _multilabel_supports,
+}
 
 
 # A metric family: one kernel, the names of its output columns, and how to explain a NaN column.
@@ -321,6 +339,20 @@ def _survival_families(time, event, risk, rs, train_time, train_event, horizon, 
     return fams
 
 
+def _regression_families(y, s, rs, threshold, out_refused) -> list[_Family]:
+    return [(regression.make_regression_kernel(y, s, rs), list(regression.REGRESSION_METRICS),
+             lambda nm: "r2 is undefined: y_true is constant (zero variance)" if nm == "r2" else _undefined(nm))]
+
+
+# kind name -> fn(y, score, row subjects, threshold, refused) -> metric families (survival, with its
+# IPCW and time arguments, is called on its own)
+_FAMILIES = {
+    "binary": _binary_families,
+    "multilabel": lambda y, s, rs, threshold, out_refused: _multilabel_families(y, s, rs, out_refused),
+    "regression": _regression_families,
+}
+
+
 def evaluate(kind: Kind, y_true, y_score, subject_ids=None, *, n_boot: int = N_BOOT, seed=0,
              train_time=None, train_event=None, horizon: float | None = None, times=None,
              surv_prob=None, threshold: float | None = None,
@@ -354,15 +386,15 @@ def evaluate(kind: Kind, y_true, y_score, subject_ids=None, *, n_boot: int = N_B
     Returns:
         Dict metric name -> MetricResult, in the order of `metric_names`.
     """
-    if kind not in KINDS:
-        raise ValueError(f"unknown task kind {kind!r}; expected one of {', '.join(KINDS)}")
-    n_labels = np.shape(y_true)[1] if kind == "multilabel" and np.ndim(y_true) == 2 else None
+    k_obj = kind_of(kind)  # ValueError for an unknown kind
+    n_labels = np.shape(y_true)[1] if k_obj.multi_output and np.ndim(y_true) == 2 else None
     names = metric_names(kind, n_labels=n_labels, threshold=threshold, times=times,
                          horizon=horizon, surv_prob=surv_prob)
     refused: dict[str, str] = {}
     notes: dict[str, str] = {}  # extra words for a metric's method string
     try:
-        if kind == "survival":
+        event = None
+        if k_obj.time_to_event:
             time, event = split_survival(y_true)
             time = binary._as_1d("time", time)
             score_rows = np.atleast_1d(np.asarray(y_score))
@@ -380,25 +412,17 @@ def evaluate(kind: Kind, y_true, y_score, subject_ids=None, *, n_boot: int = N_B
             raise DegenerateInputError(
                 f"y_score has {int((~np.isfinite(scores)).sum())} non-finite values (NaN or inf)")
         rs, n_subjects = subject_index(subject_ids, n)
-        if kind == "binary":
-            fams = _binary_families(y_true, scores, rs, threshold, refused)
-        elif kind == "multilabel":
-            fams = _multilabel_families(y_true, scores, rs, refused)
-        elif kind == "regression":
-            fams = [(regression.make_regression_kernel(y_true, scores, rs),
-                     list(regression.REGRESSION_METRICS),
-                     lambda nm: "r2 is undefined: y_true is constant (zero variance)"
-                     if nm == "r2" else _undefined(nm))]
-        else:
+        if k_obj.time_to_event:
             fams = _survival_families(time, event, scores, rs, train_time, train_event, horizon,
                                       times, surv_prob, refused, notes)
+        else:
+            fams = _FAMILIES[k_obj.name](y_true, scores, rs, threshold, refused)
     except (DegenerateInputError, TypeError, ValueError) as exc:
         # ValueError: inputs that numpy cannot read as numbers (e.g. strings as scores)
         return {nm: MetricResult.refuse(str(exc)) for nm in names}
 
     results: dict[str, MetricResult] = {nm: MetricResult.refuse(why) for nm, why in refused.items()}
-    supports = _supports(kind, y_true, event if kind == "survival" else None, rs, n_subjects,
-                         names) if fams else {}
+    supports = _supports(k_obj, y_true, event, rs, n_subjects, names) if fams else {}
     ones = np.ones((1, n_subjects), dtype=np.int64)
     point = {i: np.asarray(k(ones), dtype=float).reshape(-1) for i, (k, _, _) in enumerate(fams)}
     reps = {}
