@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from benchmark.kinds import KINDS, TaskKind, kind_of
+from benchmark.kinds import TaskKind, kind_of
 from benchmark.metrics.binary import DegenerateInputError, make_auroc_kernel
 from benchmark.metrics.bootstrap import bootstrap_kernel, subject_index
 from benchmark.metrics.multilabel import make_multilabel_kernel
@@ -50,8 +50,6 @@ MIN_COUNT = 10
 N_BOOT = 1000
 AGE_BANDS = ("<50", "50-64", "65-79", "80+")
 UNKNOWN = "unknown"
-# the kind's selection metric (benchmark.kinds) is its per-group metric
-METRIC_BY_KIND = {name: k.selection_metric for name, k in KINDS.items()}
 _DEMOGRAPHIC = ("sex", "race", "ethnicity")
 
 _demo_cache: dict[tuple[str, str], pl.DataFrame] = {}

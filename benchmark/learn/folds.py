@@ -23,7 +23,7 @@ import zlib
 import numpy as np
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
-from benchmark.kinds import REGRESSION_BINS, kind_of  # noqa: F401  (REGRESSION_BINS re-exported)
+from benchmark.kinds import kind_of
 
 
 
