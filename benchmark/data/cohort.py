@@ -98,7 +98,8 @@ class Cohort:
             files = all_files
         else:
             files = [Path(f) for f in files]
-            unknown = [f for f in files if f not in set(all_files)]
+            known = set(all_files)
+            unknown = [f for f in files if f not in known]
             if unknown:
                 raise ValueError(f"{unknown[0]} is not a data shard of {self}")
         lf = scan_shards(files, tuple(dict.fromkeys([*columns, "time", "code"])), self._schemas)
