@@ -104,7 +104,7 @@ def test_task_timelines_hold_nothing_after_the_prediction_time(leak):
     """The leak marker is in the vocabulary (pretraining sees whole training records), yet no task
     timeline carries it, and only the pre-prediction CT study and the CXR at the prediction time
     become placeholders (the post-prediction studies do not)."""
-    from encoders.mehrt.pretrain import collator
+    from encoders.mehrt.collate import collator
     data, m = fitted("mehrt", "binary", leak, which="leak")
     tok = m.meta_["tokenizer"]
     probe_id = tok.token_id("SYNTH/LEAK_PROBE")
@@ -153,7 +153,7 @@ def test_same_seed_same_predictions_and_ehrt_reuses_stage1(leak):
 
 # ------------------------------------------------------------------------------ representations
 def test_representations_match_their_definitions(leak):
-    from encoders.mehrt.pretrain import collator, model_inputs, recent_starts
+    from encoders.mehrt.collate import collator, model_inputs, recent_starts
     data, m = fitted("mehrt", "binary", leak)
     tok, model = m.meta_["tokenizer"], m.model_
     samples = data.samples("held_out").head(5)
@@ -307,7 +307,7 @@ def test_probe_picks_the_informative_representation(kind):
 def test_study_states_carry_the_image_signal(leak):
     """The leak cohort's pre-prediction CT carries the signal in its embedding: the placeholder
     states must expose it (mean pooling alone dilutes it over the window)."""
-    from encoders.mehrt.pretrain import collator
+    from encoders.mehrt.collate import collator
     data, m = fitted("mehrt", "binary", leak)
     tok, model = m.meta_["tokenizer"], m.model_
     s = data.samples(("train", "tuning", "held_out"))

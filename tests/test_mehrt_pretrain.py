@@ -14,10 +14,11 @@ import torch
 from safetensors.torch import save_model
 
 from encoders.mehrt.model import IGNORE_INDEX, MEHRTConfig
-from encoders.mehrt.pretrain import (Collator, Dist, Plan, TrainConfig, build_model, is_modality_param, lr_at,
-                                     perplexity, prepare_corpora, recent_starts, run_curriculum, sample_windows,
-                                     stage1_ehrt, stage2_projections, stage3_unfreeze, train_stage,
-                                     window_weights)
+from encoders.mehrt.collate import Collator, recent_starts
+from encoders.mehrt.corpora import prepare_corpora
+from encoders.mehrt.pretrain import (Plan, build_model, is_modality_param, run_curriculum, stage1_ehrt,
+                                     stage2_projections, stage3_unfreeze)
+from encoders.mehrt.trainer import Dist, TrainConfig, lr_at, perplexity, sample_windows, train_stage, window_weights
 from encoders.mehrt.tokenizer import BOS_ID, EOS_ID, PREFIX_LEN, Corpus
 
 V, E, P = 40, 8, 4

@@ -41,8 +41,10 @@ import torch
 
 from benchmark.model_api import Budget, Prediction, TaskData
 from benchmark.results import atomic_path
-from encoders.mehrt.pretrain import (PRS_MODALITY, collator, default_plan, mehrt_cache, model_inputs, peak_memory_mb,
-                                     recent_starts, run_curriculum)
+from encoders.mehrt.collate import collator, model_inputs, recent_starts
+from encoders.mehrt.corpora import PRS_MODALITY, mehrt_cache
+from encoders.mehrt.pretrain import default_plan, run_curriculum
+from encoders.mehrt.trainer import peak_memory_mb
 from encoders.mehrt.probe import Probe
 from encoders.mehrt.tokenizer import EVENT_COLUMNS, IMAGE_MODALITIES, embedding_matrix
 
@@ -158,7 +160,7 @@ def represent(model, collate, encode_len: int, representations=REPRESENTATIONS,
 
     Args:
         model: a MEHRT in eval mode.
-        collate: a pretrain.Collator over the corpus, in the model's variant.
+        collate: a collate.Collator over the corpus, in the model's variant.
         encode_len: window length (most recent tokens, prefix kept).
         representations: names among REPRESENTATIONS and STUDY_REPRESENTATION.
         encode_tokens: tokens per forward pass.

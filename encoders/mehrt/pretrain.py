@@ -8,31 +8,19 @@
     Stage 3-Joint the ablation: from the Stage-1 EHRT, train all parameters of the multimodal
                   model at once (no Stage 2).
 
-Data. The pretraining corpus is the *training split's* subjects, each with its whole record (there
-is no prediction time in pretraining; the leakage guard is applied with an unbounded one). The
-tuning and held-out subjects are never used for pretraining; held-out subjects' records only
-give the test perplexity reported per stage. The vocabulary and value bins are fitted on the
-training split. Corpora are tokenized once per cohort into memory-mapped arrays under
-``cache_dir()/mehrt/<fingerprint>/`` and reused.
+The pieces, each in its own module:
 
-Batches. Step s of a stage draws its global batch from ``numpy.random.default_rng([seed, stage,
-s])``: documents with probability proportional to their number of windows, each cut to a window of
-``seq_len`` tokens (the demographic prefix is always kept, then a random contiguous span). A batch
-is therefore a pure function of the step, which makes resumption exact and lets ranks shard it.
-
-Optimisation. AdamW (decoupled weight decay on matrices only), linear warmup then cosine decay to
-``min_lr_ratio * lr``, global-norm gradient clipping, float32 master weights. On CUDA: bf16
-autocast, SDPA flash attention (model.py), optional torch.compile, fused AdamW. DDP through
-torchrun: ``init_process_group`` from the environment when WORLD_SIZE > 1; rank r takes rows
-r, r + W, ... of the global batch, and the loss is rescaled so the averaged gradient equals the
-single-process gradient of the global batch's token-mean loss.
-
-Checkpoints. Every ``checkpoint_every`` steps: ``model.safetensors`` (weights),
-``optimizer.pt`` (torch.save of the optimizer state dict and RNG state) and ``state.json`` (step,
-losses, timings), in a step folder that a ``latest.json`` pointer names (written last, by rename).
-An interrupted stage resumes from the latest checkpoint and ends with the same weights as an
-uninterrupted run. Finished stages are cached by (data fingerprint, tokenizer, model config
-hash, stage, steps, training config) under ``cache_dir()/mehrt/ckpt/``.
+    corpora.py      the tokenizer fitted on the training split; train / held-out documents (cached).
+                    Tuning and held-out subjects are never pretrained on; held-out records only
+                    give the test perplexity reported per stage.
+    collate.py      (document, window start) -> right-padded model inputs.
+    trainer.py      one stage's training loop: batches as a pure function of the step, AdamW with
+                    warmup + cosine, clipping, bf16 autocast, DDP under torchrun; perplexity.
+    checkpoints.py  step folders + latest.json: an interrupted stage resumes exactly.
+    pretrain.py     (this file) the curriculum: which stages, from which parent, with which
+                    trainable parameters; finished stages are cached by (data fingerprint,
+                    tokenizer, model config hash, stage, steps, training config) under
+                    ``cache_dir()/mehrt/ckpt/``.
 
 Usage (also under torchrun for several GPUs or processes)::
 
@@ -44,448 +32,28 @@ Usage (also under torchrun for several GPUs or processes)::
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import json
-import math
 import os
-import resource
 import shutil
-import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import polars as pl
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, load_model, save_model
 
-from benchmark.results import atomic_write_bytes
-from encoders.mehrt.model import IGNORE_INDEX, MEHRT, SIZES, MEHRTConfig, config_for
-from encoders.mehrt.tokenizer import (IMAGE_MODALITIES, PAD_ID, PREFIX_LEN, TOKENIZER_VERSION, Corpus, Tokenizer,
-                                      guarded_inputs, pretraining_documents)
+from encoders.mehrt.collate import Collator, collator
+from encoders.mehrt.corpora import Corpora, file_lock, mehrt_cache, prepare_corpora
+from encoders.mehrt.model import MEHRT, SIZES, MEHRTConfig, config_for
+from encoders.mehrt.trainer import Dist, TrainConfig, init_distributed, peak_memory_mb, perplexity, train_stage
 
 PRETRAIN_VERSION = "1"
 STAGES = ("1", "2", "3", "3joint")
-STAGE_CODE = {"1": 1, "2": 2, "3": 3, "3joint": 4}  # enters the batch RNG seed
-PRS_MODALITY = "prs"
 STAGE_FRACTION = 4  # Stages 2, 3 and 3-Joint train (Stage-1 steps) // STAGE_FRACTION steps (default_plan)
-
-
-# ====================================================================================== config
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings of one stage (frozen; `hash` enters the checkpoint cache key).
-
-    ``batch_size`` is the global batch in sequences (split across DDP ranks); ``warmup_steps``
-    None means 5 % of the steps (at least 1).
-    """
-
-    steps: int
-    batch_size: int = 16
-    seq_len: int = 256
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.1
-    warmup_steps: int | None = None
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    seed: int = 0
-    checkpoint_every: int = 100
-    compile: bool = False
-
-    def hash(self) -> str:
-        """Stable 16-hex-digit hash of the settings that change the result (not checkpoint_every)."""
-        d = dataclasses.asdict(self)
-        d.pop("checkpoint_every")
-        d.pop("compile")
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
-
-    @property
-    def warmup(self) -> int:
-        return self.warmup_steps if self.warmup_steps is not None else max(1, self.steps // 20)
-
-
-def lr_at(step: int, cfg: TrainConfig) -> float:
-    """Learning rate at a step: linear warmup to cfg.lr, then cosine decay to min_lr_ratio * lr.
-
-    Args:
-        step: 0-based step.
-        cfg: the stage's settings.
-
-    Returns:
-        The learning rate.
-    """
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-    return cfg.lr * (cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * cosine)
-
-
-# ====================================================================================== batches
-def window_weights(lengths: np.ndarray, seq_len: int, eligible: np.ndarray | None = None) -> np.ndarray:
-    """Sampling probability per document: proportional to its number of windows (0 if ineligible).
-
-    Sampling documents this way makes every token about equally likely to be trained on.
-    """
-    body = max(1, seq_len - PREFIX_LEN)
-    w = np.ceil(np.maximum(lengths - PREFIX_LEN, 1) / body)
-    if eligible is not None:
-        w = w * eligible
-    if w.sum() <= 0:
-        raise ValueError("no document is eligible for this stage")
-    return w / w.sum()
-
-
-def sample_windows(lengths: np.ndarray, probs: np.ndarray, step: int, cfg: TrainConfig,
-                   stage: str) -> tuple[np.ndarray, np.ndarray]:
-    """The global batch of a step: document indices and window starts (a pure function of the step).
-
-    Args:
-        lengths: tokens per document in the stage's variant (with or without placeholders).
-        probs: from `window_weights`.
-        step: the step.
-        cfg: the stage's settings (seed, batch_size, seq_len).
-        stage: stage name (enters the seed, so stages draw different batches).
-
-    Returns:
-        (docs int64 [B], starts int64 [B]); a window is the prefix + tokens[start:start+seq_len-PREFIX_LEN].
-    """
-    rng = np.random.default_rng([cfg.seed, STAGE_CODE[stage], step])
-    docs = rng.choice(len(lengths), size=cfg.batch_size, p=probs)
-    body = cfg.seq_len - PREFIX_LEN
-    last_start = np.maximum(lengths[docs] - body, PREFIX_LEN)  # last start with a full window
-    starts = PREFIX_LEN + np.floor(rng.random(cfg.batch_size) * (last_start - PREFIX_LEN + 1)).astype(np.int64)
-    return docs.astype(np.int64), starts
-
-
-def recent_starts(lengths: np.ndarray, docs: np.ndarray, seq_len: int) -> np.ndarray:
-    """Window starts that keep the most recent seq_len - PREFIX_LEN tokens (truncation rule)."""
-    return np.maximum(lengths[docs] - (seq_len - PREFIX_LEN), PREFIX_LEN)
-
-
-@dataclass(frozen=True)
-class Collator:
-    """Turns (document, window start) pairs into model inputs.
-
-    Args:
-        corpus: the tokenized documents.
-        multimodal: keep image placeholders (and give PRS); False = structured-only (EHRT).
-        image_dims: the model's (modality, dim) in config order (empty for EHRT).
-        placeholder_ids: placeholder token id -> 1-based modality index in image_dims.
-        use_prs: pass the PRS vector (when the model has a PRS pathway).
-    """
-
-    corpus: Corpus
-    multimodal: bool
-    image_dims: tuple[tuple[str, int], ...] = ()
-    placeholder_ids: tuple[tuple[int, int], ...] = ()
-    use_prs: bool = False
-
-    def sequence(self, d: int) -> tuple[np.ndarray, np.ndarray]:
-        """Token ids and image rows of document d in this variant."""
-        ids, rows = self.corpus.doc(int(d))
-        if not self.multimodal:
-            keep = rows < 0
-            ids, rows = ids[keep], rows[keep]
-        return ids, rows
-
-    def __call__(self, docs: np.ndarray, starts: np.ndarray, seq_len: int,
-                 repeat: bool = False) -> dict[str, torch.Tensor]:
-        """Right-padded batch.
-
-        Args:
-            docs: document indices [B].
-            starts: window starts [B] (see `sample_windows`).
-            seq_len: window length (prefix included).
-            repeat: echo embeddings: the window twice in a row ([x; x]).
-
-        Returns:
-            input_ids, labels (IGNORE_INDEX on padding and placeholders), lengths, and when
-            multimodal image_index, image_values, prs.
-        """
-        seqs = []
-        for d, s in zip(docs, starts):
-            ids, rows = self.sequence(d)
-            body = seq_len - PREFIX_LEN
-            w_ids = np.concatenate([ids[:PREFIX_LEN], ids[s:s + body]])
-            w_rows = np.concatenate([rows[:PREFIX_LEN], rows[s:s + body]])
-            if repeat:
-                w_ids, w_rows = np.tile(w_ids, 2), np.tile(w_rows, 2)
-            seqs.append((w_ids, w_rows))
-        B, T = len(seqs), max(len(s[0]) for s in seqs)
-        input_ids = np.full((B, T), PAD_ID, np.int64)
-        rows = np.full((B, T), -1, np.int64)
-        lengths = np.zeros(B, np.int64)
-        for i, (a, r) in enumerate(seqs):
-            input_ids[i, :len(a)], rows[i, :len(a)], lengths[i] = a, r, len(a)
-        real = np.arange(T)[None, :] < lengths[:, None]
-        labels = np.where(real & (rows < 0), input_ids, IGNORE_INDEX)
-        out = {"input_ids": torch.from_numpy(input_ids), "labels": torch.from_numpy(labels),
-               "lengths": torch.from_numpy(lengths)}
-        if self.multimodal and self.image_dims:
-            lut = dict(self.placeholder_ids)
-            index = np.zeros((B, T), np.int64)
-            has = rows >= 0
-            index[has] = [lut.get(int(t), 0) for t in input_ids[has]]
-            E = max(d for _, d in self.image_dims)
-            values = np.zeros((B, T, E), np.float32)
-            if has.any():
-                values[has] = np.asarray(self.corpus.images[rows[has]])[:, :E]
-            out["image_index"] = torch.from_numpy(index)
-            out["image_values"] = torch.from_numpy(values)
-        if self.multimodal and self.use_prs:
-            out["prs"] = torch.from_numpy(np.asarray(self.corpus.prs[docs], dtype=np.float32))
-        return out
-
-
-def model_inputs(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    """The batch's model keyword arguments on a device (lengths dropped).
-
-    Right padding needs no attention mask: under causal attention a real token only sees earlier
-    positions, which are real, so SDPA's mask-free causal path (flash kernels) stays usable.
-    """
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "lengths"}
-
-
-# ====================================================================================== devices
-@dataclass(frozen=True)
-class Dist:
-    """Process layout: rank, world size, device (DDP when world > 1)."""
-
-    rank: int = 0
-    world: int = 1
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed() -> Dist:
-    """Read torchrun's environment; join the process group when WORLD_SIZE > 1.
-
-    Returns:
-        The layout (CUDA device cuda:LOCAL_RANK when available, else CPU with gloo).
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available()
-    device = torch.device(f"cuda:{local}") if cuda else torch.device("cpu")
-    if cuda:
-        torch.cuda.set_device(device)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
-    return Dist(rank, world, device)
-
-
-def _autocast(device: torch.device):
-    # bf16 autocast on GPUs: matmuls in bf16, weights/optimizer state stay float32.
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak memory so far: GPU allocator peak on CUDA, else this process's peak RSS."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
-# ====================================================================================== checkpoints
-def _atomic_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=1).encode())
-
-
-def save_checkpoint(folder: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, state: dict) -> None:
-    """Write step folder (weights, optimizer, state) and then point latest.json at it.
-
-    Args:
-        folder: the stage's checkpoint folder.
-        model: unwrapped model.
-        opt: its optimizer.
-        state: JSON-able progress (must hold "step").
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    step_dir = folder / f"step-{state['step']:07d}"
-    tmp = folder / f".{step_dir.name}.tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    save_model(model, str(tmp / "model.safetensors"))
-    torch.save({"optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state()}, tmp / "optimizer.pt")
-    (tmp / "state.json").write_text(json.dumps(state, indent=1))
-    shutil.rmtree(step_dir, ignore_errors=True)
-    tmp.rename(step_dir)
-    previous = latest_checkpoint(folder)
-    _atomic_json(folder / "latest.json", {"step_dir": step_dir.name})
-    if previous is not None and previous != step_dir:
-        shutil.rmtree(previous, ignore_errors=True)  # keep one checkpoint: the latest
-
-
-def latest_checkpoint(folder: Path) -> Path | None:
-    """The step folder latest.json names, or None."""
-    p = folder / "latest.json"
-    if not p.exists():
-        return None
-    d = folder / json.loads(p.read_text())["step_dir"]
-    return d if d.is_dir() else None
-
-
-def load_checkpoint(step_dir: Path, model: torch.nn.Module, opt: torch.optim.Optimizer) -> dict:
-    """Restore weights, optimizer and RNG state from a step folder. Returns its state dict."""
-    load_model(model, str(step_dir / "model.safetensors"), strict=True, device=str(_device_of(model)))
-    blob = torch.load(step_dir / "optimizer.pt", map_location=_device_of(model), weights_only=False)
-    opt.load_state_dict(blob["optimizer"])
-    torch.set_rng_state(blob["torch_rng"].cpu())
-    return json.loads((step_dir / "state.json").read_text())
-
-
-def _device_of(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-# ====================================================================================== training loop
-def _optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    """AdamW over trainable parameters; weight decay on matrices only (not norms, gates, embeddings)."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (decay if p.ndim == 2 and "emb" not in name else no_decay).append(p)
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                             fused=device.type == "cuda")
-
-
-def train_stage(model: MEHRT, collate: Collator, cfg: TrainConfig, stage: str, folder: Path, *,
-                trainable: Callable[[str], bool] = lambda name: True,
-                eligible: np.ndarray | None = None, layout: Dist | None = None,
-                stop_after: int | None = None, log: Callable[[str], None] | None = None) -> dict:
-    """Train one stage, resuming from `folder`'s latest checkpoint if there is one.
-
-    Args:
-        model: the model (on CPU or its device); trained in place.
-        collate: the stage's data (corpus and variant).
-        cfg: optimisation settings.
-        stage: stage name (seeds the batches).
-        folder: checkpoint folder of this stage.
-        trainable: parameter name -> whether it learns (others are frozen).
-        eligible: bool [D] documents this stage samples from (None = all).
-        layout: DDP layout (default: `init_distributed()`).
-        stop_after: stop (with a checkpoint) after this many steps in total: simulates an
-            interruption in tests.
-        log: optional progress callback.
-
-    Returns:
-        Progress state: step, losses (global mean loss per step), tokens, train_seconds,
-        tokens_per_s, finished.
-    """
-    layout = layout or init_distributed()
-    if cfg.batch_size < layout.world:
-        raise ValueError(f"batch_size={cfg.batch_size} must be at least the world size {layout.world}")
-    device = layout.device
-    model.to(device)
-    for name, p in model.named_parameters():
-        p.requires_grad_(trainable(name))
-    opt = _optimizer(model, cfg, device)
-    state = {"step": 0, "losses": [], "tokens": 0, "train_seconds": 0.0, "stage": stage,
-             "train_config": dataclasses.asdict(cfg)}
-    ckpt = latest_checkpoint(folder)
-    if ckpt is not None:
-        state = load_checkpoint(ckpt, model, opt)
-    lengths = collate.corpus.lengths(collate.multimodal)
-    probs = window_weights(lengths, cfg.seq_len, eligible)
-    net: torch.nn.Module = model
-    if layout.world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.compile and device.type == "cuda":
-        net = torch.compile(net)
-    model.train()
-    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
-    params = [p for p in model.parameters() if p.requires_grad]
-    for step in range(state["step"], end):
-        t0 = time.perf_counter()
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
-        docs, starts = sample_windows(lengths, probs, step, cfg, stage)
-        mine = slice(layout.rank, None, layout.world)  # DistributedSampler-style shard of the batch
-        batch = collate(docs[mine], starts[mine], cfg.seq_len)
-        n_local = (batch["labels"][:, 1:] != IGNORE_INDEX).sum().to(device)
-        counts = torch.stack([n_local.float(), batch["lengths"].sum().float().to(device)])
-        if layout.world > 1:
-            dist.all_reduce(counts)
-        with _autocast(device):
-            loss = net(**model_inputs(batch, device))["loss"]
-        # The model returns this rank's token mean. Scaling by n_local * world / n_global makes
-        # DDP's gradient average equal the gradient of the global batch's token mean.
-        scaled = loss * n_local.float() * layout.world / counts[0].clamp(min=1)
-        scaled.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        global_loss = scaled.detach().clone() / layout.world
-        if layout.world > 1:
-            dist.all_reduce(global_loss)
-        state["losses"].append(float(global_loss))
-        state["tokens"] += int(counts[1])
-        state["train_seconds"] += time.perf_counter() - t0
-        state["step"] = step + 1
-        if log and (step % 50 == 0 or step + 1 == end):
-            log(f"stage {stage} step {step + 1}/{cfg.steps} loss {state['losses'][-1]:.3f} lr {lr_at(step, cfg):.2e}")
-        if layout.main and (state["step"] % cfg.checkpoint_every == 0 or state["step"] == end):
-            save_checkpoint(folder, model, opt, state)
-        if layout.world > 1 and state["step"] % cfg.checkpoint_every == 0:
-            dist.barrier()
-    state["finished"] = state["step"] >= cfg.steps
-    state["tokens_per_s"] = state["tokens"] / max(state["train_seconds"], 1e-9)
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(True)
-    return state
-
-
-# ====================================================================================== evaluation
-@torch.no_grad()
-def perplexity(model: MEHRT, collate: Collator, seq_len: int, n_docs: int = 256,
-               batch_size: int = 16) -> float:
-    """Test perplexity exp(mean NLL) over structured-token targets of held-out documents.
-
-    Each evaluated document contributes its most recent seq_len tokens (prefix kept), the same
-    window a downstream task would see at the end of the record.
-
-    Args:
-        model: the model.
-        collate: a held-out corpus in the model's variant.
-        seq_len: window length.
-        n_docs: evaluate this many documents, evenly spread over the corpus (deterministic).
-        batch_size: documents per forward pass.
-
-    Returns:
-        The perplexity.
-    """
-    device = _device_of(model)
-    model.eval()
-    D = len(collate.corpus)
-    docs = np.unique(np.linspace(0, D - 1, min(n_docs, D)).astype(np.int64))
-    lengths = collate.corpus.lengths(collate.multimodal)
-    docs = docs[np.argsort(lengths[docs], kind="stable")]  # similar lengths together: less padding
-    nll, n = 0.0, 0
-    for i in range(0, len(docs), batch_size):
-        d = docs[i:i + batch_size]
-        batch = collate(d, recent_starts(lengths, d, seq_len), seq_len)
-        with _autocast(device):
-            out = model(**model_inputs(batch, device))
-        k = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
-        nll += float(out["loss"]) * k
-        n += k
-    return math.exp(nll / max(n, 1))
 
 
 # ====================================================================================== stages
@@ -554,63 +122,6 @@ def stage3_joint(config: MEHRTConfig, ehrt: Path, collate: Collator, cfg: TrainC
     return model, train_stage(model, collate, cfg, "3joint", folder, **kw)
 
 
-# ====================================================================================== corpora (cached)
-def mehrt_cache() -> Path:
-    """cache_dir()/mehrt."""
-    from benchmark.paths import cache_dir
-    return cache_dir() / "mehrt"
-
-
-@contextmanager
-def file_lock(path: Path):
-    """An exclusive lock file: concurrent runs wait for the one doing the work."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-@dataclass
-class Corpora:
-    """The tokenizer (fitted on train) and the train / held-out pretraining corpora of a cohort."""
-
-    tokenizer: Tokenizer
-    train: Corpus
-    held_out: Corpus
-    folder: Path
-
-
-def prepare_corpora(cohort, min_subjects: int = 5) -> Corpora:
-    """Fit the tokenizer on the training split and tokenize train and held-out records (cached).
-
-    Args:
-        cohort: the Cohort.
-        min_subjects: rare-token threshold of the tokenizer.
-
-    Returns:
-        Corpora, loaded memory-mapped from cache_dir()/mehrt/<fingerprint>/.
-    """
-    folder = mehrt_cache() / cohort.fingerprint() / f"tok-v{TOKENIZER_VERSION}-k{min_subjects}"
-    done = folder / "done.json"
-    if not done.exists():
-        with file_lock(folder.with_suffix(".lock")):
-            if not done.exists():
-                folder.mkdir(parents=True, exist_ok=True)
-                train_docs = pretraining_documents(cohort, "train")
-                ev, imgs, prs = guarded_inputs(cohort, train_docs, IMAGE_MODALITIES, PRS_MODALITY)
-                tok = Tokenizer(min_subjects).fit(ev.drop("prediction_time"))
-                tok.save(folder / "tokenizer.json")
-                for split, docs in (("train", train_docs), ("held_out", pretraining_documents(cohort, "held_out"))):
-                    ev, imgs, prs = guarded_inputs(cohort, docs, IMAGE_MODALITIES, PRS_MODALITY)
-                    tok.tokenize(ev, docs, imgs, prs, eos=True).save(folder / split)
-                _atomic_json(done, {"tokenizer": tok.hash()})
-    tok = Tokenizer.load(folder / "tokenizer.json")
-    return Corpora(tok, Corpus.load(folder / "train"), Corpus.load(folder / "held_out"), folder)
-
-
 # ====================================================================================== curriculum (cached)
 @dataclass(frozen=True)
 class Plan:
@@ -672,14 +183,6 @@ def multimodal_config(size: str, corpora: Corpora, seq_len: int, prs_mode: str |
     return config_for(size, corpora.tokenizer.vocab_size, max_seq_len=_max_len(size, seq_len),
                       image_dims=corpora.train.image_dims, prs_dim=prs_dim,
                       prs_mode=prs_mode if prs_dim else None)
-
-
-def collator(corpus: Corpus, tokenizer: Tokenizer, config: MEHRTConfig) -> Collator:
-    """The Collator matching a model config (multimodal iff it has images or PRS)."""
-    multimodal = bool(config.image_dims) or config.prs_mode is not None
-    return Collator(corpus, multimodal=multimodal, image_dims=config.image_dims,
-                    placeholder_ids=tuple(sorted(tokenizer.placeholder_ids(config.image_dims).items())),
-                    use_prs=config.prs_mode is not None)
 
 
 def stage_key(fingerprint: str, tok_hash: str, config: MEHRTConfig, stage: str, cfg: TrainConfig,
