@@ -22,12 +22,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from benchmark.artifacts import atomic_write, cached_artifact
 from benchmark.data.cohort import Cohort
 from benchmark.durations import parse_duration, to_timedelta
 from benchmark.errors import UserError
 from benchmark.paths import cache_dir
 from benchmark.predicates import BUILTIN_PREDICATES, CodeRule, DerivedRule, predicate_rules_digest
-from benchmark.results import atomic_path, atomic_write_bytes, cache_lock
 from benchmark.taskspec import TaskSpec
 
 LABELER_VERSION = "3"  # 3: NaN/inf numeric values read as null, non-static null-time rows dropped (issue 12)
@@ -240,15 +240,25 @@ def extract_labels(task: TaskSpec, cohort: Cohort, *, dataset_rules: dict[str, C
     dataset_rules = cohort.predicate_map() if dataset_rules is None else dataset_rules
     rules = _resolve_rules(task, dataset_rules)
     if not use_cache:
-        return _compute_labels(task, cohort, rules, None)
+        return _announce(_compute_labels(task, cohort, rules, None))
     cache_file = label_cache_file(task, cohort, rules)
-    if cache_file.exists():
-        return _read_cached(task, cache_file)
-    # Concurrent runs: one computes, the others wait on the lock and then read its file.
-    with cache_lock(cache_file):
-        if cache_file.exists():
-            return _read_cached(task, cache_file)
-        return _compute_labels(task, cohort, rules, cache_file)
+    computed: list[LabelSet] = []
+
+    def compute() -> LabelSet:
+        computed.append(_compute_labels(task, cohort, rules, cache_file))
+        return computed[0]
+
+    # Concurrent runs: one computes, the others wait on the entry's lock and then read its file.
+    ls = cached_artifact(cache_file, compute, read=lambda f: _read_cached(task, f), write=_write_cached,
+                         suffix=".parquet")
+    return _announce(ls) if computed else ls
+
+
+def _announce(ls: LabelSet) -> LabelSet:
+    """Warn (once, when the labels are computed) about predicates that match no event."""
+    for w in ls.warnings:
+        warnings.warn(w, stacklevel=3)  # the caller of extract_labels
+    return ls
 
 
 def _read_cached(task: TaskSpec, cache_file: Path) -> LabelSet:
@@ -259,24 +269,22 @@ def _read_cached(task: TaskSpec, cache_file: Path) -> LabelSet:
                     meta.get("warnings", []), cache_file)
 
 
+def _write_cached(tmp: Path, ls: LabelSet) -> None:
+    """Store labels: the metadata JSON first, then the parquet (renamed into place last, by
+    cached_artifact, so its existence marks a complete entry)."""
+    atomic_write(ls.cache_file.with_suffix(".json"),
+                 json.dumps({"predicate_counts": ls.predicate_counts, "warnings": ls.warnings}))
+    ls.labels.write_parquet(tmp)
+
+
 def _compute_labels(task: TaskSpec, cohort: Cohort, rules, cache_file: Path | None) -> LabelSet:
-    """Extract labels; with a cache_file, also store them (metadata first, then the parquet)."""
+    """Extract labels (cache_file only names where they will be stored)."""
     events, bounds = predicate_events(task, cohort, rules)
     counts = {n: events[n].height for n in sorted(events)}
     notes = [f"task {task.name}: predicate {n!r} matches no event in {cohort.root}; "
              f"check its rule in {cohort.predicates_file}" for n, c in counts.items()
              if c == 0 and isinstance(rules.get(n), CodeRule)]
-    for w in notes:
-        warnings.warn(w, stacklevel=3)  # the caller of extract_labels
-    labels = _label(task, events, bounds)
-    ls = LabelSet(task, labels, counts, notes, cache_file)
-    if cache_file is not None:
-        # The parquet's existence marks a complete entry, so it is renamed into place last.
-        atomic_write_bytes(cache_file.with_suffix(".json"),
-                           json.dumps({"predicate_counts": counts, "warnings": notes}).encode())
-        with atomic_path(cache_file, ".parquet") as tmp:
-            labels.write_parquet(tmp)
-    return ls
+    return LabelSet(task, _label(task, events, bounds), counts, notes, cache_file)
 
 
 def _index_samples(task: TaskSpec, events: dict[str, pl.DataFrame]) -> pl.DataFrame:

@@ -5,16 +5,13 @@ rerun unless forced. The JSON is a `benchmark.records.ResultRecord`; `read_recor
 reader (files of earlier schema versions included). `schema_version` changes when a field's
 meaning changes.
 
-Also the atomic-write and lock helpers every cache writer uses, so concurrent runs on one results
-folder and one cache are safe: each write goes to a unique temp file in the target folder
-(`tempfile.mkstemp`) and is renamed onto the target (`os.replace`, atomic on one file system); the
-temp file is removed on any error. Builders of a shared cache entry hold a file lock (`cache_lock`)
-and re-check the entry after acquiring it, so two runs do not build it twice.
+Every file here is written with `benchmark.artifacts.atomic_write` / `atomic_path` (unique temp
+file, then rename), so concurrent runs on one results folder are safe. `atomic_path`,
+`atomic_write_bytes` and `cache_lock` stay importable from here (older import path).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -25,12 +22,13 @@ import tempfile
 import warnings
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import polars as pl
 from pydantic import ValidationError
 
+from benchmark.artifacts import atomic_path, atomic_write, atomic_write_bytes, cache_lock  # noqa: F401 - re-exported
 from benchmark.paths import REPO_ROOT
 from benchmark.records import SCHEMA_VERSION, ResultRecord  # noqa: F401 - SCHEMA_VERSION re-exported
 
@@ -86,62 +84,6 @@ def cell_state(results_dir: Path, model: str, task: str, seed: int, *, data_fing
     return "stale" if task_hash is not None and rec.provenance.task_hash != task_hash else "current"
 
 
-@contextlib.contextmanager
-def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
-    """A unique temp path next to `path`; renamed onto `path` when the block succeeds.
-
-    The temp name comes from tempfile.mkstemp in the target folder (unique across processes and
-    threads, same file system so the rename is atomic). On any error, KeyboardInterrupt included,
-    the temp file is removed and the error re-raised; `path` is then untouched.
-
-    Args:
-        path: the final file.
-        suffix: ending the writer needs on the temp name (np.savez appends ".npz" otherwise).
-
-    Yields:
-        The temp path to write (it exists, empty).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{suffix}")
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write bytes to `path` atomically (unique temp file, fsync, rename)."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-
-
-@contextlib.contextmanager
-def cache_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive inter-process lock for building the cache entry `path`.
-
-    The lock file `.<name>.lock` next to `path` stays after release (removing a lock file that
-    another process waits on would break mutual exclusion). Build inside the lock and re-check
-    whether `path` exists after acquiring it: another run may have built it meanwhile.
-
-    Args:
-        path: the cache file (or folder) being built.
-    """
-    from filelock import FileLock
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path.parent / f".{path.name}.lock")):
-        yield
-
-
 def check_results_dir(results_dir: Path) -> Path:
     """Make sure results can be written to results_dir before any work starts.
 
@@ -195,7 +137,7 @@ def write_result(path: Path, record: ResultRecord | dict) -> None:
         path: the cell's seed<k>.json.
         record: a ResultRecord (its set fields are written), or a plain dict (tests plant those).
     """
-    atomic_write_bytes(path, result_json(record).encode())
+    atomic_write(path, result_json(record))
 
 
 def result_json(record: ResultRecord | dict) -> str:
@@ -253,6 +195,9 @@ def read_record_files(results_dir: Path, exclude: Path | None = None) -> tuple[l
             found.append((p, record_from_bytes(p.read_bytes())))
         except FileNotFoundError:
             continue
+        except json.JSONDecodeError as e:
+            problems.append(f"{p}: not readable JSON ({e.msg}, line {e.lineno}); "
+                            "fix: rerun that cell with --force, or remove the file")
         except ValidationError as e:
             first = e.errors()[0]
             where = ".".join(str(x) for x in first["loc"]) or "(top level)"

@@ -15,7 +15,6 @@ half-written cache. Pass ``cache=False`` to an encoder to bypass the cache (test
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Callable
 
@@ -23,9 +22,9 @@ import numpy as np
 import polars as pl
 
 from benchmark.model_api import TaskData
-from benchmark.results import atomic_path, cache_lock
+from benchmark.vocabulary import SPLITS
+from benchmark.artifacts import cached_artifact, digest
 
-SPLITS = ("train", "tuning", "held_out")
 CACHE_SUBDIR = "encoders"
 
 
@@ -58,10 +57,8 @@ def cache_key(encoder: str, version: str, config: dict, data: TaskData) -> str:
     Returns:
         16 hex characters.
     """
-    payload = json.dumps({"encoder": encoder, "version": version, "config": config,
-                          "data": data.cohort.fingerprint(), "task": data.task.name,
-                          "samples": samples_hash(data)}, sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return digest({"encoder": encoder, "version": version, "config": config, "data": data.cohort.fingerprint(),
+                   "task": data.task.name, "samples": samples_hash(data)})
 
 
 def cached_arrays(data: TaskData, encoder: str, version: str, config: dict,
@@ -84,16 +81,9 @@ def cached_arrays(data: TaskData, encoder: str, version: str, config: dict,
     key = cache_key(encoder, version, config, data)
     folder = Path(data.work_dir) / CACHE_SUBDIR
     path = folder / f"{encoder.replace('/', '_').replace(':', '-')}-{key}.npz"
-    if path.exists():
-        return _read(path)
     # Concurrent runs on one cache: one computes, the others wait on the lock and read its file.
-    with cache_lock(path):
-        if path.exists():
-            return _read(path)
-        arrays = compute()
-        with atomic_path(path, ".npz") as tmp:
-            np.savez(tmp, **arrays)
-    return arrays
+    return cached_artifact(path, compute, read=_read, write=lambda tmp, arrays: np.savez(tmp, **arrays),
+                           suffix=".npz")
 
 
 def _read(path: Path) -> dict[str, np.ndarray]:

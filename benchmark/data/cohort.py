@@ -23,13 +23,13 @@ import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from benchmark.artifacts import cached_artifact
 from benchmark.data.integrity import (Collector, check_shard_footer, inside_root, nonstatic_null_codes,
                                       read_footer, scan_shards)
 from benchmark.data.leakage import drop_nonstatic_nulls
 from benchmark.errors import UserError
 
 CORE_COLUMNS = ("subject_id", "time", "code", "numeric_value", "text_value")
-SPLITS = ("train", "tuning", "held_out")
 
 
 class Cohort:
@@ -196,13 +196,21 @@ class Cohort:
             st = f.stat()
             stamp.update(f"{f}|{st.st_size}|{st.st_mtime_ns}\n".encode())
         key = stamp.hexdigest()
-        cache = self.root / ".fingerprint"
-        try:
-            cached = json.loads(cache.read_text())
-            if cached.get("key") == key:
-                return cached["fingerprint"]
-        except (OSError, ValueError):
-            pass
+
+        def read(path: Path) -> str:
+            cached = json.loads(path.read_text())
+            if cached.get("key") != key:
+                raise ValueError("stale fingerprint")  # files changed since: recompute
+            return cached["fingerprint"]
+
+        # No lock file in the user's cohort folder: the hash is idempotent, so two concurrent runs
+        # may both compute it; each write is atomic. A read-only cohort is hashed each time.
+        return cached_artifact(self.root / ".fingerprint", lambda: self._content_hash(files), read=read,
+                               write=lambda tmp, fp: tmp.write_text(json.dumps({"key": key, "fingerprint": fp})),
+                               lock=False, best_effort=True)
+
+    def _content_hash(self, files: list[Path]) -> str:
+        """16 hex digits of sha256 over the files' relative names and contents."""
         h = hashlib.sha256()
         for f in files:
             h.update(f.relative_to(self.root).as_posix().encode() if f.is_relative_to(self.root)
@@ -210,13 +218,7 @@ class Cohort:
             with open(f, "rb") as fh:
                 for chunk in iter(lambda: fh.read(1 << 20), b""):
                     h.update(chunk)
-        fp = h.hexdigest()[:16]
-        from benchmark.results import atomic_write_bytes  # unique temp name: concurrent runs write it too
-        try:
-            atomic_write_bytes(cache, json.dumps({"key": key, "fingerprint": fp}).encode())
-        except OSError:
-            pass  # read-only cohort: recompute next time
-        return fp
+        return h.hexdigest()[:16]
 
     def demographics(self) -> pl.DataFrame:
         """One row per subject: subject_id, sex, race, ethnicity, birth_time (nulls where absent).

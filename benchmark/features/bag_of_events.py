@@ -11,7 +11,6 @@ The output is a scipy CSR matrix per split, cached in the task's work folder.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,13 +19,13 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from benchmark.artifacts import atomic_write, cached_artifact, digest
 from benchmark.data.leakage import visible_events
 from benchmark.model_api import TaskData
-from benchmark.results import atomic_path, atomic_write_bytes, cache_lock
+from benchmark.vocabulary import SPLITS
 
 FEATURIZER_VERSION = "2"  # 2: null-time rows of non-static codes dropped (issue 12)
 TRUNCATED_VOCABS = ("ICD10CM/", "ICD10PCS/")
-SPLITS = ("train", "tuning", "held_out")
 
 
 def normalize_code(code: pl.Expr) -> pl.Expr:
@@ -86,44 +85,32 @@ def featurize(data: TaskData, *, min_subject_frac: float = 0.01, numeric: bool =
     Returns:
         BagOfEvents with CSR matrices for train, tuning and held_out, rows in label order.
     """
-    key = hashlib.sha256(json.dumps([FEATURIZER_VERSION, min_subject_frac, numeric,
-                                     data.labels.select("subject_id", "prediction_time").hash_rows().sum()],
-                                    default=str).encode()).hexdigest()[:12]
+    key = digest([FEATURIZER_VERSION, min_subject_frac, numeric,
+                  data.labels.select("subject_id", "prediction_time").hash_rows().sum()], n=12)
     cache = data.work_dir / f"bag_of_events-{key}.npz"
-    if _complete(cache):
-        return _read_cache(cache)
     # Concurrent runs on one cache: one builds the features, the others wait and read its files.
-    with cache_lock(cache):
-        if _complete(cache):
-            return _read_cache(cache)
-        bag = _build(data, min_subject_frac, numeric)
-        _write_cache(cache, bag)
-    return bag
-
-
-def _complete(cache: Path) -> bool:
-    """A cache entry is complete when both files exist (the .npz is renamed into place last)."""
-    return cache.exists() and cache.with_suffix(".json").exists()
+    return cached_artifact(cache, lambda: _build(data, min_subject_frac, numeric), read=_read_cache,
+                           write=lambda tmp, bag: _write_cache(cache, tmp, bag), suffix=".npz")
 
 
 def _read_cache(cache: Path) -> BagOfEvents:
-    """Load cached features."""
+    """Load cached features (the names JSON is written before the .npz, so it is there)."""
     with np.load(cache, allow_pickle=False) as z:
         X = {s: sp.csr_matrix((z[f"{s}_data"], z[f"{s}_indices"], z[f"{s}_indptr"]), shape=tuple(z[f"{s}_shape"]))
              for s in SPLITS}
     return BagOfEvents(X, json.loads(cache.with_suffix(".json").read_text()))
 
 
-def _write_cache(cache: Path, bag: BagOfEvents) -> None:
-    """Store features atomically: names JSON first, then the .npz whose presence marks the entry complete."""
+def _write_cache(cache: Path, tmp: Path, bag: BagOfEvents) -> None:
+    """Store features: the names JSON first, then the .npz (written to `tmp`, renamed onto `cache`
+    last by cached_artifact, so its presence marks a complete entry)."""
     payload = {}
     for s in SPLITS:
         x = bag.X[s]
         payload.update({f"{s}_data": x.data, f"{s}_indices": x.indices, f"{s}_indptr": x.indptr,
                         f"{s}_shape": np.array(x.shape)})
-    atomic_write_bytes(cache.with_suffix(".json"), json.dumps(bag.names).encode())
-    with atomic_path(cache, ".npz") as tmp:
-        np.savez(tmp, **payload)
+    atomic_write(cache.with_suffix(".json"), json.dumps(bag.names))
+    np.savez(tmp, **payload)
 
 
 def _build(data: TaskData, min_subject_frac: float, numeric: bool) -> BagOfEvents:
