@@ -137,7 +137,7 @@ def compare(results_dir: Path, a: str, b: str, tasks: str | None = "all", *, n_b
     Raises:
         UserError: a model has no results, or A shares no task with any B.
     """
-    from benchmark.stats import pooled_paired_bootstrap
+    from benchmark.stats.pooled import pooled_paired_bootstrap
 
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
@@ -248,7 +248,8 @@ def _task_rows(task: str, a: str, cands: dict[str, dict], *, n_boot: int, seed: 
     paired test) on their joined predictions: (rows, skipped metrics, PR-difference curve of A
     against the B chosen on the main metric)."""
     from benchmark.metrics.binary import DegenerateInputError
-    from benchmark.stats import paired_bootstrap_best_of, precision_difference_curve
+    from benchmark.stats.paired import paired_bootstrap_best_of
+    from benchmark.stats.pr_curves import precision_difference_curve
 
     first = next(iter(cands.values()))
     ra, kind, y, sa, sid = (first[k] for k in ("ra", "kind", "y", "sa", "sid"))

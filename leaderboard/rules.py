@@ -375,7 +375,7 @@ def tie_with_best(best: Cell, other: Cell, task: TaskInfo) -> tuple[bool, str]:
         (tied, how it was decided, in words).
     """
     from benchmark.metrics.binary import DegenerateInputError
-    from benchmark.stats import paired_bootstrap
+    from benchmark.stats.paired import paired_bootstrap
 
     metric = PAIRED_METRIC.get(task.main_metric)
     why = f"no paired test for {metric_label(task.main_metric)}"

@@ -124,7 +124,7 @@ def site(planted, tmp_path_factory):
 def test_every_model_tied_with_the_best_is_starred(site, planted):
     """Old behaviour: one star, on the best point estimate, although m_near's AUROC differs from the
     best's by far less than its CI. Now m_near is starred (paired test: CI covers 0) and m_weak is not."""
-    from benchmark.stats import paired_bootstrap
+    from benchmark.stats.paired import paired_bootstrap
     from leaderboard.rules import TIE_N_BOOT, TIE_SEED
     _, d = planted
     sid = np.arange(9_000_000, 9_000_000 + len(d["y"]))
