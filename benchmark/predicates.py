@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 
 from benchmark.durations import parse_duration
 from benchmark.errors import UserError
+from benchmark.units import canonical_unit, conversion, spellings
 
 BUILTIN_PREDICATES = ("_any_event", "_record_start")
 
@@ -107,49 +108,231 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class CodeRule(_Strict):
-    """One dataset predicate: exactly one code matcher, optional inclusive numeric bounds."""
+class DatasetRule(_Strict):
+    """What a dataset predicate offers the label code: which rows match, and their value (in the
+    rule's final unit). Implemented by `CodeRule` (one matcher) and `RuleUnion` (several)."""
+
+    def code_expr(self) -> pl.Expr:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def value_expr(self) -> pl.Expr:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def expr(self) -> pl.Expr:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    @property
+    def final_unit(self) -> str | None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def needs_hierarchy(self) -> bool:
+        """True if the rule names codes by ancestor (``descendants_of``) and must be resolved."""
+        return False
+
+
+def _bound(v: pl.Expr, bound: float | None, inclusive: bool, upper: bool) -> pl.Expr | None:
+    if bound is None:
+        return None
+    if upper:
+        e = (v <= bound) if inclusive else (v < bound)
+    else:
+        e = (v >= bound) if inclusive else (v > bound)
+    return e & v.is_not_nan()           # polars orders NaN above every number: never inside a bound
+
+
+class CodeRule(DatasetRule):
+    """One dataset predicate: exactly one code matcher, optional units and numeric bounds.
+
+    Matchers: ``code`` (one code), ``any_of`` (a list), ``prefix`` (one or several), ``regex``
+    (linear-time engine), ``descendants_of`` (codes whose ``parent_codes`` in metadata/codes.parquet
+    lead to one of the given codes, the codes themselves included; resolved per cohort by
+    `resolve_descendants`).
+
+    Units: ``unit`` is the unit the matched values are recorded in; ``unit_in_code: true`` also
+    requires the code to end in ``//<unit>`` (any spelling of it, as MIMIC lab codes such as
+    ``LAB//50912//mg/dL`` carry it). ``to_unit`` converts the values (benchmark.units knows the
+    analyte-independent conversions); ``scale`` / ``offset`` give any other linear conversion
+    (value * scale + offset). Bounds apply to the converted value; each bound is inclusive unless
+    ``value_min_inclusive`` / ``value_max_inclusive`` say false (ACES's default is exclusive: write
+    the flag when porting a rule).
+    """
 
     code: str | None = None
     any_of: tuple[str, ...] | None = None
     prefix: str | tuple[str, ...] | None = None
     regex: str | None = None
+    descendants_of: str | tuple[str, ...] | None = None
     value_min: float | None = None
     value_max: float | None = None
+    value_min_inclusive: bool = True
+    value_max_inclusive: bool = True
+    unit: str | None = None
+    unit_in_code: bool = False
+    to_unit: str | None = None
+    scale: float | None = None
+    offset: float | None = None
 
     @model_validator(mode="after")
     def _one_matcher(self) -> "CodeRule":
-        given = [k for k in ("code", "any_of", "prefix", "regex") if getattr(self, k) is not None]
+        given = [k for k in ("code", "any_of", "prefix", "regex", "descendants_of") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of code, any_of, prefix, regex "
+            raise ValueError("give exactly one of code, any_of, prefix, regex, descendants_of "
                              f"(got {', '.join(given) or 'none'})")
         if self.regex is not None:
             check_regex(self.regex)
+        for name in ("unit", "to_unit"):
+            if getattr(self, name) is not None and self.scale is None:
+                canonical_unit(getattr(self, name))        # raises ValueError naming the known units
+        if self.unit_in_code and self.unit is None:
+            raise ValueError("unit_in_code needs unit (the unit the code must end with)")
+        if self.to_unit is not None and self.unit is None:
+            raise ValueError("to_unit needs unit (the unit the values are recorded in)")
+        if self.to_unit is not None and self.scale is None:
+            conversion(self.unit, self.to_unit)            # raises ValueError with the fix
+        if self.offset is not None and self.scale is None:
+            raise ValueError("offset needs scale (value * scale + offset)")
         return self
+
+    @property
+    def final_unit(self) -> str | None:
+        """The unit of `value_expr` (canonical name where known), None if the map does not say."""
+        u = self.to_unit or self.unit
+        if u is None:
+            return None
+        try:
+            return canonical_unit(u)
+        except ValueError:
+            return u
+
+    def needs_hierarchy(self) -> bool:
+        return self.descendants_of is not None
+
+    def linear(self) -> tuple[float, float]:
+        """(scale, offset) of the rule's unit conversion ((1, 0) when none)."""
+        if self.scale is not None:
+            return float(self.scale), float(self.offset or 0.0)
+        if self.to_unit is not None:
+            return conversion(self.unit, self.to_unit)
+        return 1.0, 0.0
 
     def code_expr(self) -> pl.Expr:
         """Polars boolean expression over the ``code`` column."""
         c = pl.col("code")
+        if self.descendants_of is not None:
+            raise RuntimeError("descendants_of is resolved per cohort first (predicates.resolve_descendants)")
         if self.code is not None:
-            return c == self.code
-        if self.any_of is not None:
-            return c.is_in(list(self.any_of))
-        if self.prefix is not None:
+            e = c == self.code
+        elif self.any_of is not None:
+            e = c.is_in(list(self.any_of))
+        elif self.prefix is not None:
             prefixes = (self.prefix,) if isinstance(self.prefix, str) else self.prefix
             e = c.str.starts_with(prefixes[0])
             for p in prefixes[1:]:
                 e = e | c.str.starts_with(p)
-            return e
-        return c.str.contains(self.regex)
+        else:
+            e = c.str.contains(self.regex)
+        if self.unit_in_code:
+            e = e & pl.any_horizontal([c.str.ends_with("//" + s) for s in spellings(self.unit)])
+        return e
+
+    def value_expr(self) -> pl.Expr:
+        """``numeric_value`` in the rule's final unit (Float32)."""
+        scale, offset = self.linear()
+        v = pl.col("numeric_value")
+        if (scale, offset) != (1.0, 0.0):
+            v = v.cast(pl.Float64) * scale + offset
+        return v.cast(pl.Float32)
 
     def expr(self) -> pl.Expr:
         """Polars boolean expression over ``code`` and ``numeric_value`` (null-safe)."""
         e = self.code_expr()
-        if self.value_min is not None:
-            e = e & (pl.col("numeric_value") >= self.value_min).fill_null(False)
-        if self.value_max is not None:
-            e = e & (pl.col("numeric_value") <= self.value_max).fill_null(False)
+        v = self.value_expr()
+        for b in (_bound(v, self.value_min, self.value_min_inclusive, False),
+                  _bound(v, self.value_max, self.value_max_inclusive, True)):
+            if b is not None:
+                e = e & b.fill_null(False)
         return e
+
+    def resolved(self, children: dict[str, list[str]]) -> "CodeRule":
+        """This rule with ``descendants_of`` replaced by the ``any_of`` list it stands for.
+
+        Args:
+            children: code -> codes that list it in parent_codes (from metadata/codes.parquet).
+        """
+        if self.descendants_of is None:
+            return self
+        roots = (self.descendants_of,) if isinstance(self.descendants_of, str) else self.descendants_of
+        seen, stack = set(roots), list(roots)
+        while stack:
+            for ch in children.get(stack.pop(), ()):
+                if ch not in seen:
+                    seen.add(ch)
+                    stack.append(ch)
+        return self.model_copy(update={"descendants_of": None, "any_of": tuple(sorted(seen))})
+
+
+class RuleUnion(DatasetRule):
+    """Several code rules as one predicate (a YAML list in predicates.yaml), e.g. temperature from a
+    degC and a degF chart item, each converted to degC. All members must end in the same unit."""
+
+    rules: tuple[CodeRule, ...]
+
+    @model_validator(mode="after")
+    def _same_unit(self) -> "RuleUnion":
+        if not self.rules:
+            raise ValueError("an empty list matches nothing; give at least one rule")
+        units = {r.final_unit for r in self.rules}
+        if len(units) > 1:
+            raise ValueError(f"the rules of one predicate end in different units ({sorted(map(str, units))}); "
+                             "convert them to one with to_unit (or scale)")
+        return self
+
+    @property
+    def final_unit(self) -> str | None:
+        return self.rules[0].final_unit
+
+    def needs_hierarchy(self) -> bool:
+        return any(r.needs_hierarchy() for r in self.rules)
+
+    def code_expr(self) -> pl.Expr:
+        return pl.any_horizontal([r.code_expr() for r in self.rules])
+
+    def value_expr(self) -> pl.Expr:
+        e = pl.when(self.rules[0].code_expr()).then(self.rules[0].value_expr())
+        for r in self.rules[1:]:
+            e = e.when(r.code_expr()).then(r.value_expr())
+        return e.otherwise(pl.col("numeric_value").cast(pl.Float32))
+
+    def expr(self) -> pl.Expr:
+        return pl.any_horizontal([r.expr() for r in self.rules])
+
+    def resolved(self, children: dict[str, list[str]]) -> "RuleUnion":
+        return RuleUnion(rules=tuple(r.resolved(children) for r in self.rules))
+
+
+def resolve_descendants(rules: dict[str, DatasetRule], codes_file: Path) -> dict[str, DatasetRule]:
+    """Resolve ``descendants_of`` matchers through a cohort's metadata/codes.parquet.
+
+    Args:
+        rules: predicate name -> rule.
+        codes_file: the cohort's codes.parquet (code, parent_codes); may be absent.
+
+    Returns:
+        The rules with every ``descendants_of`` replaced by an ``any_of`` list (the named codes
+        themselves only, when the file is absent or has no parent_codes).
+    """
+    if not any(r.needs_hierarchy() for r in rules.values()):
+        return rules
+    children: dict[str, list[str]] = {}
+    codes_file = Path(codes_file)
+    if codes_file.exists():
+        cols = pl.read_parquet_schema(codes_file)
+        if "parent_codes" in cols:
+            df = (pl.read_parquet(codes_file, columns=["code", "parent_codes"]).drop_nulls("parent_codes")
+                  .filter(pl.col("parent_codes").list.len() > 0).explode("parent_codes").drop_nulls())
+            for code, parent in df.iter_rows():
+                children.setdefault(parent, []).append(code)
+    return {n: (r.resolved(children) if r.needs_hierarchy() else r) for n, r in rules.items()}
 
 
 class BoundedPredicate(_Strict):
@@ -253,41 +436,147 @@ def _validation_message(err: ValidationError) -> tuple[str, str]:
     return loc, first["msg"]
 
 
-def load_predicate_map(path: str | Path) -> dict[str, CodeRule]:
-    """Read a dataset's predicates.yaml (name -> code rule).
+_RULE_KEYS = ("code, any_of, prefix, regex, descendants_of, value_min, value_max, value_min_inclusive, "
+              "value_max_inclusive, unit, unit_in_code, to_unit, scale, offset")
+
+
+def _rule_error(path: Path, name: str, err: ValidationError, prefix: str = "") -> UserError:
+    loc, msg = _validation_message(err)
+    if "linear-time regex engine" in msg:
+        fix = "rewrite the regex without look-around or backreferences (or list the codes with any_of)"
+    elif "unit" in msg or "scale" in msg:
+        fix = "use a known unit name, or give scale (and offset) for an analyte-specific conversion"
+    else:
+        fix = f"allowed keys: {_RULE_KEYS}; a list of such rules is a union"
+    return UserError(msg.removeprefix("Value error, "), file=path, field=f"{prefix}{name}.{loc}".rstrip("."), fix=fix)
+
+
+def _parse_rule(path: Path, name: str, rule: Any, prefix: str = "") -> DatasetRule | tuple[str, ...]:
+    """One entry of our predicates.yaml: a rule mapping, a list of them (union), or
+    ``{any_of_predicates: [...]}`` (a union of other names, returned as the tuple of names)."""
+    if isinstance(rule, list):
+        try:
+            return RuleUnion(rules=tuple(CodeRule.model_validate(r) for r in rule))
+        except ValidationError as e:
+            raise _rule_error(path, name, e, prefix) from None
+        except TypeError:
+            raise UserError("a union is a list of rule mappings", file=path, field=f"{prefix}{name}",
+                            fix="write each member as {code|any_of|prefix|regex|descendants_of: ...}") from None
+    if not isinstance(rule, dict):
+        raise UserError("a rule must be a mapping such as {code: MEDS_DEATH}", file=path, field=f"{prefix}{name}",
+                        fix="write the rule as {code|any_of|prefix|regex|descendants_of: ...}, or a list of them")
+    if set(rule) == {"any_of_predicates"}:
+        names = rule["any_of_predicates"]
+        if not isinstance(names, list) or not names or not all(isinstance(x, str) for x in names):
+            raise UserError("any_of_predicates needs a non-empty list of predicate names", file=path,
+                            field=f"{prefix}{name}.any_of_predicates", fix="e.g. any_of_predicates: [mi, stroke]")
+        return tuple(names)
+    try:
+        return CodeRule.model_validate(rule)
+    except ValidationError as e:
+        raise _rule_error(path, name, e, prefix) from None
+
+
+def _aces_plain(path: Path, name: str, rule: Any) -> DatasetRule | tuple[str, ...]:
+    """One predicate of an ACES / MEDS-DEV predicates file, in our terms.
+
+    ACES plain predicates: ``code`` (a string, ``{regex: R}`` or ``{any: [...]}``), value bounds whose
+    inclusivity defaults to exclusive; derived predicates ``expr: or(a, b, ...)`` become unions.
+    """
+    field = f"predicates.{name}"
+    if not isinstance(rule, dict):
+        raise UserError("an ACES predicate must be a mapping", file=path, field=field,
+                        fix="write {code: ...} or {expr: or(a, b)}")
+    if "expr" in rule:
+        expr = str(rule["expr"]).strip()
+        if expr.startswith("or(") and expr.endswith(")"):
+            return tuple(x.strip() for x in expr[3:-1].split(",") if x.strip())
+        raise UserError(f"ACES derived predicate {expr!r} is not supported in a dataset map (only or(...))",
+                        file=path, field=f"{field}.expr",
+                        fix="move and(...) predicates into the task file, or list the codes in one rule")
+    extra = set(rule) - {"code", "value_min", "value_max", "value_min_inclusive", "value_max_inclusive"}
+    if extra:
+        raise UserError(f"ACES predicate keys {sorted(extra)} are not supported here", file=path, field=field,
+                        fix="keep code / value_min / value_max (+ _inclusive) in the dataset map")
+    code = rule.get("code")
+    out: dict[str, Any] = {}
+    if isinstance(code, str):
+        out["code"] = code
+    elif isinstance(code, dict) and set(code) == {"regex"}:
+        out["regex"] = code["regex"]
+    elif isinstance(code, dict) and set(code) == {"any"}:
+        out["any_of"] = code["any"]
+    else:
+        raise UserError(f"ACES code {code!r} is not one of: a code, {{regex: ...}}, {{any: [...]}}", file=path,
+                        field=f"{field}.code", fix="write code as a string, {regex: R} or {any: [A, B]}")
+    for bound in ("value_min", "value_max"):
+        if rule.get(bound) is not None:
+            out[bound] = rule[bound]
+            out[f"{bound}_inclusive"] = bool(rule.get(f"{bound}_inclusive") or False)  # ACES: None = exclusive
+    try:
+        return CodeRule.model_validate(out)
+    except ValidationError as e:
+        raise _rule_error(path, name, e, "predicates.") from None
+
+
+def _resolve_unions(path: Path, parsed: dict[str, DatasetRule | tuple[str, ...]], prefix: str) -> dict[str, DatasetRule]:
+    """Replace name unions by RuleUnions of their members' rules (nested unions flattened)."""
+    out: dict[str, DatasetRule] = {n: r for n, r in parsed.items() if isinstance(r, DatasetRule)}
+
+    def members(name: str, trail: tuple[str, ...]) -> list[CodeRule]:
+        if name in trail:
+            raise UserError(f"predicate union cycle: {' -> '.join(trail + (name,))}", file=path,
+                            field=f"{prefix}{trail[0]}", fix="remove the cycle")
+        if name not in parsed:
+            raise UserError(f"union member {name!r} is not defined in this file", file=path,
+                            field=f"{prefix}{trail[-1]}", fix=f"define {name} here, or remove it from the union")
+        r = parsed[name]
+        if isinstance(r, CodeRule):
+            return [r]
+        if isinstance(r, RuleUnion):
+            return list(r.rules)
+        return [m for x in r for m in members(x, trail + (name,))]
+
+    for n, r in parsed.items():
+        if isinstance(r, tuple):
+            try:
+                out[n] = RuleUnion(rules=tuple(members(n, ())))
+            except ValidationError as e:
+                raise _rule_error(path, n, e, prefix) from None
+    return out
+
+
+def load_predicate_map(path: str | Path) -> dict[str, DatasetRule]:
+    """Read a dataset's predicate map: our predicates.yaml (name -> rule), or an ACES / MEDS-DEV
+    predicates file (a top-level ``predicates:`` mapping, optionally ``patient_demographics:``).
 
     Args:
         path: the YAML file.
 
     Returns:
-        Mapping of predicate name to CodeRule.
+        Mapping of predicate name to rule (CodeRule, or RuleUnion for lists and unions).
 
     Raises:
-        UserError: naming the file and the predicate that is malformed.
+        UserError: naming the file, the predicate that is malformed, and the fix.
     """
     path = Path(path)
     if not path.exists():
         raise UserError("predicates file not found", file=path,
-                        fix="put a predicates.yaml in the cohort folder or pass --predicates FILE")
+                        fix="put a predicates.yaml in the cohort folder, pass --predicates FILE, or pick a "
+                            "dataset profile with --dataset NAME")
     raw = read_yaml_file(path) or {}
     if not isinstance(raw, dict):
         raise UserError("expected a mapping of predicate name -> rule", file=path,
                         fix="write one 'name: {code: ...}' entry per line")
-    out: dict[str, CodeRule] = {}
-    for name, rule in raw.items():
-        if not isinstance(rule, dict):
-            raise UserError("a rule must be a mapping such as {code: MEDS_DEATH}", file=path,
-                            field=str(name), fix="write the rule as {code|any_of|prefix|regex: ...}")
-        try:
-            out[str(name)] = CodeRule.model_validate(rule)
-        except ValidationError as e:
-            loc, msg = _validation_message(e)
-            fix = ("rewrite the regex without look-around or backreferences (or list the codes with any_of)"
-                   if "linear-time regex engine" in msg
-                   else "allowed keys: code, any_of, prefix, regex, value_min, value_max")
-            raise UserError(msg.removeprefix("Value error, "), file=path, field=f"{name}.{loc}".rstrip("."),
-                            fix=fix) from None
-    return out
+    if isinstance(raw.get("predicates"), dict):           # ACES / MEDS-DEV layout
+        unknown = set(raw) - {"predicates", "patient_demographics", "metadata", "description"}
+        if unknown:
+            raise UserError(f"unexpected top-level keys {sorted(unknown)} in an ACES predicates file", file=path,
+                            fix="keep predicates (and patient_demographics) only")
+        parsed = {str(n): _aces_plain(path, str(n), r) for n, r in raw["predicates"].items()}
+        return _resolve_unions(path, parsed, "predicates.")
+    parsed = {str(n): _parse_rule(path, str(n), r) for n, r in raw.items()}
+    return _resolve_unions(path, parsed, "")
 
 
 Kind = Literal["code", "bounded", "union", "kdigo_aki", "neutropenic_fever", "builtin"]
