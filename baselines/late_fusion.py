@@ -29,13 +29,17 @@ import polars as pl
 
 from baselines.explain import explain_learner, modality_attribution
 from baselines.search import make_folds, selection_score
-from baselines.tabular import (SPLITS, Breslow, dense, derive_seed, fit_tuned, in_label_order, n_labels_of,
+from baselines.tabular import (Breslow, dense, derive_seed, fit_tuned, in_label_order, n_labels_of,
                                split_rows, stacked_targets, survival_grid)
 from benchmark.features.bag_of_events import featurize
 from benchmark.kinds import kind_of
 from benchmark.model_api import Budget, Prediction, TaskData
+from benchmark.vocabulary import IMAGE_MODALITIES, SPLITS
 
-SIDECAR_MODALITIES = ("ct", "wsi", "cxr", "prs")
+# the sidecars with one vector per study or subject (notes have no fixed-size embedding here)
+SIDECAR_MODALITIES = (*IMAGE_MODALITIES, "prs")
+# what a late-fusion model consumes: bag-of-events plus those sidecars
+LATE_FUSION_MODALITIES = ("structured", *SIDECAR_MODALITIES)
 FUSION_LIBRARIES = ("catboost", "xgboost")
 
 

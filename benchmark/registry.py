@@ -20,11 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from benchmark.errors import UserError
 from benchmark.results import SAFE_NAME, SAFE_NAME_HELP
+from benchmark.vocabulary import ModelModality
 
 ENTRY_POINT_GROUP = "mehr_bench.models"
 
 ModelKind = Literal["baseline", "encoder+head", "foundation"]
-Modality = Literal["structured", "ct", "wsi", "cxr", "note", "prs"]
+Modality = ModelModality
 
 class ModelSpec(BaseModel):
     """Metadata of a registered model. Frozen; unknown fields are rejected; key fields have no default."""

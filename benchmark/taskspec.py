@@ -19,9 +19,10 @@ from benchmark.errors import UserError
 from benchmark.kinds import KINDS, TaskKind as KindObject, kind_of
 from benchmark.predicates import DerivedRule, read_yaml_file
 from benchmark.results import SAFE_NAME, SAFE_NAME_HELP
+from benchmark.vocabulary import SIDE_MODALITIES, SideModality
 
 TaskKind = Literal["binary", "multilabel", "survival", "regression"]
-MODALITIES = ("ct", "wsi", "cxr", "note", "prs")
+MODALITIES = SIDE_MODALITIES  # what a task may list under `modalities` (the sidecars)
 FAIRNESS_ATTRIBUTES = ("sex", "race", "ethnicity", "age_band", "modality_availability")
 METRICS_BY_KIND = {name: k.metrics for name, k in KINDS.items()}
 
@@ -132,7 +133,7 @@ class TaskSpec(_Strict):
     inclusion: tuple[Criterion, ...] = ()
     exclusion: tuple[Criterion, ...] = ()
     label: Label
-    modalities: tuple[Literal["ct", "wsi", "cxr", "note", "prs"], ...] = ()
+    modalities: tuple[SideModality, ...] = ()
     fairness: tuple[Literal["sex", "race", "ethnicity", "age_band", "modality_availability"], ...] = ()
     metrics: tuple[str, ...]
     main_metric: str

@@ -24,7 +24,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from benchmark.artifacts import atomic_write
 from benchmark.errors import UserError
+from benchmark.vocabulary import SPLITS as BENCHMARK_SPLITS
 from data_prep import synthetic_clinical as CL
 from data_prep import synthetic_imaging as IM
 from data_prep import synthetic_sim as SIM
@@ -32,7 +34,8 @@ from data_prep import synthetic_vocab as V
 
 GENERATOR_VERSION = "1.1.0"
 PREDICATES_FILE = Path(__file__).resolve().parent / "predicates" / "synthetic.yaml"
-SPLITS = (meds.train_split, meds.tuning_split, meds.held_out_split)
+SPLITS = (meds.train_split, meds.tuning_split, meds.held_out_split)  # written by name from meds
+assert SPLITS == BENCHMARK_SPLITS, f"meds split names {SPLITS} differ from benchmark.vocabulary.SPLITS"
 SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
 LATENTS_FILE = "_latents.parquet"
 _SPLIT_KEY = 10_000                  # spawn key of the split-assignment stream (distinct from shards)
@@ -313,7 +316,7 @@ def _build(root: Path, n_subjects: int, seed: int, images: bool, shard_size: int
         "license": "CC0-1.0 (synthetic data)",
         "additional_value_modality_columns": [],
     }
-    (root / "metadata" / "dataset.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    atomic_write(root / "metadata" / "dataset.json", json.dumps(meta, indent=2, sort_keys=True) + "\n")
     shutil.copyfile(PREDICATES_FILE, root / "predicates.yaml")
     if write_latents:
         t = pa.concat_tables(latents)

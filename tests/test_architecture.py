@@ -158,3 +158,63 @@ def test_missing_cohort_entry_point_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(default_cohort, "entry_points", lambda **kw: ())
     with pytest.raises(UserError, match=r"mehr_bench\.cohorts.*reinstall"):
         default_cohort.cohort_generator()
+
+
+# --- shared vocabularies (issue 13 item 8): split and modality names are defined once --------------
+SPLIT_NAMES = {"train", "tuning", "held_out"}
+SIDE_NAMES = {"ct", "wsi", "cxr", "note", "prs"}
+# Files of other parts of issue 13 still being split or migrated by their owners; each is removed
+# from this list when its owner replaces the tuple with an import from benchmark/vocabulary.py.
+PENDING_VOCABULARY = {"benchmark/data/integrity.py", "benchmark/runner.py", "baselines/tabular.py"}
+
+
+def vocabulary_redefinitions(root: Path, packages=PACKAGES) -> list[str]:
+    """Tuple, list or set literals that spell out the three split names or the five side modalities
+    (a Literal[...] subscript included), outside benchmark/vocabulary.py.
+
+    Args:
+        root: the repository (or a copy of it).
+        packages: top-level source folders to scan.
+
+    Returns:
+        "path:line" of each re-definition, sorted.
+    """
+    import ast
+
+    hits = []
+    for pkg in packages:
+        for f in sorted((root / pkg).rglob("*.py")):
+            rel = f.relative_to(root).as_posix()
+            if rel == "benchmark/vocabulary.py":
+                continue
+            for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"), filename=rel)):
+                if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+                    names = {e.value for e in node.elts if isinstance(e, ast.Constant) and isinstance(e.value, str)}
+                    if names >= SPLIT_NAMES or names >= SIDE_NAMES:
+                        hits.append(f"{rel}:{node.lineno}")
+    return sorted(hits)
+
+
+def test_split_and_modality_names_are_defined_once():
+    """No module re-defines the split or modality tuples; they come from benchmark/vocabulary.py.
+
+    Before the migration this listed 11 re-definitions (SPLITS x5, modality tuples and Literals x6)."""
+    found = [h for h in vocabulary_redefinitions(REPO) if h.split(":")[0] not in PENDING_VOCABULARY]
+    assert found == [], "import these from benchmark/vocabulary.py instead: " + ", ".join(found)
+
+
+def test_vocabulary_scan_sees_a_redefinition(tmp_path):
+    """The oracle can fail: a planted tuple, a Literal and a list are each found; imports are not."""
+    pkg = tmp_path / "benchmark"
+    pkg.mkdir()
+    (pkg / "vocabulary.py").write_text('SPLITS = ("train", "tuning", "held_out")\n')
+    (pkg / "planted.py").write_text(textwrap.dedent('''
+        from typing import Literal
+        from benchmark.vocabulary import SPLITS
+        A = ("held_out", "train", "tuning")
+        B = Literal["structured", "ct", "wsi", "cxr", "note", "prs"]
+        C = ["train", "held_out"]  # two of three splits: not a re-definition
+        D = ["ct", "wsi", "cxr", "note", "prs", "extra"]
+    '''))
+    assert vocabulary_redefinitions(tmp_path, ("benchmark",)) == [
+        "benchmark/planted.py:4", "benchmark/planted.py:5", "benchmark/planted.py:7"]

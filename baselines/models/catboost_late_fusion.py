@@ -1,6 +1,6 @@
 """catboost_late_fusion: see baselines/late_fusion.py."""
 
-from baselines.late_fusion import factory_for
+from baselines.late_fusion import LATE_FUSION_MODALITIES, factory_for
 from benchmark.registry import ModelSpec
 
 SPEC = ModelSpec(
@@ -8,7 +8,7 @@ SPEC = ModelSpec(
     kind="baseline",
     description=("Late fusion (MEHRT paper, OpenReview ywFxZhMnuB appendix B.2): one tuned catboost model per modality (bag-of-events, mean CT, "
                  "WSI and CXR embeddings, PRS), predictions averaged over the modalities a sample has"),
-    modalities=("structured", "ct", "wsi", "cxr", "prs"),
+    modalities=LATE_FUSION_MODALITIES,
     task_kinds=("binary", "multilabel", "survival", "regression"),
     n_parameters=None,  # depends on the search and the modalities used; each result records its own
     training_data="none (trained per task on the benchmark's train + tuning splits)",

@@ -24,9 +24,8 @@ import scipy.sparse as sp
 
 from benchmark.features.bag_of_events import featurize
 from benchmark.model_api import TaskData
-from encoders.cache import SPLITS, all_splits, split_rows
-
-SIDE_MODALITIES = ("ct", "wsi", "cxr", "note", "prs")
+from benchmark.vocabulary import SIDE_MODALITIES, SPLITS
+from encoders.cache import all_splits, split_rows
 
 
 @dataclass

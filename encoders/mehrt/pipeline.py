@@ -40,7 +40,7 @@ import polars as pl
 import torch
 
 from benchmark.model_api import Budget, Prediction, TaskData
-from benchmark.results import atomic_path
+from benchmark.artifacts import cached_artifact
 from encoders.mehrt.collate import collator, model_inputs, recent_starts
 from encoders.mehrt.corpora import PRS_MODALITY, mehrt_cache
 from encoders.mehrt.pretrain import default_plan, run_curriculum
@@ -276,8 +276,9 @@ class RepresentationCache:
         frame = keys.select("subject_id", "prediction_time").with_columns([pl.Series(n, v) for n, v in vectors.items()])
         h = hashlib.sha256(frame.select("subject_id", "prediction_time").hash_rows().to_numpy().tobytes()).hexdigest()[:16]
         path = self.folder / f"chunk-{h}.parquet"
-        with atomic_path(path, ".parquet") as tmp:
-            frame.write_parquet(tmp)
+        # Concurrent runs encoding the same samples store the chunk once; a corrupt chunk is rewritten.
+        cached_artifact(path, lambda: frame, read=pl.read_parquet_schema,
+                        write=lambda tmp, f: f.write_parquet(tmp), suffix=".parquet")
 
 
 def encode_split(model, meta: dict, data: TaskData, split, settings: Settings) -> dict[str, np.ndarray]:

@@ -11,6 +11,10 @@ from __future__ import annotations
 import functools
 
 from benchmark.registry import ModelSpec
+from benchmark.vocabulary import IMAGE_MODALITIES
+
+# the timeline, the image studies (placeholder tokens) and the PRS prefix; no notes
+MEHRT_MODALITIES = ("structured", *IMAGE_MODALITIES, "prs")
 
 
 def _factory(budget, seed: int = 0, size: str | None = None):
@@ -26,7 +30,7 @@ SPEC = ModelSpec(
                  "WSI and CXR study embeddings as placeholder tokens and a PRS prefix), pretrained with the "
                  "Stage 1 -> 2 -> 3 curriculum on the cohort's training split; frozen representations "
                  "(echo / last token / mean, chosen by CV) + linear probes"),
-    modalities=("structured", "ct", "wsi", "cxr", "prs"),
+    modalities=MEHRT_MODALITIES,
     requires=(),
     task_kinds=("binary", "multilabel", "survival", "regression"),
     n_parameters=None,  # depends on the cohort's vocabulary and the budget's size: see results' compute block

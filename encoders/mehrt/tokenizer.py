@@ -46,14 +46,14 @@ import numpy as np
 import polars as pl
 
 from benchmark.data.leakage import visible_events, visible_modality
-from benchmark.results import atomic_write_bytes
+from benchmark.artifacts import atomic_write
+from benchmark.vocabulary import IMAGE_MODALITIES
 
 TOKENIZER_VERSION = "2"  # 2: timelines without non-static null-time rows (issue 12)
 
 PAD, BOS, EOS, UNK = "[PAD]", "[BOS]", "[EOS]", "[UNK]"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = 0, 1, 2, 3
-IMAGE_MODALITIES = ("ct", "wsi", "cxr")
 N_BINS = 10
 VALUE_TOKENS = tuple(f"[Q{i}]" for i in range(N_BINS))
 
@@ -285,7 +285,7 @@ class Tokenizer:
 
     def save(self, path: Path) -> None:
         """Write the state as JSON (atomically)."""
-        atomic_write_bytes(Path(path), json.dumps(self.state()).encode())
+        atomic_write(Path(path), json.dumps(self.state()))
 
     @classmethod
     def load(cls, path: Path) -> Tokenizer:

@@ -4,4 +4,6 @@ from __future__ import annotations
 
 from benchmark.api import ALL_KINDS, TRAINING_DATA, spec  # noqa: F401  (re-exported for the model files)
 
-SIDE = ("ct", "wsi", "cxr", "note", "prs")
+from benchmark.vocabulary import SIDE_MODALITIES
+
+SIDE = SIDE_MODALITIES  # the sidecar modalities, under the short name the model files use
