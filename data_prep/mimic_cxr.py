@@ -518,7 +518,7 @@ def _events(studies: pl.DataFrame, report_delay: timedelta) -> pl.DataFrame:
                          schema={"j": pl.Int64, "code": pl.String})
     found = (lab.select("subject_id", (pl.col("time") + report_delay).alias("time"),
                         pl.col("labels"), pl.lit(list(range(len(FINDINGS))), pl.List(pl.Int64)).alias("j"))
-             .explode("labels", "j").filter(pl.col("labels") == 1)
+             .explode("labels", "j", empty_as_null=True).filter(pl.col("labels") == 1)
              .join(codes, on="j", how="left", maintain_order="left").select("subject_id", "time", "code"))
     return pl.concat([study, found]).sort("subject_id", "time", maintain_order=True)
 

@@ -60,7 +60,7 @@ class NoteSummary:
     shards_rewritten: list[str] = field(default_factory=list)
 
 
-def _parse_time(col: str, path: Path) -> tuple[pl.Expr, pl.Expr]:
+def _parse_time(col: str) -> tuple[pl.Expr, pl.Expr]:
     """(datetime, date_only flag) of a MIMIC time column 'YYYY-MM-DD HH:MM:SS' or 'YYYY-MM-DD'."""
     s = pl.col(col).str.strip_chars()
     full = s.str.to_datetime("%Y-%m-%d %H:%M:%S", strict=False, time_unit="us")
@@ -74,8 +74,8 @@ def note_times(df: pl.DataFrame, note_type: str, path: Path) -> pl.DataFrame:
     Raises:
         UserError: a charttime missing or unparseable, or a storetime unparseable (file and column named).
     """
-    chart, chart_date_only = _parse_time("charttime", path)
-    store, _ = _parse_time("storetime", path)
+    chart, chart_date_only = _parse_time("charttime")
+    store, _ = _parse_time("storetime")
     df = df.with_columns(chart.alias("_chart"), chart_date_only.alias("_date_only"), store.alias("_store"))
     for col, parsed in (("charttime", "_chart"), ("storetime", "_store")):
         bad = df.filter(pl.col(col).is_not_null() & (pl.col(col).str.strip_chars() != "") & pl.col(parsed).is_null())
