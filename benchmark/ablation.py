@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from benchmark.kinds import LOWER_IS_BETTER
 from benchmark.model_api import Prediction, TaskData
 from benchmark.scoring import score_cell
-from benchmark.stats import LOWER_IS_BETTER, paired_bootstrap
+from benchmark.stats.paired import paired_bootstrap
 
 SWEEP_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
 # main metric -> the paired-bootstrap metric of benchmark.stats (Uno's C needs the training

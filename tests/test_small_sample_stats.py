@@ -14,12 +14,8 @@ from scipy.stats import norm
 
 from benchmark.metrics import bootstrap_auroc, evaluate
 from benchmark.metrics.bootstrap import MIN_CI_SUBJECTS
-from benchmark.stats import (
-    meta_analysis,
-    paired_bootstrap,
-    paired_bootstrap_best_of,
-    pooled_paired_bootstrap,
-)
+from benchmark.stats.paired import paired_bootstrap, paired_bootstrap_best_of
+from benchmark.stats.pooled import meta_analysis, pooled_paired_bootstrap
 
 
 # --------------------------------------------------------------------------- reproductions

@@ -14,7 +14,9 @@ from scipy.stats import t as t_dist
 from benchmark.metrics.binary import DegenerateInputError, auprc, auroc
 from benchmark.metrics.bootstrap import bootstrap_generic
 from benchmark.metrics.survival import c_index_harrell
-from benchmark.stats import bootstrap_p, meta_analysis, paired_bootstrap, precision_difference_curve
+from benchmark.stats.paired import bootstrap_p, paired_bootstrap
+from benchmark.stats.pooled import meta_analysis
+from benchmark.stats.pr_curves import precision_difference_curve
 
 Z975 = 1.959963984540054
 
