@@ -298,7 +298,10 @@ def _write_arrow(df: pl.DataFrame, schema: pa.Schema, path: Path) -> None:
     """Write `df` with the shard's original arrow types where they still fit (MEDS readers expect them)."""
     table = df.to_arrow()
     try:
-        fields = [schema.field(n) if n in schema.names else table.schema.field(n) for n in table.column_names]
+        text = schema.field("code").type if "code" in schema.names else pa.string()  # a new text_value: code's type
+        fields = [schema.field(n) if n in schema.names else
+                  table.schema.field(n).with_type(text) if pa.types.is_large_string(table.schema.field(n).type)
+                  else table.schema.field(n) for n in table.column_names]
         table = table.cast(pa.schema(fields, metadata=schema.metadata))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, KeyError):
         pass  # keep polars' types; integrity_findings checks the result
