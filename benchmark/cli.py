@@ -53,6 +53,24 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare_mimic_iv(args: argparse.Namespace) -> int:
+    from data_prep.mimic_iv import prepare_mimic_iv
+
+    if args.seed < 0:
+        raise UserError(f"--seed {args.seed} is negative", field="--seed",
+                        fix="pass a seed of 0 or more (the default is 0)")
+    s = prepare_mimic_iv(args.raw, args.out, etl_version=args.etl_version, seed=args.seed,
+                         log=lambda line: print(line, flush=True))
+    for f in s.findings:
+        print(f.render())
+    origin = "the ETL's" if s.splits_from_etl else f"seeded 70/15/15 (seed {args.seed})"
+    splits = ", ".join(f"{k} {v}" for k, v in sorted(s.split_counts.items()))
+    print(f"wrote MIMIC-IV cohort (MIMIC_IV_MEDS {s.etl_version}: {s.n_subjects} subjects, {s.n_events} events; "
+          f"splits {origin}: {splits}) to {s.out}")
+    print(f"integrity check passed ({len(s.findings)} warning(s)); run `python -m benchmark validate --data {s.out}` "
+          f"for the full report")
+    return 0
+
 def cmd_tasks(args: argparse.Namespace) -> int:
     from benchmark.task_registry import load_tasks
 
@@ -190,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"mehr-bench {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    pp = sub.add_parser("prepare", help="create a cohort (synthetic) in the MEDS + sidecar format")
+    pp = sub.add_parser("prepare", help="create a cohort (synthetic, mimic-iv) in the MEDS + sidecar format")
     pps = pp.add_subparsers(dest="source", metavar="SOURCE")
     syn = pps.add_parser("synthetic", help="the deterministic synthetic multimodal cohort")
     syn.add_argument("--out", required=True, help="new folder to write the cohort to")
@@ -198,6 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     syn.add_argument("--no-images", action="store_true", help="skip writing CXR PNG files (embeddings only)")
     syn.set_defaults(func=cmd_prepare)
+    mim = pps.add_parser("mimic-iv", help="raw MIMIC-IV CSVs -> MEDS via the MIMIC_IV_MEDS ETL (own venv)")
+    mim.add_argument("--raw", required=True, help="MIMIC-IV folder with hosp/ and icu/ (PhysioNet layout)")
+    mim.add_argument("--out", required=True, help="new folder to write the cohort to")
+    mim.add_argument("--etl-version", default=None,
+                     help="MIMIC_IV_MEDS version (default: the newest tested, 0.2.0; 0.1.3 also tested)")
+    mim.add_argument("--seed", type=int, default=0, help="seed of the 70/15/15 splits if the ETL made none")
+    mim.set_defaults(func=cmd_prepare_mimic_iv)
 
     pt = sub.add_parser("tasks", help="list tasks (name, kind, modalities, version)")
     pt.add_argument("--json", action="store_true")
