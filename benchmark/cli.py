@@ -71,6 +71,7 @@ def cmd_prepare_mimic_iv(args: argparse.Namespace) -> int:
           f"for the full report")
     return 0
 
+
 def cmd_tasks(args: argparse.Namespace) -> int:
     from benchmark.task_registry import load_tasks
 
