@@ -27,12 +27,15 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from baselines.cox import survival_grid
 from baselines.explain import explain_learner, modality_attribution
 from baselines.search import make_folds, selection_score
-from baselines.tabular import (Breslow, dense, derive_seed, fit_tuned, in_label_order, n_labels_of,
-                               split_rows, stacked_targets, survival_grid)
+from baselines.tabular import dense, in_label_order, n_labels_of, split_rows, stacked_targets
+from baselines.tuning import fit_tuned
 from benchmark.features.bag_of_events import featurize
 from benchmark.kinds import kind_of
+from benchmark.learn.cox import Breslow
+from benchmark.learn.folds import derive_seed
 from benchmark.model_api import Budget, Prediction, TaskData
 from benchmark.vocabulary import IMAGE_MODALITIES, SPLITS
 

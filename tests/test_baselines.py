@@ -13,9 +13,11 @@ import pytest
 from baselines import spaces
 from baselines.explain import describe_feature, modality_attribution, pick_rows
 from baselines.late_fusion import _embedding_array, fuse
+from baselines.cox import RidgeCox, cox_label, lightgbm_cox_objective, survival_grid
+from baselines.learners import ConstantLearner, make_learner
 from baselines.search import make_folds, random_search, selection_score
-from baselines.tabular import (Breslow, ConstantLearner, RidgeCox, cox_grad_hess, cox_label,
-                               derive_seed, lightgbm_cox_objective, make_learner, survival_grid)
+from benchmark.learn.cox import Breslow, cox_grad_hess
+from benchmark.learn.folds import derive_seed
 from benchmark.metrics.binary import auroc
 from benchmark.metrics.survival import c_index_harrell
 

@@ -234,7 +234,7 @@ def test_cox_gradient_is_the_derivative_of_the_loss():
 
 def test_baselines_and_probes_share_the_cox_code():
     """Ridge Cox (baselines) and the Cox probe solve the same penalized problem through one function."""
-    from baselines.tabular import RidgeCox
+    from baselines.cox import RidgeCox
     from encoders.mehrt.probe import cox_fit
     X, t, e = _simulated_survival(200, seed=3)
     C = 0.05

@@ -93,7 +93,7 @@ def test_taskspec_kind_obj_and_metrics():
 
 
 def test_one_lower_is_better_vocabulary():
-    from benchmark import stats
+    from benchmark.stats import paired as stats  # the paired tests read the sign from the one vocabulary
     from benchmark.learn import selection
     from leaderboard import records
 
@@ -251,7 +251,7 @@ def test_kind_tables_inside_families_cover_every_kind():
     name exactly the known kinds, so a fifth kind fails here rather than deep inside a run."""
     import importlib
 
-    from baselines import tabular
+    from baselines import learners
     from benchmark import labels
     from encoders.mehrt import probe
     from leaderboard import figures
@@ -261,4 +261,4 @@ def test_kind_tables_inside_families_cover_every_kind():
         assert set(table) == set(KINDS)
     assert set(evaluate._FAMILIES) == {n for n, k in KINDS.items() if not k.time_to_event}
     assert set(figures._CURVES) <= set(KINDS)
-    assert all(set(ks) <= set(KINDS) for ks in tabular.SUPPORTED_KINDS.values())
+    assert all(set(ks) <= set(KINDS) for ks in learners.SUPPORTED_KINDS.values())
