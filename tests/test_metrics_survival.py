@@ -24,12 +24,9 @@ from sksurv.util import Surv
 from benchmark.metrics import DegenerateInputError, c_index_harrell, c_index_uno, evaluate, ibs
 from benchmark.metrics import kaplan_meier, td_auc
 from benchmark.metrics.evaluate import td_auc_name
-from benchmark.metrics.survival import (
-    make_harrell_kernel,
-    make_ibs_kernel,
-    make_td_auc_kernel,
-    make_uno_kernel,
-)
+from benchmark.metrics.survival import make_harrell_kernel, make_uno_kernel
+from benchmark.metrics.survival_auc import make_td_auc_kernel
+from benchmark.metrics.survival_brier import make_ibs_kernel
 
 TOL = 1e-9
 

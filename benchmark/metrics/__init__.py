@@ -33,7 +33,9 @@ from benchmark.metrics.bootstrap import (
 from benchmark.metrics.evaluate import MetricResult, evaluate, metric_names, split_survival
 from benchmark.metrics.multilabel import auprc_macro, auroc_macro, per_label
 from benchmark.metrics.regression import mae, r2, rmse
-from benchmark.metrics.survival import c_index_harrell, c_index_uno, ibs, kaplan_meier, td_auc
+from benchmark.metrics.survival import c_index_harrell, c_index_uno, kaplan_meier
+from benchmark.metrics.survival_auc import td_auc
+from benchmark.metrics.survival_brier import ibs
 
 __all__ = [
     "BootstrapCI",

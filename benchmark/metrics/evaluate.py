@@ -23,7 +23,7 @@ import numpy as np
 
 from benchmark.kinds import KINDS as KIND_OBJECTS
 from benchmark.kinds import kind_of
-from benchmark.metrics import binary, multilabel, regression, survival
+from benchmark.metrics import binary, multilabel, regression, survival, survival_auc, survival_brier
 from benchmark.metrics.binary import DegenerateInputError, Kernel
 from benchmark.metrics.bootstrap import (
     LEVEL,
@@ -309,7 +309,7 @@ def _survival_families(time, event, risk, rs, train_time, train_event, horizon, 
             # the kernel's last column is the KM-weighted mean: the summary "td_auc"
             cols = [names[t] for t in ok] + ["td_auc"]
             try:
-                k = survival.make_td_auc_kernel(time, event, risk, ok, train_time, train_event, rs)
+                k = survival_auc.make_td_auc_kernel(time, event, risk, ok, train_time, train_event, rs)
                 if len(ok) < len(tm):
                     k = (lambda c, k=k, m=len(ok): k(c)[:, :m])
                     cols = cols[:len(ok)]
@@ -332,8 +332,8 @@ def _survival_families(time, event, risk, rs, train_time, train_event, horizon, 
                 if times is not None and sp.ndim == 2:
                     # columns follow the caller's `times`; put them in ascending order
                     sp = sp[:, np.argsort(np.asarray(times, dtype=float))]
-                fams.append((survival.make_ibs_kernel(time, event, sp, tm, train_time,
-                                                      train_event, rs), ["ibs"], _undefined))
+                fams.append((survival_brier.make_ibs_kernel(time, event, sp, tm, train_time,
+                                                            train_event, rs), ["ibs"], _undefined))
             except DegenerateInputError as exc:
                 out_refused["ibs"] = str(exc)
     return fams

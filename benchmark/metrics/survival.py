@@ -18,29 +18,23 @@ Conventions shared by all functions:
 Every metric is built from a kernel (see `benchmark.metrics.binary` for the contract): it maps
 (R, n_subjects) subject counts to R values, so the subject bootstrap reuses one sort for all
 replicates.
+
+Modules: this file (inputs, Kaplan-Meier, the censoring distribution G, Harrell's and Uno's
+C-index), `survival_auc` (cumulative/dynamic AUC), `survival_brier` (integrated Brier score).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from benchmark.metrics.binary import (
-    DegenerateInputError,
-    Kernel,
-    _as_1d,
-    _counts_2d,
-    _ratio,
-    _row_subject,
-    _row_weights,
-    _same_length,
-    _weights_as_counts,
-)
+from benchmark.metrics.binary import (DegenerateInputError, Kernel, _as_1d, _counts_2d, _ratio, _row_subject,
+                                      _same_length, _weights_as_counts)
 
 TIED_TOL = 1e-8
 
 
 # --------------------------------------------------------------------------- inputs
-def _survival_arrays(time, event, prefix: str = "") -> tuple[np.ndarray, np.ndarray]:
+def survival_arrays(time, event, prefix: str = "") -> tuple[np.ndarray, np.ndarray]:
     t = _as_1d(f"{prefix}time", time)
     ev = np.asarray(event)
     if ev.dtype != bool:
@@ -57,7 +51,7 @@ def _survival_arrays(time, event, prefix: str = "") -> tuple[np.ndarray, np.ndar
     return t, ev
 
 
-def _check_has_events(event: np.ndarray, what: str) -> None:
+def check_has_events(event: np.ndarray, what: str) -> None:
     if not event.any():
         raise DegenerateInputError(f"no events: all {len(event)} rows are censored; {what} needs "
                                    "at least one observed event")
@@ -80,7 +74,7 @@ def kaplan_meier(time, event, *, reverse: bool = False) -> tuple[np.ndarray, np.
     Returns:
         (times, prob): the distinct times ascending and the estimate just after each of them.
     """
-    t, ev = _survival_arrays(time, event)
+    t, ev = survival_arrays(time, event)
     uniq, inv = np.unique(t, return_inverse=True)
     n_total = np.bincount(inv, minlength=len(uniq))
     n_events = np.bincount(inv, weights=ev, minlength=len(uniq)).astype(np.int64)
@@ -108,7 +102,7 @@ def step_at(km_times: np.ndarray, km_prob: np.ndarray, t) -> np.ndarray:
     return np.where(idx >= 0, km_prob[np.maximum(idx, 0)], 1.0)
 
 
-class _Censoring:
+class Censoring:
     """G, the Kaplan-Meier of the training censoring distribution, with support checks."""
 
     def __init__(self, train_time, train_event):
@@ -116,7 +110,7 @@ class _Censoring:
             raise DegenerateInputError(
                 "train_time and train_event are needed to estimate the censoring distribution "
                 "(IPCW) but were not given")
-        t, ev = _survival_arrays(train_time, train_event, "train_")
+        t, ev = survival_arrays(train_time, train_event, "train_")
         self.times, self.prob = kaplan_meier(t, ev, reverse=True)
         self.last = float(self.times[-1])
 
@@ -265,12 +259,12 @@ def _cindex_kernel(t: np.ndarray, ev: np.ndarray, risk: np.ndarray, rs: np.ndarr
 
 
 def _cindex_inputs(time, event, risk):
-    t, ev = _survival_arrays(time, event)
+    t, ev = survival_arrays(time, event)
     r = _as_1d("risk", risk)
     n = _same_length(time=t, event=ev, risk=r)
     if n < 2:
         raise DegenerateInputError("need at least two rows for a C-index")
-    _check_has_events(ev, "the C-index")
+    check_has_events(ev, "the C-index")
     return t, ev, r, n
 
 
@@ -340,7 +334,7 @@ def make_uno_kernel(time, event, risk, train_time, train_event, tau: float | Non
 
 def _uno_weights(t, ev, train_time, train_event, tau) -> np.ndarray:
     """w_i = 1 / G(t_i)^2 for events before tau, else 0."""
-    cens = _Censoring(train_time, train_event)
+    cens = Censoring(train_time, train_event)
     use = ev & (t < tau) if tau is not None else ev.copy()
     if not use.any():
         raise DegenerateInputError(f"no events before tau={tau:g}; Uno's C-index is undefined")
@@ -393,7 +387,7 @@ def c_index_uno(time, event, risk, train_time, train_event, tau: float | None = 
     return float(v)
 
 
-# --------------------------------------------------------------------------- time-dependent AUC
+# --------------------------------------------------------------------------- evaluation times
 def time_point_problem(time, event, t: float) -> str | None:
     """Why a time-dependent AUC / Brier score at time t is undefined on this test set, or None.
 
@@ -405,7 +399,7 @@ def time_point_problem(time, event, t: float) -> str | None:
     Returns:
         A sentence naming the problem, or None when t is usable.
     """
-    tt, ev = _survival_arrays(time, event)
+    tt, ev = survival_arrays(time, event)
     if not np.isfinite(t):
         return f"evaluation time {t} is not finite"
     if t < tt.min() or t >= tt.max():
@@ -414,227 +408,3 @@ def time_point_problem(time, event, t: float) -> str | None:
     if not (ev & (tt <= t)).any():
         return f"no events at or before t={t:g}, so there are no cases"
     return None
-
-
-def _eval_times(time, event, times) -> np.ndarray:
-    tm = _as_1d("times", np.atleast_1d(np.asarray(times, dtype=float)))
-    if len(np.unique(tm)) != len(tm):
-        raise DegenerateInputError("times contains duplicates")
-    for x in tm:
-        reason = time_point_problem(time, event, float(x))
-        if reason:
-            raise DegenerateInputError(reason)
-    return tm
-
-
-def make_td_auc_kernel(time, event, risk, times, train_time, train_event, row_subject=None,
-                       tied_tol: float = TIED_TOL) -> Kernel:
-    """Kernel for cumulative/dynamic AUC at each time and its KM-weighted mean.
-
-    Math (scikit-survival's cumulative_dynamic_auc): at time t, cases are events with t_i <= t,
-    weighted by omega_i = 1 / G(t_i); controls are rows with t_j > t, weight 1;
-    AUC(t) = sum_{case i, control j} omega_i ([r_i > r_j] + 0.5 [tied])
-             / (sum omega_i * n_controls),
-    ties being runs of sorted risks with consecutive gaps <= tied_tol. The mean over times weights
-    AUC(t_k) by the drop of the test-set Kaplan-Meier S over (t_{k-1}, t_k], divided by 1 - S(t_K).
-    Risks are sorted once per column; each time point then costs one cumulative sum of control
-    weight along the sorted order, read at the start and end of each case's tie group.
-
-    Args:
-        time, event: (n,) test follow-up and events.
-        risk: (n,) risk scores, or (n, K) time-dependent risks (column k for times[k]).
-        times: (K,) evaluation times within the test follow-up.
-        train_time, train_event: training follow-up for G.
-        row_subject: (n,) subject index of each row; None = one row per subject.
-        tied_tol: tolerance for tied risks.
-
-    Returns:
-        kernel(counts) -> (R, K + 1): AUC at each time (sorted ascending), then the mean AUC.
-    """
-    t, ev = _survival_arrays(time, event)
-    rk = np.asarray(risk, dtype=float)
-    tm = _eval_times(t, ev, times)
-    sort_t = np.argsort(tm)
-    tm = tm[sort_t]
-    if rk.ndim == 2:
-        if rk.shape[1] != len(tm):
-            raise DegenerateInputError(f"risk has {rk.shape[1]} columns for {len(tm)} times")
-        rk = rk[:, sort_t]
-    if rk.ndim == 2:
-        if not np.isfinite(rk).all():
-            bad = int((~np.isfinite(rk)).sum())
-            raise DegenerateInputError(f"risk has {bad} non-finite values (NaN or inf)")
-    else:
-        rk = _as_1d("risk", rk)
-    n = _same_length(time=t, event=ev, risk=rk)
-    rs = _row_subject(row_subject, n)
-    cens = _Censoring(train_time, train_event)
-    need = ev & (t <= tm[-1])
-    omega = np.zeros(n)
-    omega[need] = 1.0 / cens.at(t[need], "time-dependent AUC")
-
-    # per time: (risk column, control mask in sorted order, case subjects, lo, hi, omega)
-    columns = []
-    sorted_cache: dict[int, tuple] = {}
-    for k, tk in enumerate(tm):
-        col = k if rk.ndim == 2 else 0
-        if col not in sorted_cache:
-            r = rk[:, col] if rk.ndim == 2 else rk
-            o = np.argsort(r, kind="stable")
-            rsorted = r[o]
-            new_group = np.r_[True, np.diff(rsorted) > tied_tol]
-            gid = np.cumsum(new_group) - 1
-            g_start = np.flatnonzero(new_group)
-            g_end = np.r_[g_start[1:], n]
-            sorted_cache[col] = (o, g_start[gid], g_end[gid])
-        o, lo_all, hi_all = sorted_cache[col]
-        case = ev[o] & (t[o] <= tk)
-        ctrl = t[o] > tk
-        cpos = np.flatnonzero(case)
-        columns.append((col, ctrl, rs[o][cpos], lo_all[cpos], hi_all[cpos], omega[o][cpos]))
-    sorted_subjects = {col: rs[o] for col, (o, _, _) in sorted_cache.items()}
-
-    # Test-set Kaplan-Meier per replicate, for the mean AUC. Only distinct event times up to the
-    # last evaluation time change S there, so with rows sorted by time and integer prefix sums
-    # of the weights, d_u = events at u and n_u = weight with time >= u are differences of
-    # prefix sums read at the first / last row of each such time u.
-    t_order = np.argsort(t, kind="stable")
-    t_sorted, ev_sorted = t[t_order], ev[t_order]
-    sub_t = rs[t_order]
-    u_ev = np.unique(t_sorted[ev_sorted & (t_sorted <= tm[-1])])
-    u_first = np.searchsorted(t_sorted, u_ev, side="left")
-    u_end = np.searchsorted(t_sorted, u_ev, side="right")
-    # index of the last such event time <= each evaluation time (-1: none yet, S = 1)
-    at_idx = np.searchsorted(u_ev, tm, side="right") - 1
-
-    def kernel(counts) -> np.ndarray:
-        c = _counts_2d(counts)
-        n_rep = c.shape[0]
-        out = np.empty((n_rep, len(tm) + 1))
-        gathered: dict[int, np.ndarray] = {}  # row weights in risk order, per risk column
-        for k, (col, ctrl, case_sub, lo, hi, om) in enumerate(columns):
-            if col not in gathered:
-                gathered[col] = np.take(c, sorted_subjects[col], axis=1)
-            cs = np.zeros((n_rep, n + 1), dtype=c.dtype)
-            np.cumsum(gathered[col] * ctrl, axis=1, out=cs[:, 1:])
-            case_w = np.take(c, case_sub, axis=1) * om
-            num = (case_w * (np.take(cs, lo, axis=1) + np.take(cs, hi, axis=1))).sum(axis=1) * 0.5
-            out[:, k] = _ratio(num, case_w.sum(axis=1) * cs[:, -1])
-        if len(tm) == 1:
-            out[:, -1] = out[:, 0]
-            return out
-        w_t = np.take(c, sub_t, axis=1)
-        cw = np.zeros((n_rep, n + 1), dtype=c.dtype)
-        np.cumsum(w_t, axis=1, out=cw[:, 1:])
-        ce = np.zeros((n_rep, n + 1), dtype=c.dtype)
-        np.cumsum(w_t * ev_sorted, axis=1, out=ce[:, 1:])
-        d = (np.take(ce, u_end, axis=1) - np.take(ce, u_first, axis=1)).astype(float)
-        at_risk = (cw[:, -1:] - np.take(cw, u_first, axis=1)).astype(float)
-        hazard = np.divide(d, at_risk, out=np.zeros_like(d), where=d != 0)
-        surv = np.concatenate([np.ones((n_rep, 1)), np.cumprod(1.0 - hazard, axis=1)], axis=1)
-        s_at = np.take(surv, at_idx + 1, axis=1)
-        drop = -np.diff(np.concatenate([np.ones((n_rep, 1)), s_at], axis=1), axis=1)
-        out[:, -1] = _ratio((out[:, :-1] * drop).sum(axis=1), 1.0 - s_at[:, -1])
-        return out
-
-    return kernel
-
-
-def td_auc(time, event, risk, times, train_time, train_event,
-           tied_tol: float = TIED_TOL) -> tuple[np.ndarray, float]:
-    """Cumulative/dynamic AUC at the given times and its Kaplan-Meier-weighted mean.
-
-    Args:
-        time: (n,) test follow-up times.
-        event: (n,) test event indicators.
-        risk: (n,) risk scores, or (n, len(times)) time-dependent risks.
-        times: evaluation times, within [min(time), max(time)) of the test set.
-        train_time: training follow-up times (for the censoring distribution G).
-        train_event: training event indicators.
-        tied_tol: tolerance for tied risks.
-
-    Returns:
-        (auc, mean_auc): auc[k] at the k-th time in ascending order, and the mean AUC.
-    """
-    n = len(np.asarray(time).ravel())
-    out = make_td_auc_kernel(time, event, risk, times, train_time, train_event, None,
-                             tied_tol)(np.ones((1, n), dtype=np.int64))[0]
-    return out[:-1], float(out[-1])
-
-
-# --------------------------------------------------------------------------- Brier scores
-def make_ibs_kernel(time, event, surv_prob, times, train_time, train_event,
-                    row_subject=None) -> Kernel:
-    """Kernel for the integrated Brier score (scikit-survival's integrated_brier_score).
-
-    Math: BS(t) = mean_i [t_i <= t, event_i] S_i(t)^2 / G(t_i) + [t_i > t] (1 - S_i(t))^2 / G(t),
-    IBS = trapezoid(BS, times) / (times[-1] - times[0]). Both steps are linear in the rows, so
-    IBS = sum_i w_i A_i / sum_i w_i with A_i the trapezoid of row i's terms: one matrix-vector
-    product per batch of replicates.
-
-    Args:
-        time, event: (n,) test follow-up and events.
-        surv_prob: (n, K) predicted survival probabilities S_i(times[k]).
-        times: (K >= 2,) evaluation times within the test follow-up.
-        train_time, train_event: training follow-up for G.
-        row_subject: (n,) subject index of each row; None = one row per subject.
-
-    Returns:
-        kernel(counts) -> (R,) integrated Brier scores.
-    """
-    t, ev = _survival_arrays(time, event)
-    tm = _as_1d("times", np.atleast_1d(np.asarray(times, dtype=float)))
-    if len(tm) < 2:
-        raise DegenerateInputError("the integrated Brier score needs at least two times")
-    if len(np.unique(tm)) != len(tm):
-        raise DegenerateInputError("times contains duplicates")
-    if tm.min() < t.min() or tm.max() >= t.max():
-        raise DegenerateInputError(
-            f"times must lie within the test follow-up [{t.min():g}, {t.max():g})")
-    sp = np.asarray(surv_prob, dtype=float)
-    if sp.ndim != 2 or sp.shape != (len(t), len(tm)):
-        raise DegenerateInputError(
-            f"surv_prob must have shape (n, len(times)) = ({len(t)}, {len(tm)}), got {sp.shape}")
-    if not np.isfinite(sp).all():
-        bad = int((~np.isfinite(sp)).sum())
-        raise DegenerateInputError(f"surv_prob has {bad} non-finite values (NaN or inf)")
-    if sp.min() < 0 or sp.max() > 1:
-        raise DegenerateInputError("surv_prob must hold probabilities in [0, 1]")
-    o = np.argsort(tm)
-    tm, sp = tm[o], sp[:, o]
-    n = _same_length(time=t, event=ev, surv_prob=sp)
-    rs = _row_subject(row_subject, n)
-    cens = _Censoring(train_time, train_event)
-    inv_g_t = 1.0 / cens.at(tm, "integrated Brier score")
-    need = ev & (t <= tm[-1])
-    inv_g_y = np.zeros(n)
-    inv_g_y[need] = 1.0 / cens.at(t[need], "integrated Brier score")
-    case = ev[:, None] & (t[:, None] <= tm[None, :])
-    ctrl = t[:, None] > tm[None, :]
-    terms = sp ** 2 * case * inv_g_y[:, None] + (1.0 - sp) ** 2 * ctrl * inv_g_t[None, :]
-    per_row = np.trapezoid(terms, tm, axis=1) / (tm[-1] - tm[0])
-
-    def kernel(counts) -> np.ndarray:
-        w = _row_weights(_counts_2d(counts), rs).astype(float)
-        return _ratio(w @ per_row, w.sum(axis=1))
-
-    return kernel
-
-
-def ibs(time, event, surv_prob, times, train_time, train_event) -> float:
-    """Integrated Brier score with IPCW from the training censoring distribution.
-
-    Args:
-        time: (n,) test follow-up times.
-        event: (n,) test event indicators.
-        surv_prob: (n, len(times)) predicted survival probabilities at `times`.
-        times: (K >= 2,) evaluation times within [min(time), max(time)) of the test set.
-        train_time: training follow-up times.
-        train_event: training event indicators.
-
-    Returns:
-        The integrated Brier score (lower is better).
-    """
-    n = len(np.asarray(time).ravel())
-    return float(make_ibs_kernel(time, event, surv_prob, times, train_time, train_event)(
-        np.ones((1, n), dtype=np.int64))[0])
