@@ -27,7 +27,8 @@ from contextlib import nullcontext
 
 import torch
 
-from encoders.mehrt.model import MEHRT, SIZES, config_for
+from encoders.mehrt.model import MEHRT
+from encoders.mehrt.sizes import SIZES, config_for
 
 IMAGE_DIMS = (("ct", 768), ("wsi", 1536), ("cxr", 1024))  # typical foundation-model widths
 

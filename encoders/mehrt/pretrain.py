@@ -48,7 +48,8 @@ from safetensors.torch import load_file, load_model, save_model
 
 from encoders.mehrt.collate import Collator, collator
 from encoders.mehrt.corpora import Corpora, file_lock, mehrt_cache, prepare_corpora
-from encoders.mehrt.model import MEHRT, SIZES, MEHRTConfig, config_for
+from encoders.mehrt.model import MEHRT, MEHRTConfig
+from encoders.mehrt.sizes import SIZES, config_for
 from encoders.mehrt.trainer import Dist, TrainConfig, init_distributed, peak_memory_mb, perplexity, train_stage
 
 PRETRAIN_VERSION = "1"

@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from encoders.mehrt.model import MEHRT, MEHRTConfig, config_for
+from encoders.mehrt.model import MEHRT, MEHRTConfig
+from encoders.mehrt.sizes import config_for
 
 transformers = pytest.importorskip("transformers")
 
