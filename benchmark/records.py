@@ -4,6 +4,7 @@
 unknown top-level fields rejected). The JSON layout is flat and unchanged since schema version 1:
 
     schema_version, model, task, task_version, task_kind, seed, budget, main_metric
+    dataset        DatasetRef (name, fingerprint): which data the cell ran on (since version 2)
     n_train, n_tuning, n_test, n_events          the counts (n_events: positives / observed events
                                                  on the held-out split; null for regression)
     status                                       "ok" | "refused" (main metric refused) | "failed"
@@ -26,15 +27,22 @@ records are dumped with `exclude_unset`, so a file read and written again is byt
 
 Versions: SCHEMA_VERSION changes only when a field's meaning changes; files of every earlier
 version stay readable (`from_json_dict`), a file of a newer version is refused with a clear error.
+
+    1   the layout above without `dataset`
+    2   adds `dataset` (name + fingerprint). A version-1 file gets it derived on reading (name from
+        the cohort's metadata/dataset.json, else the cohort folder's name; fingerprint from
+        provenance.data_fingerprint) and is written back as version 1, byte-identical.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any, Literal, Mapping, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class _Strict(BaseModel):
@@ -90,6 +98,35 @@ class Compute(_Strict):
     tokens_per_s: float | None = None
 
 
+class DatasetRef(_Strict):
+    """The data a cell ran on: a readable name and the cohort's content fingerprint (the identity:
+    two cohorts with one name but different fingerprints are different datasets)."""
+
+    name: str
+    fingerprint: str
+
+
+def dataset_name(cohort: str | Path) -> str:
+    """The dataset name of a cohort folder: metadata/dataset.json's `dataset_name` (the MEDS
+    DatasetMetadataSchema field), else the folder's name (never the full path: paths are private).
+
+    Args:
+        cohort: the cohort folder (it need not exist any more: the folder name is the fallback).
+
+    Returns:
+        The name ("" for an empty path).
+    """
+    if not str(cohort):
+        return ""
+    try:
+        meta = json.loads((Path(cohort) / "metadata" / "dataset.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        meta = None
+    if isinstance(meta, dict) and isinstance(meta.get("dataset_name"), str) and meta["dataset_name"].strip():
+        return meta["dataset_name"].strip()
+    return Path(cohort).name
+
+
 class ModelInfo(BaseModel):
     """The spec's description of the model plus what the model reported in `Prediction.info`.
 
@@ -116,6 +153,7 @@ class ResultRecord(_Strict):
     seed: int
     budget: str
     main_metric: str
+    dataset: DatasetRef
     n_train: int | None
     n_tuning: int | None
     n_test: int | None
@@ -148,8 +186,13 @@ class ResultRecord(_Strict):
         return (self.metrics or {}).get(self.main_metric)
 
     def to_json_dict(self) -> dict[str, Any]:
-        """The file's content: every field the record was given (unset ones left out), JSON types."""
-        return self.model_dump(mode="json", exclude_unset=True)
+        """The file's content: every field the record was given (unset ones left out), JSON types.
+
+        A version-1 record is written in the version-1 layout (its `dataset` was derived on reading,
+        never stored), so reading and writing an old file changes nothing.
+        """
+        exclude = {"dataset"} if self.schema_version == 1 else None
+        return self.model_dump(mode="json", exclude_unset=True, exclude=exclude)
 
     @classmethod
     def from_json_dict(cls, data: Mapping[str, Any]) -> "ResultRecord":
@@ -161,9 +204,23 @@ class ResultRecord(_Strict):
         Returns:
             The record (raises pydantic.ValidationError on a malformed or newer file).
         """
-        # Versions 1..SCHEMA_VERSION share one layout today; a later version that changes a field's
-        # meaning converts the older layout here, before validation.
-        return cls.model_validate(dict(data))
+        return cls.model_validate(_upgrade(data))
+
+
+def _upgrade(data: Mapping[str, Any]) -> dict[str, Any]:
+    """An older layout converted to the current one, before validation (a newer or malformed file
+    is left as it is: validation says what is wrong).
+
+    Version 1 had no `dataset`: it is derived from provenance (fingerprint) and the cohort folder it
+    names (dataset.json's name, else the folder name), as the leaderboard always grouped v1 files.
+    """
+    out = dict(data)
+    prov = out.get("provenance")
+    if out.get("schema_version") == 1 and "dataset" not in out and isinstance(prov, Mapping):
+        fp, cohort = prov.get("data_fingerprint"), prov.get("cohort")
+        if isinstance(fp, str) and isinstance(cohort, str):
+            out["dataset"] = {"name": dataset_name(cohort) or "unnamed dataset", "fingerprint": fp}
+    return out
 
 
 # ------------------------------------------------------------------ Prediction.info: the keys the runner reads

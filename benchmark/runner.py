@@ -43,8 +43,8 @@ from benchmark.errors import UserError
 from benchmark.labels import TaskNotApplicable, extract_labels
 from benchmark.model_api import BUDGETS, Budget, Prediction, TaskData
 from benchmark.paths import cache_dir, default_results_dir
-from benchmark.records import (INFO_EXPLANATIONS, SCHEMA_VERSION, Hardware, ModelInfo, Provenance, ResultRecord,
-                               compute_block)
+from benchmark.records import (INFO_EXPLANATIONS, SCHEMA_VERSION, DatasetRef, Hardware, ModelInfo, Provenance,
+                               ResultRecord, compute_block, dataset_name)
 from benchmark.registry import ModelSpec, get_model
 from benchmark.reporting import ConsoleReporter, Key, Reporter, summary_table
 from benchmark.results import (cache_lock, cell_paths, cell_state, check_results_dir, git_sha, hardware, lockfile_hash,
@@ -164,6 +164,11 @@ def _provenance(task: TaskSpec, cohort: Cohort) -> Provenance:
                       hardware=Hardware(**hardware()), cohort=str(cohort.root))
 
 
+def _dataset(cohort: Cohort) -> DatasetRef:
+    """Which data a cell ran on: the cohort's dataset name and content fingerprint."""
+    return DatasetRef(name=dataset_name(cohort.root) or "unnamed dataset", fingerprint=cohort.fingerprint())
+
+
 def run_cell(cell: Cell, cohort: Cohort, labels: pl.DataFrame, results_dir: Path, budget: str | Budget,
              ablate: bool = False) -> ResultRecord:
     """Fit, predict, score and write one (model, task, seed) cell.
@@ -263,8 +268,8 @@ def _record(cell: Cell, cohort: Cohort, budget: Budget, *, counts: dict, info: d
     def build(info: dict, reached: dict) -> ResultRecord:
         return ResultRecord(
             schema_version=SCHEMA_VERSION, model=spec.name, task=task.name, task_version=task.version,
-            task_kind=task.kind, seed=cell.seed, budget=budget.name, main_metric=task.main_metric, **counts,
-            provenance=_provenance(task, cohort), model_info=ModelInfo(**info),
+            task_kind=task.kind, seed=cell.seed, budget=budget.name, main_metric=task.main_metric,
+            dataset=_dataset(cohort), **counts, provenance=_provenance(task, cohort), model_info=ModelInfo(**info),
             compute=compute_block(info, wall_s=wall_s, peak_rss_mb=peak_rss_mb, spec_n_parameters=spec_n_parameters),
             **reached)
 

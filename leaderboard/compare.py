@@ -33,8 +33,7 @@ import numpy as np
 from benchmark.errors import UserError
 from benchmark.kinds import KINDS, LOWER_IS_BETTER, kind_of
 from leaderboard import plots
-from leaderboard.records import AUDIT_FAMILIES, load_records, metric_label, slug
-from leaderboard.records import to_int as _int
+from leaderboard.records import AUDIT_FAMILIES, ResultFile, load_records, metric_label, slug
 from leaderboard.render import environment, fmt
 
 POOLED = {"discrimination": ("auroc", "auroc_macro", "c_index"), "auprc": ("auprc",)}
@@ -59,37 +58,34 @@ def select_tasks(names: list[str], spec: str | None) -> list[str]:
     return sorted(n for n in names if any(n == p or n.startswith(p + "/") for p in parts))
 
 
-def _ok_records(recs: list[dict], model: str) -> dict[str, list[dict]]:
+def _ok_records(recs: list[ResultFile], model: str) -> dict[str, list[ResultFile]]:
     """The finished (status ok, predictions on disk) records of one model, by task."""
-    out: dict[str, list[dict]] = {}
+    out: dict[str, list[ResultFile]] = {}
     for r in recs:
-        if r["model"] == model and r.get("status") == "ok" and r["_pred"].exists():
-            out.setdefault(r["task"], []).append(r)
+        if r.rec.model == model and r.rec.status == "ok" and r.pred.exists():
+            out.setdefault(r.rec.task, []).append(r)
     return out
 
 
-def _pair(ra: list[dict], rb: list[dict]) -> tuple[dict, dict] | str:
-    va = {_int(r.get("task_version")) for r in ra}
-    vb = {_int(r.get("task_version")) for r in rb}
+def _pair(ra: list[ResultFile], rb: list[ResultFile]) -> tuple[ResultFile, ResultFile] | str:
+    """A's and B's result of one task to compare: the lowest common seed of the newest common task
+    version, or why there is none (no common version or seed, or two different datasets)."""
+    va = {r.rec.task_version for r in ra}
+    vb = {r.rec.task_version for r in rb}
     common = va & vb
     if not common:
         return f"no common task version (A has {sorted(va)}, B has {sorted(vb)})"
     v = max(common)
-    sa = {_int(r.get("seed")): r for r in ra if _int(r.get("task_version")) == v}
-    sb = {_int(r.get("seed")): r for r in rb if _int(r.get("task_version")) == v}
+    sa = {r.rec.seed: r for r in ra if r.rec.task_version == v}
+    sb = {r.rec.seed: r for r in rb if r.rec.task_version == v}
     seeds = sorted(set(sa) & set(sb))
     if not seeds:
         return "no common seed"
-    fa, fb = (_fingerprint(r) for r in (sa[seeds[0]], sb[seeds[0]]))
+    fa, fb = (r.rec.provenance.data_fingerprint for r in (sa[seeds[0]], sb[seeds[0]]))
     if fa != fb:
         # the same subject ids on two cohorts are different patients: never pair them
         return f"A and B were run on different datasets (fingerprint {fa} vs {fb})"
     return sa[seeds[0]], sb[seeds[0]]
-
-
-def _fingerprint(record: dict) -> str | None:
-    """The data fingerprint a result was computed on (None in records that lack it)."""
-    return (record.get("provenance") or {}).get("data_fingerprint")
 
 
 def parse_b(b: str) -> list[str]:
@@ -149,7 +145,7 @@ def compare(results_dir: Path, a: str, b: str, tasks: str | None = "all", *, n_b
     recs_b = {m: _ok_records(all_recs, m) for m in b_models}
     for name, recs, flag in ((a, recs_a, "--a"), *((m, recs_b[m], "--b") for m in b_models)):
         if not recs:
-            known = sorted({r["model"] for r in all_recs})
+            known = sorted({r.rec.model for r in all_recs})
             raise UserError(f"no finished results for model {name!r}", file=results_dir, field=flag,
                             fix="choose from: " + (", ".join(known)
                                                    or "(no results yet: run `python -m benchmark run`)"))
@@ -203,7 +199,7 @@ def compare(results_dir: Path, a: str, b: str, tasks: str | None = "all", *, n_b
             "pr_curves": curves, "n_boot": n_boot, "level": level, "tasks": tasks or "all"}
 
 
-def _joined(ra_list: list[dict], rb_list: list[dict]) -> dict | str:
+def _joined(ra_list: list[ResultFile], rb_list: list[ResultFile]) -> dict | str:
     """A's and B's held-out predictions of one task on their shared rows: {ra, kind, y, sa, sb, sid},
     or the reason they cannot be compared."""
     import polars as pl
@@ -212,11 +208,11 @@ def _joined(ra_list: list[dict], rb_list: list[dict]) -> dict | str:
     if isinstance(pair, str):
         return pair
     ra, rb = pair
-    kind = str(ra.get("task_kind") or "")
+    kind = ra.rec.task_kind
     if kind not in METRICS_BY_KIND:
         return f"unknown task kind {kind!r}"
     try:
-        fa, fb = pl.read_parquet(ra["_pred"]), pl.read_parquet(rb["_pred"])
+        fa, fb = pl.read_parquet(ra.pred), pl.read_parquet(rb.pred)
         labels = kind_of(kind).truth_columns(fa.columns)
         # B's columns get a prefix no prediction column has, so A's names stay as they are
         fb = fb.select(["subject_id", "prediction_time", *labels,
@@ -269,8 +265,8 @@ def _task_rows(task: str, a: str, cands: dict[str, dict], *, n_boot: int, seed: 
         rows.append({"task": task, "kind": kind, "metric": metric, "model_b": b, "value_a": pr.value_a,
                      "value_b": pr.value_b, "delta": pr.delta, "mean_delta": pr.mean_delta, "ci_low": pr.ci_low,
                      "ci_high": pr.ci_high, "p_value": pr.p_value, "se": pr.se, "n_rows": pr.n_rows,
-                     "n_subjects": pr.n_subjects, "seed": _int(ra.get("seed")),
-                     "task_version": _int(ra.get("task_version")), "favours": favours, "method": pr.method,
+                     "n_subjects": pr.n_subjects, "seed": ra.rec.seed,
+                     "task_version": ra.rec.task_version, "favours": favours, "method": pr.method,
                      "note": pr.note, "candidates": list(cands)})
     if kind_of(kind).precision_recall and main_b is not None:
         try:
@@ -399,16 +395,16 @@ def compare_cli(args) -> int:
     Returns:
         Exit status 0 (UserError is raised for bad input; the CLI prints it and exits 2).
     """
-    from benchmark.results import atomic_write_bytes
+    from benchmark.artifacts import atomic_write
 
     results = Path(args.results)
     res = compare(results, args.a, args.b, getattr(args, "tasks", "all"), n_boot=int(getattr(args, "n_boot", 2000)),
                   seed=int(getattr(args, "seed", 0)))
     _print_table(res)
     path = output_path(results, args.a, args.b, getattr(args, "out", None))
-    atomic_write_bytes(path, render_compare(res).encode("utf-8"))
+    atomic_write(path, render_compare(res))
     data = json.dumps(_finite(res), indent=1, sort_keys=True, allow_nan=False, default=str)
-    atomic_write_bytes(path.with_suffix(".json"), (data + "\n").encode("utf-8"))
+    atomic_write(path.with_suffix(".json"), data + "\n")
     print(f"comparison written to {path}")
     return 0
 

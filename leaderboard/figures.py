@@ -92,7 +92,7 @@ def task_curves(task: TaskInfo, cells: list[Cell], models: dict[str, ModelInfo])
         if c.status != "ok" or not c.records:
             continue
         color = models[c.model].color
-        df = read_predictions(c.records[0]["_pred"])
+        df = read_predictions(c.records[0].pred)
         if df is None:
             out["notes"].append(f"{c.model}: no predictions file, no curves")
             continue

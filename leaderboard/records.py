@@ -1,6 +1,7 @@
 """Result files in, typed groups out: no HTML, no ranking rules.
 
-    load_records(results_dir)        every seed*.json (sorted) plus the problems of unusable files
+    load_records(results_dir)        every result file as a ResultFile (typed record + path), read by
+                                     benchmark.results.read_record_files, plus the unusable files
     dataset_of(record) -> Dataset    which dataset (name + fingerprint) a record belongs to
     TaskInfo, ModelInfo, Cell        a task, a model, and one (model, task) cell of the leaderboard
     task_info / model_info           TaskInfo / ModelInfo from the registries, else from the results
@@ -13,14 +14,15 @@ Imports point one way inside the package: records <- rules <- figures <- views <
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from benchmark.kinds import LOWER_IS_BETTER  # noqa: F401  (the one vocabulary; re-exported)
+from benchmark.records import ResultRecord
+from benchmark.results import predictions_path, read_record_files
 
 BOUNDED_01 = frozenset({"auroc", "auprc", "auroc_macro", "auprc_macro", "c_index_harrell", "c_index_uno",
                         "td_auc", "brier", "ece", "sensitivity", "specificity", "ppv", "npv", "f1"})
@@ -98,44 +100,35 @@ def metric_label(name: str, label_names: list[str] | None = None) -> str:
 
 
 # =========================================================================== loading
-def load_records(results_dir: Path, exclude: Path | None = None) -> tuple[list[dict], list[str]]:
-    """Read every `seed*.json` under results_dir (sorted), skipping hidden folders and `exclude`.
+@dataclass(frozen=True)
+class ResultFile:
+    """One result file: its typed record and where it lies (the predictions parquet sits next to it)."""
+
+    rec: ResultRecord
+    path: Path
+
+    @property
+    def pred(self) -> Path:
+        """The held-out predictions parquet of this cell."""
+        return predictions_path(self.path)
+
+
+def load_records(results_dir: Path, exclude: Path | None = None) -> tuple[list[ResultFile], list[str]]:
+    """Every result file under results_dir, read by the benchmark's one reader
+    (`benchmark.results.read_record_files`: hidden folders and `exclude` skipped).
 
     Args:
         results_dir: the results folder.
         exclude: a folder inside it to skip (the site itself).
 
     Returns:
-        (records, problems): records get `_json` and `_pred` (predictions parquet path) keys;
-        problems lists files that could not be used, by path relative to results_dir.
+        (files sorted by model, task, seed, path; problems): each problem names an unusable file by
+        its path relative to results_dir (absolute paths are never written to the site) and says why.
     """
-    results_dir = Path(results_dir)
-    recs, problems = [], []
-    ex = exclude.resolve() if exclude is not None else None
-    for p in sorted(results_dir.rglob("seed*.json")):
-        rel = p.relative_to(results_dir)
-        if any(part.startswith(".") for part in rel.parts):
-            continue
-        if ex is not None and p.resolve().is_relative_to(ex):
-            continue
-        try:
-            r = json.loads(p.read_text())
-        except (OSError, ValueError):
-            problems.append(f"{rel.as_posix()}: not readable JSON")
-            continue
-        if not isinstance(r, dict) or not isinstance(r.get("model"), str) or not isinstance(r.get("task"), str):
-            problems.append(f"{rel.as_posix()}: no model / task fields")
-            continue
-        r["_json"] = p
-        r["_pred"] = p.with_name(p.name[: -len(".json")] + ".predictions.parquet")
-        recs.append(r)
-    recs.sort(key=lambda r: (r["model"], r["task"], to_int(r.get("seed")), str(r["_json"])))
-    return recs, problems
-
-
-def to_int(x: Any, default: int = 0) -> int:
-    """x as an int when it is a finite number, else `default` (seeds, task versions)."""
-    return int(x) if is_num(x) else default
+    found, problems = read_record_files(results_dir, exclude)
+    prefix = str(Path(results_dir)).rstrip("/") + "/"
+    return ([ResultFile(rec=rec, path=p) for p, rec in found],
+            [t[len(prefix):] if t.startswith(prefix) else t for t in problems])
 
 
 def registry_tasks() -> dict[str, Any]:
@@ -189,23 +182,9 @@ class Dataset:
         return self.fingerprint[:16] if self.fingerprint else "not recorded"
 
 
-def _cohort_name(cohort: Any) -> str:
-    """The dataset name of a cohort folder: metadata/dataset.json's dataset_name, else the folder
-    name (never the full path: paths are not written to the site)."""
-    if not isinstance(cohort, str) or not cohort:
-        return ""
-    try:
-        meta = json.loads((Path(cohort) / "metadata" / "dataset.json").read_text(encoding="utf-8"))
-        if isinstance(meta, dict) and isinstance(meta.get("dataset_name"), str) and meta["dataset_name"].strip():
-            return meta["dataset_name"].strip()
-    except (OSError, ValueError):
-        pass
-    return Path(cohort).name
-
-
-def dataset_of(rec: Mapping) -> Dataset:
-    """Which dataset a result record belongs to: record["dataset"] ({name, fingerprint} or a name)
-    if present, else provenance.data_fingerprint with the cohort's dataset.json name.
+def dataset_of(rec: ResultRecord) -> Dataset:
+    """Which dataset a result record belongs to (its `dataset`: name + fingerprint; the reader
+    derives it for version-1 files).
 
     Args:
         rec: a result record.
@@ -213,16 +192,7 @@ def dataset_of(rec: Mapping) -> Dataset:
     Returns:
         Dataset (key = fingerprint; records without a fingerprint are grouped by name).
     """
-    ds = rec.get("dataset")
-    prov = rec.get("provenance") if isinstance(rec.get("provenance"), dict) else {}
-    name, fp = "", ""
-    if isinstance(ds, dict):
-        name = str(ds.get("name") or ds.get("dataset_name") or "")
-        fp = str(ds.get("fingerprint") or ds.get("data_fingerprint") or "")
-    elif isinstance(ds, str):
-        name = ds
-    fp = fp or str(prov.get("data_fingerprint") or "")
-    name = name or _cohort_name(prov.get("cohort")) or "unnamed dataset"
+    name, fp = rec.dataset.name or "unnamed dataset", rec.dataset.fingerprint
     key = fp or f"name:{name}"
     tag = hashlib.sha256(key.encode()).hexdigest()[:8]
     return Dataset(key=key, name=name, fingerprint=fp, slug=slug(f"{name}-{fp[:12] or tag}"))
@@ -282,7 +252,7 @@ class Cell:
     n_ok: int
     metrics: dict[str, dict]         # aggregated over ok seeds
     main: dict                       # aggregated main metric
-    records: list[dict]              # ok records, by seed
+    records: list[ResultFile]        # ok records, by seed
     compute: dict
     n_test: Any
     n_events: Any
@@ -296,7 +266,7 @@ class Cell:
     verdict: str = ""                # audit tasks: pass | fail | inconclusive
 
 
-def task_info(name: str, spec: Any, recs: list[dict]) -> TaskInfo:
+def task_info(name: str, spec: Any, recs: list[ResultFile]) -> TaskInfo:
     """A task as the site describes it.
 
     Args:
@@ -323,14 +293,14 @@ def task_info(name: str, spec: Any, recs: list[dict]) -> TaskInfo:
                         metrics=tuple(d.get("metrics", ())),
                         label_names=list(outcomes) if outcomes else list(d.get("label_names", ()) or ()),
                         horizon_days=horizon if is_num(horizon) else None, registered=True)
-    r0 = recs[0] if recs else {}
-    return TaskInfo(name=name, slug=slug(name), family=family, short=short, kind=str(r0.get("task_kind", "")),
-                    main_metric=str(r0.get("main_metric", "")), version=r0.get("task_version"),
+    r0 = recs[0].rec if recs else None
+    return TaskInfo(name=name, slug=slug(name), family=family, short=short, kind=r0.task_kind if r0 else "",
+                    main_metric=r0.main_metric if r0 else "", version=r0.task_version if r0 else None,
                     description="", modalities=[], fairness=[], references=[], metrics=(), label_names=[],
                     horizon_days=None, registered=False)
 
 
-def model_info(name: str, spec: dict | None, recs: list[dict]) -> ModelInfo:
+def model_info(name: str, spec: dict | None, recs: list[ResultFile]) -> ModelInfo:
     """A model as the site describes it: its registry spec, else what its result records say.
 
     Args:
@@ -349,16 +319,16 @@ def model_info(name: str, spec: dict | None, recs: list[dict]) -> ModelInfo:
                          n_parameters=spec.get("n_parameters"), training_data=str(spec.get("training_data", "")),
                          license=str(spec.get("license", "")), reference=str(spec.get("reference", "")),
                          authors=str(spec.get("authors", "")), series=_series(name))
-    info = next((r.get("model_info") for r in recs if isinstance(r.get("model_info"), dict)), {}) or {}
-    n_par = next((r.get("compute", {}).get("n_parameters") for r in recs
-                  if isinstance(r.get("compute"), dict) and is_num(r["compute"].get("n_parameters"))), None)
-    kinds = sorted({str(r.get("task_kind")) for r in recs if r.get("task_kind")})
-    return ModelInfo(name=name, slug=slug(name), registered=False, kind=str(info.get("kind", "")),
-                     description=str(info.get("description", "")),
-                     modalities=[str(m) for m in info.get("modalities", ()) or ()], task_kinds=kinds,
-                     n_parameters=n_par, training_data=str(info.get("training_data", "")),
-                     license=str(info.get("license", "")), reference=str(info.get("reference", "")),
-                     authors=str(info.get("authors", "")), series=_series(name))
+    info = recs[0].rec.model_info if recs else None
+    extra = (info.model_extra or {}) if info is not None else {}
+    n_par = next((r.rec.compute.n_parameters for r in recs if r.rec.compute.n_parameters is not None), None)
+    return ModelInfo(name=name, slug=slug(name), registered=False, kind=info.kind if info is not None else "",
+                     description=str(extra.get("description", "")),
+                     modalities=list(info.modalities) if info is not None else [],
+                     task_kinds=sorted({r.rec.task_kind for r in recs if r.rec.task_kind}),
+                     n_parameters=n_par, training_data=str(extra.get("training_data", "")),
+                     license=str(extra.get("license", "")), reference=info.reference if info is not None else "",
+                     authors=str(extra.get("authors", "")), series=_series(name))
 
 
 def _series(name: str) -> str:

@@ -14,22 +14,23 @@ from __future__ import annotations
 
 import re
 import statistics
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from benchmark.fairness import has_small_cell
 from benchmark.kinds import KINDS, TaskKind, kind_of
 from benchmark.metrics.bootstrap import MIN_CI_SUBJECTS
+from benchmark.records import Metric, ResultRecord
 from leaderboard import plots
 from leaderboard.records import (
     Cell,
+    ResultFile,
     TaskInfo,
     higher_is_better,
     is_num,
     metric_label,
     read_predictions,
-    to_int,
 )
 
 # Privacy: no displayed number, alone or combined with others, may give a count of 1..MIN_COUNT-1
@@ -111,45 +112,45 @@ def legacy_rates_problem(groups: list[dict]) -> str:
 
 
 # =========================================================================== cells
-def aggregate_metric(entries: list[Any]) -> dict:
+def aggregate_metric(entries: list[Metric | None]) -> dict:
     """Combine one metric over seeds: mean value, mean CI bounds, seed SD.
 
     Args:
-        entries: the metric dicts of each seed (value, ci_low, ci_high, method, refused).
+        entries: the metric of each seed (None where a seed lacks it).
 
     Returns:
         dict with value, ci_low, ci_high, method, refused, n_seeds, sd.
     """
-    good = [e for e in entries if isinstance(e, dict) and is_num(e.get("value"))]
+    good = [e for e in entries if e is not None and is_num(e.value)]
     if not good:
-        why = next((str(e.get("refused")) for e in entries if isinstance(e, dict) and e.get("refused")), "")
+        why = next((e.refused for e in entries if e is not None and e.refused), "")
         return {"value": None, "ci_low": None, "ci_high": None, "method": "", "refused": safe_text(why or "no value"),
                 "n_seeds": 0, "sd": None, "ci_note": None}
     # a seed whose sample could not support an interval says why ("CI not reported: ..."); the note
     # replaces the CI on the page, with small counts shown as "<10"
-    note = next((str(e["ci_note"]) for e in good if e.get("ci_note")), None)
+    note = next((e.ci_note for e in good if e.ci_note), None)
     if len(good) == 1:
         e = good[0]
-        lo = e.get("ci_low") if is_num(e.get("ci_low")) else None
-        hi = e.get("ci_high") if is_num(e.get("ci_high")) else None
-        return {"value": float(e["value"]), "ci_low": lo, "ci_high": hi,
-                "method": safe_text(e.get("method") or ""), "refused": None, "n_seeds": 1, "sd": None,
+        lo = e.ci_low if is_num(e.ci_low) else None
+        hi = e.ci_high if is_num(e.ci_high) else None
+        return {"value": float(e.value), "ci_low": lo, "ci_high": hi,
+                "method": safe_text(e.method or ""), "refused": None, "n_seeds": 1, "sd": None,
                 "ci_note": safe_text(note) if lo is None or hi is None else None}
-    vals = [float(e["value"]) for e in good]
-    lows = [e.get("ci_low") for e in good]
-    highs = [e.get("ci_high") for e in good]
+    vals = [float(e.value) for e in good]
+    lows = [e.ci_low for e in good]
+    highs = [e.ci_high for e in good]
     both = all(is_num(x) for x in lows + highs)
     if not both and note is None:
         note = "CI not reported for every seed"
     return {"value": statistics.fmean(vals), "ci_low": statistics.fmean(lows) if both else None,
             "ci_high": statistics.fmean(highs) if both else None,
             "method": f"mean over {len(good)} seeds (CI: mean of the per-seed intervals); per seed: "
-                      + safe_text(good[0].get("method") or ""),
+                      + safe_text(good[0].method or ""),
             "refused": None, "n_seeds": len(good), "sd": statistics.stdev(vals),
             "ci_note": None if both else safe_text(note)}
 
 
-def make_cell(model: str, task: TaskInfo, recs: list[dict]) -> Cell:
+def make_cell(model: str, task: TaskInfo, recs: list[ResultFile]) -> Cell:
     """One (model, task) cell: metrics aggregated over ok seeds, status and reason, operating-point
     metrics withheld where they would reveal a small count, and why it may not be ranked.
 
@@ -161,39 +162,32 @@ def make_cell(model: str, task: TaskInfo, recs: list[dict]) -> Cell:
     Returns:
         Cell (not yet ranked: see `rank_column`).
     """
-    recs = sorted(recs, key=lambda r: to_int(r.get("seed")))
-    ok = [r for r in recs if r.get("status") == "ok" and isinstance(r.get("metrics"), dict)]
-    seeds = [to_int(r.get("seed")) for r in recs]
+    recs = sorted(recs, key=lambda r: r.rec.seed)
+    ok = [r for r in recs if r.rec.status == "ok" and r.rec.metrics is not None]
+    seeds = [r.rec.seed for r in recs]
     metrics: dict[str, dict] = {}
     if ok:
-        names = sorted({n for r in ok for n in r["metrics"]})
-        metrics = {n: aggregate_metric([r["metrics"].get(n) for r in ok]) for n in names}
+        names = sorted({n for r in ok for n in r.rec.metrics})
+        metrics = {n: aggregate_metric([r.rec.metrics.get(n) for r in ok]) for n in names}
     main = metrics.get(task.main_metric) or {"value": None, "refused": "main metric missing"}
+    refused = [r.rec for r in recs if r.rec.status == "refused"]
     if ok and is_num(main.get("value")):
         status, reason = "ok", ""
-    elif any(r.get("status") == "refused" for r in recs):
+    elif refused:
         status = "refused"
-        m = next((r.get("metrics", {}).get(task.main_metric) for r in recs if r.get("status") == "refused"), None)
-        reason = str((m or {}).get("refused") or "the main metric is undefined on this data")
+        m = (refused[0].metrics or {}).get(task.main_metric)
+        reason = (m.refused if m is not None else None) or "the main metric is undefined on this data"
     elif ok:
         status, reason = "refused", str(main.get("refused") or "the main metric is undefined")
     else:
         status, reason = "failed", "the run failed (see the result file)"
-    comp = [r.get("compute") for r in recs if isinstance(r.get("compute"), dict)]
-    compute = {
-        "wall_s": statistics.fmean([c["wall_s"] for c in comp if is_num(c.get("wall_s"))])
-        if any(is_num(c.get("wall_s")) for c in comp) else None,
-        "peak_rss_mb": max([c["peak_rss_mb"] for c in comp if is_num(c.get("peak_rss_mb"))], default=None),
-        "device": ", ".join(sorted({str(c.get("device")) for c in comp if c.get("device")})) or None,
-        "n_parameters": next((c["n_parameters"] for c in comp if is_num(c.get("n_parameters"))), None),
-        "tokens_per_s": statistics.fmean([c["tokens_per_s"] for c in comp if is_num(c.get("tokens_per_s"))])
-        if any(is_num(c.get("tokens_per_s")) for c in comp) else None,
-    }
-    r0 = ok[0] if ok else (recs[0] if recs else {})
+    compute = _compute_summary([r.rec for r in recs])
+    r0 = (ok or recs)[0].rec if recs else None
     if _kind(task.kind) is not None and _kind(task.kind).chooses_threshold and ok:
-        _withhold_threshold_metrics(metrics, ok)
+        _withhold_threshold_metrics(metrics, [r.rec for r in ok])
     cell = Cell(model=model, task=task.name, status=status, seeds=seeds, n_ok=len(ok), metrics=metrics,
-                main=main, records=ok, compute=compute, n_test=r0.get("n_test"), n_events=r0.get("n_events"),
+                main=main, records=ok, compute=compute, n_test=r0.n_test if r0 else None,
+                n_events=r0.n_events if r0 else None,
                 reason=safe_text(reason))
     if status == "ok":
         cell.unranked = _unranked_reason(cell, task)
@@ -206,8 +200,24 @@ def make_cell(model: str, task: TaskInfo, recs: list[dict]) -> Cell:
     return cell
 
 
+def _compute_summary(recs: list[ResultRecord]) -> dict:
+    """What a cell's seeds cost: mean wall time and tokens/s, the largest peak RSS, the devices, and
+    the first reported parameter count (None where no seed reports one)."""
+    comp = [r.compute for r in recs]
+    walls = [c.wall_s for c in comp if is_num(c.wall_s)]
+    rss = [c.peak_rss_mb for c in comp if is_num(c.peak_rss_mb)]
+    tps = [c.tokens_per_s for c in comp if is_num(c.tokens_per_s)]
+    return {
+        "wall_s": statistics.fmean(walls) if walls else None,
+        "peak_rss_mb": max(rss, default=None),
+        "device": ", ".join(sorted({c.device for c in comp if c.device})) or None,
+        "n_parameters": next((c.n_parameters for c in comp if c.n_parameters is not None), None),
+        "tokens_per_s": statistics.fmean(tps) if tps else None,
+    }
+
+
 # =========================================================================== small cells
-def confusion_from_record(rec: Mapping) -> tuple[int, int, int, int] | None:
+def confusion_from_record(rec: ResultRecord) -> tuple[int, int, int, int] | None:
     """The confusion matrix (TP, FP, FN, TN) that a result's displayed numbers imply: what a reader
     can solve from n test, the event count, sensitivity and specificity (PPV, NPV and F1 add nothing
     once these are known).
@@ -218,18 +228,18 @@ def confusion_from_record(rec: Mapping) -> tuple[int, int, int, int] | None:
     Returns:
         (TP, FP, FN, TN), or None when the record does not give them.
     """
-    m = rec.get("metrics") if isinstance(rec.get("metrics"), dict) else {}
-    n, e = rec.get("n_test"), rec.get("n_events")
-    sens = (m.get("sensitivity") or {}).get("value") if isinstance(m.get("sensitivity"), dict) else None
-    spec = (m.get("specificity") or {}).get("value") if isinstance(m.get("specificity"), dict) else None
-    if not all(is_num(x) for x in (n, e, sens, spec)):
+    m = rec.metrics or {}
+    sens = m["sensitivity"].value if "sensitivity" in m else None
+    spec = m["specificity"].value if "specificity" in m else None
+    n, e = rec.n_test, rec.n_events
+    if n is None or e is None or not (is_num(sens) and is_num(spec)):
         return None
-    pos, neg = int(e), int(n) - int(e)
+    pos, neg = e, n - e
     tp, tn = int(round(sens * pos)), int(round(spec * neg))
     return tp, neg - tn, pos - tp, tn
 
 
-def _withhold_threshold_metrics(metrics: dict[str, dict], ok: list[dict]) -> None:
+def _withhold_threshold_metrics(metrics: dict[str, dict], ok: list[ResultRecord]) -> None:
     """Replace the operating-point metrics of a binary cell by a 'withheld' entry when, for any seed,
     they (with n test) would reveal a count of 1..MIN_COUNT-1: events, non-events or a confusion
     cell. Also when the record does not let us check (no event count): we cannot prove it safe."""
@@ -263,7 +273,7 @@ def _class_counts(cell: Cell, kind: str) -> tuple[int, ...] | None:
     """Test subjects with / without the outcome (binary, survival: event) or all test subjects
     (regression), from the predictions of the lowest ok seed; else from the record's counts (rows)."""
     support = _kind(kind).rank_support if _kind(kind) is not None else None
-    df = read_predictions(cell.records[0]["_pred"]) if cell.records else None
+    df = read_predictions(cell.records[0].pred) if cell.records else None
     if df is not None and "subject_id" in df.columns:
         try:
             sid = df["subject_id"].to_numpy()
@@ -323,12 +333,12 @@ def rank_column(cells: list[Cell], task: TaskInfo) -> None:
 def _joined_predictions(a: Cell, b: Cell, kind: str):
     """Held-out predictions of two cells on their shared rows (lowest common ok seed), joined on
     (subject_id, prediction_time): (labels, score_a, score_b, subject_ids), or why not."""
-    sa = {to_int(r.get("seed")): r for r in a.records}
-    sb = {to_int(r.get("seed")): r for r in b.records}
+    sa = {r.rec.seed: r for r in a.records}
+    sb = {r.rec.seed: r for r in b.records}
     common = sorted(set(sa) & set(sb))
     if not common:
         return "no common seed"
-    fa, fb = read_predictions(sa[common[0]]["_pred"]), read_predictions(sb[common[0]]["_pred"])
+    fa, fb = read_predictions(sa[common[0]].pred), read_predictions(sb[common[0]].pred)
     if fa is None or fb is None:
         return "a predictions file is missing"
     try:
@@ -435,7 +445,7 @@ def _rank_test_verdict(cell: Cell) -> tuple[str, str]:
     from scipy.stats import mannwhitneyu
 
     note = cell.main.get("ci_note") or "no CI"
-    df = read_predictions(cell.records[0]["_pred"]) if cell.records else None
+    df = read_predictions(cell.records[0].pred) if cell.records else None
     if df is None or not {"boolean_value", "predicted_boolean_probability", "subject_id"} <= set(df.columns):
         return "inconclusive", f"{note}; no predictions to test"
     y = df["boolean_value"].cast(bool).to_numpy()

@@ -26,6 +26,7 @@ from leaderboard.records import (
     Cell,
     Dataset,
     ModelInfo,
+    ResultFile,
     TaskInfo,
     dataset_of,
     higher_is_better,
@@ -36,7 +37,6 @@ from leaderboard.records import (
     registry_spec,
     registry_tasks,
     task_info,
-    to_int,
 )
 from leaderboard.rules import (
     MIN_COUNT,
@@ -82,10 +82,10 @@ def collect(results_dir: Path, *, exclude: Path | None = None, model_specs: Mapp
     """
     recs, problems = load_records(results_dir, exclude)
     registry = dict(tasks) if tasks is not None else registry_tasks()
-    groups: dict[str, list[dict]] = {}
+    groups: dict[str, list[ResultFile]] = {}
     datasets: dict[str, Dataset] = {}
     for r in recs:
-        d = dataset_of(r)
+        d = dataset_of(r.rec)
         datasets.setdefault(d.key, d)
         groups.setdefault(d.key, []).append(r)
     if not groups:
@@ -94,31 +94,31 @@ def collect(results_dir: Path, *, exclude: Path | None = None, model_specs: Mapp
     return [_collect_one(groups[k], problems, registry, model_specs, datasets[k]) for k in order]
 
 
-def _collect_one(recs: list[dict], problems: list[str], registry: Mapping[str, Any],
+def _collect_one(recs: list[ResultFile], problems: list[str], registry: Mapping[str, Any],
                  model_specs: Mapping[str, Any] | None, dataset: Dataset | None) -> Site:
     """The view model of the records of one dataset."""
-    by_task: dict[str, list[dict]] = {}
+    by_task: dict[str, list[ResultFile]] = {}
     for r in recs:
-        by_task.setdefault(r["task"], []).append(r)
+        by_task.setdefault(r.rec.task, []).append(r)
     task_infos: dict[str, TaskInfo] = {}
-    current: list[dict] = []
+    current: list[ResultFile] = []
     for tname in sorted(by_task):
         trs = by_task[tname]
         info = task_info(tname, registry.get(tname), trs)
         # only the newest task version in the results is ranked; older ones are counted
-        versions = sorted({to_int(r.get("task_version"), 0) for r in trs})
+        versions = sorted({r.rec.task_version for r in trs})
         newest = versions[-1]
-        info.older_versions = {v: sum(to_int(r.get("task_version"), 0) == v for r in trs) for v in versions[:-1]}
+        info.older_versions = {v: sum(r.rec.task_version == v for r in trs) for v in versions[:-1]}
         info.registry_version = info.version if info.registered else None
         info.version = newest
         if not info.registered:
-            r0 = next(r for r in trs if to_int(r.get("task_version"), 0) == newest)
-            info.kind, info.main_metric = str(r0.get("task_kind", "")), str(r0.get("main_metric", ""))
+            r0 = next(r.rec for r in trs if r.rec.task_version == newest)
+            info.kind, info.main_metric = r0.task_kind, r0.main_metric
         task_infos[tname] = info
-        current += [r for r in trs if to_int(r.get("task_version"), 0) == newest]
-    by_model: dict[str, list[dict]] = {}
+        current += [r for r in trs if r.rec.task_version == newest]
+    by_model: dict[str, list[ResultFile]] = {}
     for r in current:
-        by_model.setdefault(r["model"], []).append(r)
+        by_model.setdefault(r.rec.model, []).append(r)
     specs = dict(model_specs) if model_specs is not None else {}
     models: dict[str, ModelInfo] = {}
     for i, name in enumerate(sorted(by_model)):
@@ -129,9 +129,9 @@ def _collect_one(recs: list[dict], problems: list[str], registry: Mapping[str, A
         models[name].color = i % plots.N_COLORS
     cells: dict[tuple[str, str], Cell] = {}
     for name in sorted(by_model):
-        per_task: dict[str, list[dict]] = {}
+        per_task: dict[str, list[ResultFile]] = {}
         for r in by_model[name]:
-            per_task.setdefault(r["task"], []).append(r)
+            per_task.setdefault(r.rec.task, []).append(r)
         for tname in sorted(per_task):
             cells[(name, tname)] = make_cell(name, task_infos[tname], per_task[tname])
     for tname, t in task_infos.items():
@@ -281,13 +281,14 @@ def task_page(site: Site, t: TaskInfo, top: str | None) -> dict[str, Any]:
     for c in cells:
         if c.status != "ok":
             continue
-        fv = _fairness_view(c.records[0].get("fairness"))
+        first = c.records[0].rec
+        fv = _fairness_view(first.fairness)
         if fv and (fv["attributes"] or fv["notes"]):
             fairness.append((site.models[c.model], fv))
-        figs, notes = explanation_figures(c.model, c.records[0].get("explanations"), site.models[c.model].color)
+        figs, notes = explanation_figures(c.model, first.explanations, site.models[c.model].color)
         shap.extend(figs)
         shap_notes.extend(notes)
-        ablations.extend(ablation_figures(c.model, c.records[0].get("ablations"), t.main_metric,
+        ablations.extend(ablation_figures(c.model, first.ablations, t.main_metric,
                                           site.models[c.model].color))
     per_label = []
     if isinstance(t.kind, str) and t.kind in KINDS and KINDS[t.kind].multi_output:
@@ -298,7 +299,7 @@ def task_page(site: Site, t: TaskInfo, top: str | None) -> dict[str, Any]:
             per_label.append((name, [c.metrics.get(f"auroc/{j}") for c in cells]))
     thresholds = {}
     for c in cells:
-        th = [r.get("metrics", {}).get("_threshold", {}).get("value") for r in c.records]
+        th = [r.rec.metrics["_threshold"].value for r in c.records if "_threshold" in (r.rec.metrics or {})]
         th = [x for x in th if is_num(x)]
         if th:
             thresholds[c.model] = f"{statistics.fmean(th):.2f}"

@@ -19,6 +19,7 @@ import pytest
 
 from benchmark.metrics.evaluate import evaluate
 from benchmark.results import cell_paths, write_predictions, write_result
+from tests._records import record
 
 XSS = "<script>alert(1)</script>"
 XSS_ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
@@ -79,6 +80,7 @@ EXPLANATIONS = {
 FINGERPRINT = "5eed" * 16
 PROVENANCE = {"package_version": "0.1.0", "git_sha": "abc", "cohort": "/secret/path/cohort",
               "data_fingerprint": FINGERPRINT}
+DATASET = {"name": "cohort", "fingerprint": FINGERPRINT}
 STRENGTH = {"gbdt": 0.6, "mehrt-tiny": 1.0, "mehrt-small": 2.5, "fusion": 1.4}
 
 
@@ -148,10 +150,11 @@ def write_fake_results(root: Path, seed: int = 0, n: int = 240) -> dict:
 
 def _write_raw(root: Path, model: str, task: str, seed: int, extra: dict) -> None:
     spec = TASKS[task]
-    rec = {"schema_version": 1, "model": model, "task": task, "task_version": spec["version"], "seed": seed,
-           "task_kind": spec["kind"], "main_metric": spec["main_metric"], "n_test": 240,
-           "compute": {"wall_s": 1.0, "peak_rss_mb": 100.0, "device": "cpu", "n_parameters": None},
-           "provenance": PROVENANCE, **extra}
+    rec = record(**{"model": model, "task": task, "task_version": spec["version"], "seed": seed,
+                    "task_kind": spec["kind"], "main_metric": spec["main_metric"], "n_train": None,
+                    "n_tuning": None, "n_test": 240, "n_events": None,
+                    "compute": {"wall_s": 1.0, "peak_rss_mb": 100.0, "device": "cpu", "n_parameters": None},
+                    "provenance": PROVENANCE, "dataset": DATASET, **extra})
     write_result(cell_paths(root, model, task, seed)[0], rec)
 
 
@@ -198,24 +201,24 @@ def _write_cell(root, model, task, spec, seed, sid, times, y, score, kind):
     j, p = cell_paths(root, model, task, seed)
     write_predictions(p, frame)
     n_par = MODELS.get(model, {}).get("n_parameters")
-    rec = {"schema_version": 1, "model": model, "task": task, "task_version": spec["version"], "task_kind": kind,
-           "seed": seed, "status": "ok", "main_metric": spec["main_metric"], "metrics": metrics,
-           "n_train": 1000, "n_tuning": 200, "n_test": len(sid),
-           "n_events": int(np.sum(y if kind != "survival" else y[:, 1])) if kind != "regression" else None,
-           "fairness": _fairness_block(kind) if kind in ("binary", "survival") else {"attributes": {}, "notes": []},
-           "explanations": EXPLANATIONS.get(model),
-           "model_info": {"kind": "encoder+head" if model == "fusion" else "baseline",
-                          "modalities": ["structured", "ct"] if model == "fusion" else ["structured"],
-                          "reference": "fusion paper " + XSS},
-           "provenance": PROVENANCE,
-           "compute": {"wall_s": 12.5 + seed, "peak_rss_mb": 512.0, "device": "cpu", "n_parameters": n_par,
-                       "tokens_per_s": 1500.0 if model.startswith("mehrt") else None}}
+    rec = dict(model=model, task=task, task_version=spec["version"], task_kind=kind,
+           seed=seed, status="ok", main_metric=spec["main_metric"], metrics=metrics,
+           n_train=1000, n_tuning=200, n_test=len(sid), dataset=DATASET,
+           n_events=int(np.sum(y if kind != "survival" else y[:, 1])) if kind != "regression" else None,
+           fairness=_fairness_block(kind) if kind in ("binary", "survival") else {"attributes": {}, "notes": []},
+           explanations=EXPLANATIONS.get(model),
+           model_info={"kind": "encoder+head" if model == "fusion" else "baseline",
+                       "modalities": ["structured", "ct"] if model == "fusion" else ["structured"],
+                       "reference": "fusion paper " + XSS},
+           provenance=PROVENANCE,
+           compute={"wall_s": 12.5 + seed, "peak_rss_mb": 512.0, "device": "cpu", "n_parameters": n_par,
+                    "tokens_per_s": 1500.0 if model.startswith("mehrt") else None})
     if model == "gbdt" and task == "demo/readmission":
         # a refused main metric
         rec["status"] = "refused"
         rec["metrics"]["auroc"] = {"value": None, "ci_low": None, "ci_high": None, "method": "refused",
                                    "refused": "only one class present " + XSS}
-    write_result(j, rec)
+    write_result(j, record(**rec))
 
 
 # =========================================================================== fixtures

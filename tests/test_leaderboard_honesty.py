@@ -19,6 +19,7 @@ import pytest
 
 from benchmark.metrics.evaluate import evaluate
 from benchmark.results import cell_paths, write_predictions, write_result
+from tests._records import record
 
 FP_A = "a1" * 32
 FP_B = "b2" * 32
@@ -49,14 +50,15 @@ def write_cell(root: Path, model: str, task: str, y: np.ndarray, score: np.ndarr
                           "boolean_value": y.astype(bool), "predicted_boolean_probability": score.astype(float)})
     j, p = cell_paths(root, model, task, seed)
     write_predictions(p, frame)
-    rec = {"schema_version": 1, "model": model, "task": task, "task_version": 1, "task_kind": "binary",
-           "seed": seed, "status": "ok", "main_metric": "auroc", "metrics": metrics, "n_train": 500,
-           "n_tuning": 100, "n_test": n, "n_events": int(y.sum()) if n_events is None else n_events,
-           "fairness": {"attributes": {}, "notes": []},
-           "model_info": {"kind": "baseline", "modalities": ["structured"]},
-           "provenance": {"package_version": "0.1.0", "data_fingerprint": fingerprint, "cohort": cohort},
-           "compute": {"wall_s": 1.0, "peak_rss_mb": 10.0, "device": "cpu", "n_parameters": None},
-           **(extra or {})}
+    # version-1 files: the dataset is derived from the cohort folder (its dataset.json name) on reading
+    rec = record(**{"schema_version": 1, "model": model, "task": task, "task_version": 1, "task_kind": "binary",
+                    "seed": seed, "status": "ok", "main_metric": "auroc", "metrics": metrics, "n_train": 500,
+                    "n_tuning": 100, "n_test": n, "n_events": int(y.sum()) if n_events is None else n_events,
+                    "fairness": {"attributes": {}, "notes": []},
+                    "model_info": {"kind": "baseline", "modalities": ["structured"]},
+                    "provenance": {"package_version": "0.1.0", "data_fingerprint": fingerprint, "cohort": cohort},
+                    "compute": {"wall_s": 1.0, "peak_rss_mb": 10.0, "device": "cpu", "n_parameters": None},
+                    **(extra or {})})
     write_result(j, rec)
 
 
