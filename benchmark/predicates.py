@@ -129,6 +129,10 @@ class DatasetRule(_Strict):
         """True if the rule names codes by ancestor (``descendants_of``) and must be resolved."""
         return False
 
+    def reads_text(self) -> bool:
+        """True if the rule's value comes from the ``text_value`` column."""
+        return False
+
 
 def _bound(v: pl.Expr, bound: float | None, inclusive: bool, upper: bool) -> pl.Expr | None:
     if bound is None:
@@ -171,6 +175,7 @@ class CodeRule(DatasetRule):
     to_unit: str | None = None
     scale: float | None = None
     offset: float | None = None
+    value_from_text: bool = False
 
     @model_validator(mode="after")
     def _one_matcher(self) -> "CodeRule":
@@ -235,10 +240,16 @@ class CodeRule(DatasetRule):
             e = e & pl.any_horizontal([c.str.ends_with("//" + s) for s in spellings(self.unit)])
         return e
 
+    def reads_text(self) -> bool:
+        """True if the value comes from ``text_value`` (the label scan must read that column)."""
+        return self.value_from_text
+
     def value_expr(self) -> pl.Expr:
-        """``numeric_value`` in the rule's final unit (Float32)."""
+        """``numeric_value`` (or the number in ``text_value`` with value_from_text: a text that is
+        not a number reads as null) in the rule's final unit (Float32)."""
         scale, offset = self.linear()
-        v = pl.col("numeric_value")
+        v = (pl.col("text_value").str.strip_chars().cast(pl.Float64, strict=False) if self.value_from_text
+             else pl.col("numeric_value"))
         if (scale, offset) != (1.0, 0.0):
             v = v.cast(pl.Float64) * scale + offset
         return v.cast(pl.Float32)
@@ -293,6 +304,9 @@ class RuleUnion(DatasetRule):
 
     def needs_hierarchy(self) -> bool:
         return any(r.needs_hierarchy() for r in self.rules)
+
+    def reads_text(self) -> bool:
+        return any(r.reads_text() for r in self.rules)
 
     def code_expr(self) -> pl.Expr:
         return pl.any_horizontal([r.code_expr() for r in self.rules])

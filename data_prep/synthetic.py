@@ -33,7 +33,7 @@ from data_prep import synthetic_sim as SIM
 from data_prep import synthetic_vocab as V
 
 GENERATOR_VERSION = "1.1.0"
-PREDICATES_FILE = Path(__file__).resolve().parent / "predicates" / "synthetic.yaml"
+PREDICATES_FILE = Path(__file__).resolve().parent / "datasets" / "synthetic" / "predicates.yaml"
 SPLITS = (meds.train_split, meds.tuning_split, meds.held_out_split)  # written by name from meds
 assert SPLITS == BENCHMARK_SPLITS, f"meds split names {SPLITS} differ from benchmark.vocabulary.SPLITS"
 SPLIT_FRACTIONS = (0.70, 0.15, 0.15)

@@ -152,3 +152,26 @@ def test_nan_is_never_inside_a_bound():
     r = CodeRule(code="HR", value_min=0)
     ev = _events([("HR", math.nan), ("HR", None), ("HR", 1.0)])
     assert ev.select(r.expr())["code"].to_list() == [False, False, True]
+
+
+def test_value_from_text_reads_numbers_written_as_text():
+    ev = pl.DataFrame({"code": ["BMI (kg/m2)"] * 4, "numeric_value": [None] * 4,
+                       "text_value": ["24.5", " 31 ", "120/80", None]},
+                      schema={"code": pl.String, "numeric_value": pl.Float32, "text_value": pl.String})
+    bmi = CodeRule(code="BMI (kg/m2)", value_from_text=True, unit="kg/m2", value_min=30)
+    assert bmi.reads_text() and not CodeRule(code="x").reads_text()
+    assert ev.select(bmi.value_expr())["text_value"].to_list() == [24.5, 31.0, None, None]
+    assert ev.select(bmi.expr())["code"].to_list() == [False, True, False, False]
+
+
+def test_builtin_profiles_load_and_their_maps_parse():
+    """Every shipped dataset profile reads, names existing predicate files, and each map parses."""
+    from benchmark.data.profiles import available_profiles, load_profile
+    profiles = available_profiles()
+    assert {"synthetic", "mimic_iv"} <= set(profiles)
+    for name, folder in profiles.items():
+        prof = load_profile(folder)
+        assert prof.name == name
+        for v in prof.predicates:
+            rules = load_predicate_map(folder / v.file)
+            assert rules, name
