@@ -21,7 +21,8 @@ import pytest
 
 from benchmark.cli import main
 from benchmark.data.cohort import Cohort
-from benchmark.data.integrity import integrity_findings, nonstatic_null_codes, require_integrity
+from benchmark.data.integrity import integrity_findings, require_integrity
+from benchmark.data.shard_checks import nonstatic_null_codes
 from benchmark.data.validate import validate_cohort
 from benchmark.errors import UserError
 from tests.cohort_factory import make_cohort

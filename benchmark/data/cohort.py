@@ -24,9 +24,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from benchmark.artifacts import cached_artifact
-from benchmark.data.integrity import (Collector, check_shard_footer, inside_root, nonstatic_null_codes,
-                                      read_footer, scan_shards)
+from benchmark.data.findings import Collector, read_footer
 from benchmark.data.leakage import drop_nonstatic_nulls
+from benchmark.data.shard_checks import check_shard_footer, nonstatic_null_codes, scan_shards
+from benchmark.data.sidecar_checks import inside_root
 from benchmark.errors import UserError
 
 CORE_COLUMNS = ("subject_id", "time", "code", "numeric_value", "text_value")
@@ -77,7 +78,7 @@ class Cohort:
 
     @cached_property
     def nonstatic_null_codes(self) -> dict[str, dict]:
-        """Codes whose null-time rows are not static facts (see integrity.nonstatic_null_codes).
+        """Codes whose null-time rows are not static facts (see shard_checks.nonstatic_null_codes).
 
         Their null-time rows are dropped by `scan`, so they never reach a model input.
         """
@@ -89,7 +90,7 @@ class Cohort:
 
         numeric_value is read as Float32 and time as microsecond Datetime whatever the shard's
         MEDS version wrote, so downstream code sees one schema. A shard without a required column
-        (integrity.REQUIRED_COLUMNS) raises UserError naming it; only the optional text_value is
+        (shard_checks.REQUIRED_COLUMNS) raises UserError naming it; only the optional text_value is
         read as null when absent. NaN/inf numeric values are read as null (no value), and null-time
         rows of codes that are not static facts are dropped (the null-time rule of DESIGN.md).
         """

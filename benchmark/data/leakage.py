@@ -7,7 +7,7 @@ shards for model input any other way.
 
 A null time means "static fact" (sex, race) only for codes that never occur with a time and that no
 task uses as an index, outcome or censoring event. `Cohort.scan` applies `drop_nonstatic_nulls` with
-the cohort's list of other codes (benchmark.data.integrity.nonstatic_null_codes), so a MEDS_DEATH
+the cohort's list of other codes (benchmark.data.shard_checks.nonstatic_null_codes), so a MEDS_DEATH
 row written without a time, say, never reaches a model as a "static" feature.
 """
 

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import polars as pl
 
-from benchmark.data.integrity import Collector, Finding, integrity_findings, read_footer, scan_shards
+from benchmark.data.findings import Collector, Finding, read_footer
+from benchmark.data.integrity import integrity_findings
+from benchmark.data.shard_checks import scan_shards
 from benchmark.errors import UserError
 from benchmark.predicates import load_predicate_map
 
