@@ -129,7 +129,7 @@ class Plan:
     """What to pretrain: model size, PRS pathway, and each stage's training settings.
 
     Args:
-        size: a key of model.SIZES.
+        size: a key of sizes.SIZES.
         stages: stage name -> TrainConfig (stages that are not listed are not trained).
         prs_mode: "prefix" | "cross_attention" | None (no PRS pathway).
     """
