@@ -17,7 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from benchmark.durations import EXAMPLES, parse_duration
 from benchmark.errors import UserError
 from benchmark.kinds import KINDS, TaskKind as KindObject, kind_of
-from benchmark.predicates import DerivedRule, read_yaml_file
+from benchmark.predicates import DerivedRule
+from benchmark.strict_yaml import read_yaml_file
 from benchmark.results import SAFE_NAME, SAFE_NAME_HELP
 from benchmark.vocabulary import SIDE_MODALITIES, SideModality
 

@@ -10,7 +10,8 @@ import polars as pl
 import pytest
 
 from benchmark.errors import UserError
-from benchmark.predicates import CodeRule, RuleUnion, load_predicate_map, resolve_descendants
+from benchmark.predicate_maps import load_predicate_map
+from benchmark.predicates import CodeRule, RuleUnion, resolve_descendants
 from benchmark.units import canonical_unit, conversion
 
 

@@ -180,7 +180,7 @@ class Cohort:
     # ------------------------------------------------------------------ derived
     def predicate_map(self):
         """The dataset's predicate name -> CodeRule map."""
-        from benchmark.predicates import load_predicate_map
+        from benchmark.predicate_maps import load_predicate_map
         return load_predicate_map(self.predicates_file)
 
     def fingerprint(self) -> str:

@@ -39,7 +39,7 @@ from benchmark.data.sidecar_checks import check_modalities
 from benchmark.data.split_checks import check_splits
 from benchmark.errors import UserError
 from benchmark.paths import cache_dir, tasks_dir
-from benchmark.predicates import load_predicate_map
+from benchmark.predicate_maps import load_predicate_map
 
 CHECK_VERSION = "1"
 

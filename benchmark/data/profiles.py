@@ -44,7 +44,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from benchmark.errors import UserError
-from benchmark.predicates import read_yaml_file
+from benchmark.strict_yaml import read_yaml_file
 
 DATASETS_GROUP = "mehr_bench.datasets"
 DEMOGRAPHIC_ATTRIBUTES = ("sex", "race", "ethnicity")
@@ -55,7 +55,7 @@ class _Strict(BaseModel):
 
 
 def _check_regex(v: str) -> str:
-    from benchmark.predicates import check_regex
+    from benchmark.strict_yaml import check_regex
     check_regex(v)
     return v
 

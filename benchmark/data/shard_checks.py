@@ -17,7 +17,8 @@ import pyarrow.parquet as pq
 
 from benchmark.data.findings import Collector, is_string, read_footer, short_error
 from benchmark.errors import UserError
-from benchmark.predicates import CodeRule, load_predicate_map
+from benchmark.predicate_maps import load_predicate_map
+from benchmark.predicates import CodeRule
 from benchmark.task_registry import load_tasks
 
 # MEDS DataSchema columns MEHR-Bench needs in every shard. MEDS lets an ETL omit numeric_value, but

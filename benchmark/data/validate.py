@@ -17,7 +17,7 @@ from benchmark.data.findings import Collector, Finding, read_footer
 from benchmark.data.integrity import integrity_findings
 from benchmark.data.shard_checks import scan_shards
 from benchmark.errors import UserError
-from benchmark.predicates import load_predicate_map
+from benchmark.predicate_maps import load_predicate_map
 
 __all__ = ["Finding", "validate_cohort"]
 
