@@ -282,3 +282,71 @@ def test_two_datasets_are_never_mixed(planted, tmp_path):
     assert fa == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
     for rel in fa:
         assert (out / rel).read_bytes() == (again / rel).read_bytes(), rel
+
+
+# =========================================================================== one typed reader
+def test_v1_and_v2_files_build_one_leaderboard(tmp_path):
+    """A results folder holding files of both schema versions on one cohort: one dataset, one table
+    (the v1 file's dataset is derived from its cohort folder, the v2 file names it)."""
+    y = (np.random.default_rng(11).uniform(size=200) < 0.4).astype(int)
+    write_cell(tmp_path / "res", "m_old", "demo/mortality", y, _scores(y, 1.0, 1))
+    write_cell(tmp_path / "res", "m_new", "demo/mortality", y, _scores(y, 2.0, 2),
+               extra={"schema_version": 2, "dataset": {"name": "cohort-a", "fingerprint": FP_A}})
+    files = {p.parent.parent.parent.name: json.loads(p.read_text()) for p in (tmp_path / "res").rglob("seed0.json")}
+    assert files["m_old"]["schema_version"] == 1 and "dataset" not in files["m_old"]
+    assert files["m_new"]["schema_version"] == 2
+    out = _build(tmp_path / "res", tmp_path / "lb")
+    index = (out / "index.html").read_text()
+    assert not (out / "datasets").exists() and "Dataset: <strong>cohort-a</strong>" in index
+    fam = index.split('data-family="demo"')[1].split("</table>")[0]
+    assert _row(fam, "m_old") and _row(fam, "m_new")
+    assert "not a result record" not in index
+
+
+def _corrupt(root: Path, model: str, **change) -> Path:
+    """Copy m_ok's demo/mortality cell to `model` with fields changed, bypassing validation."""
+    src, pred = cell_paths(root, "m_ok", "demo/mortality", 0)
+    dst, dst_pred = cell_paths(root, model, "demo/mortality", 0)
+    write_result(dst, {**json.loads(src.read_text()), "model": model, **change})
+    dst_pred.write_bytes(pred.read_bytes())
+    return dst
+
+
+def test_a_file_that_is_not_a_record_is_listed_with_its_path_not_used(tmp_path):
+    """Old behaviour: the leaderboard read raw dicts, so a misspelt field was silently ignored and a
+    wrong type was guarded field by field. Now every file goes through the one typed reader: a file
+    that is not a valid record is listed as a problem (path relative to the results, field, fix) and
+    its model is not in the tables; the build never crashes."""
+    root = tmp_path / "res"
+    y = (np.random.default_rng(12).uniform(size=200) < 0.4).astype(int)
+    write_cell(root, "m_ok", "demo/mortality", y, _scores(y, 1.0, 1))
+    _corrupt(root, "m_typo", n_tset=200)
+    _corrupt(root, "m_wrong", n_test="many")
+    out = _build(root, tmp_path / "lb")
+    index = (out / "index.html").read_text()
+    assert "m_typo/demo/mortality/seed0.json: not a result record (field &#39;n_tset&#39;" in index
+    assert "m_wrong/demo/mortality/seed0.json: not a result record (field &#39;n_test&#39;" in index
+    assert "rerun that cell with --force, or remove the file" in index
+    assert str(tmp_path) not in index  # paths relative to the results folder, never absolute
+    fam = index.split('data-family="demo"')[1].split("</table>")[0]
+    assert _row(fam, "m_ok")
+    for model in ("m_typo", "m_wrong"):
+        assert f'data-v="{model}"' not in fam
+        assert not (out / "models" / f"{model}.html").exists()
+
+
+def test_compare_reads_the_same_typed_records(tmp_path):
+    """compare pairs a v1 and a v2 file of one cohort, and never uses a file that is not a record."""
+    from benchmark.errors import UserError
+    from leaderboard.compare import compare
+    root = tmp_path / "res"
+    y = (np.random.default_rng(13).uniform(size=200) < 0.4).astype(int)
+    write_cell(root, "m_ok", "demo/mortality", y, _scores(y, 1.0, 1))
+    write_cell(root, "m_v2", "demo/mortality", y, _scores(y, 2.0, 2),
+               extra={"schema_version": 2, "dataset": {"name": "cohort-a", "fingerprint": FP_A}})
+    _corrupt(root, "m_wrong", n_test="many")
+    res = compare(root, "m_v2", "m_ok", n_boot=50)
+    assert {(r["task"], r["metric"]) for r in res["rows"]} == {("demo/mortality", "auroc"), ("demo/mortality", "auprc")}
+    assert res["skipped"] == []
+    with pytest.raises(UserError, match="m_wrong"):
+        compare(root, "m_v2", "m_wrong", n_boot=50)

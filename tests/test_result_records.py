@@ -3,7 +3,9 @@ the keys of Prediction.info the runner reads.
 
 tests/data/result_v1.json is a real file written by the runner before records were typed (CatBoost,
 oncology/mortality_1y, default budget, `make run` of 2026-12-05): it must load, and writing the
-loaded record again must give the same bytes.
+loaded record again must give the same bytes. tests/data/result_v2.json was written by the runner at
+schema version 2, which adds `dataset` (logistic_regression, oncology/mortality_1y, smoke budget, the
+600-subject synthetic cohort of seed 0).
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from pydantic import ValidationError
 
 from benchmark import registry
 from benchmark.model_api import Prediction
-from benchmark.records import SCHEMA_VERSION, Metric, ModelInfo, ResultRecord
+from benchmark.records import SCHEMA_VERSION, DatasetRef, Metric, ModelInfo, ResultRecord
 from benchmark.results import (cell_paths, predictions_path, read_record, read_record_files, read_records, result_json,
                                write_result)
 
 V1 = Path(__file__).parent / "data" / "result_v1.json"
+V2 = Path(__file__).parent / "data" / "result_v2.json"
 TASK = "oncology/mortality_1y"
 
 
@@ -48,6 +51,37 @@ def test_a_v1_file_loads_typed_and_round_trips_byte_identical():
     assert rec.model_info.kind == "baseline" and rec.model_info.model_extra["library"] == "catboost"
     assert rec.fairness["metric"] == "auroc" and rec.explanations["method"] == "TreeExplainer"
     assert result_json(rec) == text  # nothing added, dropped or reformatted
+
+
+def test_a_v2_file_loads_typed_and_round_trips_byte_identical():
+    text = V2.read_text()
+    rec = ResultRecord.from_json_dict(json.loads(text))
+    assert rec.schema_version == 2 == SCHEMA_VERSION
+    assert rec.dataset == DatasetRef(name="MEHR-Bench synthetic cohort", fingerprint="99655e242700d572")
+    assert rec.dataset.fingerprint == rec.provenance.data_fingerprint
+    # a cell too small for a CI: the value with the note, no interval
+    assert rec.main().value is not None and rec.main().ci_low is None and "CI not reported" in rec.main().ci_note
+    assert result_json(rec) == text
+
+
+def test_a_v1_file_gets_its_dataset_from_the_cohort_it_names(tmp_path):
+    """Version 1 had no `dataset`: the reader derives it (dataset.json's name, else the cohort folder's
+    name; the fingerprint from provenance) and writes the record back as version 1, unchanged."""
+    d = json.loads(V1.read_text())
+
+    def with_cohort(path: Path) -> dict:
+        return {**d, "provenance": {**d["provenance"], "cohort": str(path)}}
+    gone = ResultRecord.from_json_dict(with_cohort(tmp_path / "moved" / "my-cohort"))
+    assert gone.dataset == DatasetRef(name="my-cohort", fingerprint="976d38c4c6ceb5da")
+    cohort = tmp_path / "c"
+    (cohort / "metadata").mkdir(parents=True)
+    (cohort / "metadata" / "dataset.json").write_text(json.dumps({"dataset_name": " MIMIC-IV demo "}))
+    named = ResultRecord.from_json_dict(with_cohort(cohort))
+    assert named.dataset.name == "MIMIC-IV demo" and named.schema_version == 1
+    assert json.loads(result_json(named)) == with_cohort(cohort)  # no dataset key added to a v1 file
+    # from version 2 on the file must carry it
+    with pytest.raises(ValidationError, match="dataset"):
+        ResultRecord.from_json_dict({**d, "schema_version": 2})
 
 
 def test_fields_absent_from_a_file_stay_absent_when_rewritten(tmp_path):
@@ -162,6 +196,18 @@ def test_model_output_a_record_cannot_hold_fails_the_cell_not_the_grid(small_coh
     assert "does not fit a result record" in recs[0].error and "explanations" in recs[0].error
     jp, pp = cell_paths(tmp_path, "bad_info", TASK, 0)
     assert json.loads(jp.read_text())["status"] == "failed" and not pp.exists()
+
+
+def test_the_runner_writes_v2_records_naming_the_dataset(small_cohort, tmp_path, cache):
+    from benchmark import runner
+
+    [rec] = runner.evaluate("logistic_regression", TASK, data=small_cohort, results=tmp_path, budget="smoke")
+    meta = json.loads((small_cohort.root / "metadata" / "dataset.json").read_text())
+    fp = small_cohort.fingerprint()
+    assert rec.schema_version == SCHEMA_VERSION == 2
+    assert rec.dataset == DatasetRef(name=meta["dataset_name"], fingerprint=fp) and rec.provenance.data_fingerprint == fp
+    on_disk = json.loads(cell_paths(tmp_path, "logistic_regression", TASK, 0)[0].read_text())
+    assert on_disk["schema_version"] == 2 and on_disk["dataset"] == {"name": meta["dataset_name"], "fingerprint": fp}
 
 
 def test_model_info_keeps_spec_fields_typed():
