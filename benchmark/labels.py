@@ -27,8 +27,9 @@ from benchmark.data.cohort import Cohort
 from benchmark.durations import parse_duration, to_timedelta
 from benchmark.errors import UserError
 from benchmark.paths import cache_dir
-from benchmark.predicates import BUILTIN_PREDICATES, CodeRule, DerivedRule, predicate_rules_digest
+from benchmark.predicates import BUILTIN_PREDICATES, DatasetRule, DerivedRule, predicate_rules_digest
 from benchmark.taskspec import TaskSpec
+from benchmark.units import canonical_unit
 
 LABELER_VERSION = "3"  # 3: NaN/inf numeric values read as null, non-static null-time rows dropped (issue 12)
 DEATH_CODE = "MEDS_DEATH"
@@ -62,12 +63,12 @@ class LabelSet:
 
 
 # ---------------------------------------------------------------------------- predicate events
-def _resolve_rules(task: TaskSpec, dataset_rules: dict[str, CodeRule]) -> dict[str, CodeRule | DerivedRule | str]:
+def _resolve_rules(task: TaskSpec, dataset_rules: dict[str, DatasetRule]) -> dict[str, DatasetRule | DerivedRule | str]:
     needed = task.referenced_predicates()
     missing = [n for n in task.dataset_predicates() if n not in dataset_rules]
     if missing:
         raise TaskNotApplicable(task.name, missing)
-    rules: dict[str, CodeRule | DerivedRule | str] = {}
+    rules: dict[str, DatasetRule | DerivedRule | str] = {}
     for n in needed:
         if n in task.predicates:
             rules[n] = task.predicates[n]
@@ -75,24 +76,48 @@ def _resolve_rules(task: TaskSpec, dataset_rules: dict[str, CodeRule]) -> dict[s
             rules[n] = n
         else:
             rules[n] = dataset_rules[n]
+    _check_units(task, rules)
     return rules
 
 
-def _scan_predicates(cohort: Cohort, code_rules: dict[str, CodeRule],
-                     need_start: bool = False) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
-    """One pass over the shards: events per code predicate, and per-subject record bounds.
+def _check_units(task: TaskSpec, rules: dict) -> None:
+    """A derived lab rule's thresholds are written in one unit (KDIGO: creatinine mg/dL; neutropenic
+    fever: ANC /uL, temperature degC): a dataset predicate that states another unit is an error.
+    A predicate that states no unit is accepted (validate warns about it)."""
+    for name, rule in rules.items():
+        if not isinstance(rule, DerivedRule):
+            continue
+        for inp, want in rule.expected_units().items():
+            src = rules.get(inp)
+            have = src.final_unit if isinstance(src, DatasetRule) else None
+            if have is not None and canonical_unit(have) != canonical_unit(want):
+                raise UserError(f"task {task.name}: predicate {inp!r} is in {have}, but {name} compares it in {want}",
+                                field=inp, fix=f"in the dataset's predicates file give {inp} 'to_unit: {want}' "
+                                               "(or scale / offset) so its values are converted")
 
-    Bounds: record_end (last timed event), dead (has MEDS_DEATH) and, when asked, record_start
-    (first timed event other than MEDS_BIRTH, which is timed but is not a record). The queries
-    share one scan (polars collect_all); each aggregate reads only the columns it needs.
+
+def _scan_predicates(cohort: Cohort, code_rules: dict[str, DatasetRule],
+                     need_start: bool = False) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
+    """One pass over the shards: events per dataset predicate, and per-subject record bounds.
+
+    Each predicate's events carry its value in the rule's final unit (`DatasetRule.value_expr`:
+    unit conversions applied, or the number in text_value); text_value is read only when a rule
+    needs it. Bounds: record_end (last timed event), dead (has MEDS_DEATH) and, when asked,
+    record_start (first timed event other than MEDS_BIRTH, which is timed but is not a record).
+    The queries share one scan (polars collect_all); each aggregate reads only the columns it needs.
     """
-    lf = cohort.scan(("subject_id", "time", "code", "numeric_value")).filter(pl.col("time").is_not_null())
     names = sorted(code_rules)
+    text = any(code_rules[n].reads_text() for n in names)
+    cols = ("subject_id", "time", "code", "numeric_value") + (("text_value",) if text else ())
+    lf = cohort.scan(cols).filter(pl.col("time").is_not_null())
     queries = []
     if names:
         flags = [code_rules[n].expr().alias(f"__p{i}") for i, n in enumerate(names)]
+        values = [code_rules[n].value_expr().alias(f"__v{i}") for i, n in enumerate(names)]
         queries.append(lf.with_columns(flags).filter(pl.any_horizontal([f"__p{i}" for i in range(len(names))]))
-                       .select("subject_id", "time", "numeric_value", *[f"__p{i}" for i in range(len(names))]))
+                       .with_columns(values)
+                       .select("subject_id", "time", *[f"__p{i}" for i in range(len(names))],
+                               *[f"__v{i}" for i in range(len(names))]))
     queries.append(lf.group_by("subject_id").agg(pl.col("time").max().alias("record_end")))
     queries.append(lf.filter(pl.col("code") == DEATH_CODE).select("subject_id").unique())
     if need_start:
@@ -108,7 +133,8 @@ def _scan_predicates(cohort: Cohort, code_rules: dict[str, CodeRule],
     if names:
         hits = frames[0]
         for i, n in enumerate(names):
-            out[n] = (hits.filter(pl.col(f"__p{i}")).select("subject_id", "time", "numeric_value")
+            out[n] = (hits.filter(pl.col(f"__p{i}"))
+                      .select("subject_id", "time", pl.col(f"__v{i}").cast(pl.Float32).alias("numeric_value"))
                       .sort("subject_id", "time"))
     return out, bounds
 
@@ -146,7 +172,7 @@ def _neutropenic_fever(anc: pl.DataFrame, temp: pl.DataFrame, rule) -> pl.DataFr
 
 def predicate_events(task: TaskSpec, cohort: Cohort, rules) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
     """Events (subject_id, time, numeric_value) of every predicate the task reads, plus record bounds."""
-    code_rules = {n: r for n, r in rules.items() if isinstance(r, CodeRule)}
+    code_rules = {n: r for n, r in rules.items() if isinstance(r, DatasetRule)}
     events, bounds = _scan_predicates(cohort, code_rules, need_start="_record_start" in rules)
     if "_record_start" in rules:
         events["_record_start"] = (bounds.select("subject_id", pl.col("record_start").alias("time"),
@@ -221,7 +247,7 @@ def label_cache_file(task: TaskSpec, cohort: Cohort, rules) -> Path:
             / f"{_rules_key(task, rules)}-{cohort.fingerprint()}.parquet")
 
 
-def extract_labels(task: TaskSpec, cohort: Cohort, *, dataset_rules: dict[str, CodeRule] | None = None,
+def extract_labels(task: TaskSpec, cohort: Cohort, *, dataset_rules: dict[str, DatasetRule] | None = None,
                    use_cache: bool = True) -> LabelSet:
     """Compute (or load from cache) the labels of `task` on `cohort`.
 
@@ -283,7 +309,7 @@ def _compute_labels(task: TaskSpec, cohort: Cohort, rules, cache_file: Path | No
     counts = {n: events[n].height for n in sorted(events)}
     notes = [f"task {task.name}: predicate {n!r} matches no event in {cohort.root}; "
              f"check its rule in {cohort.predicates_file}" for n, c in counts.items()
-             if c == 0 and isinstance(rules.get(n), CodeRule)]
+             if c == 0 and isinstance(rules.get(n), DatasetRule)]
     return LabelSet(task, _label(task, events, bounds), counts, notes, cache_file)
 
 

@@ -302,6 +302,7 @@ class KdigoAki(_Strict):
     """
 
     creatinine: str = "creatinine"
+    creatinine_unit: str = "mg/dL"
     abs_rise: float = 0.3
     abs_window: str = "48h"
     rel_rise: float = 1.5
@@ -322,6 +323,8 @@ class NeutropenicFever(_Strict):
 
     anc: str = "anc"
     temperature: str = "temperature"
+    anc_unit: str = "/uL"
+    temperature_unit: str = "degC"
     anc_max: float = 500.0
     temp_min: float = 38.3
     within: str = "24h"
@@ -366,6 +369,15 @@ class DerivedRule(_Strict):
             return (self.kdigo_aki.creatinine,)
         assert self.neutropenic_fever is not None
         return (self.neutropenic_fever.anc, self.neutropenic_fever.temperature)
+
+    def expected_units(self) -> dict[str, str]:
+        """Input predicate -> the unit this rule's thresholds are written in (lab rules only)."""
+        if self.kdigo_aki is not None:
+            return {self.kdigo_aki.creatinine: self.kdigo_aki.creatinine_unit}
+        if self.neutropenic_fever is not None:
+            nf = self.neutropenic_fever
+            return {nf.anc: nf.anc_unit, nf.temperature: nf.temperature_unit}
+        return {}
 
 
 Kind = Literal["code", "bounded", "union", "kdigo_aki", "neutropenic_fever", "builtin"]

@@ -176,3 +176,20 @@ def test_builtin_profiles_load_and_their_maps_parse():
         for v in prof.predicates:
             rules = load_predicate_map(folder / v.file)
             assert rules, name
+
+
+def test_a_lab_rule_refuses_a_predicate_in_the_wrong_unit(small_cohort, tmp_path):
+    """Neutropenic fever compares temperature in degC: a map that states degF without converting
+    is refused with the fix; converting with to_unit is accepted and gives the same labels as the
+    degC map when the values are the same temperatures."""
+    from benchmark.labels import extract_labels
+    from benchmark.task_registry import select_tasks
+    task = select_tasks("oncology/neutropenic_fever_1y")[0]
+    base = dict(small_cohort.predicate_map())
+    wrong = {**base, "temperature": CodeRule(code="LOINC/8310-5", unit="degF")}
+    with pytest.raises(UserError, match="to_unit: degC"):
+        extract_labels(task, small_cohort, dataset_rules=wrong, use_cache=False)
+    same = {**base, "temperature": CodeRule(code="LOINC/8310-5", unit="degC", to_unit="Cel")}
+    a = extract_labels(task, small_cohort, dataset_rules=base, use_cache=False).labels
+    b = extract_labels(task, small_cohort, dataset_rules=same, use_cache=False).labels
+    assert a.equals(b) and a["boolean_value"].sum() > 0
