@@ -146,7 +146,9 @@ def test_only_the_masked_block_is_sparse_and_bad_ratio_is_refused():
 def test_search_trials_are_distinct_configurations():
     """Random search never spends a trial on a configuration it already tried (concat_lr's space has
     three modality-dropout values: the defaults (0.15) and the other two, then it stops)."""
-    from encoders.fusion.estimator import SEARCH_SPACES, _sample_trials
+    from encoders.fusion.estimator import _sample_trials
+    from encoders.fusion.heads import HEADS
+    SEARCH_SPACES = {name: cls.search_space for name, cls in HEADS.items()}
     trials = _sample_trials("concat_lr", 10, seed=0)
     assert trials[0] == {} and sorted(t["modality_dropout"] for t in trials[1:]) == [0.0, 0.3]
     for head in ("late_fusion", "cross_attention"):
@@ -169,6 +171,6 @@ def test_concat_lr_runs_the_elastic_net_once_on_the_winning_trial(default_cohort
     assert [t["trial"] for t in m.trials_] == [0, 1, 2, "elastic_net"]
     info = m.predict(data, "held_out").info["ehr_elastic_net"]
     assert info["kept"] and 0 < info["nonzero_ehr_features"] < 0.2 * info["ehr_features"]
-    assert m.trials_[-1]["tuning_loss"] < min(t["tuning_loss"] for t in m.trials_[:-1])
+    assert m.trials_[-1]["cv_loss"] < min(t["cv_loss"] for t in m.trials_[:-1])
     ridge = FusionModel(head="concat_lr", budget=BUDGETS["smoke"], seed=0, l1_ratio=0.0).fit(data)
     assert "ehr_elastic_net" not in ridge.predict(data, "held_out").info

@@ -371,6 +371,46 @@ def test_medcam_pretraining_aligns_paired_samples():
     assert rank_acc() > max(0.3, 5 * before)
 
 
+@pytest.mark.parametrize("name", ["contrastive", "medcam"])
+def test_pre_alignment_never_sees_the_validation_rows(name):
+    """Planted: validation rows made huge. The alignment stage (its loss curve and the aligned
+    encoders) must not move; only the task stage may early-stop on the validation rows. Before,
+    the alignment stage early-stopped on the tuning loss, so its curve followed X_val."""
+    from encoders.fusion.estimator import FusionHead
+    head, hp = HEAD_CONFIGS[name]
+    hp = {**hp, "image_modality": "ct"} if name == "medcam" else hp
+    X, u = synthetic(160, seed=4, p_missing=0.1)
+    y = targets("binary", u, seed=4)
+    tr, va = np.arange(120), np.arange(120, 160)
+    planted = X.take(va)
+    for k in ("ehr", "ts", "ts_sum", "ct.mean", "ct.seq"):
+        planted.arrays[k] = planted.arrays[k] * 1e4 + 1e4
+    kw = dict(head=head, kind="binary", head_params=hp, max_epochs=1, pretrain_epochs=4, patience=1, seed=0)
+    a = FusionHead(**kw).fit(X.take(tr), y[tr], X.take(va), y[va])
+    b = FusionHead(**kw).fit(X.take(tr), y[tr], planted, y[va])
+    assert a.history_["pretrain"]["train_loss"] == b.history_["pretrain"]["train_loss"]
+    assert a.history_["pretrain"]["tune_loss"] == a.history_["pretrain"]["train_loss"]  # monitors training rows
+    assert a.history_["task"]["tune_loss"] != b.history_["task"]["tune_loss"]          # the planted rows are real
+
+
+def test_fixed_epochs_refit_trains_exactly_that_long_without_validation():
+    """fixed_epochs={"task": k}: k + 1 epochs, the last weights kept, no early stopping (a refit on
+    all rows has no validation part); concat_lr: the first k + 1 points of the ridge path."""
+    from encoders.fusion.estimator import FusionHead, refit_epochs
+    from encoders.fusion.train import L2_PATH
+    X, u = synthetic(150, seed=5)
+    y = targets("binary", u, seed=5)
+    est = FusionHead(head="late_fusion", kind="binary", max_epochs=50, patience=1, seed=0,
+                     fixed_epochs={"task": 6}).fit(X, y)
+    assert est.history_["task"]["epochs"] == 7 and est.history_["task"]["best_epoch"] == 6
+    lin = FusionHead(head="concat_lr", kind="binary", seed=0, fixed_epochs={"task": 3, "enet": None}).fit(X, y)
+    assert [p[0] for p in lin.history_["task"]["path"]] == list(L2_PATH[:4]) and lin.history_["task"]["best_epoch"] == 3
+    # the median of the folds; the elastic net only where most folds kept it
+    assert refit_epochs([{"task": 2, "enet": None}, {"task": 9, "enet": 4}, {"task": 5, "enet": 6}]) == \
+        {"task": 5, "enet": 5}
+    assert refit_epochs([{"task": 2, "enet": None}, {"task": 4, "enet": None}, {"task": 5, "enet": 6}])["enet"] is None
+
+
 # --------------------------------------------------------------------------- the synthetic cohort
 def _resplit(data, work):
     """Train subjects -> 80 % train / 20 % tuning; tuning + held_out subjects -> held_out (evaluation)."""

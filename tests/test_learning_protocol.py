@@ -44,7 +44,9 @@ def test_distributions_are_frozen_seeded_and_in_range():
 def test_search_spaces_keep_todays_draws():
     """The typed spaces draw exactly what the raw spaces drew before (values from the old code)."""
     from baselines import spaces
-    from encoders.fusion.estimator import SEARCH_SPACES, _sample_trials
+    from encoders.fusion.estimator import _sample_trials
+    from encoders.fusion.heads import HEADS
+    SEARCH_SPACES = {name: cls.search_space for name, cls in HEADS.items()}
     t = spaces.draw_trials("catboost", 3, np.random.default_rng(0))
     assert t[0] == spaces.DEFAULTS["catboost"]
     assert t[1]["depth"] == 8 and t[1]["iterations"] == 673
@@ -121,9 +123,23 @@ def test_folds_depend_on_subjects_not_row_order():
     assert derive_seed(3, "folds") != 3                               # the cell seed is not used raw
 
 
+def _fusion_data(cohort, tmp_path):
+    from benchmark.labels import extract_labels
+    from benchmark.model_api import TaskData
+    from benchmark.task_registry import select_tasks
+    task = select_tasks("oncology/mortality_1y")[0]
+    labels = extract_labels(task, cohort).labels.join(cohort.splits, on="subject_id")
+    return TaskData(task, cohort, labels, 0, tmp_path)
+
+
+def _two_trials():
+    from benchmark.model_api import BUDGETS
+    return dataclasses.replace(BUDGETS["smoke"], n_trials=2)           # n_trials >= 2: a real search
+
+
 def test_every_family_gets_the_same_folds(small_cohort, tmp_path):
-    """One task, one seed: the tabular baseline (stacked rows) and the MEHRT probe (label-order
-    rows) validate on the same subjects, fold by fold."""
+    """One task, one seed: the tabular baseline (stacked rows), the MEHRT probe (label-order
+    rows) and a fusion head (label-order rows, CV search) validate on the same subjects, fold by fold."""
     from baselines.tabular import TabularBaseline
     from benchmark.labels import extract_labels
     from benchmark.model_api import BUDGETS, TaskData
@@ -142,6 +158,48 @@ def test_every_family_gets_the_same_folds(small_cohort, tmp_path):
     probe = Probe(task.kind, n_trials=2, n_folds=budget.n_folds, seed=4).fit(reps, y, groups)
     assert len(base.folds_) == budget.n_folds
     assert _partition(stacked_groups, base.folds_) == _partition(groups, probe.folds_)
+    from encoders.fusion.estimator import FusionModel
+    fusion = FusionModel(head="concat_lr", budget=_two_trials(), seed=4, l1_ratio=0.0).fit(data)
+    assert _partition(groups, fusion.folds_) == _partition(groups, probe.folds_)
+    assert [t["trial"] for t in fusion.trials_] == [0, 1]
+    assert all(len(t["fold_scores"]) == budget.n_folds for t in fusion.trials_)
+    best = max(fusion.trials_, key=lambda t: t["cv_score"])
+    assert best["cv_score"] == pytest.approx(np.mean(best["fold_scores"]))    # the baselines' rule: mean of folds
+    assert fusion.best_trial_["trial"] == best["trial"]
+    # the refit on all rows stops at the median point of the folds' ridge paths (3 folds: the middle one)
+    assert fusion.estimator_.history_["task"]["best_epoch"] == sorted(f["task"] for f in best["fold_epochs"])[1]
+
+
+def test_fusion_scaler_never_sees_a_folds_validation_rows(small_cohort, tmp_path, monkeypatch):
+    """Planted: the validation rows of fold 0 get huge inputs. Fold 0's scaler must equal the one
+    fitted on its training rows of the clean data; the other folds (which train on those rows) move."""
+    from encoders.cache import split_rows
+    from encoders.fusion import estimator
+    from encoders.fusion.inputs import InputConfig, InputScaler
+    data = _fusion_data(small_cohort, tmp_path)
+    cfg = InputConfig(modalities=("ct",))
+    clean, mods, info = estimator.raw_inputs(data, cfg)
+    rows = split_rows(data, ("train", "tuning"))
+    folds = cell_folds("binary", data.y(("train", "tuning")),
+                       data.samples(("train", "tuning"))["subject_id"].to_numpy(), 3, 1)
+    planted = {k: v.copy() for k, v in clean.items()}
+    va0 = rows[folds[0][1]]
+    for k in ("ehr", "ct.mean"):
+        planted[k][va0] = planted[k][va0] * 1e6 + 1e6
+    monkeypatch.setattr(estimator, "raw_inputs", lambda d, c: (planted, mods, info))
+    m = estimator.FusionModel(head="late_fusion", budget=_two_trials(), seed=1, inputs=cfg, max_epochs=8,
+                              patience=2).fit(data)
+    assert _partition(rows, m.folds_) == _partition(rows, folds)
+    for trial in m.trials_:
+        for k, ((tr, _), scaler) in enumerate(zip(m.folds_, trial["scalers_"])):
+            ref = InputScaler().fit(clean, mods, rows[tr])
+            same = all(a.shape == b.shape and np.allclose(a, b) for key in ("ehr", "ct")
+                       for a, b in zip(scaler.stats_[key], ref.stats_[key]))
+            assert same == (k == 0), k                                  # only fold 0 never trained on them
+    # the refit: all train + tuning rows, for the median of the winner's best epochs (no early stopping)
+    epochs = sorted(f["task"] for f in m.best_trial_["fold_epochs"])
+    assert m.estimator_.history_["task"]["epochs"] == epochs[1] + 1
+    assert np.allclose(m.scaler_.stats_["ct"][0], InputScaler().fit(planted, mods, rows).stats_["ct"][0])
 
 
 # ------------------------------------------------------------------------------------ selection
@@ -185,12 +243,12 @@ def test_probe_regression_selects_by_mae_not_r2():
 
 def test_fusion_trials_are_chosen_by_the_selection_metric():
     from encoders.fusion.estimator import _beats
-    a = {"tuning_score": 0.80, "tuning_loss": 0.70}
-    b = {"tuning_score": 0.75, "tuning_loss": 0.50}                   # lower loss, worse AUROC
+    a = {"cv_score": 0.80, "cv_loss": 0.70}
+    b = {"cv_score": 0.75, "cv_loss": 0.50}                           # lower loss, worse AUROC
     assert _beats("binary", a, b) and not _beats("binary", b, a)
-    assert _beats("regression", {"tuning_score": 1.0, "tuning_loss": 9.0}, {"tuning_score": 2.0, "tuning_loss": 1.0})
-    nan = {"tuning_score": math.nan, "tuning_loss": 0.4}
-    assert _beats("binary", nan, {"tuning_score": math.nan, "tuning_loss": 0.5})  # undefined: loss decides
+    assert _beats("regression", {"cv_score": 1.0, "cv_loss": 9.0}, {"cv_score": 2.0, "cv_loss": 1.0})
+    nan = {"cv_score": math.nan, "cv_loss": 0.4}
+    assert _beats("binary", nan, {"cv_score": math.nan, "cv_loss": 0.5})  # undefined: loss decides
 
 
 # ------------------------------------------------------------------------------------ Cox / Breslow

@@ -3,23 +3,35 @@
 * `FusionHead`: scikit-learn style (no logic in __init__, fit returns self, fitted state ends in
   ``_``): ``fit(X, y, X_val, y_val)`` on `FusionInputs`, ``predict_proba`` / ``predict_output``.
 * `FusionModel`: the registry contract (``fit(data)``, ``predict(data, split) -> Prediction``):
-  builds the inputs through the encoders (leakage guard, disk cache), standardizes them on the
-  training split, runs a small random hyperparameter search (``budget.n_trials`` trials, the first
-  one the defaults; the trial with the best tuning-split score under the task kind's selection
-  metric wins, benchmark.learn.selection, the same rule the baselines and MEHRT probes use; the
-  tuning loss breaks ties and decides where the metric is undefined), caps epochs at
-  ``budget.max_iterations``, and records ``info["modalities_used"]``.
+  builds the inputs through the encoders (leakage guard, disk cache) and tunes the head with the
+  one learning protocol every family uses (benchmark.learn), like the tabular baselines:
+
+  1. folds: ``cell_folds`` over the train + tuning rows (subject-grouped, stratified by the kind's
+     key, seeded from the cell seed), so every family validates on the same subjects;
+  2. random search: ``budget.n_trials`` configurations (trial 0 the head's defaults; the space is
+     the head class's ``search_space``); per trial and fold, the inputs are standardized on the
+     fold's training part only, the head is trained there (pre-alignment included) with early
+     stopping on the fold's validation part, and the validation part is scored by the kind's
+     selection metric; the trial's CV score is the mean of its finite fold scores (the baselines'
+     rule, benchmark.learn.search); the better CV score wins, the mean validation loss breaks
+     ties and decides where the metric is undefined. Like the baselines, one trial still runs the
+     folds: they choose its number of epochs;
+  3. refit: the winner is trained on all train + tuning rows (scaler fitted on them) for the
+     median of its folds' best epochs (for concat_lr: the median point of the regularisation
+     path). No early-stopping set is left, so the refit trains a fixed length.
+
+  Epochs are capped at ``budget.max_iterations``; ``info["modalities_used"]`` records the inputs used.
 """
 
 from __future__ import annotations
 
 import copy
-import os
+import math
 from typing import Any
 
 import numpy as np
 
-from benchmark.learn.search import Choice, Distribution
+from benchmark.learn.folds import cell_folds
 from benchmark.learn.selection import SELECTION_METRIC, is_better, selection_score
 from benchmark.model_api import Budget, Prediction, TaskData
 from encoders.cache import split_rows
@@ -29,29 +41,6 @@ from encoders.fusion.inputs import FusionInputs, InputConfig, InputScaler, raw_i
 HEAD_OPTIONS = {"binary": (), "multilabel": (), "survival": ("survival_head",), "regression": ("regression_loss",)}
 
 TRAIN_KEYS = ("lr", "weight_decay", "batch_size", "max_epochs", "patience", "modality_dropout", "l1_ratio")
-
-# random-search spaces, typed (benchmark.learn.search); trial 0 always uses the defaults
-SEARCH_SPACES: dict[str, dict[str, Distribution]] = {
-    "concat_lr": {"modality_dropout": Choice((0.0, 0.15, 0.3))},  # the L2 penalty is chosen on a path inside fit
-    "late_fusion": {"lr": Choice((3e-4, 1e-3, 3e-3)), "weight_decay": Choice((1e-3, 1e-2, 1e-1)),
-                    "dropout": Choice((0.0, 0.1, 0.3)), "hidden": Choice((32, 64, 128))},
-    "timeline_rnn": {"lr": Choice((3e-4, 1e-3, 3e-3)), "hidden": Choice((32, 64, 128)),
-                     "dropout": Choice((0.0, 0.1, 0.3))},
-}
-_ATTENTION_SPACE = {"lr": Choice((3e-4, 1e-3, 3e-3)), "weight_decay": Choice((1e-3, 1e-2, 1e-1)),
-                    "dropout": Choice((0.0, 0.1, 0.3)), "d": Choice((32, 64)),
-                    "modality_dropout": Choice((0.0, 0.15, 0.3))}
-for _h in ("contrastive", "cross_attention", "coattention", "medcam"):
-    SEARCH_SPACES[_h] = _ATTENTION_SPACE
-
-DEFAULTS: dict[str, dict[str, Any]] = {
-    # concat_lr: after the ridge path, an elastic-net path on the EHR block (kept only when its
-    # tuning loss is lower; no effect without an EHR block): encoders/README.md, "concat_lr"
-    "concat_lr": {"l1_ratio": 0.9},
-    "late_fusion": {"lr": 1e-3, "weight_decay": 1e-2},
-    "timeline_rnn": {"lr": 1e-3, "weight_decay": 1e-2, "modality_dropout": 0.0},
-}
-
 
 def _torch_threads():
     import torch
@@ -79,13 +68,20 @@ class FusionHead:
         threads: torch threads while training (1 by default: the heads are small, and on two shared
             cores thread synchronisation costs more than it saves; at most 2).
         seed: torch seed (initialisation, shuffling, modality dropout).
+        fixed_epochs: a refit without a validation set: {"task": best epoch (index) to train to,
+            or for concat_lr the ridge path point; "enet": the elastic-net path point, None = ridge
+            only}. None = early stopping on X_val / y_val.
+
+    The pre-alignment stage (contrastive, medcam) never sees X_val: it runs on the training rows
+    and monitors its own training loss, the same way in a fold fit and in the refit.
     """
 
     def __init__(self, head: str = "concat_lr", kind: str = "binary", n_labels: int = 1, survival: str = "cox",
                  n_bins: int = 10, regression_loss: str = "l1", head_params: dict | None = None, lr: float = 1e-3,
                  weight_decay: float = 1e-2, batch_size: int = 128, max_epochs: int = 60, patience: int = 8,
                  modality_dropout: float = 0.15, pretrain_epochs: int = 30, pretrain_lr: float = 1e-3,
-                 finetune_lr: float | None = None, l1_ratio: float = 0.0, threads: int = 1, seed: int = 0):
+                 finetune_lr: float | None = None, l1_ratio: float = 0.0, threads: int = 1, seed: int = 0,
+                 fixed_epochs: dict | None = None):
         self.head = head
         self.kind = kind
         self.n_labels = n_labels
@@ -105,6 +101,7 @@ class FusionHead:
         self.l1_ratio = l1_ratio
         self.threads = threads
         self.seed = seed
+        self.fixed_epochs = fixed_epochs
 
     def get_params(self) -> dict:
         """The constructor arguments (scikit-learn convention)."""
@@ -127,8 +124,7 @@ class FusionHead:
         torch = _torch_threads()
         from encoders.fusion.heads import build_head
         from encoders.fusion.objectives import make_objective
-        from encoders.fusion.train import (TrainConfig, augment_with_dropout, fit_enet_path, fit_l2_path,
-                                           fit_stage)
+        from encoders.fusion.train import TrainConfig, fit_stage
 
         threads = torch.get_num_threads()
         torch.set_num_threads(max(1, min(int(self.threads), 2)))
@@ -146,34 +142,25 @@ class FusionHead:
             cfg = TrainConfig(lr=self.lr, weight_decay=self.weight_decay, batch_size=self.batch_size,
                               max_epochs=self.max_epochs, patience=self.patience,
                               modality_dropout=self.modality_dropout, seed=self.seed)
+            if self.fixed_epochs is not None:
+                # refit: a fixed number of epochs, last weights kept (no validation rows to stop on)
+                cfg.max_epochs = max(1, int(self.fixed_epochs["task"]) + 1)
+                cfg.patience, cfg.restore_best, tune = cfg.max_epochs + 1, False, None
             history: dict[str, Any] = {}
             params = None
             if module.has_pretraining and self.pretrain_epochs > 0:
                 pre = TrainConfig(lr=self.pretrain_lr, weight_decay=self.weight_decay, batch_size=self.batch_size,
                                   max_epochs=self.pretrain_epochs, patience=self.patience, modality_dropout=0.0,
                                   seed=self.seed + 1)
-                history["pretrain"] = fit_stage(module, lambda m, b: m.pretrain_loss(b), train, tune, pre,
+                # training rows only: the validation part must not shape the aligned encoders
+                history["pretrain"] = fit_stage(module, lambda m, b: m.pretrain_loss(b), train, None, pre,
                                                 params=module.pretrain_parameters())
                 params = module.finetune_parameters()
                 cfg.lr = self.finetune_lr or self.lr
             elif module.has_pretraining:
                 params = module.finetune_parameters()
             if self.head == "concat_lr":
-                # a linear model: fit exactly (full-batch L-BFGS) along an L2 path chosen on tuning
-                aug = augment_with_dropout(train, X.modalities, self.modality_dropout, self.seed)
-                history["task"] = fit_l2_path(module, lambda m, b: m.task_loss(b, obj), aug, tune)
-                if self.l1_ratio > 0 and X.spec()["ehr_dim"]:
-                    # then an elastic net on the EHR block, the other blocks keeping the chosen ridge;
-                    # the ridge fit stays if no point of that path has a lower tuning loss
-                    ridge_state = copy.deepcopy(module.state_dict())
-                    enet = fit_enet_path(module, lambda m, b: m.task_loss(b, obj), aug, tune, module.l1_masks(),
-                                         self.l1_ratio, ridge=history["task"]["best_lambda"])
-                    enet["kept"] = enet["best_loss"] < history["task"]["best_loss"] - 1e-6
-                    history["enet"] = enet
-                    if enet["kept"]:
-                        history["task"] = {**enet, "ridge": history["task"]["best_lambda"]}
-                    else:
-                        module.load_state_dict(ridge_state)
+                history.update(self._fit_linear(module, obj, train, tune, X))
             else:
                 history["task"] = fit_stage(module, lambda m, b: m.task_loss(b, obj), train, tune, cfg,
                                             params=params, modalities=X.modalities)
@@ -186,6 +173,51 @@ class FusionHead:
         finally:
             torch.set_num_threads(threads)
         return self
+
+    def _fit_linear(self, module, obj, train: dict, tune: dict | None, X: FusionInputs) -> dict:
+        """concat_lr: exact full-batch fits along an L2 path, then (l1_ratio > 0 and an EHR block)
+        an elastic-net path on the EHR block, the other blocks keeping the chosen ridge. With a
+        validation set each path keeps its best point and the ridge fit stays if no elastic-net
+        point has a lower validation loss; a refit (fixed_epochs) runs each path to its given point.
+
+        Returns:
+            history: "ridge" (the L2 path), "task" (the kept fit), "enet" when the elastic net ran.
+        """
+        from encoders.fusion.train import L2_PATH, augment_with_dropout, fit_enet_path, fit_l2_path
+
+        def loss(m, b):
+            return m.task_loss(b, obj)
+
+        fixed = self.fixed_epochs
+        aug = augment_with_dropout(train, X.modalities, self.modality_dropout, self.seed)
+        if fixed is None:
+            ridge = fit_l2_path(module, loss, aug, tune)
+        else:
+            ridge = fit_l2_path(module, loss, aug, None, lambdas=L2_PATH[:max(0, int(fixed["task"])) + 1],
+                                keep_last=True)
+        history = {"ridge": ridge, "task": ridge}
+        run_enet = self.l1_ratio > 0 and X.spec()["ehr_dim"] and (fixed is None or fixed.get("enet") is not None)
+        if not run_enet:
+            return history
+        ridge_state = copy.deepcopy(module.state_dict())
+        n_points = None if fixed is None else int(fixed["enet"]) + 1
+        enet = fit_enet_path(module, loss, aug, tune, module.l1_masks(), self.l1_ratio,
+                             ridge=ridge["best_lambda"], n_points=n_points)
+        enet["kept"] = fixed is not None or enet["best_loss"] < ridge["best_loss"] - 1e-6
+        history["enet"] = enet
+        if enet["kept"]:
+            history["task"] = {**enet, "ridge": ridge["best_lambda"]}
+        else:
+            module.load_state_dict(ridge_state)
+        return history
+
+    def fold_epochs(self) -> dict:
+        """What a refit needs from this (early-stopped) fit: {"task": best epoch or ridge path
+        point, "enet": the elastic-net path point or None when the ridge fit was kept}."""
+        h = self.history_
+        enet = h.get("enet")
+        return {"task": int(h.get("ridge", h["task"])["best_epoch"]),
+                "enet": int(enet["best_epoch"]) if enet is not None and enet["kept"] else None}
 
     def _outputs(self, X: FusionInputs, chunk: int = 2048) -> np.ndarray:
         torch = _torch_threads()
@@ -217,14 +249,31 @@ class FusionHead:
         return self.predict_output(X)[0]
 
 
+def _head_class(head: str):
+    """The head class (heads import torch, so they are loaded only when a model is tuned)."""
+    from encoders.fusion.heads import HEADS
+    return HEADS[head]
+
+
 def _sample_trials(head: str, n_trials: int, seed: int) -> list[dict]:
-    """Trial 0 = the defaults, then random draws from the head's space, each configuration at most
-    once (a draw equal to an earlier one, or to the defaults, is redrawn; a small space ends early)."""
+    """Trial 0 = the defaults, then random draws from the head's `search_space`, each configuration
+    at most once (a draw equal to an earlier one, or to the defaults, is redrawn; a small space ends
+    early).
+
+    Args:
+        head: a key of `heads.HEADS`.
+        n_trials: configurations wanted.
+        seed: the cell seed.
+
+    Returns:
+        [{}, draw, draw, ...] ({} = the defaults).
+    """
     import inspect
-    space = SEARCH_SPACES.get(head, {})
+    cls = _head_class(head)
+    space = cls.search_space
     rng = np.random.default_rng(seed + 7919)
     init = {k: p.default for k, p in inspect.signature(FusionHead.__init__).parameters.items()}
-    defaults = {k: DEFAULTS.get(head, {}).get(k, init[k]) for k in space if k in TRAIN_KEYS}
+    defaults = {k: cls.train_defaults.get(k, init[k]) for k in space if k in TRAIN_KEYS}
     seen = [defaults] if len(defaults) == len(space) else []
     trials = [{}]
     n_configs = int(np.prod([len(v.values) for v in space.values()])) if space else 0
@@ -238,23 +287,46 @@ def _sample_trials(head: str, n_trials: int, seed: int) -> list[dict]:
     return trials
 
 
-def _tuning_score(est: FusionHead, kind: str, X_tune: FusionInputs, y_tune: np.ndarray) -> float:
-    """The kind's selection metric of a fitted head on the tuning split (NaN if undefined or empty)."""
-    if len(X_tune) < 2:
-        return float("nan")
-    return selection_score(kind, np.asarray(y_tune), est.predict_output(X_tune)[0])
+def _cv_mean(values: list[float]) -> float:
+    """A trial's CV score: the mean of its finite fold scores, NaN if none (benchmark.learn.search's rule)."""
+    finite = [v for v in values if math.isfinite(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def _median_point(values: list[int]) -> int:
+    """The median of the folds' best epochs (or path points), rounded half up, at least 0."""
+    return max(0, int(math.floor(float(np.median(values)) + 0.5)))
+
+
+def refit_epochs(folds: list[dict]) -> dict:
+    """The fixed training length of the refit on all rows, from the folds' early-stopped fits.
+
+    Args:
+        folds: per fold, `FusionHead.fold_epochs()` ({"task": int, "enet": int | None}).
+
+    Returns:
+        {"task": median task epoch (or ridge path point); "enet": None unless the elastic net was
+        kept in more than half of the folds, then the median of those folds' path points}.
+    """
+    kept = [f["enet"] for f in folds if f["enet"] is not None]
+    return {"task": _median_point([f["task"] for f in folds]),
+            "enet": _median_point(kept) if 2 * len(kept) > len(folds) else None}
 
 
 def _beats(kind: str, new: dict, old: dict) -> bool:
-    """Trial selection: the better tuning score under the kind's selection metric; where neither
-    differs (equal or both undefined), the lower tuning loss."""
+    """Trial selection: the better CV score under the kind's selection metric; where neither
+    differs (equal or both undefined), the lower mean validation loss."""
     metric = SELECTION_METRIC[kind]
-    a, b = new["tuning_score"], old["tuning_score"]
+    a, b = new["cv_score"], old["cv_score"]
     if is_better(metric, a, b):
         return True
     if is_better(metric, b, a):
         return False
-    return new["tuning_loss"] < old["tuning_loss"] - 1e-12
+    return new["cv_loss"] < old["cv_loss"] - 1e-12
+
+
+def _jsonable(x: float) -> float | None:
+    return float(x) if x is not None and math.isfinite(x) else None
 
 
 class FusionModel:
@@ -296,65 +368,107 @@ class FusionModel:
         self._raw_cache = (key, out)
         return out
 
+    def _head(self, data: TaskData, hp: dict, tp: dict, fixed_epochs: dict | None = None) -> FusionHead:
+        """An unfitted head for this task with trial settings hp (head) and tp (training)."""
+        return FusionHead(head=self.head, kind=data.task.kind, n_labels=len(data.task.label_names() or [1]),
+                          survival=self.survival, regression_loss=self.regression_loss, head_params=hp,
+                          seed=self.seed, fixed_epochs=fixed_epochs, **tp)
+
+    def _trial_settings(self, trial: dict, max_epochs: int) -> tuple[dict, dict]:
+        """(head params, training params) of one drawn trial over the model's fixed settings."""
+        hp = {**(self.head_params or {})}
+        tp = {**_head_class(self.head).train_defaults, **self.train_params}
+        tp.pop("l1_ratio", None)  # the elastic-net stage runs once, on the winning trial
+        for k, v in trial.items():
+            (tp if k in TRAIN_KEYS else hp)[k] = v
+        tp["max_epochs"] = min(tp.get("max_epochs", max_epochs), max_epochs)
+        tp.setdefault("pretrain_epochs", min(30, max_epochs))
+        return hp, tp
+
+    def _cross_validate(self, data: TaskData, arrays: dict, mods, rows: np.ndarray, y: np.ndarray,
+                        hp: dict, tp: dict) -> dict:
+        """One trial on the cell's folds: per fold, standardize on the fold's training part, train
+        there with early stopping on the validation part, score the validation part.
+
+        Args:
+            data: the task data.
+            arrays, mods: raw inputs (label-aligned) and side modalities.
+            rows: train + tuning row indices into arrays (the folds index into these).
+            y: their targets.
+            hp, tp: head and training settings.
+
+        Returns:
+            record: head_params, train_params, cv_score (mean of finite fold scores), cv_loss (mean
+            best validation loss), fold_scores, fold_epochs, and the fold scalers (scalers_).
+        """
+        kind = data.task.kind
+        scores, losses, epochs, scalers = [], [], [], []
+        for tr, va in self.folds_:
+            scaler = InputScaler().fit(arrays, mods, rows[tr])   # the fold's training part only
+            Xv = scaler.transform(arrays, rows[va])
+            est = self._head(data, hp, tp).fit(scaler.transform(arrays, rows[tr]), y[tr], Xv, y[va])
+            scores.append(selection_score(kind, y[va], est.predict_output(Xv)[0]))
+            losses.append(est.best_loss_)
+            epochs.append(est.fold_epochs())
+            scalers.append(scaler)
+        return {"head_params": hp, "train_params": tp, "cv_score": _cv_mean(scores),
+                "cv_loss": float(np.mean(losses)), "fold_scores": scores, "fold_epochs": epochs,
+                "scalers_": scalers}
+
     def fit(self, data: TaskData) -> "FusionModel":
-        """Encode, standardize on the training split, search hyperparameters, keep the best head.
+        """Encode, then tune by cross-validation on the cell's folds and refit the winner on all
+        train + tuning rows for the median of its folds' best epochs (see the module docstring).
 
         Args:
             data: the task data (train + tuning used).
 
         Returns:
-            self, with estimator_, scaler_, modalities_, trials_.
+            self, with estimator_, scaler_, folds_, trials_, best_trial_, modalities_.
         """
         arrays, mods, info = self._raw(data)
-        tr, tu = split_rows(data, "train"), split_rows(data, "tuning")
-        self.scaler_ = InputScaler().fit(arrays, mods, tr)
-        Xtr, Xtu = self.scaler_.transform(arrays, tr), self.scaler_.transform(arrays, tu)
-        ytr, ytu = data.y("train"), data.y("tuning")
+        kind = data.task.kind
+        rows = split_rows(data, ("train", "tuning"))
+        y = data.y(("train", "tuning"))
+        groups = data.samples(("train", "tuning"))["subject_id"].to_numpy()
         b = self.budget
         n_trials = b.n_trials if b is not None else 1
+        n_folds = b.n_folds if b is not None else 3
         max_epochs = b.max_iterations if b is not None else 60
-        base = {**DEFAULTS.get(self.head, {}), **self.train_params}
-        # concat_lr's elastic-net stage runs once, on the winning trial (the trials differ only in
-        # modality dropout, and the path costs ~10x the ridge fit)
-        l1_ratio = float(base.pop("l1_ratio", 0.0) or 0.0) if self.head == "concat_lr" else None
+        self.folds_ = cell_folds(kind, y, groups, n_folds, self.seed)
+        l1_ratio = {**_head_class(self.head).train_defaults, **self.train_params}.get("l1_ratio") or 0.0
+        enet = self.head == "concat_lr" and bool(l1_ratio)
+        trials = _sample_trials(self.head, n_trials, self.seed)
         self.trials_ = []
         best = None
-
-        def fit_trial(hp: dict, tp: dict) -> FusionHead:
-            return FusionHead(head=self.head, kind=data.task.kind, n_labels=len(data.task.label_names() or [1]),
-                              survival=self.survival, regression_loss=self.regression_loss, head_params=hp,
-                              seed=self.seed, **tp).fit(Xtr, ytr, Xtu, ytu)
-
-        for i, trial in enumerate(_sample_trials(self.head, n_trials, self.seed)):
-            hp = {**(self.head_params or {})}
-            tp = dict(base)
-            for k, v in trial.items():
-                (tp if k in TRAIN_KEYS else hp)[k] = v
-            tp.setdefault("max_epochs", max_epochs)
-            tp["max_epochs"] = min(tp["max_epochs"], max_epochs)
-            tp.setdefault("pretrain_epochs", min(30, max_epochs))
-            est = fit_trial(hp, tp)
-            rec = {"trial": i, "head_params": hp, "train_params": tp, "tuning_loss": est.best_loss_,
-                   "tuning_score": _tuning_score(est, data.task.kind, Xtu, ytu),
-                   "best_epoch": est.history_["task"]["best_epoch"]}
+        if enet and len(trials) == 1:
+            # nothing to choose between, and the elastic-net trial below replaces the winner:
+            # its folds give the refit length, so the ridge-only folds would be wasted work
+            hp, tp = self._trial_settings(trials[0], max_epochs)
+            best = {"trial": 0, "head_params": hp, "train_params": tp}
+        for i, trial in enumerate(trials if best is None else []):
+            rec = {"trial": i, **self._cross_validate(data, arrays, mods, rows, y,
+                                                      *self._trial_settings(trial, max_epochs))}
             self.trials_.append(rec)
-            if best is None or _beats(data.task.kind, rec, best[1]):
-                best = (est, rec)
-        if l1_ratio:
-            rec = best[1]
-            tp = {**rec["train_params"], "l1_ratio": l1_ratio}
-            est = fit_trial(rec["head_params"], tp)   # ridge path again, then the elastic-net path
-            rec = {**rec, "train_params": tp, "tuning_loss": est.best_loss_,
-                   "tuning_score": _tuning_score(est, data.task.kind, Xtu, ytu),
-                   "best_epoch": est.history_["task"]["best_epoch"]}
-            self.trials_.append({**rec, "trial": "elastic_net"})
-            best = (est, rec)
-        self.estimator_, self.best_trial_ = best
+            if best is None or _beats(kind, rec, best):
+                best = rec
+        if enet:
+            # concat_lr's elastic-net stage runs once, on the winning trial (the trials differ only
+            # in modality dropout, and the path costs ~10x the ridge fit); it replaces the winner,
+            # each fold keeping the ridge fit where the elastic net does not lower its loss
+            tp = {**best["train_params"], "l1_ratio": float(l1_ratio)}
+            best = {"trial": "elastic_net", **self._cross_validate(data, arrays, mods, rows, y,
+                                                                   best["head_params"], tp)}
+            self.trials_.append(best)
+        self.best_trial_ = {**best, "refit_epochs": refit_epochs(best["fold_epochs"])}
+        self.scaler_ = InputScaler().fit(arrays, mods, rows)
+        X = self.scaler_.transform(arrays, rows)
+        self.estimator_ = self._head(data, best["head_params"], best["train_params"],
+                                     fixed_epochs=self.best_trial_["refit_epochs"]).fit(X, y)
         self.modalities_ = mods
         self.input_info_ = {k: v for k, v in info.items() if k in ("sources", "ts_codes", "pooling")}
         structured = "ehr" in arrays or "ts" in arrays
         self.modalities_used_ = (["structured"] if structured else []) + [
-            m for m in mods if Xtr.arrays[f"{m}.present"].any()]
+            m for m in mods if X.arrays[f"{m}.present"].any()]
         return self
 
     def maskable_modalities(self) -> list[str]:
@@ -390,7 +504,9 @@ class FusionModel:
                 "modality_presence": X.presence(),
                 "head": self.head, "n_parameters": self.estimator_.n_parameters_, "device": "cpu",
                 "hyperparameters": {**self.best_trial_["head_params"], **self.best_trial_["train_params"]},
-                "best_epoch": self.best_trial_["best_epoch"], "tuning_loss": self.best_trial_["tuning_loss"],
+                "best_epoch": self.best_trial_["refit_epochs"]["task"],
+                "cv_metric": SELECTION_METRIC[data.task.kind], "cv_score": _jsonable(self.best_trial_["cv_score"]),
+                "cv_loss": _jsonable(self.best_trial_["cv_loss"]), "n_folds": len(self.folds_),
                 "n_trials": len(self.trials_), "sources": self.input_info_.get("sources", {}),
                 "pooling": self.input_info_.get("pooling", {})}
         enet = self.estimator_.history_.get("enet")

@@ -31,15 +31,32 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from benchmark.learn.search import Choice, Distribution
 from encoders.fusion.layers import (BiCrossAttentionLayer, EHRTokenizer, GuidedAttention, SideTokenizer,
                                     masked_mean, mlp, param)
 from encoders.fusion.losses import contrastive_from_scores, info_nce, local_topk_scores
 
 
-class Head(nn.Module):
-    """Base class: supervised loss = objective loss on the outputs."""
+# the random-search space shared by the attention-style heads (typed, benchmark.learn.search)
+ATTENTION_SPACE: dict[str, Distribution] = {
+    "lr": Choice((3e-4, 1e-3, 3e-3)), "weight_decay": Choice((1e-3, 1e-2, 1e-1)),
+    "dropout": Choice((0.0, 0.1, 0.3)), "d": Choice((32, 64)), "modality_dropout": Choice((0.0, 0.15, 0.3))}
 
+
+class Head(nn.Module):
+    """Base class: supervised loss = objective loss on the outputs.
+
+    Class attributes every head declares (the registry of heads is built from them):
+        name: the key in HEADS.
+        search_space: parameter -> distribution (training settings and head hyperparameters);
+            the random search's trial 0 is always the defaults.
+        train_defaults: training settings that differ from `FusionHead`'s defaults for this head.
+    """
+
+    name: str = ""
     has_pretraining = False
+    search_space: dict[str, Distribution] = {}
+    train_defaults: dict = {}
 
     def task_loss(self, b: dict, objective) -> torch.Tensor:
         return objective.loss(self(b), b["y"])
@@ -64,6 +81,10 @@ class ConcatLR(Head):
     sqrt(its width), so every block has the same total variance and one L2 penalty does not favour
     the widest block (block scaling as in multiple factor analysis, Escofier & Pages 1994).
     """
+
+    name = "concat_lr"
+    search_space = {"modality_dropout": Choice((0.0, 0.15, 0.3))}  # the L2 penalty is chosen on a path inside fit
+    train_defaults = {"l1_ratio": 0.9}  # then an elastic-net path on the EHR block: encoders/README.md, "concat_lr"
 
     def __init__(self, spec: dict, n_out: int, block_scale: bool = True):
         super().__init__()
@@ -112,6 +133,11 @@ class LateFusion(Head):
     + aux_weight * mean over sources of the task loss of f_s on the samples that have s (so each
     per-modality head is also a usable unimodal model, as in classical late fusion).
     """
+
+    name = "late_fusion"
+    search_space = {"lr": Choice((3e-4, 1e-3, 3e-3)), "weight_decay": Choice((1e-3, 1e-2, 1e-1)),
+                    "dropout": Choice((0.0, 0.1, 0.3)), "hidden": Choice((32, 64, 128))}
+    train_defaults = {"lr": 1e-3, "weight_decay": 1e-2}
 
     def __init__(self, spec: dict, n_out: int, hidden: int = 64, dropout: float = 0.2, aux_weight: float = 0.5):
         super().__init__()
@@ -191,6 +217,8 @@ class Contrastive(Head):
     a linear-probe-style second step; on the synthetic cohort that loses 0.07-0.11 AUROC).
     """
 
+    name = "contrastive"
+    search_space = ATTENTION_SPACE
     has_pretraining = True
 
     def __init__(self, spec: dict, n_out: int, d: int = 64, hidden: int = 64, dropout: float = 0.2,
@@ -241,6 +269,9 @@ class CrossAttention(Head):
     and fed to an MLP.
     """
 
+    name = "cross_attention"
+    search_space = ATTENTION_SPACE
+
     def __init__(self, spec: dict, n_out: int, d: int = 64, n_heads: int = 4, n_layers: int = 1,
                  hidden: int = 64, dropout: float = 0.2, n_struct_tokens: int = 4):
         super().__init__()
@@ -269,6 +300,9 @@ class CoAttention(Head):
     EHR summary e^ = Attend(EHR tokens | g); the image summary i^ = Attend(image tokens | e^).
     guide="ehr": the same with the roles swapped. Output = MLP([e^, i^]).
     """
+
+    name = "coattention"
+    search_space = ATTENTION_SPACE
 
     def __init__(self, spec: dict, n_out: int, guide: str = "image", d: int = 64, hidden: int = 64,
                  dropout: float = 0.2, n_struct_tokens: int = 4):
@@ -316,6 +350,8 @@ class MedCAM(Head):
     Samples without a CXR or a time series get the learned missing tokens.
     """
 
+    name = "medcam"
+    search_space = ATTENTION_SPACE
     has_pretraining = True
 
     def __init__(self, spec: dict, n_out: int, d: int = 64, n_local: int = 4, k: int = 3, hidden: int = 64,
@@ -387,6 +423,11 @@ class TimelineRNN(Head):
     The recurrent baselines of Harutyunyan et al. 2019 on 2-hour bins (see `encoders.timeline`).
     """
 
+    name = "timeline_rnn"
+    search_space = {"lr": Choice((3e-4, 1e-3, 3e-3)), "hidden": Choice((32, 64, 128)),
+                    "dropout": Choice((0.0, 0.1, 0.3))}
+    train_defaults = {"lr": 1e-3, "weight_decay": 1e-2, "modality_dropout": 0.0}
+
     def __init__(self, spec: dict, n_out: int, hidden: int = 64, cell: str = "gru", dropout: float = 0.2):
         super().__init__()
         from encoders.timeline import make_rnn_encoder
@@ -400,15 +441,9 @@ class TimelineRNN(Head):
         return self.out(self.drop(self.enc(b["ts"])))
 
 
-HEADS = {
-    "concat_lr": ConcatLR,
-    "late_fusion": LateFusion,
-    "contrastive": Contrastive,
-    "cross_attention": CrossAttention,
-    "coattention": CoAttention,
-    "medcam": MedCAM,
-    "timeline_rnn": TimelineRNN,
-}
+# name -> head class, built from the classes (each carries its name, search space and defaults)
+HEADS: dict[str, type[Head]] = {cls.name: cls for cls in (ConcatLR, LateFusion, Contrastive, CrossAttention,
+                                                           CoAttention, MedCAM, TimelineRNN)}
 
 
 def build_head(name: str, spec: dict, n_out: int, **params) -> Head:

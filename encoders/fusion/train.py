@@ -5,6 +5,10 @@ modality of a sample is hidden with probability p, so the head learns to use its
 Neverova et al. 2016, "ModDrop"), and after the epoch evaluates the loss on the whole tuning
 split. Training stops after `patience` epochs without improvement (or `max_epochs`) and the
 best tuning-loss weights are restored. Without a tuning split the training loss is monitored.
+
+A refit on all rows (no validation set left, `FusionModel` after cross-validation) runs a fixed
+number of epochs (`TrainConfig.restore_best=False`, patience off) or a fixed prefix of a
+regularisation path (`keep_last=True`), chosen from the folds' best epochs.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ class TrainConfig:
     modality_dropout: float = 0.15
     grad_clip: float = 5.0
     seed: int = 0
+    restore_best: bool = True   # False: keep the last epoch's weights (a fixed-length refit)
 
 
 def take(batch: dict, idx: torch.Tensor) -> dict:
@@ -82,13 +87,19 @@ def augment_with_dropout(batch: dict, modalities: tuple[str, ...], p: float, see
     return {k: torch.cat([batch[k], dropped[k]]) for k in batch}
 
 
+# the ridge path of the linear heads, largest penalty first
+L2_PATH = (300, 100, 30, 10, 3, 1, 0.3, 0.1, 0.03, 0.01, 3e-3, 1e-3, 3e-4, 1e-4)
+
+
 class _PathSelection:
     """Keeps the point of a regularisation path with the lowest tuning loss (its weights and index)
     and says when to stop: after the tuning loss has risen twice in a row (`flat_is_worse`: a loss
-    that merely did not improve counts as a rise)."""
+    that merely did not improve counts as a rise). keep_last: no selection, every given point is
+    visited and the last one is kept (a refit on a fixed prefix of the path)."""
 
-    def __init__(self, module: torch.nn.Module, flat_is_worse: bool):
+    def __init__(self, module: torch.nn.Module, flat_is_worse: bool, keep_last: bool = False):
         self.flat_is_worse = flat_is_worse
+        self.keep_last = keep_last
         self.path, self.best, self.best_i, self.worse = [], float("inf"), -1, 0
         self.best_state = copy.deepcopy(module.state_dict())
 
@@ -99,6 +110,10 @@ class _PathSelection:
             tr = float(loss_fn(module, train))
             tu = float(loss_fn(module, tune)) if tune is not None else tr
         self.path.append((float(lam), tr, tu))
+        if self.keep_last:
+            self.best, self.best_i = tu, len(self.path) - 1
+            self.best_state = copy.deepcopy(module.state_dict())
+            return False
         if tu < self.best - 1e-6:
             self.best, self.best_i, self.worse = tu, len(self.path) - 1, 0
             self.best_state = copy.deepcopy(module.state_dict())
@@ -115,8 +130,9 @@ class _PathSelection:
 
 
 def fit_l2_path(module: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict], torch.Tensor], train: dict,
-                tune: dict | None, lambdas=(300, 100, 30, 10, 3, 1, 0.3, 0.1, 0.03, 0.01, 3e-3, 1e-3, 3e-4, 1e-4),
-                max_iter: int = 100, penalized: Callable[[str], bool] = lambda n: n.endswith("weight")) -> dict:
+                tune: dict | None, lambdas=None,
+                max_iter: int = 100, penalized: Callable[[str], bool] = lambda n: n.endswith("weight"),
+                keep_last: bool = False) -> dict:
     """Full-batch L-BFGS along an L2 regularisation path, keeping the best tuning loss.
 
     Minimises loss(train) + lam/2 * ||W||^2 for decreasing lam (warm starts), like scikit-learn's
@@ -129,16 +145,18 @@ def fit_l2_path(module: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dic
         loss_fn: loss_fn(module, batch) -> scalar mean loss.
         train: training batch dict.
         tune: tuning batch dict, or None (then the training loss at each lam is used, which picks the smallest lam).
-        lambdas: penalties, largest first.
+        lambdas: penalties, largest first (default L2_PATH).
         max_iter: L-BFGS iterations per lam.
         penalized: which parameter names get the penalty (weights, not biases).
+        keep_last: visit every lam and keep the last (a refit on a prefix of the path chosen by CV).
 
     Returns:
         History: best_lambda, best_loss, path [(lam, train_loss, tune_loss)], best_epoch (index on the path).
     """
+    lambdas = L2_PATH if lambdas is None else lambdas
     pen = [p for n, p in module.named_parameters() if penalized(n)]
     params = [p for p in module.parameters() if p.requires_grad]
-    sel = _PathSelection(module, flat_is_worse=True)
+    sel = _PathSelection(module, flat_is_worse=True, keep_last=keep_last)
     for lam in lambdas:
         opt = torch.optim.LBFGS(params, lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe",
                                 tolerance_grad=1e-6, tolerance_change=1e-9)
@@ -159,7 +177,8 @@ def fit_l2_path(module: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dic
 def fit_enet_path(module: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict], torch.Tensor], train: dict,
                   tune: dict | None, l1_masks: dict[str, torch.Tensor], l1_ratio: float, ridge: float,
                   n_lambdas: int = 15, min_ratio: float = 1e-3, lambdas=None, max_iter: int = 500,
-                  tol: float = 1e-5, penalized: Callable[[str], bool] = lambda n: n.endswith("weight")) -> dict:
+                  tol: float = 1e-5, penalized: Callable[[str], bool] = lambda n: n.endswith("weight"),
+                  n_points: int | None = None) -> dict:
     """Full-batch proximal gradient (FISTA) along an elastic-net path on one block, keeping the best
     tuning loss.
 
@@ -191,6 +210,9 @@ def fit_enet_path(module: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, d
         tol: stop a lam when the largest entry of the gradient mapping (the objective's subgradient
             at the new point) is below tol.
         penalized: which parameter names get a penalty (weights, not biases).
+        n_points: visit only the first n_points lams and keep the last of them, no selection (a
+            refit on a prefix of the path chosen by CV; the lam_max grid is relative, so the index
+            means the same on every fold).
 
     Returns:
         History as fit_l2_path (lambdas are the elastic-net lam), plus lam_max, nonzero (per lam,
@@ -240,7 +262,9 @@ def fit_enet_path(module: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, d
     if lambdas is None:
         lambdas = [lam_max * min_ratio ** (k / max(1, n_lambdas - 1)) for k in range(n_lambdas)]
 
-    sel = _PathSelection(module, flat_is_worse=False)
+    if n_points is not None:
+        lambdas = list(lambdas)[:max(1, int(n_points))]
+    sel = _PathSelection(module, flat_is_worse=False, keep_last=n_points is not None)
     nonzero, iters = [], []
     L = 1.0
     for lam in lambdas:
@@ -339,7 +363,10 @@ def fit_stage(module: torch.nn.Module, loss_fn: Callable[[torch.nn.Module, dict]
             bad += 1
             if bad >= cfg.patience:
                 break
-    module.load_state_dict(best_state)
+    if cfg.restore_best:
+        module.load_state_dict(best_state)
+    else:
+        best_epoch, best = len(hist["train_loss"]) - 1, hist["tune_loss"][-1] if hist["tune_loss"] else best
     module.eval()
     hist.update(best_epoch=best_epoch, best_loss=best, epochs=len(hist["train_loss"]))
     return hist
