@@ -144,18 +144,26 @@ def test_atomic_write_text_and_bytes(tmp_path):
     assert sorted(p.name for p in (tmp_path / "sub").iterdir()) == ["a.txt", "b.bin"]
 
 
-def test_label_cache_rebuilds_a_corrupt_parquet(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A 120-subject synthetic cohort (no images) and a private cache folder."""
+    from benchmark.data.cohort import Cohort
+    from data_prep.synthetic import generate
+
+    root = tmp_path_factory.mktemp("artifacts")
+    generate(root / "c", n_subjects=120, seed=1, images=False)
+    return Cohort(root / "c"), root / "cache"
+
+
+def test_label_cache_rebuilds_a_corrupt_parquet(tiny, monkeypatch):
     """Migrated cache (labels): a truncated cached parquet is rebuilt to the same labels.
 
     Before cached_artifact, extract_labels crashed on it (polars ComputeError)."""
-    from benchmark.data.cohort import Cohort
     from benchmark.labels import extract_labels
     from benchmark.task_registry import load_tasks
-    from data_prep.synthetic import generate
 
-    monkeypatch.setenv("MEHR_BENCH_CACHE", str(tmp_path / "cache"))
-    generate(tmp_path / "c", n_subjects=120, seed=1, images=False)
-    cohort = Cohort(tmp_path / "c")
+    cohort, cache = tiny
+    monkeypatch.setenv("MEHR_BENCH_CACHE", str(cache))
     task = load_tasks()["oncology/mortality_1y"]
     first = extract_labels(task, cohort)
     assert first.labels.height > 0
@@ -163,3 +171,32 @@ def test_label_cache_rebuilds_a_corrupt_parquet(tmp_path, monkeypatch):
     again = extract_labels(task, cohort)
     assert again.labels.equals(first.labels)
     assert extract_labels(task, cohort, use_cache=False).labels.equals(first.labels)
+
+
+def test_bag_of_events_cache_rebuilds_and_keeps_its_key(tiny, monkeypatch):
+    """Migrated cache (bag of events): same file name as before the migration, read back equal,
+    a corrupt .npz or a missing names JSON is rebuilt (before: a crash on the .npz)."""
+    from benchmark.features.bag_of_events import FEATURIZER_VERSION, featurize
+    from benchmark.labels import extract_labels
+    from benchmark.runner import task_data
+    from benchmark.task_registry import load_tasks
+    import hashlib
+
+    cohort, cache = tiny
+    monkeypatch.setenv("MEHR_BENCH_CACHE", str(cache))
+    task = load_tasks()["oncology/mortality_1y"]
+    data = task_data(task, cohort, 0, extract_labels(task, cohort).labels)
+    old_key = hashlib.sha256(json.dumps([FEATURIZER_VERSION, 0.01, True, data.labels.select(
+        "subject_id", "prediction_time").hash_rows().sum()], default=str).encode()).hexdigest()[:12]
+    path = data.work_dir / f"bag_of_events-{old_key}.npz"
+    bag = featurize(data)
+    assert path.exists() and path.with_suffix(".json").exists()
+
+    def same(b):
+        return b.names == bag.names and all((b.X[s] != bag.X[s]).nnz == 0 for s in bag.X)
+
+    assert same(featurize(data))
+    path.write_bytes(b"PK\x03\x04 not a zip")
+    assert same(featurize(data))
+    path.with_suffix(".json").unlink()
+    assert same(featurize(data)) and path.with_suffix(".json").exists()
