@@ -414,6 +414,8 @@ def _window_rows(s: pl.DataFrame, lab, events: dict[str, pl.DataFrame]) -> pl.Da
     end_expr: float | pl.Expr = en
     if lab.end_at:
         s = _first_after(s, events[lab.end_at], "endat")
+        if lab.end_at_missing == "drop":  # no end_at event after t: no label window (ACES drops the row)
+            s = s.filter(pl.col("endat_first").is_not_null())
         w_end = pl.col("prediction_time") + to_timedelta(en) if not math.isinf(en) else None
         e = pl.col("endat_first")
         s = s.with_columns((pl.min_horizontal(e, w_end) if w_end is not None else e).alias("__end"))

@@ -91,7 +91,7 @@ class Criterion(_Strict):
 class Label(_Strict):
     """How the label is read after the prediction time. Which fields apply depends on the kind:
 
-    binary:     outcome + window [+ end_at] + censoring, or duration_to + threshold
+    binary:     outcome + window [+ end_at (+ end_at_missing)] + censoring, or duration_to + threshold
     multilabel: outcomes (label name -> predicate) + window
     survival:   event + horizon [+ censor_on]
     regression: duration_to [+ from_index]
@@ -102,6 +102,9 @@ class Label(_Strict):
     window: Window | None = None
     end_at: str | None = Field(default=None, description="predicate whose first occurrence after t "
                                                           "closes the label window (inclusive)")
+    # ACES's `start -> predicate` window has no end, and so no row, when the predicate never occurs
+    # after its start: `drop` reproduces that; `open` runs the window to its nominal end.
+    end_at_missing: Literal["open", "drop"] = "open"
     censoring: Literal["exclude", "negative"] = "exclude"
     event: str | None = None
     horizon: str | None = None
@@ -119,6 +122,15 @@ class Label(_Strict):
     @classmethod
     def _listify(cls, v):
         return (v,) if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _end_at_missing(self) -> "Label":
+        if self.end_at_missing != "open" and not self.end_at:
+            raise ValueError("end_at_missing applies only with end_at")
+        return self
+
+
+_LATER_LABEL_FIELDS = {"end_at_missing": "open"}
 
 
 class TaskSpec(_Strict):
@@ -204,7 +216,13 @@ class TaskSpec(_Strict):
 
     def content_hash(self) -> str:
         """sha256 of the task's canonical JSON (name, version and all rules)."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        dump = self.model_dump(mode="json")
+        # Fields added after tasks were published stay out of the hash at their default, so the
+        # hashes recorded in existing results still match the unchanged tasks.
+        for key, default in _LATER_LABEL_FIELDS.items():
+            if dump["label"].get(key) == default:
+                del dump["label"][key]
+        blob = json.dumps(dump, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
