@@ -53,6 +53,7 @@ from benchmark.results import (cache_lock, cell_paths, cell_state, check_results
 from benchmark.scoring import score_cell
 from benchmark.task_registry import select_tasks
 from benchmark.taskspec import TaskSpec
+from benchmark.vocabulary import SPLITS
 
 
 EXIT_OK, EXIT_CELL_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -96,7 +97,7 @@ def input_problem(task: TaskSpec, labels: pl.DataFrame, splits: pl.DataFrame) ->
         A one-line reason, or None.
     """
     lab = labels.join(splits, on="subject_id", how="inner")
-    n = {s: lab.filter(pl.col("split") == s).height for s in ("train", "tuning", "held_out")}
+    n = {s: lab.filter(pl.col("split") == s).height for s in SPLITS}
     counts = f"{labels.height} samples: {n['train']} train, {n['tuning']} tuning, {n['held_out']} held_out"
     if n["train"] == 0:
         return f"no training samples ({counts})"

@@ -25,9 +25,10 @@ passed check is cached by the cohort fingerprint so repeated runs do not re-scan
 
 from __future__ import annotations
 
+import contextlib
+
 import hashlib
 import json
-import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -39,6 +40,7 @@ from benchmark.data.sidecar_checks import check_modalities
 from benchmark.data.split_checks import check_splits
 from benchmark.errors import UserError
 from benchmark.paths import cache_dir, tasks_dir
+from benchmark.artifacts import atomic_write
 from benchmark.predicate_maps import load_predicate_map
 
 CHECK_VERSION = "1"
@@ -126,22 +128,9 @@ def require_integrity(cohort: Cohort, *, use_cache: bool = True) -> list[Finding
                 if len(errors) > 1 else ""
             raise UserError(e.message + more, file=cohort.root / e.file, field=e.field, fix=e.fix)
         if use_cache:
-            _write_atomic(cache, json.dumps({"warnings": [asdict(f) for f in findings]}))
+            with contextlib.suppress(OSError):   # a cache that cannot be written is skipped
+                atomic_write(cache, json.dumps({"warnings": [asdict(f) for f in findings]}))
     for f in findings:
         if f.field == "time" and "null time" in f.message:
             print(f"warning: {cohort.root / f.file}: {f.message}", file=sys.stderr)
     return findings
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write via a unique temp file + rename; a cache that cannot be written is skipped."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(text)}.tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except OSError:
-        try:
-            tmp.unlink(missing_ok=True)
-        except (OSError, UnboundLocalError):
-            pass

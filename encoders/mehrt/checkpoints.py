@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_model, save_model
 
-from benchmark.results import atomic_write_bytes
+from benchmark.artifacts import atomic_write
 
 
 def _atomic_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=1).encode())
+    atomic_write(path, json.dumps(obj, indent=1))
 
 
 def save_checkpoint(folder: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, state: dict) -> None:

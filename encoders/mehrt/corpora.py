@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmark.results import atomic_write_bytes
+from benchmark.artifacts import atomic_write
 from encoders.mehrt.tokenizer import (IMAGE_MODALITIES, TOKENIZER_VERSION, Corpus, Tokenizer, guarded_inputs,
                                       pretraining_documents)
 
@@ -75,6 +75,6 @@ def prepare_corpora(cohort, min_subjects: int = 5) -> Corpora:
                 for split, docs in (("train", train_docs), ("held_out", pretraining_documents(cohort, "held_out"))):
                     ev, imgs, prs = guarded_inputs(cohort, docs, IMAGE_MODALITIES, PRS_MODALITY)
                     tok.tokenize(ev, docs, imgs, prs, eos=True).save(folder / split)
-                atomic_write_bytes(done, json.dumps({"tokenizer": tok.hash()}, indent=1).encode())
+                atomic_write(done, json.dumps({"tokenizer": tok.hash()}, indent=1))
     tok = Tokenizer.load(folder / "tokenizer.json")
     return Corpora(tok, Corpus.load(folder / "train"), Corpus.load(folder / "held_out"), folder)

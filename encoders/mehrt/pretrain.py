@@ -34,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import shutil
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -45,6 +44,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, load_model, save_model
+
+from benchmark.artifacts import atomic_path, atomic_write
 
 from encoders.mehrt.collate import Collator, collator
 from encoders.mehrt.corpora import Corpora, file_lock, mehrt_cache, prepare_corpora
@@ -262,15 +263,10 @@ def _train_one(stage: str, config: MEHRTConfig, cfg: TrainConfig, corpora: Corpo
             "peak_memory_mb": peak_memory_mb(layout.device), "device": str(layout.device),
             "world_size": layout.world, "n_train_documents": len(corpora.train)}
     if layout.main:
-        tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        save_model(model, str(tmp / "model.safetensors"))
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
-        # publish: move the finished files into `out`, meta.json last (its presence = done)
-        (tmp / "model.safetensors").replace(out / "model.safetensors")
-        (tmp / "meta.json").replace(out / "meta.json")
-        shutil.rmtree(tmp, ignore_errors=True)
+        # publish atomically, meta.json last (its presence = done)
+        with atomic_path(out / "model.safetensors", ".safetensors") as tmp:
+            save_model(model, str(tmp))
+        atomic_write(out / "meta.json", json.dumps(meta, indent=1))
         shutil.rmtree(folder, ignore_errors=True)
     if layout.world > 1:
         dist.barrier()
