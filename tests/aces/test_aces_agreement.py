@@ -273,6 +273,9 @@ def boundary_events() -> list[tuple]:
 @pytest.mark.parametrize("name", ACES_TASKS)
 def test_boundary_cases_agree_with_aces(name, tmp_path):
     cohort = Cohort(make_cohort(tmp_path / "edges", boundary_events()))
+    missing = TASKS[name].dataset_predicates() - set(cohort.predicate_map())
+    if missing:  # e.g. the MEDS-DEV replicas' hospital codes; tests/test_meds_dev_replicas.py has their edges
+        pytest.skip(f"the boundary cohort's map lacks {sorted(missing)}")
     a = check(TASKS[name], cohort, config_path(name), tmp_path)
     assert a.ours.height > 0
 
