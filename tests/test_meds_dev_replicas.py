@@ -151,3 +151,37 @@ def test_window_edges_equal_aces(tmp_path):
     ours = compare("meds_dev/mortality_in_icu_first_24h", cohort)
     got = {(s, t.day): y for s, t, y in ours.iter_rows()}  # (subject, day of the prediction time) -> label
     assert got == {(2, 2): False, (3, 2): True, (4, 2): False, (5, 3): False, (8, 2): False, (8, 5): False}
+
+
+# ---------------------------------------------------------------------------- honest citations
+# A reference naming another benchmark's task says how the task relates to it (tasks/README.md,
+# "References"): "reproduces ..." (exactly; it names the test that proves it) or "adapted from ...".
+BENCHMARK_WORDS = ("MEDS-DEV", "EHRSHOT", "Harutyunyan", "benchmark")
+TEST_ID = re.compile(r"\b(tests/[\w/]+\.py)::(test_\w+)")
+
+
+def test_id_exists(test_id: str) -> bool:
+    """True if 'tests/<file>.py::<test_name>' names a test function defined in that file."""
+    m = TEST_ID.fullmatch(test_id)
+    root = Path(__file__).parent.parent
+    return bool(m) and (root / m[1]).is_file() and re.search(
+        rf"^def {m[2]}\(", (root / m[1]).read_text(), re.M) is not None
+
+
+@pytest.mark.parametrize("name", sorted(TASKS))
+def test_references_say_reproduces_with_a_test_or_adapted_from(name):
+    for ref in TASKS[name].references:
+        if ref.startswith("reproduces "):
+            ids = [m[0] for m in TEST_ID.finditer(ref)]
+            assert ids, f"{name}: {ref!r} claims to reproduce a task but names no test (tests/<file>.py::<test>)"
+            assert all(test_id_exists(i) for i in ids), f"{name}: {ref!r} names a test that does not exist"
+        elif any(w in ref for w in BENCHMARK_WORDS):
+            assert ref.startswith("adapted from "), (
+                f"{name}: {ref!r} cites another benchmark: start it with 'reproduces' (exact, with its test) "
+                "or 'adapted from' (and say what differs)")
+
+
+def test_reference_rule_can_fail():
+    assert test_id_exists("tests/test_meds_dev_replicas.py::test_replica_equals_aces")
+    assert not test_id_exists("tests/test_meds_dev_replicas.py::test_no_such_test")
+    assert not test_id_exists("tests/no_such_file.py::test_replica_equals_aces")
