@@ -72,6 +72,47 @@ def cmd_prepare_mimic_iv(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare_omop_eicu(args: argparse.Namespace) -> int:
+    """`prepare omop` / `prepare eicu`: a community ETL in its own venv, then splits and the integrity check."""
+    from data_prep.eicu import prepare_eicu
+    from data_prep.omop import prepare_omop
+
+    if args.seed < 0:
+        raise UserError(f"--seed {args.seed} is negative", field="--seed",
+                        fix="pass a seed of 0 or more (the default is 0)")
+    prepare, name = (prepare_omop, "OMOP") if args.source == "omop" else (prepare_eicu, "eICU")
+    s = prepare(args.raw, args.out, seed=args.seed, log=lambda line: print(line, flush=True))
+    for f in s.findings:
+        print(f.render())
+    splits = ", ".join(f"{k} {v}" for k, v in sorted(s.split_counts.items()))
+    print(f"wrote {name} cohort ({s.etl_name} {s.etl_version}: {s.n_subjects} subjects, {s.n_events} events; "
+          f"splits {splits}) to {s.out}")
+    print(f"integrity check passed ({len(s.findings)} warning(s)); run `python -m benchmark validate --data {s.out}` "
+          f"for the full report")
+    return 0
+
+
+def cmd_prepare_mimic_cxr(args: argparse.Namespace) -> int:
+    from data_prep.mimic_cxr import prepare_mimic_cxr
+
+    s = prepare_mimic_cxr(args.raw, args.data, labeler=args.labeler, uncertain=args.uncertain,
+                          embeddings=args.embeddings, images=args.images)
+    print(f"linked {s.studies_linked} studies ({s.studies_labeled} labeled, {s.images_linked} images); dropped "
+          f"{s.dropped_unknown_subject} (subject not in cohort), {s.dropped_no_image} (no image file), "
+          f"{s.dropped_no_embedding} (no embedding); uncertain labels: {s.uncertain}")
+    return 0
+
+
+def cmd_prepare_mimic_note(args: argparse.Namespace) -> int:
+    from data_prep.mimic_note import prepare_mimic_note
+
+    types = tuple(t.strip() for t in args.note_types.split(",") if t.strip())
+    s = prepare_mimic_note(args.raw, args.data, note_types=types, embeddings=args.embeddings)
+    print(f"linked notes {s.notes_linked}; dropped (subject not in cohort) {s.dropped_unknown_subject}; "
+          f"time from storetime {s.time_from_storetime}, end of day {s.time_end_of_day}; sidecar: {s.sidecar_written}")
+    return 0
+
+
 def cmd_tasks(args: argparse.Namespace) -> int:
     from benchmark.task_registry import load_tasks
 
@@ -95,9 +136,13 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from benchmark.data.cohort import Cohort
     from benchmark.data.validate import validate_cohort
 
-    findings = validate_cohort(args.data, args.predicates)
+    predicates = args.predicates
+    if Path(args.data).is_dir():  # the map the cohort uses: --predicates, its own, else its profile's
+        predicates = Cohort(args.data, args.predicates, args.dataset).predicates_file
+    findings = validate_cohort(args.data, predicates)
     errors = [f for f in findings if f.level == "error"]
     for f in findings:
         (_err if f.level == "error" else print)(f.render())
@@ -109,15 +154,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_labels(args: argparse.Namespace) -> int:
-    """Extract labels for tasks and print their counts (a quick look before a run)."""
-    from benchmark.data.cohort import Cohort
-    from benchmark.labels import TaskNotApplicable, extract_labels
+    """Extract labels for tasks; print their counts, attrition table and warnings; --export writes them."""
+    from benchmark.attrition import rich_table
+    from benchmark.labels import TaskNotApplicable, export_labels, extract_labels
     from benchmark.task_registry import select_tasks
 
     cohort = _resolve_cohort(args)
     for task in select_tasks(args.task):
         try:
-            ls = extract_labels(task, cohort)
+            ls = extract_labels(task, cohort, announce=False)  # warnings printed below, cached or not
         except TaskNotApplicable as e:
             print(f"skip {task.name}: the dataset does not map {', '.join(e.missing)}")
             continue
@@ -128,20 +173,50 @@ def cmd_labels(args: argparse.Namespace) -> int:
             print(f"{task.name}: {df.height} samples, event rate {shown}")
         else:
             print(f"{task.name}: {df.height} samples")
-        if args.out:
-            from benchmark.results import atomic_path
-            with atomic_path(Path(args.out) / f"{task.name}.parquet", ".parquet") as tmp:
-                df.write_parquet(tmp)
+        if ls.attrition:
+            _console().print(rich_table(task.name, ls.attrition))
+        for w in ls.warnings:
+            _err(f"warning: {w}")
+        if args.export:
+            print(f"wrote {export_labels(ls, Path(args.export))}")
     return 0
 
 
 def _resolve_cohort(args: argparse.Namespace):
     from benchmark.data.cohort import Cohort
 
+    predicates, dataset = getattr(args, "predicates", None), getattr(args, "dataset", None)
     if getattr(args, "data", None):
-        return Cohort(args.data, getattr(args, "predicates", None))
+        return Cohort(args.data, predicates, dataset)
     from benchmark.default_cohort import ensure_default_cohort
-    return Cohort(ensure_default_cohort(), getattr(args, "predicates", None))
+    return Cohort(ensure_default_cohort(), predicates, dataset)
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    """`datasets`: the installed dataset profiles (name, folder, what dataset.json fields they recognise)."""
+    from benchmark.data.profiles import available_profiles, load_profile
+
+    rows = []
+    for name, folder in sorted(available_profiles().items()):
+        try:
+            prof = load_profile(folder)
+        except UserError as e:  # listed with its problem; the other profiles still show
+            rows.append({"name": name, "folder": str(folder), "recognise": {}, "error": e.render()})
+            continue
+        rows.append({"name": name, "folder": str(folder), "recognise": dict(prof.recognise),
+                     "description": " ".join(prof.description.split())})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    from rich.table import Table
+    table = Table(title=f"{len(rows)} dataset profiles")
+    for col in ("name", "folder", "recognise"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        shown = r.get("error") or ", ".join(f"{k} ~ {v}" for k, v in r["recognise"].items())
+        table.add_row(*_plain(r["name"], r["folder"], shown))
+    _console().print(table)
+    return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -209,7 +284,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"mehr-bench {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    pp = sub.add_parser("prepare", help="create a cohort (synthetic, mimic-iv) in the MEDS + sidecar format")
+    pp = sub.add_parser("prepare", help="create a cohort (synthetic, mimic-iv) in the MEDS + sidecar format, "
+                                        "or add MIMIC-CXR / MIMIC-IV-Note to one (mimic-cxr, mimic-note)")
     pps = pp.add_subparsers(dest="source", metavar="SOURCE")
     syn = pps.add_parser("synthetic", help="the deterministic synthetic multimodal cohort")
     syn.add_argument("--out", required=True, help="new folder to write the cohort to")
@@ -224,6 +300,29 @@ def build_parser() -> argparse.ArgumentParser:
                      help="MIMIC_IV_MEDS version (default: the newest tested, 0.2.0; 0.1.3 also tested)")
     mim.add_argument("--seed", type=int, default=0, help="seed of the 70/15/15 splits if the ETL made none")
     mim.set_defaults(func=cmd_prepare_mimic_iv)
+    for source, what in (("omop", "OMOP CDM 5.3/5.4 tables -> MEDS via meds_etl's OMOP converter (own venv)"),
+                         ("eicu", "raw eICU-CRD 2.0 CSVs -> MEDS via the eICU_MEDS ETL (own venv)")):
+        etl = pps.add_parser(source, help=what)
+        etl.add_argument("--raw", required=True, help="folder of the raw tables (see data_prep/README.md)")
+        etl.add_argument("--out", required=True, help="new folder to write the cohort to")
+        etl.add_argument("--seed", type=int, default=0, help="seed of the subject-level 70/15/15 splits")
+        etl.set_defaults(func=cmd_prepare_omop_eicu)
+    cxr = pps.add_parser("mimic-cxr", help="add MIMIC-CXR-JPG studies to a MIMIC-IV cohort (cxr sidecar + CXR events)")
+    cxr.add_argument("--raw", required=True, help="MIMIC-CXR-JPG folder (mimic-cxr-2.0.0-*.csv.gz, files/)")
+    cxr.add_argument("--data", required=True, help="the MIMIC-IV MEDS cohort to add to (changed in place)")
+    cxr.add_argument("--labeler", default="chexpert", help="chexpert | negbio")
+    cxr.add_argument("--uncertain", default="zeros", help="-1.0 labels: zeros (U-Zeros) | ones (U-Ones)")
+    cxr.add_argument("--images", default="link", help="link | copy | none (none needs --embeddings)")
+    cxr.add_argument("--embeddings", default=None, help="parquet of dicom_id or study_id -> embedding")
+    cxr.set_defaults(func=cmd_prepare_mimic_cxr)
+    note = pps.add_parser("mimic-note", help="add MIMIC-IV-Note notes to a MIMIC-IV cohort (text events, note sidecar)")
+    note.add_argument("--raw", required=True,
+                      help="MIMIC-IV-Note folder (note/discharge.csv.gz, note/radiology.csv.gz)")
+    note.add_argument("--data", required=True, help="the MIMIC-IV MEDS cohort to add to (changed in place)")
+    note.add_argument("--note-types", default="discharge,radiology", help="comma list of discharge, radiology")
+    note.add_argument("--embeddings", default=None,
+                      help="parquet of note_id -> embedding (writes modalities/note.parquet)")
+    note.set_defaults(func=cmd_prepare_mimic_note)
 
     pt = sub.add_parser("tasks", help="list tasks (name, kind, modalities, version)")
     pt.add_argument("--json", action="store_true")
@@ -233,6 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     pm.add_argument("--json", action="store_true")
     pm.set_defaults(func=cmd_models)
 
+    pd_ = sub.add_parser("datasets", help="list installed dataset profiles (name, folder, recognise)")
+    pd_.add_argument("--json", action="store_true")
+    pd_.set_defaults(func=cmd_datasets)
+
     pr = sub.add_parser("run", help="run models on tasks and write result files",
                         epilog="exit status: 0 every cell finished or was kept; 1 some cell failed or its result "
                                "could not be written (the other cells still ran); 2 bad input: flags, files, an "
@@ -241,7 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--model", required=True, help="model name(s), comma-separated")
     pr.add_argument("--task", required=True, help="task name(s), comma-separated, a family, or 'all'")
     pr.add_argument("--data", help="cohort folder (default: the embedded synthetic cohort)")
-    pr.add_argument("--predicates", help="predicates.yaml (default: <data>/predicates.yaml)")
+    pr.add_argument("--predicates", help="predicates.yaml (default: <data>/predicates.yaml, else the profile's map)")
+    pr.add_argument("--dataset", help="dataset profile name or folder (default: recognised from "
+                                      "metadata/dataset.json; see `datasets`)")
     pr.add_argument("--results", default=str(default_results_dir()), help="results folder (default ./results)")
     pr.add_argument("--seeds", type=int, default=1, help="number of seeds (default 1)")
     pr.add_argument("--budget", choices=("smoke", "default", "full"), default="default")
@@ -259,14 +364,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     pv = sub.add_parser("validate", help="check a cohort folder (MEDS + sidecar + leakage-relevant checks)")
     pv.add_argument("--data", required=True)
-    pv.add_argument("--predicates", help="predicates.yaml (default: <data>/predicates.yaml)")
+    pv.add_argument("--predicates", help="predicates.yaml (default: <data>/predicates.yaml, else the profile's map)")
+    pv.add_argument("--dataset", help="dataset profile name or folder (default: recognised from "
+                                      "metadata/dataset.json; see `datasets`)")
     pv.set_defaults(func=cmd_validate)
 
-    plb = sub.add_parser("labels", help="extract task labels and print counts")
+    plb = sub.add_parser("labels", help="extract task labels; print counts, attrition and warnings")
     plb.add_argument("--task", default="all")
     plb.add_argument("--data")
-    plb.add_argument("--predicates")
-    plb.add_argument("--out", help="also write <out>/<task>.parquet")
+    plb.add_argument("--predicates", help="predicates.yaml (default: <data>/predicates.yaml, else the profile's map)")
+    plb.add_argument("--dataset", help="dataset profile name or folder (default: recognised from "
+                                       "metadata/dataset.json; see `datasets`)")
+    plb.add_argument("--export", "--out", dest="export", metavar="DIR",
+                     help="also write DIR/<task>.parquet in the MEDS LabelSchema (--out: older name)")
     plb.set_defaults(func=cmd_labels)
 
     pc = sub.add_parser("compare", help="paired comparison of two models across tasks")

@@ -22,16 +22,20 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from benchmark.artifacts import atomic_write, cached_artifact
+from benchmark.artifacts import atomic_path, atomic_write, cached_artifact
+from benchmark.attrition import AttritionStep, Tracker, criterion_text, index_text
 from benchmark.data.cohort import Cohort
 from benchmark.durations import parse_duration, to_timedelta
 from benchmark.errors import UserError
 from benchmark.paths import cache_dir
 from benchmark.predicates import BUILTIN_PREDICATES, DatasetRule, DerivedRule, predicate_rules_digest
+from benchmark.suitability import extra_predicates, suitability_warnings
 from benchmark.taskspec import TaskSpec
 from benchmark.units import canonical_unit
 
-LABELER_VERSION = "3"  # 3: NaN/inf numeric values read as null, non-static null-time rows dropped (issue 12)
+# 3: NaN/inf numeric values read as null, non-static null-time rows dropped (issue 12)
+# 4: the cache carries the attrition table and the suitability warnings (issue 14)
+LABELER_VERSION = "4"
 DEATH_CODE = "MEDS_DEATH"
 _EVENTS_SCHEMA = {"subject_id": pl.Int64, "time": pl.Datetime("us"), "numeric_value": pl.Float32}
 
@@ -54,6 +58,7 @@ class LabelSet:
     predicate_counts: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     cache_file: Path | None = None
+    attrition: list[AttritionStep] = field(default_factory=list)
 
     def multilabel_matrix(self) -> np.ndarray:
         """[n_samples, n_labels] 0/1 matrix decoded from the integer_value bitmask."""
@@ -77,6 +82,7 @@ def _resolve_rules(task: TaskSpec, dataset_rules: dict[str, DatasetRule]) -> dic
         else:
             rules[n] = dataset_rules[n]
     _check_units(task, rules)
+    rules.update(extra_predicates(task, dataset_rules))  # read only by the suitability checks
     return rules
 
 
@@ -248,7 +254,7 @@ def label_cache_file(task: TaskSpec, cohort: Cohort, rules) -> Path:
 
 
 def extract_labels(task: TaskSpec, cohort: Cohort, *, dataset_rules: dict[str, DatasetRule] | None = None,
-                   use_cache: bool = True) -> LabelSet:
+                   use_cache: bool = True, announce: bool = True) -> LabelSet:
     """Compute (or load from cache) the labels of `task` on `cohort`.
 
     Args:
@@ -256,9 +262,12 @@ def extract_labels(task: TaskSpec, cohort: Cohort, *, dataset_rules: dict[str, D
         cohort: the cohort.
         dataset_rules: predicate map (default: the cohort's predicates.yaml).
         use_cache: read/write the on-disk label cache.
+        announce: issue LabelSet.warnings as Python warnings when the labels are computed (the CLI
+            passes False and prints them itself, once per task, cached or not).
 
     Returns:
-        LabelSet with a LabelSchema DataFrame sorted by subject_id, prediction_time.
+        LabelSet with a LabelSchema DataFrame sorted by subject_id, prediction_time, its attrition
+        table and its warnings (predicates matching nothing, suitability: benchmark.suitability).
 
     Raises:
         TaskNotApplicable: the dataset does not map some predicates the task needs.
@@ -266,7 +275,8 @@ def extract_labels(task: TaskSpec, cohort: Cohort, *, dataset_rules: dict[str, D
     dataset_rules = cohort.predicate_map() if dataset_rules is None else dataset_rules
     rules = _resolve_rules(task, dataset_rules)
     if not use_cache:
-        return _announce(_compute_labels(task, cohort, rules, None))
+        ls = _compute_labels(task, cohort, rules, None)
+        return _announce(ls) if announce else ls
     cache_file = label_cache_file(task, cohort, rules)
     computed: list[LabelSet] = []
 
@@ -277,7 +287,7 @@ def extract_labels(task: TaskSpec, cohort: Cohort, *, dataset_rules: dict[str, D
     # Concurrent runs: one computes, the others wait on the entry's lock and then read its file.
     ls = cached_artifact(cache_file, compute, read=lambda f: _read_cached(task, f), write=_write_cached,
                          suffix=".parquet")
-    return _announce(ls) if computed else ls
+    return _announce(ls) if computed and announce else ls
 
 
 def _announce(ls: LabelSet) -> LabelSet:
@@ -292,29 +302,45 @@ def _read_cached(task: TaskSpec, cache_file: Path) -> LabelSet:
     meta_file = cache_file.with_suffix(".json")
     meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
     return LabelSet(task, pl.read_parquet(cache_file), meta.get("predicate_counts", {}),
-                    meta.get("warnings", []), cache_file)
+                    meta.get("warnings", []), cache_file,
+                    [AttritionStep.from_dict(d) for d in meta.get("attrition", [])])
 
 
 def _write_cached(tmp: Path, ls: LabelSet) -> None:
     """Store labels: the metadata JSON first, then the parquet (renamed into place last, by
     cached_artifact, so its existence marks a complete entry)."""
     atomic_write(ls.cache_file.with_suffix(".json"),
-                 json.dumps({"predicate_counts": ls.predicate_counts, "warnings": ls.warnings}))
+                 json.dumps({"predicate_counts": ls.predicate_counts, "warnings": ls.warnings,
+                             "attrition": [st.to_dict() for st in ls.attrition]}))
     ls.labels.write_parquet(tmp)
 
 
 def _compute_labels(task: TaskSpec, cohort: Cohort, rules, cache_file: Path | None) -> LabelSet:
     """Extract labels (cache_file only names where they will be stored)."""
     events, bounds = predicate_events(task, cohort, rules)
-    counts = {n: events[n].height for n in sorted(events)}
+    counts = {n: events[n].height for n in sorted(events) if not n.startswith("__")}
     notes = [f"task {task.name}: predicate {n!r} matches no event in {cohort.root}; "
              f"check its rule in {cohort.predicates_file}" for n, c in counts.items()
              if c == 0 and isinstance(rules.get(n), DatasetRule)]
-    return LabelSet(task, _label(task, events, bounds), counts, notes, cache_file)
+    splits = _splits_or_none(cohort)
+    tracker = Tracker(splits)
+    labels, diag = _label(task, events, bounds, tracker)
+    notes += suitability_warnings(task, labels, diag, events, splits, tracker.steps)
+    return LabelSet(task, labels, counts, notes, cache_file, tracker.steps)
 
 
-def _index_samples(task: TaskSpec, events: dict[str, pl.DataFrame]) -> pl.DataFrame:
+def _splits_or_none(cohort: Cohort) -> pl.DataFrame | None:
+    """The cohort's splits, or None where it has no usable splits file (labels do not need one;
+    `validate` and `run` report it)."""
+    try:
+        return cohort.splits
+    except UserError:
+        return None
+
+
+def _index_samples(task: TaskSpec, events: dict[str, pl.DataFrame], tracker: Tracker) -> pl.DataFrame:
     idx = events[task.index.predicate].select("subject_id", "time").drop_nulls("time")
+    n_events = idx.height
     if task.index.occurrence == "first":
         idx = idx.group_by("subject_id").agg(pl.col("time").min())
     elif task.index.occurrence == "last":
@@ -322,23 +348,52 @@ def _index_samples(task: TaskSpec, events: dict[str, pl.DataFrame]) -> pl.DataFr
     else:
         idx = idx.unique()
     off = to_timedelta(parse_duration(task.index.offset))
-    return (idx.rename({"time": "index_time"})
-            .with_columns((pl.col("index_time") + off).alias("prediction_time"))
-            .sort("subject_id", "prediction_time"))
+    s = (idx.rename({"time": "index_time"})
+         .with_columns((pl.col("index_time") + off).alias("prediction_time"))
+         .sort("subject_id", "prediction_time"))
+    tracker.step("index", index_text(task), n_events, s)
+    return s
 
 
-def _label(task: TaskSpec, events: dict[str, pl.DataFrame], bounds: pl.DataFrame) -> pl.DataFrame:
-    s = _index_samples(task, events)
+def _label(task: TaskSpec, events: dict[str, pl.DataFrame], bounds: pl.DataFrame,
+           tracker: Tracker) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Index samples -> inclusion -> exclusion -> label stage, each step recorded in `tracker`.
+
+    Returns:
+        (LabelSchema rows, the same rows with the labeler's diagnostic columns: index_time,
+        record_end, dead and, for windowed binary labels, __death_only).
+    """
+    s = _index_samples(task, events, tracker)
     for i, c in enumerate(task.inclusion):
         st, en = c.seconds()
+        n = s.height
         s = _window_stats(s, events[c.predicate], st, en, f"inc{i}")
         s = s.filter(pl.col(f"inc{i}_n") >= c.min_count).drop(f"inc{i}_n", f"inc{i}_first")
+        tracker.step(f"inclusion {i + 1}", criterion_text(c, "inclusion"), n, s)
     for i, c in enumerate(task.exclusion):
         st, en = c.seconds()
+        n = s.height
         s = _window_stats(s, events[c.predicate], st, en, f"exc{i}")
         s = s.filter(pl.col(f"exc{i}_n") == 0).drop(f"exc{i}_n", f"exc{i}_first")
+        tracker.step(f"exclusion {i + 1}", criterion_text(c, "exclusion"), n, s)
     s = s.join(bounds.select("subject_id", "record_end", "dead"), on="subject_id", how="left")
-    return _LABELERS[task.kind](s, task.label, events).sort("subject_id", "prediction_time")
+    rows, reasons = _LABELERS[task.kind](s, task.label, events)
+    for name, rule in reasons:  # each way the label stage drops a row, in a fixed order
+        n = tracker.last_rows()
+        rows = rows.filter(pl.col("__drop").is_null() | (pl.col("__drop") != name))
+        tracker.step(name, rule, n, rows)
+    rows = rows.sort("subject_id", "prediction_time")
+    labels = rows.select([c for c in _LABEL_COLUMNS if c in rows.columns])
+    tracker.final(labels, _event_flags(task, labels))
+    return labels, rows
+
+
+_LABEL_COLUMNS = ("subject_id", "prediction_time", "boolean_value", "integer_value", "float_value")
+
+
+def _event_flags(task: TaskSpec, labels: pl.DataFrame) -> pl.Series | None:
+    """Per row: positive (binary) / event observed (survival); None for kinds without events."""
+    return labels["boolean_value"] if task.kind_obj.has_events else None
 
 
 def _multilabel_rows(s: pl.DataFrame, lab, events: dict[str, pl.DataFrame]) -> pl.DataFrame:
@@ -348,8 +403,17 @@ def _multilabel_rows(s: pl.DataFrame, lab, events: dict[str, pl.DataFrame]) -> p
     for bit, (name, pred) in enumerate(lab.outcomes.items()):
         s = _window_stats(s, events[pred], st, en, f"y{bit}")
         mask = mask + pl.when(pl.col(f"y{bit}_n") > 0).then(1 << bit).otherwise(0)
-    out = s.with_columns(mask.alias("integer_value")).select("subject_id", "prediction_time", "integer_value")
-    return out
+    return _keep(s.with_columns(mask.alias("integer_value")), "integer_value"), []
+
+
+_DIAG = ("index_time", "record_end", "dead")
+
+
+def _keep(s: pl.DataFrame, *values: str, drop: pl.Expr | None = None, extra: tuple[str, ...] = ()) -> pl.DataFrame:
+    """Label rows: keys, label values, the diagnostics and __drop (why the row is dropped, or null)."""
+    drop = pl.lit(None, dtype=pl.String) if drop is None else drop
+    return s.with_columns(drop.alias("__drop")).select("subject_id", "prediction_time", *values, *_DIAG, *extra,
+                                                        "__drop")
 
 
 def _survival_rows(s: pl.DataFrame, lab, events: dict[str, pl.DataFrame]) -> pl.DataFrame:
@@ -365,12 +429,12 @@ def _survival_rows(s: pl.DataFrame, lab, events: dict[str, pl.DataFrame]) -> pl.
     s = s.with_columns(end.alias("fu_end"))
     observed = pl.col("ev_first").is_not_null() & (pl.col("ev_first") <= pl.col("fu_end"))
     t_end = pl.when(observed).then(pl.col("ev_first")).otherwise(pl.col("fu_end"))
-    out = (s.with_columns(observed.alias("boolean_value"),
-                          ((t_end - pl.col("prediction_time")).dt.total_microseconds() / (day * 1e6))
-                          .cast(pl.Float32).alias("float_value"))
-           .filter(pl.col("boolean_value") | (pl.col("float_value") > 0))
-           .select("subject_id", "prediction_time", "boolean_value", "float_value"))
-    return out
+    s = s.with_columns(observed.alias("boolean_value"),
+                       ((t_end - pl.col("prediction_time")).dt.total_microseconds() / (day * 1e6))
+                       .cast(pl.Float32).alias("float_value"))
+    reason = ("no follow-up", "non-events censored at the prediction time (0 days of follow-up)")
+    drop = pl.when(~pl.col("boolean_value") & (pl.col("float_value") <= 0)).then(pl.lit(reason[0]))
+    return _keep(s, "boolean_value", "float_value", drop=drop), [reason]
 
 
 def _with_duration(s: pl.DataFrame, lab, events: dict[str, pl.DataFrame]) -> pl.DataFrame:
@@ -388,10 +452,9 @@ def _with_duration(s: pl.DataFrame, lab, events: dict[str, pl.DataFrame]) -> pl.
 
 def _regression_rows(s: pl.DataFrame, lab, events: dict[str, pl.DataFrame]) -> pl.DataFrame:
     """float_value: the duration in days (samples without an end event are dropped)."""
-    s = _with_duration(s, lab, events)
-    out = (s.filter(pl.col("dur").is_not_null())
-           .select("subject_id", "prediction_time", pl.col("dur").cast(pl.Float32).alias("float_value")))
-    return out
+    s = _with_duration(s, lab, events).with_columns(pl.col("dur").cast(pl.Float32).alias("float_value"))
+    reason = ("no end event", f"none of {', '.join(lab.duration_to)} after the prediction time (duration unknown)")
+    return _keep(s, "float_value", drop=pl.when(pl.col("dur").is_null()).then(pl.lit(reason[0]))), [reason]
 
 
 def _binary_rows(s: pl.DataFrame, lab, events: dict[str, pl.DataFrame]) -> pl.DataFrame:
@@ -402,10 +465,11 @@ def _binary_rows(s: pl.DataFrame, lab, events: dict[str, pl.DataFrame]) -> pl.Da
     s = _with_duration(s, lab, events)
     thr = parse_duration(lab.threshold) / day
     known = pl.col("dur").is_not_null() | (pl.col("seen") > thr)
-    out = (s.filter(known).with_columns(
+    s = s.with_columns(
         pl.when(pl.col("dur").is_not_null()).then(pl.col("dur") > thr).otherwise(True).alias("boolean_value"))
-        .select("subject_id", "prediction_time", "boolean_value"))
-    return out
+    reason = ("censoring", f"record ends within {lab.threshold} without {', '.join(lab.duration_to)} "
+                           "(duration unknown)")
+    return _keep(s, "boolean_value", drop=pl.when(~known).then(pl.lit(reason[0]))), [reason]
 
 
 def _window_rows(s: pl.DataFrame, lab, events: dict[str, pl.DataFrame]) -> pl.DataFrame:
@@ -414,8 +478,6 @@ def _window_rows(s: pl.DataFrame, lab, events: dict[str, pl.DataFrame]) -> pl.Da
     end_expr: float | pl.Expr = en
     if lab.end_at:
         s = _first_after(s, events[lab.end_at], "endat")
-        if lab.end_at_missing == "drop":  # no end_at event after t: no label window (ACES drops the row)
-            s = s.filter(pl.col("endat_first").is_not_null())
         w_end = pl.col("prediction_time") + to_timedelta(en) if not math.isinf(en) else None
         e = pl.col("endat_first")
         s = s.with_columns((pl.min_horizontal(e, w_end) if w_end is not None else e).alias("__end"))
@@ -430,14 +492,58 @@ def _window_rows(s: pl.DataFrame, lab, events: dict[str, pl.DataFrame]) -> pl.Da
         s = _window_stats(s, events[lab.outcome], st, en, "y")
         window_end = pl.col("prediction_time") + to_timedelta(en) if not math.isinf(en) else pl.lit(None, dtype=pl.Datetime("us"))
     s = s.with_columns((pl.col("y_n") > 0).alias("boolean_value"), window_end.alias("w_end"))
+    covered = pl.col("w_end").is_not_null() & (pl.col("record_end") >= pl.col("w_end"))
+    dead = pl.col("dead").fill_null(False)
+    s = s.with_columns((~pl.col("boolean_value") & ~covered & dead).alias("__death_only"))
+    drop, reasons = _window_drops(lab, covered, dead)
+    return _keep(s, "boolean_value", drop=drop, extra=("__death_only",)), reasons
+
+
+def _window_drops(lab, covered: pl.Expr, dead: pl.Expr) -> tuple[pl.Expr | None, list[tuple[str, str]]]:
+    """Why a windowed binary row is dropped (the first reason that applies), and the reasons in order."""
+    reasons: list[tuple[str, str]] = []
+    drop = pl.lit(None, dtype=pl.String)
     if lab.censoring == "exclude":
         # A negative is kept only if the record covers the whole window, or ends in death.
-        covered = pl.col("w_end").is_not_null() & (pl.col("record_end") >= pl.col("w_end"))
-        s = s.filter(pl.col("boolean_value") | covered | pl.col("dead").fill_null(False))
-    out = s.select("subject_id", "prediction_time", "boolean_value")
-    return out
+        lost = ~pl.col("boolean_value") & ~covered & ~dead
+        reasons.append(("censoring", "exclude: negatives whose record ends before the window closes (deaths kept)"))
+        drop = pl.when(lost).then(pl.lit("censoring")).otherwise(drop)
+        if lab.end_at:  # an open window (no nominal end) closes only at end_at
+            reasons.insert(0, ("end_at open", f"negatives without {lab.end_at} after the prediction time "
+                                              "(open window, deaths kept)"))
+            drop = pl.when(lost & pl.col("w_end").is_null()).then(pl.lit("end_at open")).otherwise(drop)
+    if lab.end_at and lab.end_at_missing == "drop":  # no end_at event after t: no label window (as ACES)
+        reasons.insert(0, ("end_at missing", f"samples without {lab.end_at} after the prediction time "
+                                             "(end_at_missing: drop)"))
+        drop = pl.when(pl.col("endat_first").is_null()).then(pl.lit("end_at missing")).otherwise(drop)
+    return drop, reasons
 
 
-# kind name -> how its label rows are built from the index samples (the labeler's part of each kind)
+# kind name -> how its label rows are built from the index samples (the labeler's part of each kind):
+# each returns (rows with __drop = the reason a row is dropped or null, [(reason, rule text)] in order)
 _LABELERS = {"binary": _binary_rows, "multilabel": _multilabel_rows, "survival": _survival_rows,
              "regression": _regression_rows}
+
+
+def export_labels(ls: LabelSet, out_dir: Path) -> Path:
+    """Write a task's labels to out_dir/<task>.parquet in the MEDS LabelSchema, atomically.
+
+    Args:
+        ls: the labels.
+        out_dir: the export folder (created if needed; a task family becomes a subfolder).
+
+    Returns:
+        The file written.
+    """
+    import meds
+    import pyarrow.parquet as pq
+
+    path = Path(out_dir) / f"{ls.task.name}.parquet"
+    table = meds.LabelSchema.align(ls.labels.to_arrow())  # exact LabelSchema types and column order
+    try:
+        with atomic_path(path, ".parquet") as tmp:
+            pq.write_table(table, tmp)
+    except OSError as e:
+        raise UserError(f"cannot write the labels of {ls.task.name}: {e.strerror or e}", file=path,
+                        field="--export", fix="pass a folder you can write to") from None
+    return path

@@ -460,7 +460,8 @@ def _task_labels(task_list: list[TaskSpec], cohort: Cohort, rep: Reporter) -> tu
     bad = crashed = 0
     for t in task_list:
         try:
-            lab = extract_labels(t, cohort).labels
+            ls = extract_labels(t, cohort, announce=False)  # its warnings are said once below, cached or not
+            lab = ls.labels
         except TaskNotApplicable as e:
             rep.say((f"skip task {t.name}", "yellow"), f": the dataset does not map {', '.join(e.missing)}")
             continue
@@ -470,6 +471,8 @@ def _task_labels(task_list: list[TaskSpec], cohort: Cohort, rep: Reporter) -> tu
             crashed += 1
             rep.say(("failed", "red"), f" labels of task {t.name}: {type(e).__name__}: {e}", problem=True)
             continue
+        for w in ls.warnings:  # predicates matching nothing, suitability (benchmark.suitability)
+            rep.say(("warning", "yellow"), f": {w}")
         why = input_problem(t, lab, cohort.splits)
         if why:
             bad += 1

@@ -1,0 +1,156 @@
+"""Suitability warnings: is this task's label set fit to benchmark on, on this cohort?
+
+Checked once, when the labels are computed (they are cached with them), and shown by `labels`
+and `run`:
+- prevalent cases: positives of a binary task whose outcome is already there at the prediction
+  time, i.e. coded at or before it, or (onset tasks) first coded by the end of the stay the
+  prediction time falls in. Hospital diagnoses are time-stamped at discharge (MIMIC-IV), so a
+  chronic disease coded at the first discharge was present during the whole stay.
+- negatives kept only because the record ends in death (`censoring: exclude` keeps them): the
+  task then separates onset from death rather than onset from no onset;
+- too few held-out positives / events for a confidence interval (the metrics' minimum);
+- a split with no samples.
+"""
+
+from __future__ import annotations
+
+import math
+
+import polars as pl
+
+from benchmark.durations import parse_duration
+from benchmark.metrics.bootstrap import MIN_CI_SUBJECTS
+from benchmark.vocabulary import REQUIRED_SPLITS, SPLITS
+
+PREVALENT_SHARE = 0.2   # warn when more than this share of positives are prevalent cases
+DEATH_ONLY_SHARE = 0.9  # warn when more than this share of negatives are kept only by death
+STAY_END = "__stay_end"  # the events of the dataset's `hospital_discharge` predicate, when mapped
+STAY_PREDICATE = "hospital_discharge"
+NOT_ONSET = ("death",)  # outcomes that cannot be present before they happen
+
+
+def is_onset_task(task) -> bool:
+    """A binary task that excludes its outcome up to the prediction time ("people without it then")."""
+    lab = task.label
+    if task.kind != "binary" or not lab.outcome or lab.outcome in NOT_ONSET:
+        return False
+    return any(c.predicate == lab.outcome and parse_duration(c.end) <= 0 for c in task.exclusion)
+
+
+def extra_predicates(task, dataset_rules: dict) -> dict:
+    """Dataset predicates the checks read besides the task's: the stay end for onset tasks."""
+    if is_onset_task(task) and STAY_PREDICATE in dataset_rules:
+        return {STAY_END: dataset_rules[STAY_PREDICATE]}
+    return {}
+
+
+def suitability_warnings(task, labels: pl.DataFrame, diag: pl.DataFrame, events: dict[str, pl.DataFrame],
+                         splits: pl.DataFrame | None, steps: list) -> list[str]:
+    """The warnings of one task's label set.
+
+    Args:
+        task: the task spec.
+        labels: its LabelSchema rows.
+        diag: the same rows with the labeler's diagnostics (dead, __death_only...).
+        events: predicate name -> events (subject_id, time) the labeler read.
+        splits: subject_id -> split (None if the cohort has none).
+        steps: the attrition steps (the last one carries the per-split counts).
+
+    Returns:
+        One message per problem, each with its numbers and a fix.
+    """
+    out = []
+    if labels.height == 0:
+        return [f"task {task.name}: no samples at all; fix: check the attrition table "
+                f"(`python -m benchmark labels --task {task.name}`) for the rule that drops them"]
+    final = steps[-1] if steps else None
+    if splits is not None and final is not None:
+        out += _empty_splits(task, splits, final)
+        out += _held_out_support(task, labels, splits, final)
+    out += _prevalent(task, labels, events)
+    out += _death_only(task, diag)
+    return out
+
+
+def _empty_splits(task, splits: pl.DataFrame, final) -> list[str]:
+    present = set(splits["split"].unique().to_list()) | set(REQUIRED_SPLITS)
+    counts = ", ".join(f"{final.by_split.get(s, 0)} {s}" for s in SPLITS)
+    return [f"task {task.name}: the {s} split has no samples ({counts}); fix: check the cohort's "
+            f"metadata/subject_splits.parquet and the task's rules (models need train, scores need held_out)"
+            for s in SPLITS if s in present and final.by_split.get(s, 0) == 0]
+
+
+def _held_out_support(task, labels: pl.DataFrame, splits: pl.DataFrame, final) -> list[str]:
+    """The rarer class (binary), events (survival), rows (regression) or each label's positives
+    (multilabel) among held-out samples, against the CI minimum of the metrics."""
+    n = final.by_split.get("held_out", 0)
+    if n == 0:
+        return []  # reported as an empty split
+    short: list[tuple[str, int]] = []
+    if task.kind == "binary":
+        pos = (final.events_by_split or {}).get("held_out", 0)
+        short = [("positives", pos), ("negatives", n - pos)]
+    elif task.kind == "survival":
+        short = [("observed events", (final.events_by_split or {}).get("held_out", 0))]
+    elif task.kind == "regression":
+        short = [("samples", n)]
+    else:
+        held = labels.join(splits.filter(pl.col("split") == "held_out"), on="subject_id", how="inner")
+        bits = held["integer_value"]
+        short = [(f"'{name}' positives", int(((bits >> i) & 1).sum())) for i, name in enumerate(task.label_names())]
+    low = [(w, k) for w, k in short if k < MIN_CI_SUBJECTS]
+    if not low:
+        return []
+    what = ", ".join(f"{k} {w}" for w, k in low)
+    return [f"task {task.name}: the held-out split has only {what} (of {n} samples; a confidence interval needs "
+            f"at least {MIN_CI_SUBJECTS}): its metrics will be reported without CIs and paired comparisons "
+            f"refused; fix: use a larger cohort or a larger held-out split"]
+
+
+def _prevalent(task, labels: pl.DataFrame, events: dict[str, pl.DataFrame]) -> list[str]:
+    """Positives whose outcome is there at the prediction time (see the module doc)."""
+    lab = task.label
+    if task.kind != "binary" or not lab.outcome or lab.outcome in NOT_ONSET or lab.outcome not in events:
+        return []
+    pos = labels.filter(pl.col("boolean_value")).select("subject_id", "prediction_time")
+    if pos.height == 0:
+        return []
+    ev = pos.join(events[lab.outcome].select("subject_id", "time"), on="subject_id", how="inner")
+    before = ev.filter(pl.col("time") <= pl.col("prediction_time")).select("subject_id", "prediction_time")
+    flagged = before
+    stay = ""
+    if is_onset_task(task) and STAY_END in events:
+        first = (ev.filter(pl.col("time") > pl.col("prediction_time"))
+                 .group_by("subject_id", "prediction_time").agg(pl.col("time").min().alias("first")))
+        ends = (pos.join(events[STAY_END].select("subject_id", pl.col("time").alias("end")), on="subject_id")
+                .filter(pl.col("end") >= pl.col("prediction_time"))
+                .group_by("subject_id", "prediction_time").agg(pl.col("end").min()))
+        in_stay = (first.join(ends, on=["subject_id", "prediction_time"])
+                   .filter(pl.col("first") <= pl.col("end")).select("subject_id", "prediction_time"))
+        flagged = pl.concat([before, in_stay])
+        stay = (f", or first coded by the end of the stay the prediction time falls in ({STAY_PREDICATE}: "
+                "diagnoses are coded at discharge, so the disease was there during the stay)")
+    k = flagged.unique().height
+    if k == 0 or k / pos.height <= PREVALENT_SHARE:
+        return []
+    return [f"task {task.name}: {k} of {pos.height} positives ({k / pos.height:.0%}) already have "
+            f"{lab.outcome} at the prediction time (coded at or before it{stay}): prevalent cases, not new "
+            f"outcomes; fix: exclude {lab.outcome} up to the end of the index stay (e.g. index at the first "
+            f"{STAY_PREDICATE}) or start the label window later"]
+
+
+def _death_only(task, diag: pl.DataFrame) -> list[str]:
+    """Negatives kept only because the record ends in death (censoring: exclude keeps them)."""
+    if "__death_only" not in diag.columns or task.label.censoring != "exclude":
+        return []
+    neg = diag.filter(~pl.col("boolean_value"))
+    k = int(neg["__death_only"].sum()) if neg.height else 0
+    if neg.height == 0 or k / neg.height <= DEATH_ONLY_SHARE:
+        return []
+    end = task.label.window.end if task.label.window else "?"
+    horizon = "" if math.isinf(parse_duration(end)) else f" {end}"
+    return [f"task {task.name}: {k} of {neg.height} negatives ({k / neg.height:.0%}) are kept only because the "
+            f"record ends in death before the{horizon} window closes (censoring: exclude keeps deaths, drops "
+            f"other short records): the negatives are mostly deaths, so the labels separate the outcome from "
+            f"death; fix: use data whose follow-up covers the window, a shorter window, or "
+            f"'censoring: negative'"]
