@@ -17,7 +17,7 @@ from benchmark.errors import UserError
 class Finding:
     """One problem: where it is (file, field), what it is, and how to fix it."""
 
-    level: str  # "error" | "warning"
+    level: str  # "error" | "warning" | "info" (worth knowing, nothing to fix in the map or the data format)
     file: str
     field: str | None
     message: str
@@ -51,6 +51,9 @@ class Collector:
 
     def warn(self, p: Path, field: str | None, message: str, fix: str) -> None:
         self.findings.append(Finding("warning", self.rel(p), field, message, fix))
+
+    def info(self, p: Path, field: str | None, message: str, fix: str) -> None:
+        self.findings.append(Finding("info", self.rel(p), field, message, fix))
 
     def errors(self) -> list[Finding]:
         return [f for f in self.findings if f.level == "error"]
