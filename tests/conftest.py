@@ -8,6 +8,8 @@ import pytest
 
 from benchmark.data.cohort import Cohort
 
+pytest_plugins = ["tests.conftest_mimic"]  # mimic_meds_020 / mimic_meds_013 (real MIMIC-IV demo MEDS)
+
 
 @pytest.fixture(scope="session")
 def default_cohort() -> Cohort:

@@ -7,7 +7,12 @@ Layout (DESIGN.md)::
     <cohort>/metadata/subject_splits.parquet   subject_id, split
     <cohort>/metadata/dataset.json
     <cohort>/modalities/<name>.parquet         subject_id, time, embedding | path, item columns
-    <cohort>/predicates.yaml                   predicate name -> code rule
+    <cohort>/predicates.yaml                   predicate name -> code rule (optional)
+
+How to read the dataset (predicate map, demographics, code hierarchy, note codes) comes from its
+dataset profile (benchmark.data.profiles): `--dataset NAME`, or the profile that recognises
+metadata/dataset.json. Without a profile the cohort must carry its own predicates.yaml, and
+demographics are read from the static codes GENDER/, RACE/, ETHNICITY/ and MEDS_BIRTH.
 
 Nothing here loads the whole dataset into memory: `scan()` returns a LazyFrame over all shards.
 """
@@ -26,6 +31,8 @@ import pyarrow.parquet as pq
 from benchmark.artifacts import cached_artifact
 from benchmark.data.findings import Collector, read_footer
 from benchmark.data.leakage import drop_nonstatic_nulls
+from benchmark.data.profiles import (DEFAULT_DEMOGRAPHICS, DEFAULT_TRUNCATE, DatasetProfile, available_profiles,
+                                     read_dataset_json, read_demographics, resolve_profile)
 from benchmark.data.shard_checks import check_shard_footer, nonstatic_null_codes, scan_shards
 from benchmark.data.sidecar_checks import inside_root
 from benchmark.errors import UserError
@@ -38,16 +45,49 @@ class Cohort:
 
     Args:
         root: the cohort folder.
-        predicates_file: overrides <root>/predicates.yaml.
+        predicates_file: overrides <root>/predicates.yaml and the profile's map (``--predicates``).
+        dataset: a dataset profile name or folder (``--dataset``); None = recognised from dataset.json.
     """
 
-    def __init__(self, root: str | Path, predicates_file: str | Path | None = None):
+    def __init__(self, root: str | Path, predicates_file: str | Path | None = None,
+                 dataset: str | Path | None = None):
         self.root = Path(root)
         if not self.root.is_dir():
             raise UserError("cohort folder not found", file=self.root, field="--data",
                             fix="pass a MEDS cohort folder, or create one with "
                                 "`python -m benchmark prepare synthetic --out DIR`")
-        self.predicates_file = Path(predicates_file) if predicates_file else self.root / "predicates.yaml"
+        self._explicit_predicates = Path(predicates_file) if predicates_file else None
+        self.dataset = dataset
+        if dataset is not None:
+            _ = self.profile  # an unknown --dataset fails here, before any work
+
+    @cached_property
+    def profile(self) -> DatasetProfile | None:
+        """The cohort's dataset profile (``--dataset`` or recognised from dataset.json), or None."""
+        return resolve_profile(self.root, self.dataset)
+
+    @cached_property
+    def predicates_file(self) -> Path:
+        """The predicate map in use: ``--predicates`` > <root>/predicates.yaml > the profile's map for
+        this dataset.json. When there is none, <root>/predicates.yaml (which does not exist)."""
+        own = self.root / "predicates.yaml"
+        if self._explicit_predicates is not None:
+            return self._explicit_predicates
+        if own.exists() or self.profile is None:
+            return own
+        return self.profile.predicates_file(read_dataset_json(self.root)) or own
+
+    @property
+    def code_truncation(self) -> dict[str, int]:
+        """Code prefix -> characters of the category kept after it (ICD truncation; the profile's
+        hierarchy.truncate, else ICD10CM/ and ICD10PCS/ to 3 as before profiles)."""
+        return dict(self.profile.hierarchy.truncate) if self.profile else dict(DEFAULT_TRUNCATE)
+
+    @property
+    def note_codes(self) -> tuple[str, ...] | None:
+        """The MEDS codes whose text_value is a note (the profile's ``notes``), or None when unknown."""
+        notes = self.profile.notes if self.profile else {}
+        return tuple(notes.values()) or None
 
     def __repr__(self) -> str:
         return f"Cohort({str(self.root)!r})"
@@ -179,9 +219,22 @@ class Cohort:
 
     # ------------------------------------------------------------------ derived
     def predicate_map(self):
-        """The dataset's predicate name -> CodeRule map."""
+        """The dataset's predicate name -> rule map (see `predicates_file`), with ``descendants_of``
+        resolved through metadata/codes.parquet.
+
+        Raises:
+            UserError: no map at all (no --predicates, no <cohort>/predicates.yaml, no profile), with the fix.
+        """
         from benchmark.predicate_maps import load_predicate_map
-        return load_predicate_map(self.predicates_file)
+        from benchmark.predicates import resolve_descendants
+        pf = self.predicates_file
+        if not pf.exists() and self._explicit_predicates is None and self.profile is None:
+            installed = ", ".join(sorted(available_profiles())) or "(none installed)"
+            raise UserError(f"no predicate map for cohort {self.root}: no predicates.yaml in it and no dataset "
+                            "profile recognises its metadata/dataset.json", file=pf, field="--dataset",
+                            fix=f"pass --dataset NAME (installed profiles: {installed}), --predicates FILE, "
+                                "or write predicates.yaml into the cohort folder")
+        return resolve_descendants(load_predicate_map(pf), self.root / "metadata" / "codes.parquet")
 
     def fingerprint(self) -> str:
         """Content hash of data, metadata, sidecars and predicates (images excluded).
@@ -224,18 +277,8 @@ class Cohort:
     def demographics(self) -> pl.DataFrame:
         """One row per subject: subject_id, sex, race, ethnicity, birth_time (nulls where absent).
 
-        Read from the static codes GENDER/*, RACE/*, ETHNICITY/* and MEDS_BIRTH.
+        Read as the profile's ``demographics`` says (benchmark.data.profiles.read_demographics); without a
+        profile from the static codes GENDER/*, RACE/*, ETHNICITY/* and MEDS_BIRTH.
         """
-        lf = self.scan(("subject_id", "time", "code"))
-        static = (lf.filter(pl.col("code").str.starts_with("GENDER/") | pl.col("code").str.starts_with("RACE/")
-                            | pl.col("code").str.starts_with("ETHNICITY/") | (pl.col("code") == "MEDS_BIRTH"))
-                  .collect())
-        def first_of(prefix: str, name: str) -> pl.DataFrame:
-            return (static.filter(pl.col("code").str.starts_with(prefix))
-                    .group_by("subject_id").agg(pl.col("code").first().str.replace(prefix, "").alias(name)))
-        birth = (static.filter(pl.col("code") == "MEDS_BIRTH").group_by("subject_id")
-                 .agg(pl.col("time").min().alias("birth_time")))
-        out = self.splits.select("subject_id")
-        for prefix, name in (("GENDER/", "sex"), ("RACE/", "race"), ("ETHNICITY/", "ethnicity")):
-            out = out.join(first_of(prefix, name), on="subject_id", how="left")
-        return out.join(birth, on="subject_id", how="left").sort("subject_id")
+        spec = self.profile.demographics if self.profile else DEFAULT_DEMOGRAPHICS
+        return read_demographics(self, spec)

@@ -36,11 +36,13 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from functools import lru_cache
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Literal
 
+import polars as pl
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from benchmark.errors import UserError
@@ -207,6 +209,18 @@ def available_profiles() -> dict[str, Path]:
     return {name: Path(folder) for name, folder in _registered()}
 
 
+def _loadable(profiles: dict[str, Path]) -> list[DatasetProfile]:
+    """The profiles that load; a broken one is named in a warning, so one bad installed profile
+    does not stop every other dataset from being recognised."""
+    out = []
+    for folder in profiles.values():
+        try:
+            out.append(load_profile(folder))
+        except UserError as e:
+            warnings.warn(f"dataset profile skipped: {e.render()}", stacklevel=3)
+    return out
+
+
 def read_dataset_json(root: Path) -> dict:
     """metadata/dataset.json of a cohort ({} when absent or unreadable)."""
     f = Path(root) / "metadata" / "dataset.json"
@@ -236,8 +250,87 @@ def resolve_profile(root: Path, dataset: str | Path | None = None) -> DatasetPro
         raise UserError(f"no dataset profile {str(dataset)!r}", field="--dataset",
                         fix=f"use one of: {', '.join(sorted(profiles)) or '(none installed)'}, or a profile folder")
     meta = read_dataset_json(root)
-    hits = [p for p in (load_profile(f) for f in profiles.values()) if p.matches(meta)]
+    hits = [p for p in _loadable(profiles) if p.matches(meta)]
     if len(hits) > 1:
         raise UserError(f"several dataset profiles recognise this cohort: {', '.join(p.name for p in hits)}",
                         file=Path(root) / "metadata" / "dataset.json", fix="pick one with --dataset NAME")
     return hits[0] if hits else None
+
+
+# ---------------------------------------------------------------------------- defaults (no profile)
+# What a cohort without a profile gets: today's conventions (static GENDER/, RACE/, ETHNICITY/ codes;
+# ICD-10-CM/PCS truncated to 3 characters), so old cohorts read as before.
+DEFAULT_DEMOGRAPHICS = Demographics(sex=(Source(code_prefix="GENDER/"),), race=(Source(code_prefix="RACE/"),),
+                                    ethnicity=(Source(code_prefix="ETHNICITY/"),))
+DEFAULT_TRUNCATE: dict[str, int] = {"ICD10CM/": 3, "ICD10PCS/": 3}
+
+
+# ---------------------------------------------------------------------------- reading demographics
+def read_demographics(cohort, spec: Demographics) -> pl.DataFrame:
+    """One row per subject of the splits: subject_id, sex, race, ethnicity, birth_time.
+
+    Per attribute the sources are tried in order; a subject takes the first source that gives it a
+    value. A code_prefix source gives the code after the prefix, a column source the column's value,
+    each the first non-null per subject in time order (static rows first). Value groups
+    (``values``, ``value_patterns``) are applied last. birth_time is the earliest time of a ``code``
+    source.
+
+    Args:
+        cohort: the Cohort (its guarded `scan`, shard list and footers are used).
+        spec: the profile's demographics block.
+    """
+    prefixes = [s.code_prefix for a in DEMOGRAPHIC_ATTRIBUTES for s in getattr(spec, a) if s.code_prefix]
+    birth_codes = [s.code for s in spec.birth if s.code]
+    wanted = pl.col("code").is_in(birth_codes)
+    for p in prefixes:
+        wanted = wanted | pl.col("code").str.starts_with(p)
+    static = _time_ordered(cohort.scan(("subject_id", "time", "code")).filter(wanted).collect())
+    out = cohort.splits.select("subject_id")
+    for attr in DEMOGRAPHIC_ATTRIBUTES:
+        out = out.join(_attribute(cohort, spec, attr, static), on="subject_id", how="left")
+    birth = (static.filter(pl.col("code").is_in(birth_codes)).group_by("subject_id")
+             .agg(pl.col("time").min().alias("birth_time")))
+    return out.join(birth, on="subject_id", how="left").sort("subject_id")
+
+
+def _time_ordered(df: pl.DataFrame) -> pl.DataFrame:
+    """Rows by subject and time, null (static) times first; ties keep their reading order."""
+    return df.sort(["subject_id", "time"], nulls_last=False, maintain_order=True)
+
+
+def _attribute(cohort, spec: Demographics, attr: str, static: pl.DataFrame) -> pl.DataFrame:
+    """subject_id -> value of one attribute (first source that gives the subject one), grouped."""
+    parts = []
+    for rank, src in enumerate(getattr(spec, attr)):
+        if src.code_prefix:
+            vals = (static.filter(pl.col("code").str.starts_with(src.code_prefix))
+                    .select("subject_id", pl.col("code").str.slice(len(src.code_prefix)).alias(attr)))
+        elif src.column:
+            vals = _column_values(cohort, src.column, attr)
+        else:
+            continue
+        parts.append(vals.filter(pl.col(attr).is_not_null() & (pl.col(attr) != ""))
+                     .group_by("subject_id", maintain_order=True).agg(pl.col(attr).first())
+                     .with_columns(pl.lit(rank).alias("_rank")))
+    if not parts:
+        return pl.DataFrame(schema={"subject_id": pl.Int64, attr: pl.String})
+    vals = (pl.concat(parts).sort("subject_id", "_rank").group_by("subject_id", maintain_order=True)
+            .agg(pl.col(attr).first()))
+    if spec.values.get(attr) or spec.value_patterns.get(attr):
+        raw = vals[attr].unique().to_list()
+        groups = pl.DataFrame({attr: raw, "_g": [spec.group(attr, v) for v in raw]},
+                              schema={attr: pl.String, "_g": pl.String})
+        vals = vals.join(groups, on=attr, how="left").select("subject_id", pl.col("_g").alias(attr))
+    return vals
+
+
+def _column_values(cohort, column: str, attr: str) -> pl.DataFrame:
+    """subject_id, <attr>: the non-null values of an extra shard column, in time order (only the
+    shards that have the column are read)."""
+    frames = [pl.scan_parquet(f).select(pl.col("subject_id").cast(pl.Int64), pl.col("time").cast(pl.Datetime("us")),
+                                        pl.col(column).cast(pl.String).alias(attr))
+              .filter(pl.col(attr).is_not_null())
+              for f, schema in cohort._schemas.items() if column in schema.names]
+    if not frames:
+        return pl.DataFrame(schema={"subject_id": pl.Int64, attr: pl.String})
+    return _time_ordered(pl.concat(frames).collect()).select("subject_id", attr)

@@ -2,7 +2,9 @@
 
 For each sample (subject, prediction time): counts of each code seen before the prediction time
 (through the leakage guard), for codes present in >= 1% of training subjects, with ICD-10-CM/PCS
-codes truncated to their first three characters (ICD10CM/C34.90 -> ICD10CM/C34); plus sex, age at
+codes truncated to their first three characters (ICD10CM/C34.90 -> ICD10CM/C34; which code families are
+truncated, and to how many characters, comes from the cohort's dataset profile, `hierarchy.truncate`,
+e.g. DIAGNOSIS//ICD//10//C3490 -> DIAGNOSIS//ICD//10//C34 on MIMIC-IV); plus sex, age at
 the first visible event, age at prediction time, race and ethnicity one-hot. As a documented
 extension, the last value before the prediction time of each numeric code in the vocabulary
 ("last:<code>") is added (labs carry much of the signal; set numeric=False for the paper's B.1).
@@ -12,6 +14,7 @@ The output is a scipy CSR matrix per split, cached in the task's work folder.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,17 +24,34 @@ import scipy.sparse as sp
 
 from benchmark.artifacts import atomic_write, cached_artifact, digest
 from benchmark.data.leakage import visible_events
+from benchmark.data.profiles import DEFAULT_TRUNCATE  # ICD-10-CM/PCS to 3 (a cohort without a profile)
 from benchmark.model_api import TaskData
 from benchmark.vocabulary import SPLITS
 
 FEATURIZER_VERSION = "2"  # 2: null-time rows of non-static codes dropped (issue 12)
-TRUNCATED_VOCABS = ("ICD10CM/", "ICD10PCS/")
+TRUNCATED_VOCABS = tuple(DEFAULT_TRUNCATE)
 
 
-def normalize_code(code: pl.Expr) -> pl.Expr:
-    """ICD-10-CM/PCS codes -> vocabulary/first three characters; other codes unchanged."""
-    trunc = code.str.extract(r"^((?:ICD10CM|ICD10PCS)/[^.]{1,3})", 1)
-    return pl.when(trunc.is_not_null()).then(trunc).otherwise(code)
+def normalize_code(code: pl.Expr, truncate: dict[str, int] | None = None) -> pl.Expr:
+    """Codes of each truncated family -> prefix + the first n characters of the rest (stopping at a
+    dot: ICD10CM/C34.90 -> ICD10CM/C34); other codes unchanged.
+
+    Args:
+        code: the code column.
+        truncate: code prefix -> characters kept (the profile's hierarchy.truncate; default ICD-10-CM/PCS to 3).
+    """
+    out = code
+    # shortest prefix first: each longer prefix wraps the shorter ones, so the most specific family wins
+    for prefix, n in sorted((truncate if truncate is not None else DEFAULT_TRUNCATE).items(),
+                            key=lambda kv: len(kv[0])):
+        trunc = code.str.extract(f"^({re.escape(prefix)}[^.]{{1,{int(n)}}})", 1)
+        out = pl.when(trunc.is_not_null()).then(trunc).otherwise(out)
+    return out
+
+
+def _truncation(cohort) -> dict[str, int]:
+    """The cohort's code truncation (its profile's; a cohort object without one gets the default)."""
+    return dict(getattr(cohort, "code_truncation", DEFAULT_TRUNCATE))
 
 
 @dataclass
@@ -57,11 +77,12 @@ class BagOfEvents:
 def _shard_counts(cohort, samples: pl.DataFrame, numeric: bool) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Per shard: (row, code) counts and last numeric values of visible events; concatenated."""
     counts, firsts = [], []
+    truncate = _truncation(cohort)
     for f in cohort.data_files():
         # Cohort.scan checks the shard's columns and drops null-time rows that are not static facts
         ev = cohort.scan(("subject_id", "time", "code", "numeric_value"), files=[f])
         vis = (visible_events(ev, samples.lazy()).join(samples.lazy(), on=["subject_id", "prediction_time"])
-               .with_columns(normalize_code(pl.col("code")).alias("code")))
+               .with_columns(normalize_code(pl.col("code"), truncate).alias("code")))
         aggs = [pl.len().alias("n")]
         if numeric:
             aggs.append(pl.col("numeric_value").sort_by("time").drop_nulls().last().alias("last"))
@@ -85,8 +106,12 @@ def featurize(data: TaskData, *, min_subject_frac: float = 0.01, numeric: bool =
     Returns:
         BagOfEvents with CSR matrices for train, tuning and held_out, rows in label order.
     """
-    key = digest([FEATURIZER_VERSION, min_subject_frac, numeric,
-                  data.labels.select("subject_id", "prediction_time").hash_rows().sum()], n=12)
+    parts = [FEATURIZER_VERSION, min_subject_frac, numeric,
+             data.labels.select("subject_id", "prediction_time").hash_rows().sum()]
+    truncate = _truncation(data.cohort)
+    if truncate != DEFAULT_TRUNCATE:  # another profile's hierarchy gives other features (default: key as before)
+        parts.append(sorted(truncate.items()))
+    key = digest(parts, n=12)
     cache = data.work_dir / f"bag_of_events-{key}.npz"
     # Concurrent runs on one cache: one builds the features, the others wait and read its files.
     return cached_artifact(cache, lambda: _build(data, min_subject_frac, numeric), read=_read_cache,

@@ -8,7 +8,8 @@ sample, or the end of the record for pretraining. It becomes
     [EOS]                                         <- pretraining documents only
 
 * one token per structured event; ICD codes are split into 1-3 hierarchy tokens: the category
-  (first 3 characters after the vocabulary), then the rest of the code in chunks of 2
+  (first 3 characters after the vocabulary; which code families and how many characters come from
+  the cohort's dataset profile, ``hierarchy.truncate``), then the rest of the code in chunks of 2
   ("ICD10CM/R11.10" -> "ICD10CM/R11", "ICD10CM/10"; "ICD10PCS/30233N1" -> "ICD10PCS/302",
   "ICD10PCS/33", "ICD10PCS/N1"), so rare leaf codes share their category's token;
 * a numeric value becomes a quantile-bin token [Q0]..[Q9] right after its code token; the 9
@@ -49,7 +50,9 @@ from benchmark.data.leakage import visible_events, visible_modality
 from benchmark.artifacts import atomic_write
 from benchmark.vocabulary import IMAGE_MODALITIES
 
-TOKENIZER_VERSION = "2"  # 2: timelines without non-static null-time rows (issue 12)
+# 2: timelines without non-static null-time rows (issue 12); 3: hierarchy families from the dataset profile
+# (tokens change on cohorts whose ICD codes are not "ICD.../", e.g. MIMIC-IV; the synthetic cohort's are equal)
+TOKENIZER_VERSION = "3"
 
 PAD, BOS, EOS, UNK = "[PAD]", "[BOS]", "[EOS]", "[UNK]"
 SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
@@ -88,19 +91,28 @@ def fixed_tokens() -> list[str]:
 
 
 # ------------------------------------------------------------------------------ polars pieces
-def _code_tokens(code: pl.Expr) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
+def _code_tokens(code: pl.Expr, hierarchy: dict[str, int] | None = None) -> tuple[pl.Expr, pl.Expr, pl.Expr]:
     """Hierarchy tokens of a code column: (tok1, tok2, tok3), tok2/tok3 null when absent.
 
-    ICD codes ("ICD..." vocabularies) split as category + 2-character chunks of the rest (dot
-    removed); every other code is a single token.
+    A code of a hierarchical family splits as prefix + category (its first n characters, dot
+    removed), then the rest in chunks of 2; every other code is a single token. The families are
+    the cohort's profile ``hierarchy.truncate`` (code prefix -> n, the most specific prefix wins);
+    without one, every "ICD.../" vocabulary with n = 3 (the behaviour before dataset profiles).
     """
-    is_icd = code.str.contains(r"^ICD[^/]*/")
-    vocab = code.str.extract(r"^([^/]*/)", 1)
-    body = code.str.replace(r"^[^/]*/", "").str.replace(".", "", literal=True)
-    n = body.str.len_chars()
-    tok1 = pl.when(is_icd).then(vocab + body.str.slice(0, 3)).otherwise(code)
-    tok2 = pl.when(is_icd & (n > 3)).then(vocab + body.str.slice(3, 2)).otherwise(None)
-    tok3 = pl.when(is_icd & (n > 5)).then(vocab + body.str.slice(5)).otherwise(None)
+    if hierarchy is None:
+        prefix, n = code.str.extract(r"^(ICD[^/]*/)", 1), pl.lit(3)
+    else:
+        prefix, n = pl.lit(None, pl.String), pl.lit(None, pl.Int64)
+        for p, k in sorted(hierarchy.items(), key=lambda kv: len(kv[0])):  # longer prefixes wrap shorter ones
+            hit = code.str.starts_with(p)
+            prefix = pl.when(hit).then(pl.lit(p)).otherwise(prefix)
+            n = pl.when(hit).then(pl.lit(int(k), pl.Int64)).otherwise(n)
+    is_h = prefix.is_not_null()
+    body = code.str.slice(prefix.str.len_chars()).str.replace(".", "", literal=True)
+    m = body.str.len_chars()
+    tok1 = pl.when(is_h).then(prefix + body.str.slice(0, n)).otherwise(code)
+    tok2 = pl.when(is_h & (m > n)).then(prefix + body.str.slice(n, 2)).otherwise(None)
+    tok3 = pl.when(is_h & (m > n + 2)).then(prefix + body.str.slice(n + 2)).otherwise(None)
     return tok1, tok2, tok3
 
 
@@ -214,10 +226,13 @@ class Tokenizer:
     Args:
         min_subjects: a token seen in fewer training subjects becomes [UNK] (also the minimum
             number of subjects with values for a code to get quantile bins).
+        hierarchy: code prefix -> category length of the hierarchical code families (the cohort's
+            ``Cohort.code_truncation``, from its dataset profile); None = every "ICD.../" code, 3.
     """
 
-    def __init__(self, min_subjects: int = 5):
+    def __init__(self, min_subjects: int = 5, hierarchy: dict[str, int] | None = None):
         self.min_subjects = min_subjects
+        self.hierarchy = dict(hierarchy) if hierarchy is not None else None
         self.vocab: list[str] = []
         self.bins = pl.DataFrame(schema={"code": pl.String, **{c: pl.Float32 for c in _bin_columns()}})
 
@@ -237,7 +252,7 @@ class Tokenizer:
         self.bins = (ev.filter(pl.col("numeric_value").is_not_null() & pl.col("numeric_value").is_finite())
                      .group_by("code").agg(pl.col("subject_id").n_unique().alias("n"), *q)
                      .filter(pl.col("n") >= self.min_subjects).drop("n").sort("code").collect())
-        tok1, tok2, tok3 = _code_tokens(pl.col("code"))
+        tok1, tok2, tok3 = _code_tokens(pl.col("code"), self.hierarchy)
         counts = (ev.filter(pl.col("code") != "MEDS_BIRTH")
                   .select("subject_id", pl.concat_list(tok1, tok2, tok3).alias("tok"))
                   .explode("tok", empty_as_null=True).drop_nulls("tok").unique()
@@ -276,8 +291,11 @@ class Tokenizer:
 
     def state(self) -> dict:
         """JSON-able state (vocabulary, bins, settings)."""
-        return {"version": TOKENIZER_VERSION, "min_subjects": self.min_subjects, "vocab": self.vocab,
-                "bins": self.bins.to_dict(as_series=False)}
+        st = {"version": TOKENIZER_VERSION, "min_subjects": self.min_subjects, "vocab": self.vocab,
+              "bins": self.bins.to_dict(as_series=False)}
+        if self.hierarchy is not None:  # absent = the generic ICD rule
+            st["hierarchy"] = self.hierarchy
+        return st
 
     def hash(self) -> str:
         """16-hex-digit hash of the state: equal hashes tokenize equally."""
@@ -293,7 +311,7 @@ class Tokenizer:
         st = json.loads(Path(path).read_text())
         if st.get("version") != TOKENIZER_VERSION:
             raise ValueError(f"{path}: tokenizer version {st.get('version')} != {TOKENIZER_VERSION}")
-        tok = cls(min_subjects=st["min_subjects"])
+        tok = cls(min_subjects=st["min_subjects"], hierarchy=st.get("hierarchy"))
         tok.vocab = list(st["vocab"])
         tok.bins = pl.DataFrame(st["bins"], schema={"code": pl.String, **{c: pl.Float32 for c in _bin_columns()}})
         tok._index = None
@@ -372,7 +390,7 @@ class Tokenizer:
         """Per event: doc, time, kind=0, tok (list: [time] code tokens [value], nulls dropped later), img=null."""
         ev = ev.sort(["doc", "time", "code", "numeric_value"], nulls_last=False)
         gap = (pl.col("time").diff().over("doc").dt.total_seconds() / 60.0)
-        tok1, tok2, tok3 = _code_tokens(pl.col("code"))
+        tok1, tok2, tok3 = _code_tokens(pl.col("code"), self.hierarchy)
         ev = ev.join(self.bins, on="code", how="left", maintain_order="left")
         v = pl.col("numeric_value")
         # bin = number of cut points <= value (numpy's searchsorted side="right"): 0..9
