@@ -64,13 +64,16 @@ def manual_install_hint(package: str, version: str) -> str:
             f"another folder")
 
 
-def ensure_venv(package: str, version: str, *, log=print) -> Path:
+def ensure_venv(package: str, version: str, *, log=print, constraints: tuple[str, ...] = ()) -> Path:
     """The venv with `package==version` installed, built on first use.
 
     Args:
         package: the PyPI name of the ETL.
         version: the exact version to pin.
         log: called with one line of progress text.
+        constraints: extra requirements installed with it (e.g. `polars<2` for an ETL that predates
+            a breaking release of a dependency it leaves unpinned); a venv built with other
+            constraints is rebuilt.
 
     Returns:
         The venv folder (its bin/ holds the ETL's console scripts).
@@ -81,8 +84,10 @@ def ensure_venv(package: str, version: str, *, log=print) -> Path:
     """
     d = venv_dir(package, version)
     d.parent.mkdir(parents=True, exist_ok=True)
+    stamp = "".join(f"{r}\n" for r in (f"{package}=={version}", *constraints))
     with FileLock(str(d) + ".lock"):
-        if (d / COMPLETE_MARKER).exists():
+        marker = d / COMPLETE_MARKER
+        if marker.exists() and (not constraints or marker.read_text() == stamp):
             return d
         if d.exists():  # a build that was interrupted: start over
             shutil.rmtree(d)
@@ -90,12 +95,12 @@ def ensure_venv(package: str, version: str, *, log=print) -> Path:
         try:
             _run_step([sys.executable, "-m", "venv", str(d)], "create the venv", package, version)
             _run_step([str(d / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                       "--timeout", str(PIP_TIMEOUT_S), "--retries", "1", f"{package}=={version}"],
+                       "--timeout", str(PIP_TIMEOUT_S), "--retries", "1", f"{package}=={version}", *constraints],
                       f"pip install {package}=={version}", package, version)
         except BaseException:
             shutil.rmtree(d, ignore_errors=True)
             raise
-        (d / COMPLETE_MARKER).write_text(f"{package}=={version}\n")
+        marker.write_text(stamp)
     return d
 
 
