@@ -70,7 +70,7 @@ def prepare_corpora(cohort, min_subjects: int = 5) -> Corpora:
                 folder.mkdir(parents=True, exist_ok=True)
                 train_docs = pretraining_documents(cohort, "train")
                 ev, imgs, prs = guarded_inputs(cohort, train_docs, IMAGE_MODALITIES, PRS_MODALITY)
-                tok = Tokenizer(min_subjects).fit(ev.drop("prediction_time"))
+                tok = Tokenizer(min_subjects, hierarchy=cohort.code_truncation).fit(ev.drop("prediction_time"))
                 tok.save(folder / "tokenizer.json")
                 for split, docs in (("train", train_docs), ("held_out", pretraining_documents(cohort, "held_out"))):
                     ev, imgs, prs = guarded_inputs(cohort, docs, IMAGE_MODALITIES, PRS_MODALITY)
