@@ -107,13 +107,14 @@ def test_attrition_is_cached_with_the_labels(tmp_path):
 # ---------------------------------------------------------------------------- suitability warnings
 def onset_cohort(tmp_path: Path, n_prevalent: int, n_new: int, n_dead_neg: int, n_alive_neg: int,
                  with_stay: bool = True) -> Cohort:
-    """onset/t2d_10y: index = first record. Prevalent positives have T2D coded at the first
-    discharge (2 days in); new ones 5 years later; negatives die at 1 year or are followed 11 years."""
+    """onset/t2d_10y: index = first record (2009-01-01) + 365 d = 2010-01-01, the admission. Prevalent
+    positives have T2D coded at its discharge (2 days in); new ones 5 years later; negatives die at 1 year
+    or are followed 11 years."""
     ev, sid = [], 0
     def subject(*rows):
         nonlocal sid
         sid += 1
-        ev.extend((sid, *r) for r in rows)
+        ev.extend((sid, *r) for r in (("2009-01-01", "ICD10CM/I10"), *rows))
     for _ in range(n_prevalent):
         subject(("2010-01-01", "HOSPITAL_ADMISSION"), ("2010-01-03", "HOSPITAL_DISCHARGE"),
                 ("2010-01-03", "ICD10CM/E11.9"), ("2021-06-01", "ICD10CM/I10"))
@@ -126,7 +127,8 @@ def onset_cohort(tmp_path: Path, n_prevalent: int, n_new: int, n_dead_neg: int, 
     for _ in range(n_alive_neg):
         subject(("2010-01-01", "HOSPITAL_ADMISSION"), ("2010-01-03", "HOSPITAL_DISCHARGE"),
                 ("2021-06-01", "ICD10CM/I10"))
-    preds = {"t2d": {"prefix": "ICD10CM/E11"}}
+    preds = {"t2d": {"prefix": "ICD10CM/E11"}, "metformin": {"code": "RXNORM/6809"},
+             "hba1c": {"code": "LOINC/4548-4"}, "death": {"code": "MEDS_DEATH"}}
     if with_stay:
         preds["hospital_discharge"] = {"code": "HOSPITAL_DISCHARGE"}
     splits = {s: ("held_out" if s % 3 == 0 else "train") for s in range(1, sid + 1)}
@@ -247,3 +249,26 @@ def test_export_to_an_unwritable_folder_is_a_user_error(tmp_path, capsys):
         assert "--export" in capsys.readouterr().err
     finally:
         ro.chmod(0o700)
+
+
+# ---------------------------------------------------------------------------- real data (MIMIC-IV demo)
+def t2d_version_1():
+    """onset/t2d_10y as published in version 1 (the issue's reproduction): index = first record,
+    only T2D codes at or before it excluded, 10-year window."""
+    from benchmark.taskspec import Criterion, Index, Window
+
+    t = TASKS["onset/t2d_10y"]
+    return t.model_copy(update={
+        "version": 1, "predicates": {}, "index": Index(predicate="_record_start", occurrence="first"),
+        "exclusion": (Criterion(predicate="t2d", start="-inf", end="0"),),
+        "label": t.label.model_copy(update={"window": Window(start="0", end="3650d")})})
+
+
+def test_t2d_version_1_on_mimic_warns_prevalent_onsets_and_death_negatives(mimic_meds_020):
+    """The issue: 31 of 35 'onsets' are diabetes coded at the first discharge; every kept negative
+    is a death; nothing warned (the old labeler returned no such warning)."""
+    ls = extract_labels(t2d_version_1(), Cohort(mimic_meds_020), announce=False)
+    assert ls.labels.height == 55 and int(ls.labels["boolean_value"].sum()) == 35
+    assert any("31 of 35 positives (89%)" in w for w in ls.warnings)
+    assert any("20 of 20 negatives (100%)" in w for w in ls.warnings)
+    assert ls.attrition[-1].rows_out == 55 and ls.attrition[-1].events_out == 35
