@@ -204,3 +204,18 @@ def test_mimic_run_gives_results_or_clean_refusals(version, request, tmp_path):
         assert len(files) == 9
     else:
         assert "fix" in p.stderr  # a refusal says why and what to do
+
+
+def test_fingerprint_follows_the_profile_files(small_cohort, tmp_path, monkeypatch):
+    """Editing the profile's dataset.yaml (how demographics / hierarchy are read) or the predicate map
+    in use changes the cohort fingerprint, so finished cells are recomputed (planted edit)."""
+    import shutil
+
+    from benchmark.data.cohort import Cohort
+    folder = tmp_path / "synthetic"
+    shutil.copytree(Cohort(small_cohort.root).profile.folder, folder)
+    c1 = Cohort(small_cohort.root, dataset=str(folder))
+    fp1 = c1.fingerprint()
+    y = folder / "dataset.yaml"
+    y.write_text(y.read_text().replace("truncate: {ICD10CM/: 3", "truncate: {ICD10CM/: 4"))
+    assert Cohort(small_cohort.root, dataset=str(folder)).fingerprint() != fp1

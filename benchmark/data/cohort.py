@@ -237,7 +237,8 @@ class Cohort:
         return resolve_descendants(load_predicate_map(pf), self.root / "metadata" / "codes.parquet")
 
     def fingerprint(self) -> str:
-        """Content hash of data, metadata, sidecars and predicates (images excluded).
+        """Content hash of data, metadata, sidecars, the predicate map in use and the dataset profile's
+        dataset.yaml (images excluded).
 
         Cached in <root>/.fingerprint keyed by file sizes and mtimes so it is computed once.
         """
@@ -245,6 +246,9 @@ class Cohort:
                  *sorted((self.root / "modalities").glob("*.parquet"))]
         if self.predicates_file.exists():
             files.append(self.predicates_file)
+        if self.profile is not None and self.profile.folder is not None:
+            # how the dataset is read (demographics, code hierarchy) is part of what a result depends on
+            files.append(self.profile.folder / "dataset.yaml")
         stamp = hashlib.sha256()
         for f in files:
             st = f.stat()
