@@ -33,8 +33,15 @@ def test_tasks_json_lists_every_required_task():
     assert rows["cxr/chexpert_multilabel"]["kind"] == "multilabel"
 
 
+# Replicas of real-data benchmarks whose outcome the synthetic cohort barely simulates (proven on the
+# MIMIC-IV demo instead: tests/test_meds_dev_replicas.py)
+NOT_ON_SYNTHETIC = {"meds_dev/readmission_30d": "the synthetic cohort has ~1% 30-day readmissions"}
+
+
 @pytest.mark.parametrize("name", sorted(TASKS))
 def test_labels_are_non_degenerate_on_default_cohort(name, default_cohort, tmp_path):
+    if name in NOT_ON_SYNTHETIC:
+        pytest.skip(NOT_ON_SYNTHETIC[name])
     task = TASKS[name]
     labels = extract_labels(task, default_cohort).labels.join(default_cohort.splits, on="subject_id")
     assert labels.height >= 200, f"{name}: only {labels.height} samples"

@@ -176,8 +176,11 @@ def test_cache_is_used_and_keyed_by_data(tmp_path):
 
 def test_record_start_index_skips_birth_only_subjects(tmp_path):
     """A subject whose only timed event is MEDS_BIRTH has no record start, hence no sample."""
-    spec = TASKS["onset/t2d_10y"].model_copy(update={
-        "label": TASKS["onset/t2d_10y"].label.model_copy(update={"censoring": "negative"})})
+    t2d = TASKS["onset/t2d_10y"]  # at the first record itself (no washout offset, no washout exclusions)
+    spec = t2d.model_copy(update={
+        "index": t2d.index.model_copy(update={"offset": "0"}), "predicates": {},
+        "exclusion": tuple(c for c in t2d.exclusion if c.predicate == "t2d"),
+        "label": t2d.label.model_copy(update={"censoring": "negative"})})
     ev = [(1, "1990-01-01", "MEDS_BIRTH"), (2, "1990-01-01", "MEDS_BIRTH"), (2, "2000-01-01", "ICD10CM/I10")]
     df = extract_labels(spec, Cohort(make_cohort(tmp_path / "b", ev))).labels
     assert df["subject_id"].to_list() == [2]

@@ -160,7 +160,7 @@ BENCHMARK_WORDS = ("MEDS-DEV", "EHRSHOT", "Harutyunyan", "benchmark")
 TEST_ID = re.compile(r"\b(tests/[\w/]+\.py)::(test_\w+)")
 
 
-def test_id_exists(test_id: str) -> bool:
+def names_a_test(test_id: str) -> bool:
     """True if 'tests/<file>.py::<test_name>' names a test function defined in that file."""
     m = TEST_ID.fullmatch(test_id)
     root = Path(__file__).parent.parent
@@ -174,7 +174,7 @@ def test_references_say_reproduces_with_a_test_or_adapted_from(name):
         if ref.startswith("reproduces "):
             ids = [m[0] for m in TEST_ID.finditer(ref)]
             assert ids, f"{name}: {ref!r} claims to reproduce a task but names no test (tests/<file>.py::<test>)"
-            assert all(test_id_exists(i) for i in ids), f"{name}: {ref!r} names a test that does not exist"
+            assert all(names_a_test(i) for i in ids), f"{name}: {ref!r} names a test that does not exist"
         elif any(w in ref for w in BENCHMARK_WORDS):
             assert ref.startswith("adapted from "), (
                 f"{name}: {ref!r} cites another benchmark: start it with 'reproduces' (exact, with its test) "
@@ -182,6 +182,6 @@ def test_references_say_reproduces_with_a_test_or_adapted_from(name):
 
 
 def test_reference_rule_can_fail():
-    assert test_id_exists("tests/test_meds_dev_replicas.py::test_replica_equals_aces")
-    assert not test_id_exists("tests/test_meds_dev_replicas.py::test_no_such_test")
-    assert not test_id_exists("tests/no_such_file.py::test_replica_equals_aces")
+    assert names_a_test("tests/test_meds_dev_replicas.py::test_replica_equals_aces")
+    assert not names_a_test("tests/test_meds_dev_replicas.py::test_no_such_test")
+    assert not names_a_test("tests/no_such_file.py::test_replica_equals_aces")

@@ -10,8 +10,8 @@ Conversion of our code rules (benchmark.predicates.CodeRule) to ACES plain predi
   any_of: [X, Y]             -> code: {any: [X, Y]}
   prefix: X | [X, Y]         -> code: {regex: "^(?:X|Y)"}  (escaped)
   regex: R                   -> code: {regex: R}          (both use polars str.contains)
-  value_min / value_max      -> the same, with value_min_inclusive / value_max_inclusive: true, because
-                                our bounds are inclusive and ACES's default (None) is exclusive.
+  value_min / value_max      -> the same, with value_min_inclusive / value_max_inclusive stated (ours default
+                                to inclusive, ACES's default (None) is exclusive).
 """
 
 from __future__ import annotations
@@ -49,9 +49,9 @@ def aces_predicate(rule: CodeRule) -> dict:
     else:
         out = {"code": {"regex": rule.regex}}
     if rule.value_min is not None:
-        out.update(value_min=rule.value_min, value_min_inclusive=True)
+        out.update(value_min=rule.value_min, value_min_inclusive=rule.value_min_inclusive)
     if rule.value_max is not None:
-        out.update(value_max=rule.value_max, value_max_inclusive=True)
+        out.update(value_max=rule.value_max, value_max_inclusive=rule.value_max_inclusive)
     return out
 
 
@@ -80,19 +80,34 @@ def config_metadata(path: Path) -> dict:
     return (yaml.safe_load(path.read_text()) or {}).get("metadata") or {}
 
 
-def load_config(path: Path, rules: Mapping[str, CodeRule], workdir: Path):
+def with_task_bounds(rules: Mapping[str, CodeRule], task) -> dict[str, CodeRule]:
+    """rules plus the task's value-bounded predicates (``{of: hba1c, value_min: 6.5}``) as code rules.
+
+    An ACES derived predicate combines predicates per timestamp, not per row, so "an HbA1c row with a
+    value >= 6.5" is only expressible as a plain predicate: the dataset rule with the task's bounds.
+    """
+    out = dict(rules)
+    for name, r in (task.predicates.items() if task is not None else ()):
+        if r.of is not None and isinstance(rules.get(r.of), CodeRule):
+            out[name] = rules[r.of].model_copy(update={"value_min": r.value_min, "value_max": r.value_max})
+    return out
+
+
+def load_config(path: Path, rules: Mapping[str, CodeRule], workdir: Path, task=None):
     """Load an ACES task config with a dataset's predicates.
 
     Args:
         path: the ACES task config YAML.
         rules: the dataset's predicate map.
         workdir: a folder for the generated ACES predicates file.
+        task: the mirrored TaskSpec, whose value-bounded task predicates are added (with_task_bounds).
 
     Returns:
         aces.config.TaskExtractorConfig
     """
     from aces.config import TaskExtractorConfig
 
+    rules = with_task_bounds(rules, task)
     preds = write_predicates_file(rules, Path(workdir) / f"aces_predicates_{path.stem}.yaml")
     return TaskExtractorConfig.load(path, preds)
 

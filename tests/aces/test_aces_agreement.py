@@ -34,7 +34,7 @@ from benchmark.labels import extract_labels
 from benchmark.task_registry import load_tasks
 from benchmark.taskspec import TaskSpec, load_task_file
 from tests.aces.aces_bridge import CONFIG_DIR, config_metadata, config_path, load_config, row_diff, run_aces
-from tests.cohort_factory import make_cohort
+from tests.cohort_factory import SYNTHETIC_LIKE_PREDICATES, make_cohort
 
 HERE = Path(__file__).parent
 MTH_TASK_DIR = HERE / "mth_tasks"
@@ -103,7 +103,7 @@ def censored_negatives(task: TaskSpec, cohort: Cohort, rows: pl.DataFrame) -> pl
 def check(task: TaskSpec, cohort: Cohort, aces_config: Path, workdir: Path) -> Agreement:
     """Run both extractors and assert they agree (up to our censoring rule, see the module docstring)."""
     ours = extract_labels(task, cohort, use_cache=False).labels.select(COLS)
-    aces = run_aces(load_config(aces_config, cohort.predicate_map(), workdir), cohort.data_files())
+    aces = run_aces(load_config(aces_config, cohort.predicate_map(), workdir, task), cohort.data_files())
     assert aces.select(KEYS).is_duplicated().sum() == 0, "ACES returned duplicate (subject, time) rows"
     expected, n_censored = aces, 0
     if task.label.censoring == "exclude":
@@ -231,6 +231,11 @@ def test_mth_random_dataset_agrees_with_aces(name, mth_random_cohort, tmp_path):
 
 
 # ---------------------------------------------------------------------------- (c) boundary cases
+# the boundary cohort's map: the factory's synthetic-like codes plus what onset/t2d_10y v2 excludes on
+BOUNDARY_PREDICATES = {**SYNTHETIC_LIKE_PREDICATES, "hba1c": {"code": "LOINC/4548-4", "unit": "%"},
+                       "metformin": {"code": "RXNORM/6809"}}
+
+
 def boundary_events() -> list[tuple]:
     """Hand-written events that sit on window edges (t = 2020-01-01 unless noted; 2020 is a leap year)."""
     rx, dx, tail = "RXNORM/2555", "ICD10CM/C34.90", "ICD10CM/I10"
@@ -251,14 +256,20 @@ def boundary_events() -> list[tuple]:
         (9, "2020-01-02", "SYNTH/LEAK_OUTCOME"), (9, "2020-06-01", "ICD10PCS/30233N1"),
         (9, "2020-12-31 00:00:01", tail),                                                        # record just covers
         (10, "2019-12-01", dx), (10, "2020-01-01", rx), (10, "2020-12-30 23:59:59", tail),       # just too short
-        # onset (index: first timed event that is not MEDS_BIRTH; exclusion t2d at or before it;
-        # label t2d in (t, t + 3650d]; t = 2000-01-01 -> t + 3650d = 2009-12-29)
-        (20, None, "GENDER/M"), (20, "1990-01-01", "MEDS_BIRTH"), (20, "2000-01-01", "ICD10CM/E11.9"),  # t2d at t
+        # onset v2 (index: first timed event that is not MEDS_BIRTH + 365d; exclusion t2d / metformin /
+        # HbA1c >= 6.5 / death at or before it; label t2d in (t, t + 3285d]; 2000-01-01 -> t = 2000-12-31,
+        # t + 3285d = 2009-12-29)
+        (20, None, "GENDER/M"), (20, "1990-01-01", "MEDS_BIRTH"), (20, "2000-01-01", tail),
+        (20, "2000-12-31", "ICD10CM/E11.9"),                                                            # t2d at t
         (21, "1990-01-01", "MEDS_BIRTH"), (21, "2000-01-01", tail), (21, "2009-12-29", "ICD10CM/E11.9"),  # pos
         (22, "1990-01-01", "MEDS_BIRTH"), (22, "2000-01-01", tail), (22, "2009-12-29 00:00:01", "ICD10CM/E11.65"),
         (23, "1990-01-01", "MEDS_BIRTH"), (23, "2000-01-01", tail), (23, "2011-01-01", tail),            # neg
-        (24, "1990-01-01", "MEDS_BIRTH"), (24, "1990-01-01", tail), (24, "1995-01-01", "ICD10CM/E11.9"),  # t = birth
+        (24, "1990-01-01", "MEDS_BIRTH"), (24, "1990-01-01", tail), (24, "1995-01-01", "ICD10CM/E11.9"),  # t = birth + 365d
         (25, "1990-01-01", "MEDS_BIRTH"),                                                                # no record
+        (26, "2000-01-01", tail), (26, "2000-06-01", "LOINC/4548-4", 6.5), (26, "2005-01-01", "ICD10CM/E11.9"),
+        (27, "2000-01-01", tail), (27, "2000-06-01", "LOINC/4548-4", 6.49), (27, "2005-01-01", "ICD10CM/E11.9"),
+        (28, "2000-01-01", tail), (28, "2000-12-31", "RXNORM/6809"), (28, "2005-01-01", "ICD10CM/E11.9"),  # at t
+        (29, "2000-01-01", tail), (29, "2000-06-01", "MEDS_DEATH"),                                        # dead at t
         # ICU (t = first admission + 24h; excl. death (-inf, t], discharge (t-24h, t]; death up to discharge)
         (30, "2020-01-01", "ICU_ADMISSION"), (30, "2020-01-02", "ICU_DISCHARGE"),              # discharge at t
         (31, "2020-01-01", "ICU_ADMISSION"), (31, "2020-01-02 00:00:01", "ICU_DISCHARGE"),     # just after t: neg
@@ -272,7 +283,7 @@ def boundary_events() -> list[tuple]:
 
 @pytest.mark.parametrize("name", ACES_TASKS)
 def test_boundary_cases_agree_with_aces(name, tmp_path):
-    cohort = Cohort(make_cohort(tmp_path / "edges", boundary_events()))
+    cohort = Cohort(make_cohort(tmp_path / "edges", boundary_events(), predicates=BOUNDARY_PREDICATES))
     missing = TASKS[name].dataset_predicates() - set(cohort.predicate_map())
     if missing:  # e.g. the MEDS-DEV replicas' hospital codes; tests/test_meds_dev_replicas.py has their edges
         pytest.skip(f"the boundary cohort's map lacks {sorted(missing)}")
@@ -320,7 +331,7 @@ def test_bridge_gives_the_same_rows_when_run_again(tmp_path):
     """run_aces copies the config per shard: ACES 0.7.3 shifts windows below an offset window in place
     (extract_subtree: ``endpoint_expr.offset += subtree_root_offset``), so reusing one config for a second
     shard moved icu/mortality_24h's prediction time by another 24 h per call."""
-    cohort = Cohort(make_cohort(tmp_path / "edges", boundary_events()))
+    cohort = Cohort(make_cohort(tmp_path / "edges", boundary_events(), predicates=BOUNDARY_PREDICATES))
     cfg = load_config(config_path("icu/mortality_24h"), cohort.predicate_map(), tmp_path)
     first = run_aces(cfg, cohort.data_files())
     assert first.height > 0
@@ -329,12 +340,12 @@ def test_bridge_gives_the_same_rows_when_run_again(tmp_path):
 
 def test_boundary_cases_hand_checked(tmp_path):
     """The boundary cohort's labels for a few tasks, worked out by hand (both sides already agree)."""
-    cohort = Cohort(make_cohort(tmp_path / "edges", boundary_events()))
+    cohort = Cohort(make_cohort(tmp_path / "edges", boundary_events(), predicates=BOUNDARY_PREDICATES))
     got = {n: dict(check(TASKS[n], cohort, config_path(n), tmp_path).ours
                    .select("subject_id", "boolean_value").iter_rows())
            for n in ("oncology/mortality_1y", "icu/mortality_24h", "onset/t2d_10y")}
     assert got["oncology/mortality_1y"] == {2: False, 3: True, 5: False, 8: False, 9: False}
     assert got["icu/mortality_24h"] == {31: False, 32: True, 33: True}
-    # short records are censored unless the subject died (3, 4, 5, 31-35)
-    assert got["onset/t2d_10y"] == {21: True, 22: False, 23: False, 24: True,
-                                    3: False, 4: False, 5: False, 31: False, 32: False, 33: False, 35: False}
+    # v2: 20, 26, 28 have diabetes by t (code, HbA1c on the bound, metformin), 29 and 3, 4, 31-35 died by t;
+    # short records are censored unless the subject died later (5)
+    assert got["onset/t2d_10y"] == {21: True, 22: False, 23: False, 24: True, 27: True, 5: False}
