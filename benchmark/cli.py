@@ -135,23 +135,30 @@ def cmd_prepare_omop_eicu(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    from benchmark.task_registry import load_tasks
+    from benchmark.task_registry import dataset_coverage, load_tasks
 
     tasks = load_tasks()
+    cover = dataset_coverage(tasks)  # task -> dataset profile -> predicate names its map lacks
+    known = sorted(next(iter(cover.values()), {}))
+    if args.dataset is not None and args.dataset not in known:
+        raise UserError(f"no dataset profile {args.dataset!r}", field="--dataset", fix=f"use one of: {', '.join(known)}")
     rows = [{"name": t.name, "kind": t.kind, "modalities": list(t.modalities), "version": t.version,
-             "main_metric": t.main_metric, "description": " ".join(t.description.split())}
-            for t in tasks.values()]
+             "main_metric": t.main_metric, "description": " ".join(t.description.split()),
+             "datasets": [d for d, miss in cover[t.name].items() if not miss]}
+            | ({"missing": cover[t.name][args.dataset]} if args.dataset else {}) for t in tasks.values()]
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     from rich.table import Table
-    table = Table(title=f"{len(rows)} tasks")
-    for col in ("name", "kind", "modalities", "version", "description"):
+    table = Table(title=f"{len(rows)} tasks" + (f" on {args.dataset}" if args.dataset else ""))
+    last = f"missing predicates ({args.dataset})" if args.dataset else "datasets"
+    for col in ("name", "kind", "modalities", "version", "description", last):
         table.add_column(col, overflow="fold")
     for r in rows:
         first = r["description"].split(". ")[0]
         table.add_row(*_plain(r["name"], r["kind"], ",".join(r["modalities"]), str(r["version"]),
-                              first if len(first) <= 90 else first[:87] + "..."))
+                              first if len(first) <= 90 else first[:87] + "...",
+                              ", ".join(r["missing"]) or "- (runs)" if args.dataset else ",".join(r["datasets"])))
     _console().print(table)
     return 0
 
@@ -354,6 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     pt = sub.add_parser("tasks", help="list tasks (name, kind, modalities, version)")
     pt.add_argument("--json", action="store_true")
+    pt.add_argument("--dataset", help="a dataset profile: show which predicates its map lacks per task")
     pt.set_defaults(func=cmd_tasks)
 
     pm = sub.add_parser("models", help="list registered models")
