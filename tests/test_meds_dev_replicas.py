@@ -185,3 +185,35 @@ def test_reference_rule_can_fail():
     assert names_a_test("tests/test_meds_dev_replicas.py::test_replica_equals_aces")
     assert not names_a_test("tests/test_meds_dev_replicas.py::test_no_such_test")
     assert not names_a_test("tests/no_such_file.py::test_replica_equals_aces")
+
+
+# ---------------------------------------------------------------------------- which datasets run which task
+def test_dataset_coverage_from_the_profile_maps():
+    from benchmark.task_registry import dataset_coverage
+
+    cover = dataset_coverage(TASKS)
+    assert all(not m for m in (cover[t]["mimic_iv"] for t in REPLICAS))
+    assert cover["leak/probe"]["mimic_iv"] == ["leak_outcome"] and cover["leak/probe"]["synthetic"] == []
+
+
+def test_readme_lists_exactly_the_tasks_mimic_cannot_run():
+    from benchmark.task_registry import dataset_coverage
+
+    cannot = {t: ", ".join(m["mimic_iv"]) for t, m in dataset_coverage(TASKS).items() if m["mimic_iv"]}
+    readme = (Path(__file__).parent.parent / "tasks" / "README.md").read_text()
+    table = readme.split("MIMIC-IV (profile `mimic_iv`) cannot run:")[1]
+    rows = dict(re.findall(r"^\| (\w+/\w+) \| ([\w, ]+) \|", table, re.M))
+    assert rows == cannot
+
+
+def test_tasks_cli_names_missing_predicates(capsys):
+    import json
+
+    from benchmark.cli import main
+
+    assert main(["tasks", "--json", "--dataset", "mimic_iv"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["survival/mace"]["missing"] == ["cardiac_ct"]
+    assert "mimic_iv" in rows["meds_dev/mortality_in_icu_first_24h"]["datasets"]
+    assert main(["tasks", "--dataset", "no_such_dataset"]) == 2
+    assert "--dataset" in capsys.readouterr().err
