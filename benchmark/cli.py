@@ -135,10 +135,12 @@ def cmd_prepare_omop_eicu(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
+    from benchmark.data.profiles import available_profiles, load_profile
     from benchmark.task_registry import dataset_coverage, load_tasks
 
     tasks = load_tasks()
-    cover = dataset_coverage(tasks)  # task -> dataset profile -> predicate names its map lacks
+    profiles = {name: load_profile(folder) for name, folder in available_profiles().items()}
+    cover = dataset_coverage(tasks, profiles)  # task -> dataset profile -> predicate names its map lacks
     known = sorted(next(iter(cover.values()), {}))
     if args.dataset is not None and args.dataset not in known:
         raise UserError(f"no dataset profile {args.dataset!r}", field="--dataset", fix=f"use one of: {', '.join(known)}")

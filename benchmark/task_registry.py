@@ -46,30 +46,28 @@ def select_tasks(spec: str, root: Path | None = None) -> list[TaskSpec]:
     return out
 
 
-def profile_predicate_names(folder: Path) -> set[str]:
-    """Predicate names a dataset profile maps (in every one of its predicate-file variants)."""
-    from benchmark.data.profiles import load_profile
+
+def profile_predicate_names(profile) -> set[str]:
+    """Predicate names a dataset profile (benchmark.data.profiles.DatasetProfile) maps, in every one of
+    its predicate-file variants."""
     from benchmark.predicate_maps import load_predicate_map
 
-    profile = load_profile(folder)
     maps = [set(load_predicate_map(profile.folder / v.file)) for v in profile.predicates]
     return set.intersection(*maps) if maps else set()
 
 
-def dataset_coverage(tasks: dict[str, TaskSpec], profiles: dict[str, Path] | None = None) -> dict[str, dict[str, list[str]]]:
-    """Which installed dataset profiles can run which tasks, from the profiles' predicate maps.
+def dataset_coverage(tasks: dict[str, TaskSpec], profiles: dict) -> dict[str, dict[str, list[str]]]:
+    """Which dataset profiles can run which tasks, from the profiles' predicate maps.
 
     Args:
         tasks: task name -> spec (``load_tasks()``).
-        profiles: profile name -> folder (default: every installed profile).
+        profiles: profile name -> DatasetProfile (e.g. every installed one; the caller loads them, so
+            this module does not import benchmark.data).
 
     Returns:
         task name -> profile name -> the predicate names the task needs and the profile's map lacks,
         sorted ([] = the profile can run the task).
     """
-    from benchmark.data.profiles import available_profiles
-
-    profiles = available_profiles() if profiles is None else profiles
-    names = {p: profile_predicate_names(folder) for p, folder in sorted(profiles.items())}
+    names = {p: profile_predicate_names(prof) for p, prof in sorted(profiles.items())}
     return {t: {p: sorted(spec.dataset_predicates() - have) for p, have in names.items()}
             for t, spec in tasks.items()}

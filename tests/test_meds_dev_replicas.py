@@ -188,18 +188,20 @@ def test_reference_rule_can_fail():
 
 
 # ---------------------------------------------------------------------------- which datasets run which task
-def test_dataset_coverage_from_the_profile_maps():
+def coverage() -> dict:
     from benchmark.task_registry import dataset_coverage
 
-    cover = dataset_coverage(TASKS)
+    return dataset_coverage(TASKS, {n: load_profile(f) for n, f in available_profiles().items()})
+
+
+def test_dataset_coverage_from_the_profile_maps():
+    cover = coverage()
     assert all(not m for m in (cover[t]["mimic_iv"] for t in REPLICAS))
     assert cover["leak/probe"]["mimic_iv"] == ["leak_outcome"] and cover["leak/probe"]["synthetic"] == []
 
 
 def test_readme_lists_exactly_the_tasks_mimic_cannot_run():
-    from benchmark.task_registry import dataset_coverage
-
-    cannot = {t: ", ".join(m["mimic_iv"]) for t, m in dataset_coverage(TASKS).items() if m["mimic_iv"]}
+    cannot = {t: ", ".join(m["mimic_iv"]) for t, m in coverage().items() if m["mimic_iv"]}
     readme = (Path(__file__).parent.parent / "tasks" / "README.md").read_text()
     table = readme.split("MIMIC-IV (profile `mimic_iv`) cannot run:")[1]
     rows = dict(re.findall(r"^\| (\w+/\w+) \| ([\w, ]+) \|", table, re.M))
