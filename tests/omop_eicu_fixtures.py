@@ -229,7 +229,10 @@ def _eicu_tables() -> dict[str, tuple[list[str], list]]:
                         "250.00, E11.9", "Other")]),
         "infusionDrug": (["infusiondrugid", "patientunitstayid", "infusionoffset", "drugname", "drugrate",
                           "infusionrate", "drugamount", "volumeoffluid", "patientweight"],
-                         [(800, stays[1], 90, "Norepinephrine (mcg/min)", "5", "", "", "", "80.5")]),
+                         # infusionrate / patientweight are free text in the release ("OFF", ""): eICU_MEDS
+                         # reads them with a regex and fails on a column that parses as all-numeric
+                         [(800, stays[1], 90, "Norepinephrine (mcg/min)", "5", "5", "", "", "80.5"),
+                          (801, stays[1], 95, "Norepinephrine (mcg/min)", "OFF", "OFF", "", "", "unknown")]),
         "lab": (["labid", "patientunitstayid", "labresultoffset", "labtypeid", "labname", "labresult", "labresulttext",
                  "labmeasurenamesystem", "labmeasurenameinterface", "labresultrevisedoffset"],
                 [(900 + i, u, 60, 1, "creatinine", 1.2 + i, str(1.2 + i), "mg/dL", "mg/dL", 65)

@@ -101,3 +101,47 @@ def test_cli_prepare_omop_bad_raw_exits_2_without_traceback(tmp_path):
                            "--out", str(tmp_path / "out")], capture_output=True, text=True)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and "--raw" in proc.stderr
+
+
+# ---------------------------------------------------------------------------- eICU
+@pytest.fixture(scope="module")
+def eicu_cohort(tmp_path_factory):
+    from data_prep.eicu import prepare_eicu
+    root = tmp_path_factory.mktemp("eicu")
+    raw = write_eicu(root / "raw")
+    return _venv_or_skip(lambda: prepare_eicu(raw, root / "cohort", log=lambda _: None))
+
+
+def test_prepare_eicu_gives_a_valid_cohort_recognised_by_the_eicu_profile(eicu_cohort):
+    out = eicu_cohort.out
+    assert eicu_cohort.n_subjects == EICU_EXPECTED["n_subjects"]
+    assert [f for f in integrity_findings(out) if f.level == "error"] == []
+    assert resolve_profile(out).name == "eicu"
+    demo = Cohort(out).demographics().sort("subject_id")
+    assert demo["sex"].to_list() == ["F", "M", "F", "M", "M"]
+    assert demo["race"].to_list() == ["WHITE", "BLACK", "WHITE", "HISPANIC/LATINO", "WHITE"]
+
+
+def test_eicu_icu_mortality_24h_labels_equal_the_hand_count(eicu_cohort):
+    assert _labels(eicu_cohort.out, "icu/mortality_24h") == EICU_EXPECTED["mortality_24h"]
+
+
+def test_prepare_eicu_refuses_a_folder_without_the_lab_table(tmp_path):
+    from data_prep.eicu import prepare_eicu
+    raw = write_eicu(tmp_path / "raw", omit=("lab",))
+    with pytest.raises(UserError) as e:
+        prepare_eicu(raw, tmp_path / "out")
+    assert "lab.csv.gz" in str(e.value) and "--raw" in str(e.value)
+    assert not (tmp_path / "out").exists()
+
+
+def test_prepare_eicu_tells_to_gzip_a_plain_csv(tmp_path):
+    import gzip
+    import shutil as sh
+    from data_prep.eicu import prepare_eicu
+    raw = write_eicu(tmp_path / "raw")
+    with gzip.open(raw / "patient.csv.gz", "rb") as src, open(raw / "patient.csv", "wb") as dst:
+        sh.copyfileobj(src, dst)
+    (raw / "patient.csv.gz").unlink()
+    with pytest.raises(UserError, match="gzip"):
+        prepare_eicu(raw, tmp_path / "out")
