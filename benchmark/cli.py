@@ -74,13 +74,14 @@ def cmd_prepare_mimic_iv(args: argparse.Namespace) -> int:
 
 def cmd_prepare_omop_eicu(args: argparse.Namespace) -> int:
     """`prepare omop` / `prepare eicu`: a community ETL in its own venv, then splits and the integrity check."""
-    from data_prep.eicu import prepare_eicu
-    from data_prep.omop import prepare_omop
-
     if args.seed < 0:
         raise UserError(f"--seed {args.seed} is negative", field="--seed",
                         fix="pass a seed of 0 or more (the default is 0)")
-    prepare, name = (prepare_omop, "OMOP") if args.source == "omop" else (prepare_eicu, "eICU")
+    if args.source == "omop":
+        from data_prep.omop import prepare_omop as prepare
+    else:
+        from data_prep.eicu import prepare_eicu as prepare
+    name = {"omop": "OMOP", "eicu": "eICU"}[args.source]
     s = prepare(args.raw, args.out, seed=args.seed, log=lambda line: print(line, flush=True))
     for f in s.findings:
         print(f.render())
@@ -110,27 +111,6 @@ def cmd_prepare_mimic_note(args: argparse.Namespace) -> int:
     s = prepare_mimic_note(args.raw, args.data, note_types=types, embeddings=args.embeddings)
     print(f"linked notes {s.notes_linked}; dropped (subject not in cohort) {s.dropped_unknown_subject}; "
           f"time from storetime {s.time_from_storetime}, end of day {s.time_end_of_day}; sidecar: {s.sidecar_written}")
-    return 0
-
-
-def cmd_prepare_omop_eicu(args: argparse.Namespace) -> int:
-    """`prepare omop` / `prepare eicu`: a community ETL in its own venv, then splits and the integrity check."""
-    if args.seed < 0:
-        raise UserError(f"--seed {args.seed} is negative", field="--seed",
-                        fix="pass a seed of 0 or more (the default is 0)")
-    if args.source == "omop":
-        from data_prep.omop import prepare_omop as prepare
-    else:
-        from data_prep.eicu import prepare_eicu as prepare
-    name = {"omop": "OMOP", "eicu": "eICU"}[args.source]
-    s = prepare(args.raw, args.out, seed=args.seed, log=lambda line: print(line, flush=True))
-    for f in s.findings:
-        print(f.render())
-    splits = ", ".join(f"{k} {v}" for k, v in sorted(s.split_counts.items()))
-    print(f"wrote {name} cohort ({s.etl_name} {s.etl_version}: {s.n_subjects} subjects, {s.n_events} events; "
-          f"splits {splits}) to {s.out}")
-    print(f"integrity check passed ({len(s.findings)} warning(s)); run `python -m benchmark validate --data {s.out}` "
-          f"for the full report")
     return 0
 
 
@@ -330,13 +310,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="MIMIC_IV_MEDS version (default: the newest tested, 0.2.0; 0.1.3 also tested)")
     mim.add_argument("--seed", type=int, default=0, help="seed of the 70/15/15 splits if the ETL made none")
     mim.set_defaults(func=cmd_prepare_mimic_iv)
-    for source, what in (("omop", "OMOP CDM 5.3/5.4 tables -> MEDS via meds_etl's OMOP converter (own venv)"),
-                         ("eicu", "raw eICU-CRD 2.0 CSVs -> MEDS via the eICU_MEDS ETL (own venv)")):
-        etl = pps.add_parser(source, help=what)
-        etl.add_argument("--raw", required=True, help="folder of the raw tables (see data_prep/README.md)")
-        etl.add_argument("--out", required=True, help="new folder to write the cohort to")
-        etl.add_argument("--seed", type=int, default=0, help="seed of the subject-level 70/15/15 splits")
-        etl.set_defaults(func=cmd_prepare_omop_eicu)
     for source, what in (("omop", "OMOP CDM 5.3/5.4 tables -> MEDS via meds_etl's OMOP converter (own venv)"),
                          ("eicu", "raw eICU-CRD 2.0 CSVs -> MEDS via the eICU_MEDS ETL (own venv)")):
         etl = pps.add_parser(source, help=what)
