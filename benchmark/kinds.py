@@ -85,6 +85,10 @@ class TaskKind:
         """How `fewer than N test subjects with/without ...` names the outcome; None: counts subjects only."""
         return None
 
+    def support_counts(self, y: np.ndarray, label_names: list[str]) -> list[tuple[str, int]]:
+        """(what, count) pairs a confidence interval needs enough of, for targets y of one split."""
+        return [("samples", len(y))]
+
     def one_class_problem(self, positives: int, n: int) -> bool:
         """True if `positives` of `n` training rows leave a model with one class only."""
         return positives == 0
@@ -198,6 +202,10 @@ class Binary(TaskKind):
     def one_class_problem(self, positives, n):
         return positives == 0 or positives == n
 
+    def support_counts(self, y, label_names):
+        pos = int(np.asarray(y).sum())
+        return [("positives", pos), ("negatives", len(y) - pos)]
+
     def outcome_phrase(self):
         return "the outcome"
 
@@ -242,6 +250,10 @@ class Multilabel(TaskKind):
 
     def n_events(self, y):
         return int(np.asarray(y).sum())
+
+    def support_counts(self, y, label_names):
+        y = np.asarray(y)
+        return [(f"'{name}' positives", int(y[:, j].sum())) for j, name in enumerate(label_names)]
 
     def stratification_key(self, y):
         Y = np.asarray(y).reshape(len(y), -1).astype(bool)
@@ -296,6 +308,9 @@ class Survival(TaskKind):
 
     def n_events(self, y):
         return int(np.asarray(y)[:, 1].sum())
+
+    def support_counts(self, y, label_names):
+        return [("observed events", self.n_events(y))]
 
     def event_flags(self, y):
         return np.asarray(y)[:, 1].astype(bool)

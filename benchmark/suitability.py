@@ -19,6 +19,7 @@ import math
 import polars as pl
 
 from benchmark.durations import parse_duration
+from benchmark.kinds import kind_of
 from benchmark.metrics.bootstrap import MIN_CI_SUBJECTS
 from benchmark.vocabulary import REQUIRED_SPLITS, SPLITS
 
@@ -32,7 +33,7 @@ NOT_ONSET = ("death",)  # outcomes that cannot be present before they happen
 def is_onset_task(task) -> bool:
     """A binary task that excludes its outcome up to the prediction time ("people without it then")."""
     lab = task.label
-    if task.kind != "binary" or not lab.outcome or lab.outcome in NOT_ONSET:
+    if not lab.outcome or lab.outcome in NOT_ONSET:   # label.outcome: binary tasks only
         return False
     return any(c.predicate == lab.outcome and parse_duration(c.end) <= 0 for c in task.exclusion)
 
@@ -86,18 +87,10 @@ def _held_out_support(task, labels: pl.DataFrame, splits: pl.DataFrame, final) -
     n = final.by_split.get("held_out", 0)
     if n == 0:
         return []  # reported as an empty split
-    short: list[tuple[str, int]] = []
-    if task.kind == "binary":
-        pos = (final.events_by_split or {}).get("held_out", 0)
-        short = [("positives", pos), ("negatives", n - pos)]
-    elif task.kind == "survival":
-        short = [("observed events", (final.events_by_split or {}).get("held_out", 0))]
-    elif task.kind == "regression":
-        short = [("samples", n)]
-    else:
-        held = labels.join(splits.filter(pl.col("split") == "held_out"), on="subject_id", how="inner")
-        bits = held["integer_value"]
-        short = [(f"'{name}' positives", int(((bits >> i) & 1).sum())) for i, name in enumerate(task.label_names())]
+    held = labels.join(splits.filter(pl.col("split") == "held_out"), on="subject_id", how="inner")
+    names = task.label_names() or []
+    kind = kind_of(task.kind)
+    short = kind.support_counts(kind.targets(held, len(names) or 1), names)
     low = [(w, k) for w, k in short if k < MIN_CI_SUBJECTS]
     if not low:
         return []
@@ -110,7 +103,7 @@ def _held_out_support(task, labels: pl.DataFrame, splits: pl.DataFrame, final) -
 def _prevalent(task, labels: pl.DataFrame, events: dict[str, pl.DataFrame]) -> list[str]:
     """Positives whose outcome is there at the prediction time (see the module doc)."""
     lab = task.label
-    if task.kind != "binary" or not lab.outcome or lab.outcome in NOT_ONSET or lab.outcome not in events:
+    if not lab.outcome or lab.outcome in NOT_ONSET or lab.outcome not in events:
         return []
     pos = labels.filter(pl.col("boolean_value")).select("subject_id", "prediction_time")
     if pos.height == 0:
