@@ -10,7 +10,7 @@ TASKS ?= all
 BUDGET ?= default
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup run test bench leaderboard clean
+.PHONY: setup run test test-slow bench leaderboard clean
 
 setup: $(STAMP)
 
@@ -31,7 +31,12 @@ run: setup
 # second, and a broken layer fails before the long test run.
 test: setup
 	$(VENV)/bin/lint-imports --no-cache
-	$(PY) -m pytest -q --benchmark-disable -p no:randomly tests
+	$(PY) -m pytest -q --benchmark-disable -p no:randomly -m "not slow" tests
+
+# The slow tests (marked `slow`: real MIMIC-IV demo data through the community ETL, OMOP / eICU ETLs,
+# the planted cross-modal claim, image encoders); CI runs them after `make test`.
+test-slow: setup
+	$(PY) -m pytest -q --benchmark-disable -p no:randomly -m slow tests
 
 bench: setup
 	$(PY) -m pytest -q tests/benchmarks --benchmark-enable --benchmark-columns=min,mean,rounds

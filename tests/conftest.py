@@ -10,6 +10,16 @@ from benchmark.data.cohort import Cohort
 
 pytest_plugins = ["tests.conftest_mimic"]  # mimic_meds_020 / mimic_meds_013 (real MIMIC-IV demo MEDS)
 
+# Tests that build a community ETL's venv or run it (real MIMIC-IV demo, OMOP / eICU fixtures) take
+# minutes on a fresh machine: they are `slow`, run by `make test-slow` (CI's second step), not `make test`.
+ETL_FIXTURES = {"mimic_meds_020", "mimic_meds_013", "omop_cohort", "eicu_cohort"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if ETL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(scope="session")
 def default_cohort() -> Cohort:
