@@ -12,7 +12,7 @@ pytest_plugins = ["tests.conftest_mimic"]  # mimic_meds_020 / mimic_meds_013 (re
 
 # Tests that build a community ETL's venv or run it (real MIMIC-IV demo, OMOP / eICU fixtures) take
 # minutes on a fresh machine: they are `slow`, run by `make test-slow` (CI's second step), not `make test`.
-ETL_FIXTURES = {"mimic_meds_020", "mimic_meds_013", "omop_cohort", "eicu_cohort"}
+ETL_FIXTURES = {"mimic_meds_020", "mimic_meds_013", "mimic", "mimic_meds", "omop_cohort", "eicu_cohort"}
 
 
 def pytest_collection_modifyitems(config, items):

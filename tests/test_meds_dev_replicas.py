@@ -87,6 +87,7 @@ def compare(task: str, cohort: Cohort) -> pl.DataFrame:
 EXPECTED = {"meds_dev/mortality_in_icu_first_24h": (74, 9), "meds_dev/readmission_30d": (218, 48)}
 
 
+@pytest.mark.slow  # real MIMIC-IV demo MEDS (built through the community ETL)
 @pytest.mark.parametrize("version", ["0.1.3", "0.2.0"])
 @pytest.mark.parametrize("task", sorted(REPLICAS))
 def test_replica_equals_aces(task, version, request):
@@ -94,6 +95,7 @@ def test_replica_equals_aces(task, version, request):
     assert (ours.height, int(ours["boolean_value"].sum())) == EXPECTED[task]
 
 
+@pytest.mark.slow  # real MIMIC-IV demo MEDS (built through the community ETL)
 @pytest.mark.parametrize("version", ["0.1.3", "0.2.0"])
 def test_profile_predicates_match_meds_devs_codes(version, request):
     """Every dataset predicate a replica uses selects the same codes on the demo under the mimic_iv
@@ -114,6 +116,7 @@ def test_profile_predicates_match_meds_devs_codes(version, request):
             assert set(codes.filter(ours[name].code_expr())["code"]) == want, f"{task}: {name}"
 
 
+@pytest.mark.slow  # real MIMIC-IV demo MEDS (built through the community ETL)
 @pytest.mark.parametrize("version", ["0.1.3", "0.2.0"])
 def test_meds_dev_lab_predicates_match_nothing_on_the_demo(version, request):
     cohort = mimic_cohort(demo_meds(request, version))
