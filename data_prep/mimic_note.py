@@ -36,7 +36,7 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from benchmark.errors import UserError
-from data_prep.mimic_cxr import CohortEdit, add_code_metadata, merge_events, raw_file, read_csv, run_edit, \
+from data_prep.meds_merge import CohortEdit, add_code_metadata, merge_events, raw_file, read_csv, run_edit, \
     subject_shards
 
 NOTE_FILES = {"discharge": "discharge.csv.gz", "radiology": "radiology.csv.gz"}

@@ -19,7 +19,7 @@ from benchmark.data.integrity import Finding, integrity_findings
 from benchmark.errors import UserError
 from benchmark.labels import extract_labels
 from benchmark.task_registry import load_tasks
-from data_prep import mimic_cxr
+from data_prep import meds_merge
 from data_prep.mimic_cxr import FINDING_CODES, STUDY_CODE, prepare_mimic_cxr
 from data_prep.mimic_note import NOTE_CODES, prepare_mimic_note
 from tests.mimic_fixtures import (DISCHARGE, FINDINGS, OUTSIDER, RADIOLOGY, SHARDS, STUDIES, STUDY_SPLITS, make_mimic_cohort, write_csv_gz,
@@ -196,7 +196,7 @@ def test_failed_integrity_after_the_change_rolls_everything_back(setup, monkeypa
     def broken(root):
         return [Finding("error", "data", "time", "planted", "fix it")]
 
-    monkeypatch.setattr(mimic_cxr, "integrity_findings", broken)
+    monkeypatch.setattr(meds_merge, "integrity_findings", broken)
     with pytest.raises(UserError, match="planted"):
         prepare_mimic_cxr(raw, cohort)
     assert snapshot(cohort) == before  # shards, codes, sidecar, image links and folders all restored
