@@ -399,7 +399,7 @@ def run_grid(models: str, tasks: str, cohort: Cohort, results_dir: Path, seeds: 
 
 def evaluate(models: str | list[str], tasks: str | list[str], data: str | Path | Cohort | None = None,
              results: str | Path | None = None, budget: str | Budget = "default", seeds: int = 1,
-             force: bool = False, ablate: bool = False) -> list[ResultRecord]:
+             force: bool = False, ablate: bool = False, dataset: str | None = None) -> list[ResultRecord]:
     """Run models on tasks and return their typed result records (what `run` does, without printing).
 
     Result files are written exactly as `run` writes them; finished cells are kept (not recomputed)
@@ -414,6 +414,8 @@ def evaluate(models: str | list[str], tasks: str | list[str], data: str | Path |
         seeds: number of seeds (0..seeds-1).
         force: recompute finished cells.
         ablate: also run the test-time modality ablations.
+        dataset: a dataset profile name or folder (``--dataset``), when `data` is a folder; None =
+            recognised from the cohort's metadata/dataset.json.
 
     Returns:
         One record per (model, task, seed) cell that fits, in grid order; a failed cell's record has
@@ -424,7 +426,7 @@ def evaluate(models: str | list[str], tasks: str | list[str], data: str | Path |
     """
     if data is None:
         data = ensure_default_cohort()
-    cohort = data if isinstance(data, Cohort) else Cohort(data)
+    cohort = data if isinstance(data, Cohort) else Cohort(data, dataset=dataset)
     results_dir = Path(results) if results is not None else default_results_dir()
     return run_evaluation(models, tasks, cohort, results_dir, seeds=seeds, budget=budget, force=force,
                           ablate=ablate).records

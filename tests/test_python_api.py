@@ -85,6 +85,17 @@ def test_bad_input_is_a_user_error_before_any_work(small_cohort, tmp_path, cache
     assert not (tmp_path / "res").exists()  # refused before the results folder is even created
 
 
+def test_evaluate_takes_a_dataset_profile(small_cohort, tmp_path, cache):
+    """`dataset=` picks the profile by name, as `run --dataset` does; an unknown one is a UserError."""
+    with pytest.raises(UserError) as e:
+        benchmark.evaluate("logistic_regression", "oncology/mortality_1y", data=small_cohort.root,
+                           results=tmp_path / "res", budget="smoke", dataset="nope")
+    assert e.value.field == "--dataset" and "synthetic" in e.value.fix
+    [rec] = benchmark.evaluate("logistic_regression", "oncology/mortality_1y", data=small_cohort.root,
+                               results=tmp_path / "res", budget="smoke", dataset="synthetic")
+    assert rec.status == "ok"
+
+
 def test_import_benchmark_stays_light():
     code = ("import sys, benchmark; heavy = [m for m in ('torch', 'polars', 'pydantic', 'rich', 'numpy') "
             "if m in sys.modules]; print(heavy); benchmark.ResultRecord; print('torch' in sys.modules)")
