@@ -23,19 +23,16 @@ same two steps with one worker.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import polars as pl
 
-from benchmark.data.integrity import Finding, integrity_findings
+from benchmark.data.integrity import Finding
 from benchmark.errors import UserError
-from data_prep.etl import ensure_venv, etl_cache_root, publish, run_in_venv
-from data_prep.mimic_iv import check_out, write_splits
+from data_prep.etl import ensure_venv, etl_cache_root, run_in_venv
+from data_prep.prepared import assemble, build_and_publish, check_out, stamp_dataset_json, write_splits
 
 PACKAGE = "eicu-meds"
 VERSION = "0.1.0"
@@ -101,27 +98,7 @@ def run_etl(raw: Path, work: Path, *, log=print) -> tuple[Path, float, float]:
     run_in_venv(venv, ["python", str(DRIVER), str(raw.resolve()), str(work), str(etl_out)], log_file,
                 what=f"eICU_MEDS {VERSION}",
                 fix="read the log; check --raw is an unmodified eICU-CRD release")
-    for part in ("data", "metadata"):
-        if not (etl_out / part).is_dir():
-            raise UserError(f"the ETL finished but wrote no {part}/ folder", file=etl_out, field=part,
-                            fix=f"read the log {log_file}")
     return etl_out, t1 - t0, time.perf_counter() - t1
-
-
-def stamp_dataset_json(cohort: Path) -> dict:
-    """Name the dataset eICU-CRD and this ETL; the pipeline engine's own etl_name/etl_version move to
-    pipeline_name/pipeline_version (as prepare mimic-iv does).
-
-    Returns:
-        The metadata written.
-    """
-    p = cohort / "metadata" / "dataset.json"
-    meta = json.loads(p.read_text()) if p.is_file() else {}
-    if meta.get("etl_name") and meta.get("etl_name") != ETL_NAME:
-        meta["pipeline_name"], meta["pipeline_version"] = meta["etl_name"], meta.get("etl_version")
-    meta.update(dataset_name=DATASET_NAME, etl_name=ETL_NAME, etl_version=VERSION)
-    p.write_text(json.dumps(meta, indent=2) + "\n")
-    return meta
 
 
 def prepare_eicu(raw: str | Path, out: str | Path, *, seed: int = 0, log=print) -> EicuSummary:
@@ -143,27 +120,18 @@ def prepare_eicu(raw: str | Path, out: str | Path, *, seed: int = 0, log=print) 
     raw, out = Path(raw).expanduser(), Path(out).expanduser()
     check_raw(raw)
     check_out(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.prepare-{os.getpid()}"
-    tmp.mkdir()
-    try:
-        etl_out, venv_s, etl_s = run_etl(raw, tmp / "work", log=log)
+    done: dict = {}
+
+    def build(tmp: Path) -> Path:
+        etl_out, done["venv_s"], done["etl_s"] = run_etl(raw, tmp / "work", log=log)
         cohort = tmp / "cohort"
-        cohort.mkdir()
-        for part in ("data", "metadata"):
-            shutil.move(str(etl_out / part), str(cohort / part))
-        kept, counts = write_splits(cohort, seed)
-        stamp_dataset_json(cohort)
-        findings = integrity_findings(cohort)
-        errors = [f for f in findings if f.level == "error"]
-        if errors:
-            raise UserError("the ETL's output fails MEHR-Bench's integrity check:\n"
-                            + "\n".join(f.render() for f in errors), file=out, field="--raw",
-                            fix="check --raw is an unmodified eICU-CRD release and report it")
-        n_events = pl.scan_parquet(sorted((cohort / "data").rglob("*.parquet"))).select(pl.len()).collect().item()
-        check_out(out)  # another process may have written it meanwhile
-        publish(cohort, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        assemble(etl_out, cohort)
+        done["kept"], done["counts"] = write_splits(cohort, seed)
+        stamp_dataset_json(cohort, DATASET_NAME, ETL_NAME, VERSION)
+        return cohort
+
+    findings, n_events = build_and_publish(out, build, field="--raw",
+                                           fix="check --raw is an unmodified eICU-CRD release and report it")
+    counts, kept, venv_s, etl_s = done["counts"], done["kept"], done["venv_s"], done["etl_s"]
     return EicuSummary(out=out, etl_version=VERSION, n_subjects=sum(counts.values()), n_events=n_events,
                        split_counts=counts, splits_from_etl=kept, venv_s=venv_s, etl_s=etl_s, findings=findings)

@@ -16,20 +16,16 @@ Two generations of the ETL are supported (both tested on the MIMIC-IV demo 2.2):
 from __future__ import annotations
 
 import gzip
-import json
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import polars as pl
 
-from benchmark.data.integrity import Finding, integrity_findings
+from benchmark.data.integrity import Finding
 from benchmark.errors import UserError
-from benchmark.vocabulary import SPLITS
-from data_prep.etl import ensure_venv, etl_cache_root, publish, run_in_venv
+from data_prep.etl import ensure_venv, etl_cache_root, run_in_venv
+from data_prep.prepared import assemble, build_and_publish, check_out, stamp_dataset_json, write_splits
 
 PACKAGE = "mimic-iv-meds"
 ETL_NAME = "MIMIC_IV_MEDS"
@@ -39,7 +35,6 @@ DEFAULT_VERSION = SUPPORTED_VERSIONS[0]  # the newest that works on the demo
 # The files MIMIC-IV's ETLs cannot run without (either .csv.gz as PhysioNet ships them, or .csv).
 REQUIRED_TABLES = ("hosp/patients", "hosp/admissions", "hosp/diagnoses_icd", "hosp/labevents",
                    "icu/icustays")
-SPLIT_FRACTIONS = (0.70, 0.15, 0.15)  # train, tuning, held_out, at subject level
 DRIVER_01X = Path(__file__).with_name("mimic_iv_driver_01x.py")
 
 
@@ -81,13 +76,6 @@ def check_raw(raw: Path) -> None:
             raise UserError(f"not a MIMIC-IV folder: {table}.csv.gz is missing", file=raw / f"{table}.csv.gz",
                             field="--raw", fix="pass the MIMIC-IV root as PhysioNet ships it (hosp/*.csv.gz, "
                                                "icu/*.csv.gz), e.g. .../mimic-iv-2.2 or the demo folder")
-
-
-def check_out(out: Path) -> None:
-    """Refuse an --out that exists and is not an empty folder (nothing is ever overwritten)."""
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError("already exists and is not empty", file=out, field="--out",
-                        fix="pass a new folder (or remove this one first)")
 
 
 def check_version(version: str) -> None:
@@ -160,90 +148,6 @@ def run_etl(version: str, raw: Path, work: Path, *, log=print) -> tuple[Path, li
     return etl_out, skip, t1 - t0, time.perf_counter() - t1
 
 
-# ---------------------------------------------------------------------------- MEHR-Bench's part
-def data_subjects(cohort: Path) -> np.ndarray:
-    """Sorted unique subject ids over every data shard of a cohort."""
-    ids = pl.scan_parquet(sorted((cohort / "data").rglob("*.parquet"))).select("subject_id").unique().collect()
-    return np.sort(ids["subject_id"].to_numpy())
-
-
-def seeded_splits(subjects: np.ndarray, seed: int) -> pl.DataFrame:
-    """Subject-level 70/15/15 train/tuning/held_out splits, a function of (subjects, seed) only.
-
-    Args:
-        subjects: unique subject ids.
-        seed: the random seed.
-
-    Returns:
-        subject_id (int64), split (string), sorted by subject_id.
-    """
-    ids = np.sort(np.asarray(subjects, dtype=np.int64))
-    order = np.random.default_rng(seed).permutation(len(ids))
-    n_train = int(round(SPLIT_FRACTIONS[0] * len(ids)))
-    n_tuning = int(round(SPLIT_FRACTIONS[1] * len(ids)))
-    split = np.empty(len(ids), dtype=object)
-    split[order[:n_train]] = "train"
-    split[order[n_train:n_train + n_tuning]] = "tuning"
-    split[order[n_train + n_tuning:]] = "held_out"
-    return pl.DataFrame({"subject_id": ids, "split": split.tolist()},
-                        schema={"subject_id": pl.Int64, "split": pl.String})
-
-
-def etl_splits_usable(cohort: Path, subjects: np.ndarray) -> bool:
-    """True if the ETL wrote subject_splits.parquet with only train/tuning/held_out, a train and a
-    held_out split, and exactly one split for every subject with data."""
-    p = cohort / "metadata" / "subject_splits.parquet"
-    if not p.is_file():
-        return False
-    s = pl.read_parquet(p)
-    if not {"subject_id", "split"} <= set(s.columns):
-        return False
-    names = set(s["split"].unique().to_list())
-    return (names <= set(SPLITS) and {"train", "held_out"} <= names and s["subject_id"].is_unique().all()
-            and set(s["subject_id"].to_list()) == set(subjects.tolist()))
-
-
-def write_splits(cohort: Path, seed: int) -> tuple[bool, dict[str, int]]:
-    """Keep the ETL's splits when usable, else write seeded 70/15/15 ones.
-
-    Returns:
-        (kept the ETL's splits, subjects per split).
-    """
-    subjects = data_subjects(cohort)
-    p = cohort / "metadata" / "subject_splits.parquet"
-    kept = etl_splits_usable(cohort, subjects)
-    if not kept:
-        seeded_splits(subjects, seed).write_parquet(p)
-    counts = pl.read_parquet(p)["split"].value_counts()
-    return kept, {r[0]: int(r[1]) for r in counts.rows()}
-
-
-def stamp_dataset_json(cohort: Path, version: str) -> dict:
-    """Make metadata/dataset.json name the dataset and this ETL (MEDS DatasetMetadataSchema).
-
-    The ETL writes etl_name/etl_version of the pipeline engine underneath (MEDS_transforms); the
-    dataset profile needs the ETL whose code conventions the data follow, so those move to
-    pipeline_name/pipeline_version (the schema allows extra keys) and MIMIC_IV_MEDS takes their place.
-
-    Returns:
-        The metadata written.
-    """
-    p = cohort / "metadata" / "dataset.json"
-    meta = json.loads(p.read_text()) if p.is_file() else {}
-    if meta.get("etl_name") and meta.get("etl_name") != ETL_NAME:
-        meta["pipeline_name"], meta["pipeline_version"] = meta["etl_name"], meta.get("etl_version")
-    meta.update(dataset_name=DATASET_NAME, etl_name=ETL_NAME, etl_version=version)
-    p.write_text(json.dumps(meta, indent=2) + "\n")
-    return meta
-
-
-def assemble(etl_out: Path, cohort: Path) -> None:
-    """Keep the ETL's data/ and metadata/ (not its intermediate stage folders) as the cohort."""
-    cohort.mkdir()
-    for part in ("data", "metadata"):
-        shutil.move(str(etl_out / part), str(cohort / part))
-
-
 # ---------------------------------------------------------------------------- entry point
 def prepare_mimic_iv(raw: str | Path, out: str | Path, *, etl_version: str | None = None, seed: int = 0,
                      log=print) -> PrepareSummary:
@@ -268,26 +172,20 @@ def prepare_mimic_iv(raw: str | Path, out: str | Path, *, etl_version: str | Non
     check_version(etl_version)
     check_raw(raw)
     check_out(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.prepare-{os.getpid()}"
-    tmp.mkdir()
-    try:
-        etl_out, skipped, venv_s, etl_s = run_etl(etl_version, raw, tmp / "work", log=log)
+    done: dict = {}
+
+    def build(tmp: Path) -> Path:
+        etl_out, done["skipped"], done["venv_s"], done["etl_s"] = run_etl(etl_version, raw, tmp / "work", log=log)
         cohort = tmp / "cohort"
         assemble(etl_out, cohort)
-        kept, counts = write_splits(cohort, seed)
-        stamp_dataset_json(cohort, etl_version)
-        findings = integrity_findings(cohort)
-        errors = [f for f in findings if f.level == "error"]
-        if errors:
-            raise UserError("the ETL's output fails MEHR-Bench's integrity check:\n"
-                            + "\n".join(f.render() for f in errors), file=out, field="--etl-version",
-                            fix=f"try another --etl-version ({', '.join(SUPPORTED_VERSIONS)}) and report it")
-        n_events = pl.scan_parquet(sorted((cohort / "data").rglob("*.parquet"))).select(pl.len()).collect().item()
-        check_out(out)  # another process may have written it meanwhile
-        publish(cohort, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        done["kept"], done["counts"] = write_splits(cohort, seed)
+        stamp_dataset_json(cohort, DATASET_NAME, ETL_NAME, etl_version)
+        return cohort
+
+    findings, n_events = build_and_publish(
+        out, build, field="--etl-version",
+        fix=f"try another --etl-version ({', '.join(SUPPORTED_VERSIONS)}) and report it")
+    counts = done["counts"]
     return PrepareSummary(out=out, etl_version=etl_version, n_subjects=sum(counts.values()), n_events=n_events,
-                          split_counts=counts, splits_from_etl=kept, skipped_tables=skipped,
-                          venv_s=venv_s, etl_s=etl_s, findings=findings)
+                          split_counts=counts, splits_from_etl=done["kept"], skipped_tables=done["skipped"],
+                          venv_s=done["venv_s"], etl_s=done["etl_s"], findings=findings)

@@ -28,17 +28,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
-from benchmark.data.integrity import Finding, integrity_findings
+from benchmark.data.integrity import Finding
 from benchmark.errors import UserError
-from data_prep.etl import ensure_venv, etl_cache_root, publish, run_in_venv
-from data_prep.mimic_iv import check_out, write_splits
+from data_prep.etl import ensure_venv, etl_cache_root, run_in_venv
+from data_prep.prepared import assemble, build_and_publish, check_out, stamp_dataset_json, write_splits
 
 PACKAGE = "meds-etl"
 VERSION = "0.3.11"
@@ -164,22 +163,12 @@ def write_codes(raw: Path, cohort: Path) -> int:
     return codes.height
 
 
-def stamp_dataset_json(cohort: Path) -> dict:
-    """Name the dataset `OMOP` (the CDM source name meds_etl read from cdm_source is kept as
-    source_dataset_name) and keep etl_name meds_etl.omop, which the omop profile recognises.
-
-    Returns:
-        The metadata written.
-    """
+def omop_dataset_name(cohort: Path) -> str:
+    """`OMOP`, or `OMOP: <source>` with the CDM source name meds_etl read from cdm_source (the omop
+    profile recognises the `OMOP` prefix and etl_name meds_etl.omop)."""
     p = cohort / "metadata" / "dataset.json"
-    meta = json.loads(p.read_text()) if p.is_file() else {}
-    source = meta.get("dataset_name") or ""
-    if source and not source.startswith("OMOP"):
-        meta["source_dataset_name"] = source
-    meta.update(dataset_name="OMOP" + (f": {source}" if source and not source.startswith("OMOP") else ""),
-                etl_name=ETL_NAME, etl_version=VERSION)
-    p.write_text(json.dumps(meta, indent=2) + "\n")
-    return meta
+    source = (json.loads(p.read_text()).get("dataset_name") or "") if p.is_file() else ""
+    return source if source.startswith("OMOP") else "OMOP" + (f": {source}" if source else "")
 
 
 def prepare_omop(raw: str | Path, out: str | Path, *, seed: int = 0, log=print) -> OmopSummary:
@@ -201,28 +190,19 @@ def prepare_omop(raw: str | Path, out: str | Path, *, seed: int = 0, log=print) 
     raw, out = Path(raw).expanduser(), Path(out).expanduser()
     tables = check_raw(raw)
     check_out(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.prepare-{os.getpid()}"
-    tmp.mkdir()
-    try:
-        etl_out, venv_s, etl_s = run_etl(raw, tmp / "work", log=log)
+    done: dict = {}
+
+    def build(tmp: Path) -> Path:
+        etl_out, done["venv_s"], done["etl_s"] = run_etl(raw, tmp / "work", log=log)
         cohort = tmp / "cohort"
-        cohort.mkdir()
-        for part in ("data", "metadata"):
-            shutil.move(str(etl_out / part), str(cohort / part))
-        _, counts = write_splits(cohort, seed)
+        assemble(etl_out, cohort)
+        _, done["counts"] = write_splits(cohort, seed)
         write_codes(raw, cohort)
-        stamp_dataset_json(cohort)
-        findings = integrity_findings(cohort)
-        errors = [f for f in findings if f.level == "error"]
-        if errors:
-            raise UserError("the ETL's output fails MEHR-Bench's integrity check:\n"
-                            + "\n".join(f.render() for f in errors), file=out, field="--raw",
-                            fix="check the OMOP tables (person ids, dates) and report it")
-        n_events = pl.scan_parquet(sorted((cohort / "data").rglob("*.parquet"))).select(pl.len()).collect().item()
-        check_out(out)  # another process may have written it meanwhile
-        publish(cohort, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        stamp_dataset_json(cohort, omop_dataset_name(cohort), ETL_NAME, VERSION)
+        return cohort
+
+    findings, n_events = build_and_publish(out, build, field="--raw",
+                                           fix="check the OMOP tables (person ids, dates) and report it")
+    counts, venv_s, etl_s = done["counts"], done["venv_s"], done["etl_s"]
     return OmopSummary(out=out, etl_version=VERSION, n_subjects=sum(counts.values()), n_events=n_events,
                        split_counts=counts, tables=tables, venv_s=venv_s, etl_s=etl_s, findings=findings)

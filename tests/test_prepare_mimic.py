@@ -20,7 +20,7 @@ import pytest
 
 from benchmark.cli import main
 from benchmark.errors import UserError
-from data_prep import etl, mimic_iv
+from data_prep import etl, mimic_iv, prepared
 from tests.cohort_factory import make_cohort
 
 DEMO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mimic-iv-demo-2.2"
@@ -80,7 +80,7 @@ def test_empty_tables_are_found(tmp_path):
 # ---------------------------------------------------------------------------- splits and metadata
 def test_seeded_splits_are_70_15_15_at_subject_level_and_seeded():
     ids = np.arange(1000, 3000, 2)
-    a, b, c = (mimic_iv.seeded_splits(ids, s) for s in (7, 7, 8))
+    a, b, c = (prepared.seeded_splits(ids, s) for s in (7, 7, 8))
     assert a.equals(b) and not a.equals(c)
     assert a["subject_id"].is_unique().all() and sorted(a["subject_id"].to_list()) == ids.tolist()
     counts = dict(a["split"].value_counts().rows())
@@ -95,7 +95,7 @@ def _cohort(root: Path, splits: dict[int, str] | None) -> Path:
 def test_etl_splits_are_kept(tmp_path):
     theirs = {s: ("train" if s <= 30 else "tuning" if s <= 35 else "held_out") for s in range(1, 41)}
     root = _cohort(tmp_path / "c", theirs)
-    kept, counts = mimic_iv.write_splits(root, seed=0)
+    kept, counts = prepared.write_splits(root, seed=0)
     assert kept and counts == {"train": 30, "tuning": 5, "held_out": 5}
     got = dict(pl.read_parquet(root / "metadata" / "subject_splits.parquet").iter_rows())
     assert got == theirs
@@ -107,10 +107,10 @@ def test_unusable_etl_splits_are_replaced_by_seeded_ones(tmp_path, bad):
     root = _cohort(tmp_path / "c", splits)
     if bad == "missing":
         (root / "metadata" / "subject_splits.parquet").unlink()
-    kept, counts = mimic_iv.write_splits(root, seed=3)
+    kept, counts = prepared.write_splits(root, seed=3)
     assert not kept and counts == {"train": 28, "tuning": 6, "held_out": 6}
     got = pl.read_parquet(root / "metadata" / "subject_splits.parquet")
-    assert got.equals(mimic_iv.seeded_splits(np.arange(1, 41), 3))
+    assert got.equals(prepared.seeded_splits(np.arange(1, 41), 3))
 
 
 def test_dataset_json_names_the_etl_and_keeps_the_pipeline(tmp_path):
@@ -118,7 +118,7 @@ def test_dataset_json_names_the_etl_and_keeps_the_pipeline(tmp_path):
     (tmp_path / "metadata" / "dataset.json").write_text(json.dumps(
         {"dataset_name": "MIMIC-IV", "dataset_version": "3.1:0.2.0", "etl_name": "MEDS_transforms",
          "etl_version": "0.7.0", "meds_version": "0.4.1"}))
-    meta = mimic_iv.stamp_dataset_json(tmp_path, "0.2.0")
+    meta = prepared.stamp_dataset_json(tmp_path, mimic_iv.DATASET_NAME, mimic_iv.ETL_NAME, "0.2.0")
     assert json.loads((tmp_path / "metadata" / "dataset.json").read_text()) == meta
     assert (meta["dataset_name"], meta["etl_name"], meta["etl_version"]) == ("MIMIC-IV", "MIMIC_IV_MEDS", "0.2.0")
     assert (meta["pipeline_name"], meta["pipeline_version"], meta["dataset_version"]) == (
