@@ -103,7 +103,9 @@ def _held_out_support(task, labels: pl.DataFrame, splits: pl.DataFrame, final) -
 def _prevalent(task, labels: pl.DataFrame, events: dict[str, pl.DataFrame]) -> list[str]:
     """Positives whose outcome is there at the prediction time (see the module doc)."""
     lab = task.label
-    if not lab.outcome or lab.outcome in NOT_ONSET or lab.outcome not in events:
+    # only onset tasks ("people without it then"): for a recurrent outcome that the task does not
+    # exclude before the prediction time (e.g. readmission), an earlier occurrence is history
+    if not is_onset_task(task) or lab.outcome not in events:
         return []
     pos = labels.filter(pl.col("boolean_value")).select("subject_id", "prediction_time")
     if pos.height == 0:

@@ -273,3 +273,16 @@ def test_t2d_version_1_on_mimic_warns_prevalent_onsets_and_death_negatives(mimic
     assert any("31 of 35 positives (89%)" in w for w in ls.warnings)
     assert any("20 of 20 negatives (100%)" in w for w in ls.warnings)
     assert ls.attrition[-1].rows_out == 55 and ls.attrition[-1].events_out == 35
+
+
+def test_a_recurrent_outcome_with_history_is_not_called_prevalent(small_cohort):
+    """Readmission's positives all had an admission before (the task requires one): that is history of
+    a recurrent outcome the task does not exclude, not a prevalent onset (no warning)."""
+    from benchmark.labels import extract_labels
+    from benchmark.suitability import is_onset_task
+    from benchmark.task_registry import select_tasks
+    task = select_tasks("meds_dev/readmission_30d")[0]
+    assert not is_onset_task(task)
+    ls = extract_labels(task, small_cohort, use_cache=False)
+    assert ls.labels["boolean_value"].sum() > 0
+    assert not [w for w in ls.warnings if "prevalent" in w]
