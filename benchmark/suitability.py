@@ -2,9 +2,9 @@
 
 Checked once, when the labels are computed (they are cached with them), and shown by `labels`
 and `run`:
-- prevalent cases: positives of a binary task whose outcome is already there at the prediction
-  time, i.e. coded at or before it, or (onset tasks) first coded by the end of the stay the
-  prediction time falls in. Hospital diagnoses are time-stamped at discharge (MIMIC-IV), so a
+- prevalent cases (onset tasks only): positives whose outcome is already there at the prediction
+  time, i.e. coded at or before it, or first coded by the end of the hospital stay the prediction
+  time falls in or that begins within 24 h of it (emergency-department labs often open the record). Hospital diagnoses are time-stamped at discharge (MIMIC-IV), so a
   chronic disease coded at the first discharge was present during the whole stay.
 - negatives kept only because the record ends in death (`censoring: exclude` keeps them): the
   task then separates onset from death rather than onset from no onset;
@@ -15,6 +15,7 @@ and `run`:
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 
 import polars as pl
 
@@ -26,7 +27,10 @@ from benchmark.vocabulary import REQUIRED_SPLITS, SPLITS
 PREVALENT_SHARE = 0.2   # warn when more than this share of positives are prevalent cases
 DEATH_ONLY_SHARE = 0.9  # warn when more than this share of negatives are kept only by death
 STAY_END = "__stay_end"  # the events of the dataset's `hospital_discharge` predicate, when mapped
+STAY_START = "__stay_start"  # ... and of its `hospital_admission` predicate
 STAY_PREDICATE = "hospital_discharge"
+STAY_START_PREDICATE = "hospital_admission"
+STAY_GRACE = timedelta(hours=24)  # a stay that begins this soon after the prediction time still counts
 NOT_ONSET = ("death",)  # outcomes that cannot be present before they happen
 
 
@@ -40,9 +44,30 @@ def is_onset_task(task) -> bool:
 
 def extra_predicates(task, dataset_rules: dict) -> dict:
     """Dataset predicates the checks read besides the task's: the stay end for onset tasks."""
-    if is_onset_task(task) and STAY_PREDICATE in dataset_rules:
-        return {STAY_END: dataset_rules[STAY_PREDICATE]}
+    if is_onset_task(task) and STAY_PREDICATE in dataset_rules and STAY_START_PREDICATE in dataset_rules:
+        return {STAY_END: dataset_rules[STAY_PREDICATE], STAY_START: dataset_rules[STAY_START_PREDICATE]}
     return {}
+
+
+def _stay_end_at(pos: pl.DataFrame, events: dict[str, pl.DataFrame]) -> pl.DataFrame:
+    """For each (subject_id, prediction_time) in or right before a hospital stay, the end of that stay.
+
+    The stay is the one ending at the first discharge at or after the prediction time, if it began
+    (its last admission before that discharge) no later than STAY_GRACE after the prediction time:
+    a record that starts with emergency-department labs a few hours before the admission belongs to
+    that stay. Rows with no such stay are left out.
+    """
+    key = ["subject_id", "prediction_time"]
+    p = pos.sort("prediction_time")
+    adm = events[STAY_START].select("subject_id", pl.col("time").alias("adm")).sort("adm")
+    dis = events[STAY_END].select("subject_id", pl.col("time").alias("end")).sort("end")
+    nxt = (p.join_asof(dis, left_on="prediction_time", right_on="end", by="subject_id", strategy="forward",
+                       check_sortedness=False)
+           .drop_nulls("end").sort("end"))
+    stay = nxt.join_asof(adm, left_on="end", right_on="adm", by="subject_id", strategy="backward",
+                         check_sortedness=False)
+    return (stay.filter(pl.col("adm").is_not_null() & (pl.col("adm") <= pl.col("prediction_time") + STAY_GRACE))
+            .select(*key, "end"))
 
 
 def suitability_warnings(task, labels: pl.DataFrame, diag: pl.DataFrame, events: dict[str, pl.DataFrame],
@@ -114,17 +139,14 @@ def _prevalent(task, labels: pl.DataFrame, events: dict[str, pl.DataFrame]) -> l
     before = ev.filter(pl.col("time") <= pl.col("prediction_time")).select("subject_id", "prediction_time")
     flagged = before
     stay = ""
-    if is_onset_task(task) and STAY_END in events:
+    if STAY_END in events and STAY_START in events:
         first = (ev.filter(pl.col("time") > pl.col("prediction_time"))
                  .group_by("subject_id", "prediction_time").agg(pl.col("time").min().alias("first")))
-        ends = (pos.join(events[STAY_END].select("subject_id", pl.col("time").alias("end")), on="subject_id")
-                .filter(pl.col("end") >= pl.col("prediction_time"))
-                .group_by("subject_id", "prediction_time").agg(pl.col("end").min()))
-        in_stay = (first.join(ends, on=["subject_id", "prediction_time"])
+        in_stay = (first.join(_stay_end_at(pos, events), on=["subject_id", "prediction_time"])
                    .filter(pl.col("first") <= pl.col("end")).select("subject_id", "prediction_time"))
         flagged = pl.concat([before, in_stay])
-        stay = (f", or first coded by the end of the stay the prediction time falls in ({STAY_PREDICATE}: "
-                "diagnoses are coded at discharge, so the disease was there during the stay)")
+        stay = (f", or first coded by the end of the hospital stay the prediction time falls in "
+                f"({STAY_PREDICATE}: diagnoses are coded at discharge, so the disease was there during the stay)")
     k = flagged.unique().height
     if k == 0 or k / pos.height <= PREVALENT_SHARE:
         return []
