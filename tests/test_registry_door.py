@@ -111,7 +111,11 @@ def test_plain_install_ships_the_tasks(tmp_path):
     assert r.returncode == 0, r.stderr
     names = {t["name"] for t in json.loads(r.stdout)}
     expected = {p.relative_to(REPO / "tasks").with_suffix("").as_posix() for p in (REPO / "tasks").rglob("*.yaml")}
-    assert names == expected and len(names) == 14
+    assert names == expected and len(names) == 16
+    # the dataset profiles (data_prep/datasets/*/ YAML) ship too, found through their entry point
+    d = _cli("datasets", pythonpath=tmp_path / "site", cwd=tmp_path)
+    assert d.returncode == 0, d.stderr
+    assert all(name in d.stdout for name in ("synthetic", "mimic_iv", "omop", "eicu")), d.stdout
     where = subprocess.run([sys.executable, "-c", "import benchmark.paths as p; print(p.tasks_dir().resolve())"],
                            capture_output=True, text=True, cwd=tmp_path,
                            env={**os.environ, "PYTHONPATH": str(tmp_path / "site")}).stdout.strip()

@@ -198,7 +198,7 @@ def test_every_predicate_matches_an_event(cohort, events):
                 "mace_event", "t2d", "leak_outcome"} | {f"cxr_{f.lower()}" for f in synthetic.V.CXR_FINDINGS}
     assert required <= set(preds)
     for name, rule in preds.items():
-        assert set(rule) - {"value_min", "value_max"} in ({"code"}, {"any_of"}, {"prefix"}, {"regex"}), name
+        assert set(rule) - {"value_min", "value_max", "unit"} in ({"code"}, {"any_of"}, {"prefix"}, {"regex"}), name
         assert _matches(rule, events).sum() > 0, f"predicate {name} matches no event"
 
 
