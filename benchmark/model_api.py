@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from benchmark.data.cohort import Cohort
-from benchmark.data.leakage import visible_events, visible_modality
+from benchmark.data.leakage import visible_events, visible_modality, with_input_window
 from benchmark.taskspec import TaskSpec
 
 
@@ -104,10 +104,17 @@ class TaskData:
         f = self.stacked((split,) if isinstance(split, str) else split) if stacked else self.frame(split)
         return self.task.kind_obj.targets(f, len(self.task.label_names()))
 
+    def guard_samples(self, split: str | tuple[str, ...]) -> pl.DataFrame:
+        """samples(split) plus, for a task with an `input_window`, the input_start column the leakage
+        guard reads (benchmark.data.leakage.with_input_window); what visible_* pass to the guard."""
+        return with_input_window(self.samples(split), self.task.input_lookback_s())
+
     def visible_events(self, split: str | tuple[str, ...], columns=("subject_id", "time", "code", "numeric_value")):
-        """The leakage guard over MEDS events for the split's samples (LazyFrame)."""
-        return visible_events(self.cohort.scan(columns), self.samples(split))
+        """The leakage guard over MEDS events for the split's samples (LazyFrame); the task's input
+        window applies."""
+        return visible_events(self.cohort.scan(columns), self.guard_samples(split))
 
     def visible_modality(self, name: str, split: str | tuple[str, ...]):
-        """The leakage guard over a modality sidecar for the split's samples (LazyFrame)."""
-        return visible_modality(self.cohort.modality(name), self.samples(split))
+        """The leakage guard over a modality sidecar for the split's samples (LazyFrame); the task's
+        input window applies (rows without a time, e.g. a static PRS, stay visible)."""
+        return visible_modality(self.cohort.modality(name), self.guard_samples(split))

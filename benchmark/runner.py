@@ -128,7 +128,9 @@ def _peak_rss_mb() -> float:
 def task_data(task: TaskSpec, cohort: Cohort, seed: int, labels: pl.DataFrame) -> TaskData:
     """Join labels with splits and build the TaskData a model sees."""
     lab = labels.join(cohort.splits, on="subject_id", how="inner").sort("subject_id", "prediction_time")
-    work = cache_dir() / "work" / cohort.fingerprint() / task.name.replace("/", "__")
+    # a task's input window is part of its work folder: features/encodings cached under another window
+    # (e.g. before the task declared one) are never read back
+    work = cache_dir() / "work" / cohort.fingerprint() / (task.name.replace("/", "__") + task.input_window_tag())
     work.mkdir(parents=True, exist_ok=True)
     return TaskData(task=task, cohort=cohort, labels=lab, seed=seed, work_dir=work)
 

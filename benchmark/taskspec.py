@@ -2,6 +2,10 @@
 
 Windows are relative to the prediction time t (index event time + offset) and half-open:
 an event at time e is in window {start: S, end: E} when t + S < e <= t + E ("-inf" is allowed).
+
+The optional `input_window: W` limits what models see (the leakage guard, benchmark.data.leakage):
+timed events and sidecar rows with t - W <= time <= t (closed at t - W, so the index event of an
+ICU task with offset 24h and W = 24h is visible); W = 0 shows no timed input, only static rows.
 """
 
 from __future__ import annotations
@@ -131,6 +135,29 @@ class Label(_Strict):
 
 
 _LATER_LABEL_FIELDS = {"end_at_missing": "open"}
+_LATER_TASK_FIELDS = {"input_window": None}
+
+_INPUT_WINDOW_FORMS = ('a duration >= 0 such as "24h", "180d", "1y" (models see timed inputs in '
+                       '[t - W, t]) or "0" (static rows only); leave the field out for no limit')
+
+
+def _check_input_window(v):
+    """`input_window`: a finite duration >= 0 (None = no limit)."""
+    if v is None:
+        return None
+    if not isinstance(v, (str, int, float)) or isinstance(v, bool):
+        raise ValueError(f"input_window must be one duration, not {type(v).__name__} {v!r}; "
+                         f"write {_INPUT_WINDOW_FORMS}")
+    try:
+        s = parse_duration(v)
+    except ValueError as e:
+        raise ValueError(f"input_window: {e}") from None
+    if s < 0:
+        raise ValueError(f"input_window {v!r} is negative; it is the look-back W before the prediction "
+                         f"time, written as {_INPUT_WINDOW_FORMS}")
+    if math.isinf(s):
+        raise ValueError(f"input_window {v!r} is unbounded; {_INPUT_WINDOW_FORMS}")
+    return str(v)
 
 
 class TaskSpec(_Strict):
@@ -146,10 +173,14 @@ class TaskSpec(_Strict):
     inclusion: tuple[Criterion, ...] = ()
     exclusion: tuple[Criterion, ...] = ()
     label: Label
+    # What models see: timed inputs in [t - W, t] (see the module docstring); None = everything <= t.
+    input_window: str | None = None
     modalities: tuple[SideModality, ...] = ()
     fairness: tuple[Literal["sex", "race", "ethnicity", "age_band", "modality_availability"], ...] = ()
     metrics: tuple[str, ...]
     main_metric: str
+
+    _iw = field_validator("input_window", mode="before")(_check_input_window)
 
     @model_validator(mode="after")
     def _kind_rules(self) -> "TaskSpec":
@@ -205,6 +236,16 @@ class TaskSpec(_Strict):
         """Multilabel column names in file order (one name for other kinds)."""
         return list(self.label.outcomes) if self.label.outcomes else [self.name]
 
+    def input_lookback_s(self) -> float | None:
+        """The input window W in seconds (0 = static rows only), or None when models see all history."""
+        return None if self.input_window is None else parse_duration(self.input_window)
+
+    def input_window_tag(self) -> str:
+        """"" without an input window, else "@input<W in seconds>s" (24h: "@input86400s"): appended to
+        per-task cache folders so a task whose window changes never reads inputs built under another."""
+        w = self.input_lookback_s()
+        return "" if w is None else f"@input{int(round(w))}s"
+
     def horizon_days(self) -> float | None:
         """The horizon (survival) or label-window end (binary) in days, if finite."""
         if self.label.horizon:
@@ -222,6 +263,9 @@ class TaskSpec(_Strict):
         for key, default in _LATER_LABEL_FIELDS.items():
             if dump["label"].get(key) == default:
                 del dump["label"][key]
+        for key, default in _LATER_TASK_FIELDS.items():
+            if key in dump and dump[key] == default:
+                del dump[key]
         blob = json.dumps(dump, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -270,6 +314,8 @@ def _fix_for(err: dict) -> str:
         return f"use one of the allowed values ({err.get('ctx', {}).get('expected', '')})"
     if t == "missing":
         return f"add '{loc[-1]}'"
+    if loc and loc[0] == "input_window":
+        return f"write input_window as {_INPUT_WINDOW_FORMS}"
     if "duration" in err["msg"]:
         return f"write durations as {EXAMPLES}"
     return "see tasks/README.md for the task file format"

@@ -5,6 +5,13 @@ A model may see an event only if its time <= the prediction time of the sample i
 `visible_events` / `visible_modality` on events read through `Cohort.scan`; nothing reads raw
 shards for model input any other way.
 
+A task's input window (task YAML `input_window: W`) narrows that further: when the samples frame
+carries an `input_start` column (`with_input_window` adds it: prediction_time - W), a timed row is
+visible only if input_start <= time <= prediction_time. W = 0 sets input_start one microsecond
+after the prediction time, an empty range: only static (null-time) rows remain, e.g. demographics
+and a PRS without a time. `TaskData` adds the column for every sample of a windowed task, so every
+model family gets the same window through the same two functions.
+
 A null time means "static fact" (sex, race) only for codes that never occur with a time and that no
 task uses as an index, outcome or censoring event. `Cohort.scan` applies `drop_nonstatic_nulls` with
 the cohort's list of other codes (benchmark.data.shard_checks.nonstatic_null_codes), so a MEDS_DEATH
@@ -13,7 +20,9 @@ row written without a time, say, never reaches a model as a "static" feature.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
+from datetime import timedelta
 
 import polars as pl
 
@@ -33,10 +42,35 @@ def drop_nonstatic_nulls(events: pl.LazyFrame, codes: Collection[str]) -> pl.Laz
     return events.filter(pl.col("time").is_not_null() | ~pl.col("code").is_in(list(codes)))
 
 
+INPUT_START = "input_start"  # optional samples column: earliest visible time (inclusive)
+
+
+def with_input_window(samples: pl.DataFrame | pl.LazyFrame, lookback_s: float | None):
+    """Add the `input_start` column of a task's input window to its samples.
+
+    Args:
+        samples: frame with a prediction_time column (DataFrame or LazyFrame; returned as given).
+        lookback_s: the window W in seconds (TaskSpec.input_lookback_s()); None = no window (the
+            samples are returned unchanged); 0 = static rows only.
+
+    Returns:
+        The samples, with input_start = prediction_time - W (W = 0: prediction_time + 1 us).
+    """
+    if lookback_s is None:
+        return samples
+    if not lookback_s >= 0 or math.isinf(lookback_s):
+        raise ValueError(f"input window must be a finite duration >= 0 seconds, got {lookback_s}")
+    pt = pl.col("prediction_time").cast(pl.Datetime("us"))
+    start = (pt + timedelta(microseconds=1)) if lookback_s == 0 else (pt - timedelta(seconds=lookback_s))
+    return samples.with_columns(start.alias(INPUT_START))
+
+
 def _samples(prediction_times: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
     lf = prediction_times.lazy() if isinstance(prediction_times, pl.DataFrame) else prediction_times
-    return lf.select(pl.col("subject_id").cast(pl.Int64),
-                     pl.col("prediction_time").cast(pl.Datetime("us"))).unique(maintain_order=True)
+    cols = [pl.col("subject_id").cast(pl.Int64), pl.col("prediction_time").cast(pl.Datetime("us"))]
+    if INPUT_START in lf.collect_schema().names():
+        cols.append(pl.col(INPUT_START).cast(pl.Datetime("us")))
+    return lf.select(cols).unique(maintain_order=True)
 
 
 def visible_events(events: pl.LazyFrame, prediction_times: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
@@ -44,14 +78,22 @@ def visible_events(events: pl.LazyFrame, prediction_times: pl.DataFrame | pl.Laz
 
     Args:
         events: LazyFrame with subject_id, time and any other columns.
-        prediction_times: (subject_id, prediction_time) samples; a subject may have several.
+        prediction_times: (subject_id, prediction_time) samples; a subject may have several. An
+            optional input_start column (see `with_input_window`) also hides timed events before it.
 
     Returns:
         LazyFrame with the event columns plus prediction_time, one copy of an event per sample whose
-        prediction_time >= event time (null-time static events go to every sample of the subject).
+        prediction_time >= event time (and event time >= input_start where the samples carry one);
+        null-time static events go to every sample of the subject.
     """
-    joined = events.join(_samples(prediction_times), on="subject_id", how="inner")
-    return joined.filter(pl.col("time").is_null() | (pl.col("time") <= pl.col("prediction_time")))
+    samples = _samples(prediction_times)
+    windowed = INPUT_START in samples.collect_schema().names()
+    joined = events.join(samples, on="subject_id", how="inner")
+    timed_ok = pl.col("time") <= pl.col("prediction_time")
+    if windowed:
+        timed_ok = timed_ok & (pl.col(INPUT_START).is_null() | (pl.col("time") >= pl.col(INPUT_START)))
+    out = joined.filter(pl.col("time").is_null() | timed_ok)
+    return out.drop(INPUT_START) if windowed else out
 
 
 # Sidecar item columns that hold ground truth (e.g. the CheXpert labels of a CXR study, known only

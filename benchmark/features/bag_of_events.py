@@ -23,7 +23,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from benchmark.artifacts import atomic_write, cached_artifact, digest
-from benchmark.data.leakage import visible_events
+from benchmark.data.leakage import visible_events, with_input_window
 from benchmark.data.profiles import DEFAULT_TRUNCATE  # ICD-10-CM/PCS to 3 (a cohort without a profile)
 from benchmark.model_api import TaskData
 from benchmark.vocabulary import SPLITS
@@ -81,7 +81,8 @@ def _shard_counts(cohort, samples: pl.DataFrame, numeric: bool) -> tuple[pl.Data
     for f in cohort.data_files():
         # Cohort.scan checks the shard's columns and drops null-time rows that are not static facts
         ev = cohort.scan(("subject_id", "time", "code", "numeric_value"), files=[f])
-        vis = (visible_events(ev, samples.lazy()).join(samples.lazy(), on=["subject_id", "prediction_time"])
+        vis = (visible_events(ev, samples.lazy()).join(samples.lazy().drop("input_start", strict=False),
+                                                       on=["subject_id", "prediction_time"])
                .with_columns(normalize_code(pl.col("code"), truncate).alias("code")))
         aggs = [pl.len().alias("n")]
         if numeric:
@@ -111,6 +112,8 @@ def featurize(data: TaskData, *, min_subject_frac: float = 0.01, numeric: bool =
     truncate = _truncation(data.cohort)
     if truncate != DEFAULT_TRUNCATE:  # another profile's hierarchy gives other features (default: key as before)
         parts.append(sorted(truncate.items()))
+    if data.task.input_window is not None:  # the task's input window changes what is visible (default: as before)
+        parts.append(["input_window_s", data.task.input_lookback_s()])
     key = digest(parts, n=12)
     cache = data.work_dir / f"bag_of_events-{key}.npz"
     # Concurrent runs on one cache: one builds the features, the others wait and read its files.
@@ -142,8 +145,9 @@ def _build(data: TaskData, min_subject_frac: float, numeric: bool) -> BagOfEvent
     """Compute the features of every split (see `featurize`)."""
     splits = SPLITS
     samples = data.labels.select("subject_id", "prediction_time", "split").with_row_index("row")
-    counts, firsts = _shard_counts(data.cohort, samples.select("row", "subject_id", "prediction_time"),
-                                   numeric)
+    # the task's input window (if any) travels as an input_start column the guard reads
+    guarded = with_input_window(samples.select("row", "subject_id", "prediction_time"), data.task.input_lookback_s())
+    counts, firsts = _shard_counts(data.cohort, guarded, numeric)
     # vocabulary from training subjects only
     train_rows = samples.filter(pl.col("split") == "train")
     n_train_subjects = max(train_rows["subject_id"].n_unique(), 1)
