@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from benchmark.data.cohort import Cohort
-from benchmark.data.leakage import visible_events, visible_modality, with_input_window
+from benchmark.data.leakage import demographic_rows, visible_events, visible_modality, with_input_window
 from benchmark.taskspec import TaskSpec
 
 
@@ -111,8 +111,9 @@ class TaskData:
 
     def visible_events(self, split: str | tuple[str, ...], columns=("subject_id", "time", "code", "numeric_value")):
         """The leakage guard over MEDS events for the split's samples (LazyFrame); the task's input
-        window applies."""
-        return visible_events(self.cohort.scan(columns), self.guard_samples(split))
+        window applies (the profile's demographic codes, e.g. MEDS_BIRTH, are exempt from its start)."""
+        return visible_events(self.cohort.scan(columns), self.guard_samples(split),
+                              window_exempt=demographic_rows(self.cohort) if "code" in columns else None)
 
     def visible_modality(self, name: str, split: str | tuple[str, ...]):
         """The leakage guard over a modality sidecar for the split's samples (LazyFrame); the task's

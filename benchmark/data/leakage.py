@@ -9,8 +9,11 @@ A task's input window (task YAML `input_window: W`) narrows that further: when t
 carries an `input_start` column (`with_input_window` adds it: prediction_time - W), a timed row is
 visible only if input_start <= time <= prediction_time. W = 0 sets input_start one microsecond
 after the prediction time, an empty range: only static (null-time) rows remain, e.g. demographics
-and a PRS without a time. `TaskData` adds the column for every sample of a windowed task, so every
-model family gets the same window through the same two functions.
+and a PRS without a time. Rows that describe the person rather than an encounter (the dataset
+profile's demographic codes: MEDS_BIRTH, sex, race and ethnicity codes, which some ETLs write with
+a time) are exempt from the window start (`demographic_rows`), never from the prediction time.
+`TaskData` adds the column for every sample of a windowed task, so every model family gets the same
+window through the same two functions.
 
 A null time means "static fact" (sex, race) only for codes that never occur with a time and that no
 task uses as an index, outcome or censoring event. `Cohort.scan` applies `drop_nonstatic_nulls` with
@@ -25,6 +28,8 @@ from collections.abc import Collection
 from datetime import timedelta
 
 import polars as pl
+
+from benchmark.data.profiles import DEFAULT_DEMOGRAPHICS, DEMOGRAPHIC_ATTRIBUTES
 
 
 def drop_nonstatic_nulls(events: pl.LazyFrame, codes: Collection[str]) -> pl.LazyFrame:
@@ -65,6 +70,27 @@ def with_input_window(samples: pl.DataFrame | pl.LazyFrame, lookback_s: float | 
     return samples.with_columns(start.alias(INPUT_START))
 
 
+def demographic_rows(cohort) -> pl.Expr:
+    """Rows that describe the person: the cohort profile's demographic codes (birth codes, and the
+    code prefixes of sex, race and ethnicity; without a profile GENDER/, RACE/, ETHNICITY/ and
+    MEDS_BIRTH). An input window does not hide them (the prediction-time rule still does).
+
+    Args:
+        cohort: a Cohort (its `profile`, if any, says where demographics live).
+
+    Returns:
+        A boolean expression over the `code` column.
+    """
+    profile = getattr(cohort, "profile", None)
+    spec = profile.demographics if profile is not None else DEFAULT_DEMOGRAPHICS
+    codes = sorted({"MEDS_BIRTH", *(s.code for s in spec.birth if s.code)})
+    prefixes = sorted({s.code_prefix for a in DEMOGRAPHIC_ATTRIBUTES for s in getattr(spec, a) if s.code_prefix})
+    expr = pl.col("code").is_in(codes)
+    for pre in prefixes:
+        expr = expr | pl.col("code").str.starts_with(pre)
+    return expr.fill_null(False)
+
+
 def _samples(prediction_times: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
     lf = prediction_times.lazy() if isinstance(prediction_times, pl.DataFrame) else prediction_times
     cols = [pl.col("subject_id").cast(pl.Int64), pl.col("prediction_time").cast(pl.Datetime("us"))]
@@ -73,13 +99,16 @@ def _samples(prediction_times: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
     return lf.select(cols).unique(maintain_order=True)
 
 
-def visible_events(events: pl.LazyFrame, prediction_times: pl.DataFrame | pl.LazyFrame) -> pl.LazyFrame:
+def visible_events(events: pl.LazyFrame, prediction_times: pl.DataFrame | pl.LazyFrame, *,
+                   window_exempt: pl.Expr | None = None) -> pl.LazyFrame:
     """Events each sample may see.
 
     Args:
         events: LazyFrame with subject_id, time and any other columns.
         prediction_times: (subject_id, prediction_time) samples; a subject may have several. An
             optional input_start column (see `with_input_window`) also hides timed events before it.
+        window_exempt: rows the input_start bound does not hide (`demographic_rows(cohort)`); the
+            prediction-time bound applies to them as to every row.
 
     Returns:
         LazyFrame with the event columns plus prediction_time, one copy of an event per sample whose
@@ -91,7 +120,10 @@ def visible_events(events: pl.LazyFrame, prediction_times: pl.DataFrame | pl.Laz
     joined = events.join(samples, on="subject_id", how="inner")
     timed_ok = pl.col("time") <= pl.col("prediction_time")
     if windowed:
-        timed_ok = timed_ok & (pl.col(INPUT_START).is_null() | (pl.col("time") >= pl.col(INPUT_START)))
+        in_window = pl.col(INPUT_START).is_null() | (pl.col("time") >= pl.col(INPUT_START))
+        if window_exempt is not None:
+            in_window = in_window | window_exempt
+        timed_ok = timed_ok & in_window
     out = joined.filter(pl.col("time").is_null() | timed_ok)
     return out.drop(INPUT_START) if windowed else out
 

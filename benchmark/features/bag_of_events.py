@@ -23,7 +23,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from benchmark.artifacts import atomic_write, cached_artifact, digest
-from benchmark.data.leakage import visible_events, with_input_window
+from benchmark.data.leakage import demographic_rows, visible_events, with_input_window
 from benchmark.data.profiles import DEFAULT_TRUNCATE  # ICD-10-CM/PCS to 3 (a cohort without a profile)
 from benchmark.model_api import TaskData
 from benchmark.vocabulary import SPLITS
@@ -81,8 +81,10 @@ def _shard_counts(cohort, samples: pl.DataFrame, numeric: bool) -> tuple[pl.Data
     for f in cohort.data_files():
         # Cohort.scan checks the shard's columns and drops null-time rows that are not static facts
         ev = cohort.scan(("subject_id", "time", "code", "numeric_value"), files=[f])
-        vis = (visible_events(ev, samples.lazy()).join(samples.lazy().drop("input_start", strict=False),
-                                                       on=["subject_id", "prediction_time"])
+        # the task's input window (an input_start column of `samples`) hides rows before it, except
+        # demographic codes; the join takes the sample's row number
+        vis = (visible_events(ev, samples.lazy(), window_exempt=demographic_rows(cohort))
+               .join(samples.lazy().drop("input_start", strict=False), on=["subject_id", "prediction_time"])
                .with_columns(normalize_code(pl.col("code"), truncate).alias("code")))
         aggs = [pl.len().alias("n")]
         if numeric:
@@ -157,14 +159,17 @@ def _build(data: TaskData, min_subject_frac: float, numeric: bool) -> BagOfEvent
              .filter(pl.col("k") >= min_subject_frac * n_train_subjects).sort("code"))
     codes = vocab["code"].to_list()
     names = [f"count:{c}" for c in codes]
-    code_idx = pl.DataFrame({"code": codes, "col": np.arange(len(codes), dtype=np.int64)})
+    # explicit schema: a task whose input window shows no timed event (W = 0) has an empty vocabulary
+    code_idx = pl.DataFrame({"code": codes, "col": np.arange(len(codes), dtype=np.int64)},
+                            schema={"code": pl.String, "col": pl.Int64})
     m = counts.join(code_idx, on="code", how="inner")
     rows = [m["row"].to_numpy()]
     cols = [m["col"].to_numpy()]
     vals = [m["n"].to_numpy().astype(np.float32)]
     if numeric:
         num_codes = vocab.filter(pl.col("numeric"))["code"].to_list()
-        num_idx = pl.DataFrame({"code": num_codes, "col": np.arange(len(num_codes), dtype=np.int64) + len(names)})
+        num_idx = pl.DataFrame({"code": num_codes, "col": np.arange(len(num_codes), dtype=np.int64) + len(names)},
+                               schema={"code": pl.String, "col": pl.Int64})
         names += [f"last:{c}" for c in num_codes]
         mn = counts.drop_nulls("last").join(num_idx, on="code", how="inner")
         rows.append(mn["row"].to_numpy())
