@@ -5,8 +5,9 @@
     shap_summary(expl)                   the global feature importance of an "explanations" block
     ablation_figures(model, abl, ...)    the missing-modality sweep
     scaling_plots(models, cells, tasks)  main metric against parameters per model series
+    oncology_scaling(models, cells, tasks)  macro-average oncology AUROC against parameters (MEHRT paper)
 
-Imports point one way inside the package: records <- rules <- figures <- views <- render <- build.
+Imports point one way inside the package: records <- rules <- scaling <- figures <- views <- render <- build.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from markupsafe import Markup
 from benchmark.kinds import KINDS
 from leaderboard import plots
 from leaderboard.records import BOUNDED_01, Cell, ModelInfo, TaskInfo, is_num, metric_label, read_predictions
+from leaderboard.scaling import macro_points, oncology_tasks
 
 SHAP_TOP = 15
 
@@ -333,3 +335,37 @@ def scaling_plots(models: dict[str, ModelInfo], cells: dict[tuple[str, str], Cel
         if figs:
             out[series] = figs
     return out
+
+
+def oncology_scaling(models: dict[str, ModelInfo], cells: dict[tuple[str, str], Cell], tasks: dict[str, TaskInfo]
+                     ) -> dict | None:
+    """The MEHRT paper's scaling figure: macro-average AUROC over the oncology tasks against parameters
+    (log x), one line per model series (EHRT, MEHRT, ...), 95% CI bars (see `leaderboard.scaling`).
+
+    Returns:
+        {"figure": Markup or None, "points": [MacroPoint], "notes": [str], "tasks": [task names]}, or
+        None when no sized model has oncology results.
+    """
+    points, notes = macro_points(models, cells, tasks)
+    if not points and not notes:
+        return None
+    series: list[plots.Series] = []
+    for i, name in enumerate(sorted({p.series for p in points})):
+        pts = [p for p in points if p.series == name]
+        series.append(plots.Series(name, [(p.n_parameters, p.value) for p in pts],
+                                   lo=[p.ci_low if p.ci_low is not None else p.value for p in pts],
+                                   hi=[p.ci_high if p.ci_high is not None else p.value for p in pts],
+                                   color=i, markers=True))
+    figure = None
+    if points:
+        xs = [p.n_parameters for p in points]
+        ys = [v for p in points for v in (p.value, p.ci_low, p.ci_high) if v is not None]
+        x_range = (10 ** math.floor(math.log10(min(xs))), 10 ** math.ceil(math.log10(max(xs))))
+        if x_range[0] == x_range[1]:
+            x_range = (x_range[0] / 10, x_range[1] * 10)
+        pad = (max(ys) - min(ys)) * 0.1 or 0.05
+        y_range = (max(0.0, math.floor((min(ys) - pad) * 20) / 20), min(1.0, math.ceil((max(ys) + pad) * 20) / 20))
+        figure = plots.line_plot(series, title="Oncology: macro-average AUROC vs parameters",
+                                 x_label="parameters (log scale)", y_label="macro-average AUROC",
+                                 x_range=x_range, y_range=y_range, log_x=True, width=480)
+    return {"figure": figure, "points": points, "notes": notes, "tasks": oncology_tasks(tasks)}

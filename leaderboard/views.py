@@ -20,7 +20,7 @@ from markupsafe import Markup
 
 from benchmark.kinds import KINDS
 from leaderboard import plots
-from leaderboard.figures import ablation_figures, explanation_figures, scaling_plots, task_curves
+from leaderboard.figures import ablation_figures, explanation_figures, oncology_scaling, scaling_plots, task_curves
 from leaderboard.records import (
     BOUNDED_01,
     Cell,
@@ -65,6 +65,7 @@ class Site:
     not_ranked: list[Cell]
     audits: list[dict] = field(default_factory=list)
     dataset: Dataset | None = None
+    scaling_macro: dict | None = None  # figures.oncology_scaling: the MEHRT paper's scaling figure
 
 
 def collect(results_dir: Path, *, exclude: Path | None = None, model_specs: Mapping[str, Any] | None = None,
@@ -146,7 +147,8 @@ def _collect_one(recs: list[ResultFile], problems: list[str], registry: Mapping[
     return Site(tasks=task_infos, models=models, cells=cells, families=families, problems=problems,
                 n_files=len(recs), scaling=scaling_plots(models, cells, task_infos), modalities=modalities,
                 kinds=kinds, task_n_models={t: sum(1 for (_, tn) in cells if tn == t) for t in task_infos},
-                not_ranked=not_ranked, audits=audits, dataset=dataset)
+                not_ranked=not_ranked, audits=audits, dataset=dataset,
+                scaling_macro=oncology_scaling(models, cells, task_infos))
 
 
 def _audits(tasks: dict[str, TaskInfo], cells: dict[tuple[str, str], Cell]) -> list[dict]:

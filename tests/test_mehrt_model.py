@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from encoders.mehrt.kernels import IGNORE_INDEX, cross_entropy
-from encoders.mehrt.model import MEHRT, Attention, MEHRTConfig, apply_rope
+from encoders.mehrt.model import MEHRT, Attention, CrossAttention, MEHRTConfig, PRSProjection, apply_rope
 from encoders.mehrt.sizes import REFERENCE_VOCAB, SIZES, config_for, parameter_table
 
 V = 37
@@ -25,16 +25,10 @@ def tiny(**overrides) -> MEHRTConfig:
     return MEHRTConfig(**{**base, **overrides})
 
 
-def build(cfg: MEHRTConfig, seed: int = 0, open_gates: bool = True) -> MEHRT:
-    """A tiny model in eval mode; cross-attention gates opened so the PRS path is live."""
+def build(cfg: MEHRTConfig, seed: int = 0) -> MEHRT:
+    """A tiny model in eval mode (cross-attention has no gate: the PRS path is live from the start)."""
     torch.manual_seed(seed)
-    model = MEHRT(cfg).eval()
-    if open_gates:
-        with torch.no_grad():
-            for block in model.blocks:
-                if block.xattn is not None:
-                    block.xattn.gate.fill_(0.7)
-    return model
+    return MEHRT(cfg).eval()
 
 
 def image_batch(B: int = 2, T: int = 16, seed: int = 1):
@@ -282,7 +276,7 @@ def test_segment_ids_isolate_packed_documents(prs_mode):
 # ------------------------------------------------------------------------------------------ PRS
 @pytest.mark.parametrize("prs_mode", ["prefix", "cross_attention"])
 def test_prs_modes_run_and_prs_changes_output(prs_mode):
-    cfg = tiny(prs_dim=5, prs_mode=prs_mode, n_prs_tokens=2, cross_attention_every=2)
+    cfg = tiny(prs_dim=5, prs_mode=prs_mode, n_prs_tokens=2)
     model = build(cfg)
     ids = torch.randint(0, V, (2, 10))
     prs = torch.randn(2, 5)
@@ -292,14 +286,89 @@ def test_prs_modes_run_and_prs_changes_output(prs_mode):
         assert torch.isfinite(out["loss"])
         other = model(ids, prs=prs + 1.0)["logits"]
         assert not torch.allclose(other, out["logits"])
-    if prs_mode == "cross_attention":
-        assert [b.xattn is not None for b in model.blocks] == [True, False]
-        # At initialisation the tanh gate is 0: the PRS has no effect yet, but the gate learns.
-        fresh = build(cfg, open_gates=False)
-        with torch.no_grad():
-            assert torch.equal(fresh(ids, prs=prs)["logits"], fresh(ids, prs=prs + 1.0)["logits"])
-        fresh(ids, prs=prs, labels=ids)["loss"].backward()
-        assert fresh.blocks[0].xattn.gate.grad.abs().item() > 0
+    model.train()
+    model(ids, prs=prs, labels=ids)["loss"].backward()
+    assert model.prs_proj.fc1.weight.grad.abs().sum() > 0  # the PRS MLP learns jointly with the model
+
+
+def test_prs_projection_is_the_genomics_papers_mlp():
+    """Linear -> GELU -> Linear -> 2 sigmoid(z) - 1 into 10 soft tokens (Amar et al. 2025, Methods).
+    Before: one Linear into 4 unbounded tokens."""
+    cfg = tiny(prs_dim=5, prs_mode="prefix")
+    assert cfg.n_prs_tokens == 10  # the paper's default number of soft tokens
+    model = build(cfg)
+    proj = model.prs_proj
+    assert isinstance(proj, PRSProjection)
+    assert (proj.fc1.in_features, proj.fc1.out_features) == (5, cfg.prs_hidden)
+    assert (proj.fc2.in_features, proj.fc2.out_features) == (cfg.prs_hidden, 10 * cfg.d_model)
+    prs = torch.randn(3, 5)
+    with torch.no_grad():
+        tokens = proj(prs)
+        assert tokens.shape == (3, 10, cfg.d_model)
+        # oracle: the formula written out with the module's own weights
+        z = F.linear(F.gelu(F.linear(prs, proj.fc1.weight, proj.fc1.bias)), proj.fc2.weight, proj.fc2.bias)
+        torch.testing.assert_close(tokens, (2 * torch.sigmoid(z) - 1).view(3, 10, cfg.d_model))
+        # GELU in the middle (not ReLU, not identity): a planted hidden pre-activation tells them apart
+        proj.fc1.weight.zero_()
+        proj.fc1.bias.fill_(-0.5)  # GELU(-0.5) = -0.1543, ReLU = 0, identity = -0.5
+        proj.fc2.weight.fill_(1.0 / cfg.prs_hidden)
+        proj.fc2.bias.zero_()
+        expected = 2 * torch.sigmoid(torch.tensor(-0.5 * 0.3085375387259869)) - 1  # GELU(x) = x Phi(x)
+        torch.testing.assert_close(proj(prs), expected.expand(3, 10, cfg.d_model), atol=1e-5, rtol=1e-5)
+    # bounded: huge inputs saturate at +-1 and never leave [-1, 1]; moderate ones stay strictly inside
+    big = build(cfg, seed=1).prs_proj
+    with torch.no_grad():
+        for w in (big.fc1.weight, big.fc2.weight):
+            w.mul_(50.0)
+        huge = big(torch.randn(4, 5) * 1e6)
+        assert torch.isfinite(huge).all() and huge.abs().max() <= 1.0 and huge.abs().max() > 0.99
+        assert build(cfg).prs_proj(torch.randn(4, 5)).abs().max() < 1.0
+    # the prefix variant prepends exactly these tokens
+    assert model.config.n_prefix_tokens == 10
+
+
+def test_prs_projection_and_cross_attention_sizes_at_the_papers_width():
+    """At the Genomics paper's backbone (width 960, 12 layers, 8 heads, 3481 PRS) the MLP has
+    hidden size 4096 and output 960 x 10, and cross-attention in every block adds 12 x 4 x 960^2
+    weights (the paper's "additional 45M")."""
+    cfg = MEHRTConfig(vocab_size=100, d_model=960, n_layers=12, n_heads=8, prs_dim=3481,
+                      prs_mode="cross_attention")
+    assert cfg.prs_hidden == 4096
+    with torch.device("meta"):
+        model = MEHRT(cfg)
+    n_mlp = sum(p.numel() for p in model.prs_proj.parameters())
+    assert n_mlp == 3481 * 4096 + 4096 + 4096 * 9600 + 9600
+    n_x = sum(p.numel() for b in model.blocks for p in b.xattn.parameters())
+    assert n_x == 12 * (4 * 960 ** 2 + 960)  # q, k, v, out + the sublayer's RMSNorm
+    assert abs(n_x - 45e6) / 45e6 < 0.03
+
+
+def test_cross_attention_is_in_every_block_ungated_after_self_attention():
+    """GPT-PRS-CROSS (Hugging Face GPT-2 with cross-attention): a cross-attention sublayer in EVERY
+    decoder block, between self-attention and the MLP, added without a gate. Before: every 2nd
+    block, Flamingo tanh gate at 0 (so a fresh model ignored the PRS)."""
+    cfg = tiny(n_layers=4, prs_dim=5, prs_mode="cross_attention")
+    model = build(cfg)
+    assert all(isinstance(b.xattn, CrossAttention) for b in model.blocks)
+    assert not any("gate" in n for n, _ in model.named_parameters() if ".xattn." in n)
+    ids, prs = torch.randint(0, V, (2, 9)), torch.randn(2, 5)
+    with torch.no_grad():  # live at initialisation: no zero gate holds the PRS back
+        assert not torch.allclose(model(ids, prs=prs)["logits"], model(ids, prs=prs + 1.0)["logits"])
+    # oracle: one block written out in the GPT-2 order x + SA(n1 x); x + CA(n_x x, m); x + MLP(n2 x)
+    block, T = model.blocks[0], ids.shape[1]
+    x = torch.randn(2, T, cfg.d_model)
+    memory = model.prs_proj(prs)
+    cos, sin = model.rope_cos[:T], model.rope_sin[:T]
+    with torch.no_grad():
+        h = x + block.attn(block.attn_norm(x), cos, sin, None)
+        h = h + block.xattn(h, memory)
+        ref = h + block.mlp(block.mlp_norm(h))
+        torch.testing.assert_close(block(x, cos, sin, None, memory), ref)
+    # cross_attention_every=k still places sublayers in blocks 0, k, 2k, ... when asked
+    sparse = MEHRT(tiny(n_layers=4, prs_dim=5, prs_mode="cross_attention", cross_attention_every=2))
+    assert [b.xattn is not None for b in sparse.blocks] == [True, False, True, False]
+    # the prefix variant has no cross-attention at all
+    assert all(b.xattn is None for b in build(tiny(prs_dim=5, prs_mode="prefix")).blocks)
 
 
 def test_prs_given_to_a_model_without_prs_is_an_error():
@@ -353,8 +422,14 @@ def test_num_parameters_and_flops():
     untied = MEHRT(dataclasses.replace(cfg, tie_embeddings=False))
     assert untied.num_parameters() == model.num_parameters() + V * cfg.d_model
     assert untied.num_parameters(exclude_embeddings=True) == model.num_parameters(True)
-    n = model.num_parameters(exclude_embeddings=True) + V * cfg.d_model
+    # the PRS MLP runs once per sequence: not part of the per-token matmul weights
+    n_prs = sum(p.numel() for p in model.prs_proj.parameters())
+    n = model.num_parameters(exclude_embeddings=True) - n_prs + V * cfg.d_model
     assert model.flops_per_token(64) == 6 * n + 12 * cfg.n_layers * cfg.d_model * 64
+    x = MEHRT(dataclasses.replace(cfg, prs_mode="cross_attention"))
+    d, L, M = cfg.d_model, cfg.n_layers, cfg.n_prs_tokens
+    n_x = x.num_parameters(exclude_embeddings=True) - n_prs - L * 2 * d * d + V * d  # k/v per sequence
+    assert x.flops_per_token(64) == 6 * n_x + 12 * L * d * 64 + 12 * L * d * M
 
 
 def test_llama_style_initialisation():
@@ -368,8 +443,6 @@ def test_llama_style_initialisation():
             assert abs(p.std().item() - residual) < 0.15 * residual, name
         elif name.endswith("norm.weight"):
             assert torch.equal(p, torch.ones_like(p)), name
-        elif name.endswith("gate"):
-            assert p.abs().sum() == 0, name
         elif p.dim() == 2:
             assert abs(p.std().item() - 0.02) < 0.003, name
 
@@ -406,7 +479,7 @@ def test_config_hash_is_stable_and_roundtrips():
         MEHRTConfig.from_dict({**full.to_dict(), "n_experts": 8})
 
 
-PINNED_HASH = "8fdb7f43d34ddd13"
+PINNED_HASH = "d7576bc4a84a3fa5"  # issue 15: n_prs_tokens 10, prs_hidden, cross-attention every block
 
 
 def _changed(name: str, value):
@@ -445,6 +518,7 @@ def test_config_hash_changes_with_every_field():
     dict(prs_dim=5, prs_mode="film"),
     dict(image_dims=(("ct", 4), ("ct", 8))),
     dict(max_seq_len=0),
+    dict(prs_dim=5, prs_mode="prefix", prs_hidden=0),
 ])
 def test_invalid_configs_are_rejected(bad):
     with pytest.raises(ValueError, match="invalid MEHRTConfig"):

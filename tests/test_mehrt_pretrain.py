@@ -255,7 +255,7 @@ def test_curriculum_is_cached_and_never_sees_held_out_subjects(small_cohort, tmp
     assert set(meta["stages"]) == {"1", "2", "3"}
     for st in meta["stages"].values():
         assert np.isfinite(st["held_out_perplexity"]) and st["tokens_per_s"] > 0 and st["n_parameters"] > 0
-    assert model.config.image_dims == (("ct", 64), ("wsi", 64), ("cxr", 128)) and model.config.prs_mode == "prefix"
+    assert model.config.image_dims == (("ct", 64), ("wsi", 64), ("cxr", 128)) and model.config.prs_mode == "cross_attention"
 
     import encoders.mehrt.pretrain as pre
 

@@ -4,9 +4,13 @@ A patient timeline is a sequence of structured tokens (codes, binned values, tim
 `encoders.mehrt.tokenizer`. Image studies (modalities such as ``ct``, ``wsi``, ``cxr``) sit in that
 sequence at their time as *placeholder* positions: their input vector is not a token embedding but a
 per-modality linear projection of the study's precomputed embedding plus a learned modality
-embedding. A static polygenic-risk-score (PRS) vector enters either as ``n_prs_tokens`` soft tokens
-prepended to the sequence (``prs_mode="prefix"``) or through Flamingo-style gated cross-attention
-sublayers (``prs_mode="cross_attention"``). The causal LM loss scores structured tokens only.
+embedding. A static polygenic-risk-score (PRS) vector is projected into ``n_prs_tokens`` soft tokens
+as "Integrating Genomics into Multimodal EHR Foundation Models" (Amar et al., 2025) describes: a
+2-layer MLP (Linear -> GELU -> Linear) with a scaled-sigmoid head, 2 sigmoid(z) - 1, so every value
+lies in (-1, 1); 10 tokens. The tokens enter either through a cross-attention sublayer in every
+decoder block (``prs_mode="cross_attention"``, the paper's GPT-PRS-CROSS) or as a prefix prepended
+to the sequence (``prs_mode="prefix"``, the paper's soft-token variant). The causal LM loss scores
+structured tokens only (never the soft tokens, as in the paper).
 
 Architecture (Llama): pre-norm blocks, RMSNorm, rotary position embeddings (RoPE), grouped-query
 attention through ``F.scaled_dot_product_attention`` (flash kernels on GPU), SwiGLU MLP, tied
@@ -36,6 +40,18 @@ from torch import nn
 from encoders.mehrt.kernels import IGNORE_INDEX, cross_entropy
 
 PRS_MODES = ("prefix", "cross_attention")
+# The Genomics paper's PRS MLP: hidden size 4096 for its 960-wide GPT-2 backbone (10 tokens of 960).
+GENOMICS_PAPER_WIDTH, GENOMICS_PAPER_PRS_HIDDEN = 960, 4096
+
+
+def prs_hidden_dim(d_model: int, multiple_of: int = 64) -> int:
+    """PRS MLP hidden size: the Genomics paper's 4096 at its width 960, round_up(4096 d / 960, 64) elsewhere.
+
+    Our choice, not the paper's (it reports one width): a fixed 4096 would make the PRS MLP the bulk
+    of the small models (2.6M output weights at d_model=64, 4x the tiny backbone) and bend the
+    scaling plot's parameter axis. ``MEHRTConfig(prs_hidden=...)`` sets any other size.
+    """
+    return multiple_of * math.ceil(GENOMICS_PAPER_PRS_HIDDEN * d_model / GENOMICS_PAPER_WIDTH / multiple_of)
 
 
 def llama_ffn_dim(d_model: int, multiple_of: int = 64) -> int:
@@ -59,8 +75,10 @@ class MEHRTConfig:
     ``n_kv_heads=None`` means plain multi-head attention and ``d_ff=None`` means `llama_ffn_dim`;
     both are resolved at construction so equal models have equal configs and hashes.
     ``image_dims`` maps modality name -> study-embedding size, in the order that ``image_index``
-    counts from 1. ``cross_attention_every=k`` puts a gated cross-attention sublayer in blocks
-    0, k, 2k, ... (only with ``prs_mode="cross_attention"``).
+    counts from 1. ``n_prs_tokens`` soft tokens come out of the PRS MLP (hidden size
+    ``prs_hidden``, None = `prs_hidden_dim`). ``cross_attention_every=k`` puts a cross-attention
+    sublayer in blocks 0, k, 2k, ... (only with ``prs_mode="cross_attention"``); the default 1 is
+    every block, as in the Genomics paper.
     """
 
     vocab_size: int
@@ -77,8 +95,9 @@ class MEHRTConfig:
     image_dims: tuple[tuple[str, int], ...] = ()
     prs_dim: int | None = None
     prs_mode: str | None = None
-    n_prs_tokens: int = 4
-    cross_attention_every: int = 2
+    n_prs_tokens: int = 10
+    prs_hidden: int | None = None
+    cross_attention_every: int = 1
 
     def __post_init__(self) -> None:
         # Frozen dataclass: normalise through object.__setattr__ (lists from JSON -> tuples).
@@ -87,6 +106,8 @@ class MEHRTConfig:
             object.__setattr__(self, "n_kv_heads", self.n_heads)
         if self.d_ff is None:
             object.__setattr__(self, "d_ff", llama_ffn_dim(self.d_model))
+        if self.prs_hidden is None:
+            object.__setattr__(self, "prs_hidden", prs_hidden_dim(self.d_model))
         problems = []
         if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
             problems.append(f"d_model={self.d_model} must split into n_heads={self.n_heads} heads "
@@ -101,9 +122,9 @@ class MEHRTConfig:
         names = [n for n, _ in self.image_dims]
         if len(set(names)) != len(names) or any(d <= 0 for _, d in self.image_dims):
             problems.append(f"image_dims={self.image_dims} needs unique names and positive sizes")
-        if min(self.vocab_size, self.n_layers, self.max_seq_len, self.n_prs_tokens,
+        if min(self.vocab_size, self.n_layers, self.max_seq_len, self.n_prs_tokens, self.prs_hidden,
                self.cross_attention_every) <= 0:
-            problems.append("vocab_size, n_layers, max_seq_len, n_prs_tokens and "
+            problems.append("vocab_size, n_layers, max_seq_len, n_prs_tokens, prs_hidden and "
                             "cross_attention_every must be positive")
         if problems:
             raise ValueError("invalid MEHRTConfig: " + "; ".join(problems))
@@ -248,12 +269,33 @@ class Attention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(B, T, H * hd))  # [B, T, d]
 
 
-class CrossAttention(nn.Module):
-    """Gated cross-attention from timeline positions to PRS tokens (Flamingo, Alayrac et al. 2022).
+class PRSProjection(nn.Module):
+    """PRS vector -> soft tokens: Linear -> GELU -> Linear, then the scaled sigmoid 2 sigmoid(z) - 1.
 
-    x <- x + tanh(gate) * Attn(norm(x), prs_tokens). The gate starts at 0, so a freshly added
-    sublayer leaves the language model unchanged and PRS information is let in as training
-    opens the gate. No mask: the PRS is static, every position may see it.
+    The Genomics paper (Amar et al., 2025, Methods): 2-layer MLP, GELU in the middle, a sigmoid
+    head scaled to (-1, 1), 10 tokens of the model width (hidden 4096 at width 960). It names the
+    range, not the formula: 2 sigmoid(z) - 1 (= tanh(z / 2)) is the sigmoid mapped onto (-1, 1).
+    Both layers keep biases (a plain MLP), unlike the bias-free backbone.
+    """
+
+    def __init__(self, cfg: MEHRTConfig):
+        super().__init__()
+        self.n_tokens, self.d_model = cfg.n_prs_tokens, cfg.d_model
+        self.fc1 = nn.Linear(cfg.prs_dim, cfg.prs_hidden)
+        self.fc2 = nn.Linear(cfg.prs_hidden, cfg.n_prs_tokens * cfg.d_model)
+
+    def forward(self, prs: torch.Tensor) -> torch.Tensor:  # [B, prs_dim] -> [B, n_prs_tokens, d]
+        z = self.fc2(F.gelu(self.fc1(prs)))  # [B, n_prs_tokens * d]
+        return (2.0 * torch.sigmoid(z) - 1.0).view(prs.shape[0], self.n_tokens, self.d_model)
+
+
+class CrossAttention(nn.Module):
+    """Cross-attention from timeline positions to the PRS tokens: x + Attn(norm(x), prs_tokens).
+
+    The Genomics paper's GPT-PRS-CROSS is Hugging Face GPT-2 with cross-attention: in every block a
+    pre-norm sublayer between self-attention and the MLP, added to the residual without a gate
+    (its "45M" extra parameters at width 960, 12 layers = 12 x 4 x 960^2: q, k, v, out). Ours
+    follows the Llama backbone (RMSNorm, no biases); no RoPE or mask: the PRS is static.
     """
 
     def __init__(self, cfg: MEHRTConfig):
@@ -263,26 +305,25 @@ class CrossAttention(nn.Module):
         self.q = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.kv = nn.Linear(cfg.d_model, 2 * cfg.d_model, bias=False)
         self.out = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
-        self.gate = nn.Parameter(torch.zeros(1))
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
-        """x [B, T, d], memory [B, M, d] (PRS tokens) -> [B, T, d]."""
+        """x [B, T, d], memory [B, M, d] (PRS tokens) -> the sublayer's output [B, T, d] (no residual)."""
         B, T, _ = x.shape
         H, hd, M = self.n_heads, self.head_dim, memory.shape[1]
         q = self.q(self.norm(x)).view(B, T, H, hd).transpose(1, 2)  # [B, H, T, hd]
         k, v = self.kv(memory).view(B, M, 2, H, hd).permute(2, 0, 3, 1, 4)  # each [B, H, M, hd]
         y = F.scaled_dot_product_attention(q, k, v)  # [B, H, T, hd]
-        return x + torch.tanh(self.gate) * self.out(y.transpose(1, 2).reshape(B, T, H * hd))
+        return self.out(y.transpose(1, 2).reshape(B, T, H * hd))
 
 
 class Block(nn.Module):
-    """Pre-norm decoder block: [gated PRS cross-attention], x + Attn(norm x), x + MLP(norm x)."""
+    """Pre-norm decoder block: x + Attn(norm x), [x + CrossAttn(norm x, PRS)], x + MLP(norm x)."""
 
     def __init__(self, cfg: MEHRTConfig, cross_attention: bool):
         super().__init__()
-        self.xattn = CrossAttention(cfg) if cross_attention else None
         self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.attn = Attention(cfg)
+        self.xattn = CrossAttention(cfg) if cross_attention else None
         self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.mlp = SwiGLU(cfg.d_model, cfg.d_ff)
         self.drop = nn.Dropout(cfg.dropout)
@@ -290,9 +331,9 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 mask: torch.Tensor | None, memory: torch.Tensor | None) -> torch.Tensor:
         """x [B, T, d] -> [B, T, d]; memory [B, M, d] PRS tokens or None."""
-        if self.xattn is not None and memory is not None:
-            x = self.xattn(x, memory)  # Flamingo puts the gated layer before the LM block
         x = x + self.drop(self.attn(self.attn_norm(x), cos, sin, mask))
+        if self.xattn is not None and memory is not None:
+            x = x + self.drop(self.xattn(x, memory))  # GPT-2's place: after self-attention, before the MLP
         return x + self.drop(self.mlp(self.mlp_norm(x)))
 
 
@@ -314,8 +355,8 @@ class MEHRT(nn.Module):
         self.image_proj = nn.ModuleDict({name: nn.Linear(dim, d, bias=False)
                                          for name, dim in cfg.image_dims})
         self.modality_emb = nn.Parameter(torch.zeros(len(cfg.image_dims), d))  # [M, d]
-        # PRS vector -> n_prs_tokens soft tokens (used as prefix or as cross-attention memory).
-        self.prs_proj = (nn.Linear(cfg.prs_dim, cfg.n_prs_tokens * d) if cfg.prs_mode else None)
+        # PRS vector -> n_prs_tokens soft tokens in (-1, 1) (prefix or cross-attention memory).
+        self.prs_proj = PRSProjection(cfg) if cfg.prs_mode else None
         self.blocks = nn.ModuleList(
             Block(cfg, cross_attention=cfg.prs_mode == "cross_attention"
                   and i % cfg.cross_attention_every == 0)
@@ -343,8 +384,6 @@ class MEHRT(nn.Module):
                     nn.init.zeros_(module.bias)
             elif isinstance(module, RMSNorm):
                 nn.init.ones_(module.weight)
-            elif isinstance(module, CrossAttention):
-                nn.init.zeros_(module.gate)
         nn.init.normal_(self.modality_emb, mean=0.0, std=std)
         for name, p in self.named_parameters():
             if name.endswith(("attn.out.weight", "mlp.down.weight", "xattn.out.weight")):
@@ -440,7 +479,7 @@ class MEHRT(nn.Module):
         if prs is not None:
             if self.prs_proj is None:
                 raise ValueError("prs was given but this MEHRT config has prs_mode=None")
-            prs_tokens = self.prs_proj(prs.to(x.dtype)).view(B, cfg.n_prs_tokens, cfg.d_model)
+            prs_tokens = self.prs_proj(prs.to(x.dtype))  # [B, n_prs, d], values in (-1, 1)
             if cfg.prs_mode == "prefix":
                 x, P = torch.cat([prs_tokens, x], dim=1), cfg.n_prs_tokens  # [B, P + T, d]
             else:
@@ -540,9 +579,10 @@ class MEHRT(nn.Module):
 
         6 N + 12 L d S: each matmul weight costs 2 FLOPs per token forward and 4 backward, and
         attention scores plus the weighted sum of values cost 2 * 2 * S * d per layer forward
-        (x3 with backward). N counts the weights that are multiplied: non-embedding parameters
-        plus the output head (the input lookup is free). Causal masking's skipped half is
-        counted, as in PaLM, so MFU stays comparable across implementations.
+        (x3 with backward). N: non-embedding parameters plus the output head, less the PRS MLP and
+        cross-attention k/v weights (run once per sequence, not per position); each cross-attention
+        sublayer adds 12 d M (M = n_prs_tokens keys). Causal masking's skipped half is counted, as
+        in PaLM, so MFU stays comparable across implementations.
 
         Args:
             seq_len: tokens per sequence S (include the PRS prefix if one is used).
@@ -551,5 +591,10 @@ class MEHRT(nn.Module):
             FLOPs per token.
         """
         cfg = self.config
-        n_matmul = self.num_parameters(exclude_embeddings=True) + cfg.vocab_size * cfg.d_model
-        return 6.0 * n_matmul + 12.0 * cfg.n_layers * cfg.d_model * seq_len
+        per_sequence = sum(p.numel() for n, p in self.named_parameters()
+                           if n.startswith("prs_proj.") or ".xattn.kv." in n)
+        n_matmul = (self.num_parameters(exclude_embeddings=True) - per_sequence
+                    + cfg.vocab_size * cfg.d_model)
+        n_xattn = sum(b.xattn is not None for b in self.blocks)
+        return (6.0 * n_matmul + 12.0 * cfg.n_layers * cfg.d_model * seq_len
+                + 12.0 * n_xattn * cfg.d_model * cfg.n_prs_tokens)

@@ -43,6 +43,7 @@ from benchmark.model_api import Budget, Prediction, TaskData
 from benchmark.artifacts import cached_artifact
 from encoders.mehrt.collate import collator, model_inputs, recent_starts
 from encoders.mehrt.corpora import PRS_MODALITY, mehrt_cache
+from encoders.mehrt.model import PRS_MODES
 from encoders.mehrt.pretrain import default_plan, run_curriculum
 from encoders.mehrt.trainer import peak_memory_mb
 from encoders.mehrt.probe import Probe
@@ -70,6 +71,8 @@ class Settings:
         encode_tokens: tokens per encoding forward pass (batch size x padded length).
         probe_trials: candidate regularisation strengths.
         probe_folds: CV folds.
+        prs_mode: the PRS pathway ("cross_attention" or "prefix"; None for EHRT). It reaches the
+            model config, whose hash is part of every checkpoint and representation cache key.
     """
 
     size: str
@@ -81,6 +84,7 @@ class Settings:
     encode_tokens: int = 16384
     probe_trials: int = 8
     probe_folds: int = 5
+    prs_mode: str | None = None
 
     def encode_hash(self) -> str:
         """Hash of what changes a cached representation."""
@@ -91,10 +95,12 @@ class Settings:
 # MEHRT's own reading of a budget level: (size config in model.py SIZES, Stage-1 pretraining steps).
 # The runner's Budget is generic; these are the values `make run` has always used.
 LEVELS: dict[str, tuple[str, int]] = {"smoke": ("tiny", 60), "default": ("small", 600), "full": ("small", 5000)}
+# `mehrt`'s PRS pathway: cross-attention, the Genomics paper's evaluated model (GPT-PRS-CROSS).
+DEFAULT_PRS_MODE = "cross_attention"
 
 
 def settings_for(budget: Budget, multimodal: bool, stage: str | None = None, size: str | None = None,
-                 steps: int | None = None) -> Settings:
+                 steps: int | None = None, prs_mode: str | None = None) -> Settings:
     """Pipeline settings for a runner budget.
 
     Args:
@@ -103,13 +109,18 @@ def settings_for(budget: Budget, multimodal: bool, stage: str | None = None, siz
         stage: override the encoding stage (default "3" for MEHRT, "1" for EHRT).
         size: override the level's size (registry entries `mehrt-<size>`).
         steps: override the level's Stage-1 steps (tests).
+        prs_mode: MEHRT's PRS pathway, "cross_attention" (default, DEFAULT_PRS_MODE) or "prefix"
+            (registry entries `mehrt-prs-cross` / `mehrt-prs-prefix`); EHRT has none.
 
     Returns:
         The settings.
 
     Raises:
-        ValueError: a budget level MEHRT has no size and steps for (and no override of both).
+        ValueError: a budget level MEHRT has no size and steps for (and no override of both), or an
+            unknown prs_mode.
     """
+    if prs_mode not in (None, *PRS_MODES):
+        raise ValueError(f"unknown MEHRT prs_mode {prs_mode!r}; choose one of {PRS_MODES}")
     if (size is None or steps is None) and budget.name not in LEVELS:
         raise ValueError(f"MEHRT has no size and steps for budget level {budget.name!r}; known levels: "
                          f"{', '.join(LEVELS)} (encoders/mehrt/pipeline.py LEVELS)")
@@ -127,7 +138,8 @@ def settings_for(budget: Budget, multimodal: bool, stage: str | None = None, siz
         encode_tokens=32768 if tiny else 16384,
         # Probes are cheap next to encoding: a few more candidates than the budget's
         # random-search trials (with at least 8), since C spans 20 decades.
-        probe_trials=min(40, max(8, 2 * budget.n_trials)), probe_folds=max(budget.n_folds, 3))
+        probe_trials=min(40, max(8, 2 * budget.n_trials)), probe_folds=max(budget.n_folds, 3),
+        prs_mode=(prs_mode or DEFAULT_PRS_MODE) if multimodal else None)
 
 
 # ------------------------------------------------------------------------------ pretrained models
@@ -143,7 +155,7 @@ def load_pretrained(cohort, settings: Settings, log=None):
         (model, meta) where meta["stages"] has per-stage perplexity, tokens/s, ... and
         meta["key"] identifies the checkpoint.
     """
-    plan = default_plan(settings.size, settings.steps)
+    plan = default_plan(settings.size, settings.steps, prs_mode=settings.prs_mode)
     k = (str(cohort.root), cohort.fingerprint(), repr(plan), settings.stage)
     if k not in _MODELS:
         model, meta = run_curriculum(cohort, plan, settings.stage, log=log)
@@ -381,19 +393,21 @@ class MEHRTPipeline:
         stage: override the encoding stage.
         size: a MEHRT size name overriding the budget level's (registry entries `mehrt-<size>`).
         steps: Stage-1 pretraining steps overriding the budget level's (tests).
+        prs_mode: the PRS pathway (None = DEFAULT_PRS_MODE; registry entries `mehrt-prs-*`).
     """
 
     def __init__(self, budget: Budget, seed: int = 0, multimodal: bool = True, stage: str | None = None,
-                 size: str | None = None, steps: int | None = None):
+                 size: str | None = None, steps: int | None = None, prs_mode: str | None = None):
         self.budget = budget
-        self.size, self.steps = size, steps
+        self.size, self.steps, self.prs_mode = size, steps, prs_mode
         self.seed = seed
         self.multimodal = multimodal
         self.stage = stage
 
     def settings(self) -> Settings:
         """The pipeline settings of this budget, stage and size/steps overrides (see settings_for)."""
-        return settings_for(self.budget, self.multimodal, self.stage, size=self.size, steps=self.steps)
+        return settings_for(self.budget, self.multimodal, self.stage, size=self.size, steps=self.steps,
+                            prs_mode=self.prs_mode)
 
     def fit(self, data: TaskData) -> MEHRTPipeline:
         """Pretrain (or load), encode train + tuning samples, tune and fit the probe.
@@ -450,7 +464,7 @@ class MEHRTPipeline:
 
     # ---------------------------------------------------------------- test-time modality masking
     def maskable_modalities(self) -> list[str]:
-        """Image modalities (placeholder tokens) and PRS (prefix) the model reads; none for EHRT."""
+        """Image modalities (placeholder tokens) and PRS (cross-attention or prefix) the model reads; none for EHRT."""
         if not self.settings_.multimodal:
             return []
         cfg = self.model_.config

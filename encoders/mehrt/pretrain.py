@@ -132,15 +132,16 @@ class Plan:
     Args:
         size: a key of sizes.SIZES.
         stages: stage name -> TrainConfig (stages that are not listed are not trained).
-        prs_mode: "prefix" | "cross_attention" | None (no PRS pathway).
+        prs_mode: "prefix" | "cross_attention" | None (no PRS pathway); default: cross-attention,
+            the Genomics paper's GPT-PRS-CROSS (model.py).
     """
 
     size: str
     stages: dict
-    prs_mode: str | None = "prefix"
+    prs_mode: str | None = "cross_attention"
 
 
-def default_plan(size: str, steps: int, compile: bool = False) -> Plan:
+def default_plan(size: str, steps: int, compile: bool = False, prs_mode: str | None = "cross_attention") -> Plan:
     """The pretraining plan of a size: Stage 1 `steps` steps, Stages 2, 3 and 3-Joint steps // 4.
 
     Stage 2 trains only the small modality projections and Stage 3 starts from a trained
@@ -151,6 +152,7 @@ def default_plan(size: str, steps: int, compile: bool = False) -> Plan:
         size: MEHRT size name.
         steps: Stage-1 steps (pipeline.LEVELS: the budget level's steps).
         compile: torch.compile on CUDA.
+        prs_mode: the PRS pathway of the multimodal stages ("cross_attention", "prefix" or None).
 
     Returns:
         A Plan.
@@ -162,7 +164,7 @@ def default_plan(size: str, steps: int, compile: bool = False) -> Plan:
                 checkpoint_every=max(10, steps // 5))
     lr = 2e-3 if tiny else 1e-3
     later = max(1, steps // STAGE_FRACTION)
-    return Plan(size=size, prs_mode="prefix", stages={
+    return Plan(size=size, prs_mode=prs_mode, stages={
         "1": TrainConfig(steps=steps, lr=lr, **base),
         "2": TrainConfig(steps=later, lr=lr, **base),
         "3": TrainConfig(steps=later, lr=lr / 2, **base),

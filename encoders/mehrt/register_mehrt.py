@@ -2,7 +2,9 @@
 `mehrt-<size>` (the same at a fixed size config, for the scaling plot), declared in SPECS.
 
 Consumes the structured timeline, CT / WSI / CXR study embeddings (placeholder tokens) and the PRS
-vector (prefix tokens). It needs no task modality (a subject without images is a structured-only
+vector (10 soft tokens read by cross-attention in every block: the Genomics paper's GPT-PRS-CROSS, the
+variant it evaluates; `mehrt-prs-prefix` has the soft-token prefix instead, and `mehrt-prs-cross` pins
+cross-attention should the default change). It needs no task modality (a subject without images is a structured-only
 timeline), so it runs every task of every kind. torch is imported only when the factory runs.
 """
 
@@ -13,21 +15,23 @@ import functools
 from benchmark.registry import ModelSpec
 from benchmark.vocabulary import IMAGE_MODALITIES
 
-# the timeline, the image studies (placeholder tokens) and the PRS prefix; no notes
+# the timeline, the image studies (placeholder tokens) and the PRS (soft tokens); no notes
 MEHRT_MODALITIES = ("structured", *IMAGE_MODALITIES, "prs")
 
 
-def _factory(budget, seed: int = 0, size: str | None = None):
-    """Build the pipeline (see encoders/mehrt/pipeline.py); size overrides the budget's size."""
+def _factory(budget, seed: int = 0, size: str | None = None, prs_mode: str | None = None):
+    """Build the pipeline (see encoders/mehrt/pipeline.py); size overrides the budget's size, prs_mode
+    the default PRS pathway (pipeline.DEFAULT_PRS_MODE, cross-attention)."""
     from encoders.mehrt.pipeline import MEHRTPipeline
-    return MEHRTPipeline(budget=budget, seed=seed, multimodal=True, size=size)
+    return MEHRTPipeline(budget=budget, seed=seed, multimodal=True, size=size, prs_mode=prs_mode)
 
 
 SPEC = ModelSpec(
     name="mehrt",
     kind="foundation",
     description=("Reference multimodal EHR transformer (Llama-style decoder over tokenized timelines with CT, "
-                 "WSI and CXR study embeddings as placeholder tokens and a PRS prefix), pretrained with the "
+                 "WSI and CXR study embeddings as placeholder tokens; the PRS as 10 soft tokens read by "
+                 "cross-attention in every block), pretrained with the "
                  "Stage 1 -> 2 -> 3 curriculum on the cohort's training split; frozen representations "
                  "(echo / last token / mean, chosen by CV) + linear probes"),
     modalities=MEHRT_MODALITIES,
@@ -38,7 +42,8 @@ SPEC = ModelSpec(
                   "tuning and held-out subjects never used)",
     license="Apache-2.0",
     reference="the MEHRT paper (OpenReview ywFxZhMnuB): multimodal EHR foundation model (curriculum Fig. 1b); ETHOS tokenization (Renc et al. 2024); "
-              "echo embeddings (Springer et al. 2024)",
+              "echo embeddings (Springer et al. 2024); PRS projection and cross-attention: Integrating Genomics into "
+              "Multimodal EHR Foundation Models (Amar et al. 2025)",
     authors="MEHR-Bench",
     factory=_factory,
 )
