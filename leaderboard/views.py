@@ -3,7 +3,7 @@
     collect(results_dir) -> [Site]      one Site per dataset (datasets are never mixed): tasks,
                                         models, ranked cells, family tables, audits, scaling plots
     task_page(site, task, top) -> dict  what tasks/<task>.html shows
-    model_page(site, model, top) -> dict what models/<model>.html shows
+    model_page(site, model, top) -> dict what models/<model>.html shows (incl. perplexity_table)
 
 Imports point one way inside the package: records <- rules <- figures <- views <- render <- build.
 """
@@ -324,9 +324,66 @@ def model_page(site: Site, m: ModelInfo, top: str | None) -> dict[str, Any]:
     """
     cells = [site.cells[(m.name, t)] for t in sorted(site.tasks) if (m.name, t) in site.cells]
     siblings = sorted(n for n, o in site.models.items() if o.series == m.series and n != m.name)
+    own = any(_pretraining(r) for c in cells for r in c.records)
     return dict(
         root="../", site=site, model=m, cells=cells, tasks=site.tasks, scaling=site.scaling.get(m.series, []),
-        siblings=[site.models[n] for n in siblings], dataset=site.dataset, top=_up(top, 1))
+        siblings=[site.models[n] for n in siblings], dataset=site.dataset, top=_up(top, 1),
+        perplexity=perplexity_table(site) if own else None)
+
+
+# Pretraining stages in the order of the MEHRT paper's perplexity table (EHRT, S2, S3, S3-Joint).
+PERPLEXITY_STAGES = (("1", "Stage 1 (EHRT)"), ("2", "Stage 2"), ("3", "Stage 3"), ("3joint", "Stage 3-Joint"))
+
+
+def _pretraining(r: ResultFile) -> dict:
+    """A record's per-stage pretraining block (MEHRT-family models' model_info "pretraining"), or {}."""
+    block = (r.rec.model_info.model_extra or {}).get("pretraining") if r.rec.model_info is not None else None
+    return block if isinstance(block, dict) else {}
+
+
+def perplexity_table(site: Site) -> dict | None:
+    """Held-out perplexity by pretraining stage and size, from every record of the site that has one.
+
+    Every model pretrained by one curriculum (ehrt, mehrt, mehrt-joint, mehrt-<size>) reports each
+    stage it went through; a stage checkpoint is shared by those models, so a (size, Stage-1 steps)
+    row collects Stage 1 from any of them, Stages 2 / 3 from `mehrt`, 3-Joint from `mehrt-joint`.
+    The `target tokens` column is the perplexity's denominator: one number when every stage of the
+    row was scored on the same structured tokens (comparable), else "differs".
+
+    Args:
+        site: the dataset's site.
+
+    Returns:
+        {"stages": [(key, label)], "rows": [{size, steps, n_parameters, values: {stage: ppl},
+        best: stage, tokens, models}]}, or None when no record reports pretraining.
+    """
+    rows: dict[tuple, dict] = {}
+    for (model, _), cell in sorted(site.cells.items()):
+        for r in cell.records:
+            for stage, st in _pretraining(r).items():
+                if not isinstance(st, dict) or not is_num(st.get("held_out_perplexity")):
+                    continue
+                size = str(st.get("size") or (r.rec.model_info.model_extra or {}).get("size") or "?")
+                steps1 = _pretraining(r).get("1", {}).get("steps")
+                row = rows.setdefault((size, steps1), {"size": size, "steps": steps1, "n_parameters": None,
+                                                      "values": {}, "tokens": {}, "models": set()})
+                row["values"].setdefault(stage, float(st["held_out_perplexity"]))
+                row["tokens"].setdefault(stage, st.get("perplexity_tokens"))
+                row["models"].add(model)
+                if stage == "1" and is_num(st.get("n_parameters")):
+                    row["n_parameters"] = st["n_parameters"]
+    if not rows:
+        return None
+    out = []
+    for key in sorted(rows, key=lambda k: (rows[k]["n_parameters"] or math.inf, str(k[0]), k[1] or 0)):
+        row = rows[key]
+        counts = {t for t in row["tokens"].values()}
+        row["tokens"] = next(iter(counts)) if len(counts) == 1 and None not in counts else "differs"
+        row["best"] = min(row["values"], key=row["values"].get)
+        row["models"] = sorted(row["models"])
+        out.append(row)
+    known = {s for r in out for s in r["values"]}
+    return {"stages": [(k, label) for k, label in PERPLEXITY_STAGES if k in known], "rows": out}
 
 
 def _up(top: str | None, levels: int) -> str | None:

@@ -351,3 +351,69 @@ def test_masking_a_modality_reencodes_only_those_samples_without_its_studies(lea
     y = data.y("held_out")
     none = m.predict_masked(data, "held_out", {"ct": np.ones(n, dtype=bool)})
     assert auroc(y, none.score) < auroc(y, full.score)
+
+
+# ------------------------------------------------------------------------------ issue 15: paper parity
+def _declared_spec(name: str):
+    """A model's spec through its pyproject.toml entry point (the installed metadata may predate it
+    until the package is reinstalled)."""
+    import tomllib
+    from pathlib import Path
+
+    from benchmark import registry
+    declared = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    target = declared["project"]["entry-points"][registry.ENTRY_POINT_GROUP][name]
+    return registry._load(name, target)
+
+
+@pytest.mark.parametrize("level", list(P.LEVELS))
+def test_ehrt_and_mehrt_choose_among_the_same_representations(level):
+    """Probe parity: the same candidates for both models at every budget, the paper's echo embedding
+    and last token among them (before: `mean+studies` for MEHRT only, no echo at the default budget)."""
+    m, e = P.settings_for(BUDGETS[level], True), P.settings_for(BUDGETS[level], False)
+    assert m.representations == e.representations == P.REPRESENTATIONS
+    assert {"echo", "last"} <= set(m.representations)
+    assert P.settings_for(BUDGETS[level], True, representations=("mean", P.STUDY_REPRESENTATION)).representations \
+        == ("mean", P.STUDY_REPRESENTATION)  # MEHRT's study states stay available on request
+    with pytest.raises(ValueError, match="not among"):
+        P.settings_for(BUDGETS[level], False, representations=(P.STUDY_REPRESENTATION,))
+
+
+def test_mehrt_joint_is_registered_and_encodes_with_the_stage_3joint_weights(leak):
+    from safetensors.torch import load_file
+
+    from encoders.mehrt.corpora import mehrt_cache
+    spec = _declared_spec("mehrt-joint")
+    assert spec.name == "mehrt-joint" and spec.modalities == get_model("mehrt").modalities
+    root, truth, work = leak
+    data = task_data_for("binary", root, truth, work / "joint-binary", which="signal")
+    m = spec.factory(budget=BUDGET, seed=0).fit(data)
+    assert m.settings_.stage == "3joint" and set(m.meta_["stages"]) == {"1", "3joint"}
+    st = m.meta_["stages"]["3joint"]
+    assert st["train_config"]["steps"] == m.meta_["stages"]["1"]["train_config"]["steps"]  # 10 : 10 epochs
+    saved = load_file(str(mehrt_cache() / "ckpt" / st["key"] / "model.safetensors"))
+    own = m.model_.state_dict()
+    assert len(saved) > 10
+    for k, v in saved.items():  # (tied embeddings are saved once)
+        assert torch.equal(own[k], v), k
+    _, gradual = fitted("mehrt", "binary", leak)
+    assert gradual.meta_["stages"]["3"]["key"] != st["key"]
+    assert not torch.equal(gradual.model_.state_dict()["tok_emb.weight"], own["tok_emb.weight"])
+    info = m.predict(data, "held_out").info
+    assert info["stage"] == "3-Joint" and set(info["pretraining"]) == {"1", "3joint"}
+    assert info["hyperparameters"]["representation"] in info["hyperparameters"]["representation_candidates"]
+
+
+def test_every_stage_reports_perplexity_on_the_same_target_tokens(leak):
+    """EHRT (Stage 1) and MEHRT (Stages 2, 3, 3-Joint) perplexities share one denominator."""
+    data, m = fitted("mehrt", "binary", leak)
+    _, e = fitted("ehrt", "binary", leak)
+    info, einfo = m.predict(data, "held_out").info, e.predict(data, "held_out").info
+    counts = {k: v["perplexity_tokens"] for k, v in info["pretraining"].items()}
+    counts["ehrt"] = einfo["pretraining"]["1"]["perplexity_tokens"]
+    assert len(set(counts.values())) == 1 and counts["1"] > 0, counts
+    assert info["pretraining"]["2"]["steps"] * 2 == info["pretraining"]["1"]["steps"]  # 10 : 5 epochs
+    for v in info["pretraining"].values():
+        assert np.isfinite(v["held_out_perplexity"]) and v["size"] == "tiny" and v["n_parameters"] > 0
+    assert info["hyperparameters"]["representation_candidates"] == list(P.REPRESENTATIONS) == \
+        einfo["hyperparameters"]["representation_candidates"]

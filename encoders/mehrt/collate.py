@@ -21,6 +21,33 @@ def recent_starts(lengths: np.ndarray, docs: np.ndarray, seq_len: int) -> np.nda
     return np.maximum(lengths[docs] - (seq_len - PREFIX_LEN), PREFIX_LEN)
 
 
+def shared_recent_starts(corpus: Corpus, docs: np.ndarray, seq_len: int, multimodal: bool) -> np.ndarray:
+    """Starts of the most recent window of the *multimodal* documents, in a variant's coordinates.
+
+    The window is chosen once on the full documents (placeholders included): prefix + the most
+    recent seq_len - PREFIX_LEN tokens. For the multimodal variant the start is that window's; for
+    the structured-only variant it is the same position minus the placeholders before it, so the
+    window holds exactly the same structured tokens (the placeholders dropped). Both variants then
+    predict the same target tokens, which makes EHRT and MEHRT perplexities comparable.
+
+    Args:
+        corpus: the documents.
+        docs: document indices [B].
+        seq_len: window length of the multimodal variant (prefix included).
+        multimodal: the variant the starts are for.
+
+    Returns:
+        int64 [B] starts for `Collator(..., multimodal=multimodal)(docs, starts, seq_len)`.
+    """
+    full = corpus.lengths(True)
+    starts = recent_starts(full, docs, seq_len)
+    if multimodal:
+        return starts
+    rows = np.asarray(corpus.image_rows)
+    before = [int((rows[corpus.offsets[d]:corpus.offsets[d] + s] >= 0).sum()) for d, s in zip(docs, starts)]
+    return starts - np.asarray(before, dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class Collator:
     """Turns (document, window start) pairs into model inputs.

@@ -1,6 +1,8 @@
 """The fit / predict object the runner uses for `mehrt` and `ehrt`.
 
     model = MEHRTPipeline(budget=Budget, seed=int, multimodal=True)   # `mehrt` (Stage 3 weights)
+    MEHRTPipeline(..., stage="3joint")                                # `mehrt-joint` (Stage 3-Joint)
+    MEHRTPipeline(..., multimodal=False)                              # `ehrt` (Stage 1)
     model.fit(data)                # pretrain once per cohort (cached), encode, tune + fit the probe
     model.predict(data, "held_out")
 
@@ -13,18 +15,20 @@ fit():
      tokenizer, cut to the most recent `encode_len` tokens (demographic prefix kept), and encoded
      by the frozen model (bf16 autocast where the hardware has native bf16) into patient
      representations: ``last`` (hidden state of the last token), ``mean`` (mean over the
-     window's hidden states), ``echo`` (the window repeated, mean over the second copy, which has
-     seen the whole window; Springer et al. 2024; tiny model and "full" budget only, as it costs a
-     second pass of twice the length) and, for MEHRT, ``mean+studies`` (``mean`` plus the hidden
-     state at the most recent placeholder of each image modality: whole-window pooling dilutes
-     one study's signal among hundreds of tokens; see README.md). Representations are cached
-     per (checkpoint, sample), so tasks sharing prediction times encode once;
+     window's hidden states) and ``echo`` (the window repeated, mean over the second copy, which
+     has seen the whole window; Springer et al. 2024). The MEHRT paper probes echo embeddings and
+     the last token; ``mean`` is ours (free: the same pass). MEHRT and EHRT get the same three
+     candidates at every budget (`settings_for`), so their comparison differs only in the inputs.
+     ``mean+studies`` (``mean`` plus the hidden state at the most recent placeholder of each image
+     modality) exists for MEHRT but only on request (`representations=`): EHRT has no
+     placeholders, and offering it to one model only would confound MEHRT vs EHRT. Representations
+     are cached per (checkpoint, sample), so tasks sharing prediction times encode once;
   3. probing (`probe.Probe`): representation and regularisation chosen by 5-fold CV on train +
      tuning, then refit on both.
 
 Budgets: MEHRT reads the runner's level name (LEVELS): smoke -> size "tiny", 60 steps; default ->
-"small", 600; full -> "small", 5000. Stage 1 trains that many steps, Stages 2 and 3 a quarter as
-many each (see `default_plan`).
+"small", 600; full -> "small", 5000. Stage 1 trains that many steps, Stages 2 / 3 / 3-Joint half,
+half and as many (the paper's 10 / 5 / 5 / 10 epochs as a step ratio; see `pretrain.default_plan`).
 """
 
 from __future__ import annotations
@@ -50,8 +54,9 @@ from encoders.mehrt.probe import Probe
 from encoders.mehrt.tokenizer import EVENT_COLUMNS, IMAGE_MODALITIES, embedding_matrix
 
 PIPELINE_VERSION = "2"  # 2: inputs without non-static null-time rows (issue 12)
-REPRESENTATIONS = ("echo", "last", "mean")
-# MEHRT only: mean pooling + the hidden state at the most recent placeholder of each image modality.
+REPRESENTATIONS = ("echo", "last", "mean")  # the default candidates of MEHRT and EHRT alike
+# MEHRT only, opt-in (MEHRTPipeline(representations=...)): mean pooling + the hidden state at the
+# most recent placeholder of each image modality. Not a default candidate: EHRT cannot have it.
 STUDY_REPRESENTATION = "mean+studies"
 _MODELS: dict = {}  # in-process cache of loaded pretrained models: key -> (model, meta)
 
@@ -100,7 +105,8 @@ DEFAULT_PRS_MODE = "cross_attention"
 
 
 def settings_for(budget: Budget, multimodal: bool, stage: str | None = None, size: str | None = None,
-                 steps: int | None = None, prs_mode: str | None = None) -> Settings:
+                 steps: int | None = None, prs_mode: str | None = None,
+                 representations: tuple[str, ...] | None = None) -> Settings:
     """Pipeline settings for a runner budget.
 
     Args:
@@ -111,13 +117,15 @@ def settings_for(budget: Budget, multimodal: bool, stage: str | None = None, siz
         steps: override the level's Stage-1 steps (tests).
         prs_mode: MEHRT's PRS pathway, "cross_attention" (default, DEFAULT_PRS_MODE) or "prefix"
             (registry entries `mehrt-prs-cross` / `mehrt-prs-prefix`); EHRT has none.
+        representations: override the probe's candidates (default REPRESENTATIONS, the same for
+            MEHRT and EHRT at every budget; STUDY_REPRESENTATION only for a multimodal model).
 
     Returns:
         The settings.
 
     Raises:
         ValueError: a budget level MEHRT has no size and steps for (and no override of both), or an
-            unknown prs_mode.
+            unknown prs_mode or an unknown / unavailable representation.
     """
     if prs_mode not in (None, *PRS_MODES):
         raise ValueError(f"unknown MEHRT prs_mode {prs_mode!r}; choose one of {PRS_MODES}")
@@ -127,14 +135,18 @@ def settings_for(budget: Budget, multimodal: bool, stage: str | None = None, siz
     level_size, level_steps = LEVELS.get(budget.name, (size, steps))
     size, steps = size or level_size, steps if steps is not None else level_steps
     tiny = size == "tiny"
-    # Echo encodes every window twice (2 x 256 tokens, within every size's max_seq_len). It is
-    # cheap for the tiny model; for larger models it is kept to the "full" budget so that the
-    # default budget's per-task encoding stays at seconds on a CPU.
-    reps = ("last", "mean") + (("echo",) if tiny or budget.name == "full" else ())
+    # Echo (the paper's token averaging) encodes every window twice (2 x 256 tokens, within every
+    # size's max_seq_len): about twice the encoding time, paid at every budget so that the paper's
+    # two probes (echo, last token) are always candidates, for MEHRT and EHRT alike.
+    reps = tuple(representations) if representations is not None else REPRESENTATIONS
+    allowed = REPRESENTATIONS + ((STUDY_REPRESENTATION,) if multimodal else ())
+    if not reps or set(reps) - set(allowed):
+        raise ValueError(f"representations {list(reps)} are not among {list(allowed)} for "
+                         f"{'MEHRT' if multimodal else 'EHRT'} (encoders/mehrt/pipeline.py REPRESENTATIONS)")
     return Settings(
         size=size, steps=steps,
         stage=stage or ("3" if multimodal else "1"), multimodal=multimodal,
-        encode_len=256, representations=reps + ((STUDY_REPRESENTATION,) if multimodal else ()),
+        encode_len=256, representations=reps,
         encode_tokens=32768 if tiny else 16384,
         # Probes are cheap next to encoding: a few more candidates than the budget's
         # random-search trials (with at least 8), since C spans 20 decades.
@@ -308,7 +320,9 @@ def encode_split(model, meta: dict, data: TaskData, split, settings: Settings) -
     """
 
     names = tuple(settings.representations)
-    cache = RepresentationCache(_rep_folder(meta, settings, model))
+    # a task's input window changes what a (subject, prediction time) encodes to: keep windows apart
+    folder = _rep_folder(meta, settings, model)
+    cache = RepresentationCache(folder.with_name(folder.name + data.task.input_window_tag()))
     samples = data.samples(split)
     keys = samples.unique(maintain_order=True)
     have_keys, have = cache.lookup(keys, names)
@@ -390,16 +404,20 @@ class MEHRTPipeline:
         seed: the cell's seed (probe CV folds and candidates; pretraining uses its own fixed
             seed so every task and seed reuses one checkpoint).
         multimodal: True for `mehrt` (images + PRS, Stage 3), False for `ehrt` (Stage 1).
-        stage: override the encoding stage.
+        stage: override the encoding stage ("3joint" for `mehrt-joint`).
         size: a MEHRT size name overriding the budget level's (registry entries `mehrt-<size>`).
         steps: Stage-1 pretraining steps overriding the budget level's (tests).
         prs_mode: the PRS pathway (None = DEFAULT_PRS_MODE; registry entries `mehrt-prs-*`).
+        representations: the probe's candidates overriding REPRESENTATIONS (e.g. to add
+            STUDY_REPRESENTATION for MEHRT; not comparable with EHRT then).
     """
 
     def __init__(self, budget: Budget, seed: int = 0, multimodal: bool = True, stage: str | None = None,
-                 size: str | None = None, steps: int | None = None, prs_mode: str | None = None):
+                 size: str | None = None, steps: int | None = None, prs_mode: str | None = None,
+                 representations: tuple[str, ...] | None = None):
         self.budget = budget
         self.size, self.steps, self.prs_mode = size, steps, prs_mode
+        self.representations = representations
         self.seed = seed
         self.multimodal = multimodal
         self.stage = stage
@@ -407,7 +425,7 @@ class MEHRTPipeline:
     def settings(self) -> Settings:
         """The pipeline settings of this budget, stage and size/steps overrides (see settings_for)."""
         return settings_for(self.budget, self.multimodal, self.stage, size=self.size, steps=self.steps,
-                            prs_mode=self.prs_mode)
+                            prs_mode=self.prs_mode, representations=self.representations)
 
     def fit(self, data: TaskData) -> MEHRTPipeline:
         """Pretrain (or load), encode train + tuning samples, tune and fit the probe.
@@ -522,13 +540,18 @@ class MEHRTPipeline:
         return {
             **probe,
             "hyperparameters": {"representation": probe["representation"], "C": probe["C"], "stage": s.stage,
-                                "size": s.size, "encode_len": s.encode_len, "pretrain_steps_stage1": s.steps},
+                                "size": s.size, "encode_len": s.encode_len, "pretrain_steps_stage1": s.steps,
+                                "representation_candidates": list(s.representations)},
             "cv_score": probe["cv_best"], "explanations": None,
             "stage": {"1": "1 (EHRT)", "3": "3 (MEHRT)", "3joint": "3-Joint", "2": "2"}.get(s.stage, s.stage),
             "size": s.size, "n_parameters": final["n_parameters"],
             "tokens_per_s": round(final["tokens_per_s"], 1),
             "held_out_perplexity": round(final["held_out_perplexity"], 3),
+            # per stage: every stage's perplexity has the same held-out windows and structured target
+            # tokens (perplexity_tokens), EHRT's Stage 1 included, so the values compare directly
             "pretraining": {k: {"steps": v["train_config"]["steps"], "held_out_perplexity": round(v["held_out_perplexity"], 3),
+                                "perplexity_tokens": v.get("perplexity_tokens"), "documents": v.get("n_stage_documents"),
+                                "size": s.size, "n_parameters": v["n_parameters"],
                                 "tokens_per_s": round(v["tokens_per_s"], 1), "train_seconds": round(v["train_seconds"], 1)}
                             for k, v in stages.items()},
             "pretraining_data": "training-split subjects' whole records (tuning and held-out never used)",

@@ -1,12 +1,21 @@
 """MEHRT pretraining: the curriculum of the MEHRT paper (OpenReview ywFxZhMnuB) (Fig. 1b), read top to bottom.
 
-    Stage 1       EHRT: all parameters, structured timelines only (image placeholders dropped).
-    Stage 2       frozen backbone: only the new modality parameters (image projections, modality
-                  embeddings, PRS projection, cross-attention sublayers) learn, on the training
-                  subjects that have at least one image study.
-    Stage 3       unfreeze everything, multimodal timelines of all training subjects.
-    Stage 3-Joint the ablation: from the Stage-1 EHRT, train all parameters of the multimodal
-                  model at once (no Stage 2).
+    Stage 1       EHRT: all parameters, structured timelines of all training subjects (image
+                  placeholders dropped); 10 epochs in the paper.
+    Stage 2       from Stage 1, frozen backbone: only the new modality parameters (image
+                  projections, modality embeddings, PRS projection, cross-attention sublayers)
+                  learn, on the training subjects that have at least one image study; 5 epochs.
+    Stage 3       from Stage 2, unfreeze everything and continue on the same imaging subjects; 5 epochs.
+    Stage 3-Joint from the Stage-1 EHRT, all parameters of the multimodal model at once on the
+                  imaging subjects (no Stage 2); 10 epochs. It is the paper's headline MEHRT
+                  (registry entry `mehrt-joint`); `mehrt` encodes with the gradual Stage 3.
+
+Stage lengths. The paper counts epochs (10 / 5 / 5 / 10). Here a budget gives Stage 1 a number of
+steps and the other stages get steps in the same ratio (STAGE_EPOCHS): 3-Joint sees as many
+multimodal steps as Stages 2 and 3 together. Deviation, kept on purpose: an epoch of the imaging
+subset is shorter than one of all subjects, so the paper's epochs would give the imaging stages
+fewer steps than this ratio; with our small step budgets that would leave the adaptation stages a
+few dozen updates, so the step ratio is kept instead of the epoch count.
 
 The pieces, each in its own module:
 
@@ -51,11 +60,17 @@ from encoders.mehrt.collate import Collator, collator
 from encoders.mehrt.corpora import Corpora, file_lock, mehrt_cache, prepare_corpora
 from encoders.mehrt.model import MEHRT, MEHRTConfig
 from encoders.mehrt.sizes import SIZES, config_for
-from encoders.mehrt.trainer import Dist, TrainConfig, init_distributed, peak_memory_mb, perplexity, train_stage
+from encoders.mehrt.trainer import Dist, TrainConfig, init_distributed, peak_memory_mb, perplexity_detail, train_stage
 
-PRETRAIN_VERSION = "1"
+PRETRAIN_VERSION = "2"  # 2: Stages 3 / 3-Joint on imaging subjects, 10:5:5:10 lengths, shared perplexity windows
 STAGES = ("1", "2", "3", "3joint")
-STAGE_FRACTION = 4  # Stages 2, 3 and 3-Joint train (Stage-1 steps) // STAGE_FRACTION steps (default_plan)
+# The MEHRT paper's epochs per stage (Stage 1 / 2 / 3 / 3-Joint); default_plan keeps their ratio in steps.
+STAGE_EPOCHS = {"1": 10, "2": 5, "3": 5, "3joint": 10}
+
+
+def stage_steps(stage1_steps: int, stage: str) -> int:
+    """Steps of a stage when Stage 1 trains `stage1_steps` (STAGE_EPOCHS ratio, at least 1)."""
+    return max(1, round(stage1_steps * STAGE_EPOCHS[stage] / STAGE_EPOCHS["1"]))
 
 
 # ====================================================================================== stages
@@ -101,27 +116,40 @@ def stage1_ehrt(config: MEHRTConfig, collate: Collator, cfg: TrainConfig, folder
     return model, train_stage(model, collate, cfg, "1", folder, **kw)
 
 
+def imaging_documents(collate: Collator) -> np.ndarray:
+    """bool [D]: documents with at least one image study (the data of Stages 2, 3 and 3-Joint).
+
+    Raises:
+        ValueError: no document has a study (the multimodal stages have nothing to train on).
+    """
+    eligible = collate.corpus.n_images() > 0
+    if not eligible.any():
+        raise ValueError("no training subject has an image study: Stages 2, 3 and 3-Joint train on subjects "
+                         "with at least one (modalities/ct|wsi|cxr.parquet); encode with Stage 1 (`ehrt`) instead")
+    return eligible
+
+
 def stage2_projections(config: MEHRTConfig, ehrt: Path, collate: Collator, cfg: TrainConfig, folder: Path,
                        **kw) -> tuple[MEHRT, dict]:
     """Stage 2: EHRT backbone frozen; modality parameters learn on subjects with images."""
     model = build_model(config, cfg.seed + 2, init_from=ehrt)
-    eligible = collate.corpus.n_images() > 0
     return model, train_stage(model, collate, cfg, "2", folder, trainable=is_modality_param,
-                              eligible=eligible, **kw)
+                              eligible=imaging_documents(collate), **kw)
 
 
 def stage3_unfreeze(config: MEHRTConfig, stage2: Path, collate: Collator, cfg: TrainConfig, folder: Path,
                     **kw) -> tuple[MEHRT, dict]:
-    """Stage 3: everything learns, multimodal timelines of all training subjects."""
+    """Stage 3: from Stage 2, everything learns, on the same subjects with images."""
     model = build_model(config, cfg.seed + 3, init_from=stage2)
-    return model, train_stage(model, collate, cfg, "3", folder, **kw)
+    return model, train_stage(model, collate, cfg, "3", folder, eligible=imaging_documents(collate), **kw)
 
 
 def stage3_joint(config: MEHRTConfig, ehrt: Path, collate: Collator, cfg: TrainConfig, folder: Path,
                  **kw) -> tuple[MEHRT, dict]:
-    """Stage 3-Joint: from EHRT, all parameters of the multimodal model at once (no Stage 2)."""
+    """Stage 3-Joint: from EHRT, all parameters of the multimodal model at once (no Stage 2), on
+    the subjects with images."""
     model = build_model(config, cfg.seed + 4, init_from=ehrt)
-    return model, train_stage(model, collate, cfg, "3joint", folder, **kw)
+    return model, train_stage(model, collate, cfg, "3joint", folder, eligible=imaging_documents(collate), **kw)
 
 
 # ====================================================================================== curriculum (cached)
@@ -142,11 +170,11 @@ class Plan:
 
 
 def default_plan(size: str, steps: int, compile: bool = False, prs_mode: str | None = "cross_attention") -> Plan:
-    """The pretraining plan of a size: Stage 1 `steps` steps, Stages 2, 3 and 3-Joint steps // 4.
+    """The pretraining plan of a size: Stage 1 `steps` steps, the others in the paper's epoch ratio.
 
-    Stage 2 trains only the small modality projections and Stage 3 starts from a trained
-    backbone, so each gets a quarter of Stage 1's steps; with 4 x 256-token steps for the small
-    size this keeps the default budget's pretraining to minutes on a 2-core CPU.
+    Stages 1 / 2 / 3 / 3-Joint train steps in the ratio 10 / 5 / 5 / 10 (`stage_steps`,
+    STAGE_EPOCHS); with 4 x 256-token steps for the small size the default budget's curriculum
+    stays at a few minutes on a 2-core CPU.
 
     Args:
         size: MEHRT size name.
@@ -163,12 +191,12 @@ def default_plan(size: str, steps: int, compile: bool = False, prs_mode: str | N
     base = dict(batch_size=16 if tiny else 4, seq_len=256, seed=0, compile=compile,
                 checkpoint_every=max(10, steps // 5))
     lr = 2e-3 if tiny else 1e-3
-    later = max(1, steps // STAGE_FRACTION)
+    n = {stage: stage_steps(steps, stage) for stage in STAGES}  # the paper's 10:5:5:10
     return Plan(size=size, prs_mode=prs_mode, stages={
-        "1": TrainConfig(steps=steps, lr=lr, **base),
-        "2": TrainConfig(steps=later, lr=lr, **base),
-        "3": TrainConfig(steps=later, lr=lr / 2, **base),
-        "3joint": TrainConfig(steps=later, lr=lr / 2, **base),
+        "1": TrainConfig(steps=n["1"], lr=lr, **base),
+        "2": TrainConfig(steps=n["2"], lr=lr, **base),
+        "3": TrainConfig(steps=n["3"], lr=lr / 2, **base),
+        "3joint": TrainConfig(steps=n["3joint"], lr=lr / 2, **base),
     })
 
 
@@ -257,9 +285,13 @@ def _train_one(stage: str, config: MEHRTConfig, cfg: TrainConfig, corpora: Corpo
         model, st = stage3_unfreeze(config, parent, coll, cfg, folder, **kw)
     else:
         model, st = stage3_joint(config, parent, coll, cfg, folder, **kw)
-    ppl = perplexity(model, collator(corpora.held_out, corpora.tokenizer, config), cfg.seq_len, eval_docs)
+    # the same held-out windows and structured target tokens for every stage (shared_recent_starts)
+    test = perplexity_detail(model, collator(corpora.held_out, corpora.tokenizer, config), cfg.seq_len, eval_docs)
+    ppl = test["perplexity"]
     meta = {"stage": stage, "config": config.to_dict(), "train_config": dataclasses.asdict(cfg),
             "n_parameters": model.num_parameters(), "held_out_perplexity": ppl,
+            "perplexity_tokens": test["n_tokens"], "perplexity_docs": test["n_docs"],
+            "n_stage_documents": int(len(corpora.train) if stage == "1" else (corpora.train.n_images() > 0).sum()),
             "tokens_per_s": st["tokens_per_s"], "train_seconds": st["train_seconds"], "tokens": st["tokens"],
             "final_loss": float(np.mean(st["losses"][-20:])) if st["losses"] else None,
             "peak_memory_mb": peak_memory_mb(layout.device), "device": str(layout.device),
@@ -287,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="MEHRT pretraining curriculum (stages 1, 2, 3, 3joint)")
     p.add_argument("--data", required=True, help="cohort folder")
     p.add_argument("--size", default="tiny")
-    p.add_argument("--steps", type=int, default=60, help="steps of Stage 1 (others: see default_plan)")
+    p.add_argument("--steps", type=int, default=60, help="steps of Stage 1 (others 10:5:5:10: see default_plan)")
     p.add_argument("--stages", default="1,2,3", help="comma-separated stages to produce")
     p.add_argument("--compile", action="store_true", help="torch.compile on CUDA")
     p.add_argument("--batch-size", type=int, help="global batch in sequences (default: the size's plan)")

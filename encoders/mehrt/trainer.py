@@ -34,7 +34,7 @@ import torch
 import torch.distributed as dist
 
 from encoders.mehrt.checkpoints import device_of, latest_checkpoint, load_checkpoint, save_checkpoint
-from encoders.mehrt.collate import Collator, model_inputs, recent_starts
+from encoders.mehrt.collate import Collator, model_inputs, shared_recent_starts
 from encoders.mehrt.model import IGNORE_INDEX, MEHRT
 from encoders.mehrt.tokenizer import PREFIX_LEN
 
@@ -280,34 +280,45 @@ def train_stage(model: MEHRT, collate: Collator, cfg: TrainConfig, stage: str, f
 @torch.no_grad()
 def perplexity(model: MEHRT, collate: Collator, seq_len: int, n_docs: int = 256,
                batch_size: int = 16) -> float:
-    """Test perplexity exp(mean NLL) over structured-token targets of held-out documents.
+    """Test perplexity exp(mean NLL) over structured-token targets of held-out documents
+    (`perplexity_detail`'s value)."""
+    return perplexity_detail(model, collate, seq_len, n_docs, batch_size)["perplexity"]
 
-    Each evaluated document contributes its most recent seq_len tokens (prefix kept), the same
-    window a downstream task would see at the end of the record.
+
+@torch.no_grad()
+def perplexity_detail(model: MEHRT, collate: Collator, seq_len: int, n_docs: int = 256,
+                      batch_size: int = 16) -> dict:
+    """Test perplexity over structured-token targets of held-out documents, and its denominator.
+
+    Each evaluated document contributes its most recent seq_len tokens of the *multimodal*
+    document (prefix kept), the window a downstream task would see at the end of the record. The
+    structured-only variant (EHRT) reads the same window without its placeholders
+    (`collate.shared_recent_starts`), so every stage and both variants predict exactly the same
+    target tokens: their perplexities share one denominator and compare directly.
 
     Args:
         model: the model.
         collate: a held-out corpus in the model's variant.
-        seq_len: window length.
+        seq_len: window length (of the multimodal document).
         n_docs: evaluate this many documents, evenly spread over the corpus (deterministic).
         batch_size: documents per forward pass.
 
     Returns:
-        The perplexity.
+        {"perplexity": exp(total NLL / n_tokens), "n_tokens": target tokens, "n_docs": documents}.
     """
     device = device_of(model)
     model.eval()
-    D = len(collate.corpus)
+    corpus = collate.corpus
+    D = len(corpus)
     docs = np.unique(np.linspace(0, D - 1, min(n_docs, D)).astype(np.int64))
-    lengths = collate.corpus.lengths(collate.multimodal)
-    docs = docs[np.argsort(lengths[docs], kind="stable")]  # similar lengths together: less padding
+    docs = docs[np.argsort(corpus.lengths(True)[docs], kind="stable")]  # similar lengths together: less padding
     nll, n = 0.0, 0
     for i in range(0, len(docs), batch_size):
         d = docs[i:i + batch_size]
-        batch = collate(d, recent_starts(lengths, d, seq_len), seq_len)
+        batch = collate(d, shared_recent_starts(corpus, d, seq_len, collate.multimodal), seq_len)
         with _autocast(device):
             out = model(**model_inputs(batch, device))
         k = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
         nll += float(out["loss"]) * k
         n += k
-    return math.exp(nll / max(n, 1))
+    return {"perplexity": math.exp(nll / max(n, 1)), "n_tokens": n, "n_docs": int(len(docs))}
