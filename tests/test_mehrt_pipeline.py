@@ -196,7 +196,7 @@ def test_representations_match_their_definitions(leak):
 def test_representation_cache_encodes_each_sample_once(leak, monkeypatch):
     import shutil
     data, m = fitted("ehrt", "regression", leak)
-    shutil.rmtree(P._rep_folder(m.meta_, m.settings_, m.model_))
+    shutil.rmtree(P._rep_folder(m.meta_, m.settings_, m.model_, data.task))
     calls = []
     real = P.represent
 

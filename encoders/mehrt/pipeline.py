@@ -320,9 +320,7 @@ def encode_split(model, meta: dict, data: TaskData, split, settings: Settings) -
     """
 
     names = tuple(settings.representations)
-    # a task's input window changes what a (subject, prediction time) encodes to: keep windows apart
-    folder = _rep_folder(meta, settings, model)
-    cache = RepresentationCache(folder.with_name(folder.name + data.task.input_window_tag()))
+    cache = RepresentationCache(_rep_folder(meta, settings, model, data.task))
     samples = data.samples(split)
     keys = samples.unique(maintain_order=True)
     have_keys, have = cache.lookup(keys, names)
@@ -389,10 +387,11 @@ def _align_image_dims(corpus, image_dims):
     return replace(corpus, images=images, image_dims=tuple(image_dims))
 
 
-def _rep_folder(meta: dict, settings: Settings, model) -> Path:
-    """Cache folder of one checkpoint's representations under one encoding setup (incl. precision)."""
+def _rep_folder(meta: dict, settings: Settings, model, task) -> Path:
+    """Cache folder of one checkpoint's representations under one encoding setup (incl. precision)
+    and the task's input window (a window changes what a (subject, prediction time) encodes to)."""
     precision = "bf16" if bf16_supported(next(model.parameters()).device) else "fp32"
-    return mehrt_cache() / "reps" / f"{meta['key']}-{settings.encode_hash()}-{precision}"
+    return mehrt_cache() / "reps" / f"{meta['key']}-{settings.encode_hash()}-{precision}{task.input_window_tag()}"
 
 
 # ------------------------------------------------------------------------------ the model object
