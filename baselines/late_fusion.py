@@ -1,4 +1,15 @@
-"""Late fusion (MEHRT paper, OpenReview ywFxZhMnuB, appendix B.2): one tuned GBDT per modality, predictions averaged.
+"""Late fusion (MEHRT paper, OpenReview ywFxZhMnuB, appendix B.2): one tuned model per modality, predictions averaged.
+
+B.2 trains one model of a given baseline family (CatBoost, XGBoost, random forest or logistic
+regression) per input: the bag-of-events features, the mean CT embedding and the mean
+histopathology (WSI) embedding, and averages the three models' confidence scores per test example;
+a patient without one of the imaging modalities gets the mean of the models it has. Here every
+member searches the paper's space for its family (baselines.spaces, Tables B1-B4, no early
+stopping), and the structured member reads the B.1 features ("paper_b1").
+
+Ours, beyond B.2: CXR embeddings and the PRS vector join as members where the task offers them
+(`task.modalities`) and the cohort has them (the paper's cohort has neither); a task offering only
+ct and wsi gets exactly the paper's three members.
 
 Modality models:
   * structured: bag-of-events features (benchmark.features.bag_of_events), every sample;
@@ -30,6 +41,7 @@ import polars as pl
 from baselines.cox import survival_grid
 from baselines.explain import explain_learner, modality_attribution
 from baselines.search import make_folds, selection_score
+from baselines.spaces import setup_of
 from baselines.tabular import dense, in_label_order, n_labels_of, split_rows, stacked_targets
 from baselines.tuning import fit_tuned
 from benchmark.features.bag_of_events import featurize
@@ -43,7 +55,7 @@ from benchmark.vocabulary import IMAGE_MODALITIES, SPLITS
 SIDECAR_MODALITIES = (*IMAGE_MODALITIES, "prs")
 # what a late-fusion model consumes: bag-of-events plus those sidecars
 LATE_FUSION_MODALITIES = ("structured", *SIDECAR_MODALITIES)
-FUSION_LIBRARIES = ("catboost", "xgboost")
+FUSION_LIBRARIES = ("catboost", "xgboost", "random_forest", "logistic_regression")  # the paper's four setups
 
 
 def _embedding_array(col: pl.Series) -> np.ndarray:
@@ -133,10 +145,11 @@ def _usable(kind: str, y: np.ndarray, present: np.ndarray, folds, n_folds_min: i
 
 
 class LateFusion:
-    """Per-modality tuned GBDTs, averaged (the object a late-fusion factory returns).
+    """Per-modality tuned models of one family, averaged (the object a late-fusion factory returns).
 
     Args:
-        library: catboost | xgboost.
+        library: catboost | xgboost | random_forest | logistic_regression (the paper's setup of that
+            name in baselines.spaces: its space, no early stopping, B.1 features).
         budget: search budget for every modality model.
         seed: the cell seed.
         threads: library threads.
@@ -145,13 +158,14 @@ class LateFusion:
 
     def __init__(self, library: str, budget: Budget, seed: int = 0, threads: int = 2, explain: bool = True):
         self.library = library
+        self.feature_set = setup_of(library).feature_set
         self.budget = budget
         self.seed = seed
         self.threads = threads
         self.explain = explain
 
     def _blocks(self, data: TaskData) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
-        boe = featurize(data)
+        boe = featurize(data, feature_set=self.feature_set)
         self.feature_names_ = list(boe.names)
         blocks = {"structured": {s: (np.ones(data.frame(s).height, dtype=bool), dense(boe.block(s)))
                                  for s in SPLITS}}
@@ -260,7 +274,9 @@ class LateFusion:
             "library": self.library,
             "modalities_used": list(self.models_),
             "modalities_skipped": dict(self.skipped_),
-            "hyperparameters": {m: t.hyperparameters() for m, t in self.models_.items()},
+            "hyperparameters": {m: t.hyperparameters() | ({"feature_set": self.feature_set} if m == "structured" else {})
+                                for m, t in self.models_.items()},
+            "search_space": setup_of(self.library).source,
             "cv_metric": next(iter(self.models_.values())).search.metric,
             "cv_score": {m: t.search.summary()["cv_score"] for m, t in self.models_.items()},
             "cv_score_fused": _finite(selection_score(kind, self.y_, oof)),

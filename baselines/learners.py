@@ -1,7 +1,10 @@
 """Tabular learners: one small class per library (CatBoost, XGBoost, LightGBM, random forest, linear)
 with fit(X, y, eval_set) / score(X) / n_iter_ / size() for each task kind (binary, regression,
 survival); `OneVsRest` turns any of them into a multilabel learner (a label with one class in
-training gets its constant prior). `make_learner` builds one from a search-space configuration.
+training gets its constant prior). `make_learner` builds one from a search-space configuration:
+the parameters a configuration names are passed on, every other one keeps the library's default
+(the MEHRT paper's tables name only a few knobs; ours name more). With `early_stopping=False` (the
+paper's setups) a learner ignores the validation fold and trains the configuration's own rounds.
 
 Every learner runs with at most `threads` threads and a seed derived from the cell seed, so a rerun
 gives identical predictions.
@@ -36,13 +39,23 @@ class _Learner:
     library = ""
 
     def __init__(self, kind: str, params: dict[str, Any], *, seed: int, threads: int, max_iterations: int,
-                 n_iter: int | None = None):
+                 n_iter: int | None = None, early_stopping: bool = True):
         self.kind = kind
         self.params = params
         self.seed = seed
         self.threads = threads
         self.max_iterations = max_iterations
         self.n_iter = n_iter
+        self.early_stopping = early_stopping
+
+    def _stop_on(self, eval_set):
+        """The validation fold to early-stop on (None without early stopping)."""
+        return eval_set if self.early_stopping else None
+
+    def _given(self, casts: dict[str, Any]) -> dict[str, Any]:
+        """The configuration's parameters among `casts` (name -> type), cast; absent ones are left out."""
+        return {k: (None if self.params[k] is None else cast(self.params[k])) for k, cast in casts.items()
+                if k in self.params}
 
     def _target(self, y: np.ndarray) -> np.ndarray:
         return cox_label(y) if kind_of(self.kind).time_to_event else np.asarray(y, dtype=float)
@@ -82,9 +95,9 @@ class CatBoostLearner(_Learner):
         from catboost import CatBoostClassifier, CatBoostRegressor
 
         rounds = self._rounds("iterations")
-        p = dict(depth=int(self.params["depth"]), learning_rate=float(self.params["learning_rate"]),
-                 l2_leaf_reg=float(self.params["l2_leaf_reg"]), iterations=rounds, random_seed=self.seed,
-                 thread_count=self._nthreads(X), verbose=0, allow_writing_files=False)
+        eval_set = self._stop_on(eval_set)
+        p = dict(**self._given({"depth": int, "learning_rate": float, "l2_leaf_reg": float}), iterations=rounds,
+                 random_seed=self.seed, thread_count=self._nthreads(X), verbose=0, allow_writing_files=False)
         make = {"binary": lambda: CatBoostClassifier(loss_function="Logloss", **p),
                 "survival": lambda: CatBoostRegressor(loss_function="Cox", eval_metric="Cox", **p),
                 "regression": lambda: CatBoostRegressor(loss_function="RMSE", **p)}
@@ -104,7 +117,7 @@ class CatBoostLearner(_Learner):
 
     def size(self) -> int:
         """Number of leaves (oblivious trees: 2**depth each)."""
-        return int(self.model_.tree_count_) * 2 ** int(self.params["depth"])
+        return int(self.model_.tree_count_) * 2 ** int(self.model_.get_all_params()["depth"])
 
 
 class XGBoostLearner(_Learner):
@@ -116,10 +129,11 @@ class XGBoostLearner(_Learner):
         import xgboost as xgb
 
         rounds = self._rounds("n_estimators")
-        p = dict(max_depth=int(self.params["max_depth"]), learning_rate=float(self.params["learning_rate"]),
-                 subsample=float(self.params["subsample"]), colsample_bytree=float(self.params["colsample_bytree"]),
-                 min_child_weight=float(self.params["min_child_weight"]), n_estimators=rounds, tree_method="hist",
-                 n_jobs=self._nthreads(X), random_state=self.seed,
+        eval_set = self._stop_on(eval_set)
+        p = dict(**self._given({"max_depth": int, "learning_rate": float, "subsample": float,
+                                "colsample_bytree": float, "min_child_weight": float, "reg_alpha": float,
+                                "reg_lambda": float}),
+                 n_estimators=rounds, tree_method="hist", n_jobs=self._nthreads(X), random_state=self.seed,
                  early_stopping_rounds=EARLY_STOPPING_ROUNDS if eval_set is not None else None)
         make = {"binary": lambda: xgb.XGBClassifier(objective="binary:logistic", eval_metric="logloss", **p),
                 "survival": lambda: xgb.XGBRegressor(objective="survival:cox", eval_metric="cox-nloglik", **p),
@@ -151,6 +165,7 @@ class LightGBMLearner(_Learner):
         import lightgbm as lgb
 
         rounds = self._rounds("n_estimators")
+        eval_set = self._stop_on(eval_set)
         p = dict(num_leaves=int(self.params["num_leaves"]), learning_rate=float(self.params["learning_rate"]),
                  min_child_samples=int(self.params["min_child_samples"]), subsample=float(self.params["subsample"]),
                  subsample_freq=1, colsample_bytree=float(self.params["colsample_bytree"]),
@@ -182,7 +197,7 @@ class LightGBMLearner(_Learner):
 
 
 class RandomForestLearner(_Learner):
-    """scikit-learn random forest (binary, regression); n_estimators capped by the budget."""
+    """scikit-learn random forest (binary, regression); n_estimators capped by the budget; no early stopping."""
 
     library = "random_forest"
 
@@ -192,9 +207,8 @@ class RandomForestLearner(_Learner):
         if self.kind not in SUPPORTED_KINDS[self.library]:
             raise ValueError(f"random_forest does not support {self.kind} tasks")
         p = dict(n_estimators=int(min(self.params["n_estimators"], self.max_iterations)),
-                 max_depth=self.params["max_depth"], min_samples_leaf=int(self.params["min_samples_leaf"]),
-                 max_features=self.params["max_features"], n_jobs=self._nthreads(X),
-                 random_state=self.seed)
+                 **self._given({"max_depth": int, "min_samples_leaf": int, "max_features": _max_features}),
+                 n_jobs=self._nthreads(X), random_state=self.seed)
         m = {"binary": RandomForestClassifier, "regression": RandomForestRegressor}[self.kind](**p)
         m.fit(X, self._target(y))
         self.model_, self.n_iter_ = m, None
@@ -205,10 +219,16 @@ class RandomForestLearner(_Learner):
         return int(sum(e.tree_.n_leaves for e in self.model_.estimators_))
 
 
+def _max_features(v):
+    """random forest max_features: a name ("sqrt", "log2") or a fraction."""
+    return v if isinstance(v, str) else float(v)
+
+
 class LinearLearner(_Learner):
     """Linear baselines on standardized features, all with logistic regression's C:
-    binary = LogisticRegression (saga | liblinear, L1 | L2); regression = ridge (alpha = 1/C);
-    survival = RidgeCox (L2, C as above). Solver and penalty apply to the logistic model only.
+    binary = LogisticRegression (the configuration's solver and L1 | L2 penalty where it names them,
+    else scikit-learn's default: lbfgs, L2); regression = ridge (alpha = 1/C); survival = RidgeCox
+    (L2, C as above). Solver and penalty apply to the logistic model only.
     """
 
     library = "logistic_regression"
@@ -223,13 +243,21 @@ class LinearLearner(_Learner):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # extreme C values do not converge; the search judges them
             fit = {"binary": lambda: LogisticRegression(
-                       C=C, solver=self.params["solver"], l1_ratio=1.0 if self.params["penalty"] == "l1" else 0.0,
+                       C=C, **self._logistic_options(),
                        max_iter=max(int(self.max_iterations), 100), random_state=self.seed).fit(Z, np.asarray(y).astype(int)),
                    "survival": lambda: RidgeCox(C=C, max_iter=max(int(self.max_iterations), 100)).fit(Z, y[:, 0], y[:, 1]),
                    "regression": lambda: Ridge(alpha=1.0 / C).fit(Z, np.asarray(y, dtype=float))}
             m = fit[self.kind]()
         self.model_, self.n_iter_ = m, None
         return self
+
+    def _logistic_options(self) -> dict[str, Any]:
+        opts: dict[str, Any] = {}
+        if "solver" in self.params:
+            opts["solver"] = self.params["solver"]
+        if "penalty" in self.params:
+            opts["l1_ratio"] = 1.0 if self.params["penalty"] == "l1" else 0.0
+        return opts
 
     def _probability(self, X):
         return self.model_.predict_proba(self.scaler_.transform(X))[:, 1]
@@ -299,7 +327,7 @@ class OneVsRest:
 
 
 def make_learner(library: str, kind: str, params: dict[str, Any], *, seed: int, threads: int, max_iterations: int,
-                 n_iter: Any = None, n_labels: int | None = None):
+                 n_iter: Any = None, n_labels: int | None = None, early_stopping: bool = True):
     """Build an unfitted learner for one library and task kind.
 
     Args:
@@ -311,6 +339,7 @@ def make_learner(library: str, kind: str, params: dict[str, Any], *, seed: int, 
         max_iterations: cap on boosting rounds / trees.
         n_iter: fixed rounds for a refit (int; per-label list for multilabel); None = the config's own.
         n_labels: number of labels (multilabel).
+        early_stopping: early-stop boosting on the eval_set fit() gets (False: ignore it).
 
     Returns:
         A learner with fit(X, y, eval_set=None), score(X), n_iter_ and size().
@@ -320,5 +349,6 @@ def make_learner(library: str, kind: str, params: dict[str, Any], *, seed: int, 
     cls = LEARNERS[library]
     if kind_of(kind).multi_output:  # one binary learner per label
         return OneVsRest(lambda it: cls("binary", params, seed=seed, threads=threads, max_iterations=max_iterations,
-                                        n_iter=it), int(n_labels), n_iter)
-    return cls(kind, params, seed=seed, threads=threads, max_iterations=max_iterations, n_iter=n_iter)
+                                        n_iter=it, early_stopping=early_stopping), int(n_labels), n_iter)
+    return cls(kind, params, seed=seed, threads=threads, max_iterations=max_iterations, n_iter=n_iter,
+               early_stopping=early_stopping)

@@ -1,7 +1,7 @@
 """The shared tabular baseline: one wrapper for CatBoost, XGBoost, LightGBM, random forest and
 logistic regression on bag-of-events features (MEHRT paper, OpenReview ywFxZhMnuB, appendix B.1).
 
-    model = TabularBaseline("catboost", budget=BUDGETS["default"], seed=0)
+    model = TabularBaseline("catboost", budget=BUDGETS["default"], seed=0)   # a setup of baselines.spaces
     model.fit(data)                         # random search + refit on train + tuning
     model.predict(data, "held_out")         # Prediction(score, surv_times, surv_prob, info)
 
@@ -10,6 +10,7 @@ Layers, bottom up (one module each):
     baseline, on the shared partial likelihood and Breslow hazard of benchmark.learn.cox;
   * learners.py: one small class per library with fit(X, y, eval_set) / score(X) / n_iter_, for
     each task kind; `OneVsRest` turns any of them into a multilabel learner;
+  * spaces.py: the setups (library, search space, trial 0, early stopping, feature set) by name;
   * tuning.py: `fit_tuned`, random search over baselines.spaces with the shared subject-grouped
     folds and selection metric (benchmark.learn), then a refit of the best configuration on all rows;
   * explain.py: SHAP / importances of a fitted learner;
@@ -36,6 +37,7 @@ import scipy.sparse as sp
 from baselines.cox import survival_grid
 from baselines.explain import explain_learner
 from baselines.learners import SUPPORTED_KINDS
+from baselines.spaces import setup_of
 from baselines.tuning import fit_tuned
 from benchmark.features.bag_of_events import featurize
 from benchmark.kinds import kind_of
@@ -92,15 +94,18 @@ class TabularBaseline:
     """A tuned tabular model on bag-of-events features (the object a baseline's factory returns).
 
     Args:
-        library: catboost | xgboost | lightgbm | random_forest | logistic_regression.
+        setup: a key of baselines.spaces.SETUPS: the paper's catboost | xgboost | random_forest |
+            logistic_regression (Tables B1-B4, B.1 features), ours lightgbm, or the *_tuned variants.
         budget: search budget (trials, folds, rounds cap).
         seed: the cell seed (folds, trials and model seeds derive from it).
         threads: threads for the library (<= 2 on the benchmark machine).
         explain: add explanations to held-out predictions.
     """
 
-    def __init__(self, library: str, budget: Budget, seed: int = 0, threads: int = 2, explain: bool = True):
-        self.library = library
+    def __init__(self, setup: str, budget: Budget, seed: int = 0, threads: int = 2, explain: bool = True):
+        self.setup = setup
+        self.library = setup_of(setup).library
+        self.feature_set = setup_of(setup).feature_set
         self.budget = budget
         self.seed = seed
         self.threads = threads
@@ -118,11 +123,11 @@ class TabularBaseline:
         kind = data.task.kind
         if kind not in SUPPORTED_KINDS[self.library]:
             raise ValueError(f"{self.library} does not support {kind} tasks")
-        boe = featurize(data)
+        boe = featurize(data, feature_set=self.feature_set)
         X = dense(boe.stacked(FIT_SPLITS))
         y, groups = stacked_targets(data)
         self.folds_ = folds = cell_folds(kind, y, groups, self.budget.n_folds, self.seed)
-        self.tuned_ = fit_tuned(self.library, kind, X, y, folds, self.budget, self.seed, threads=self.threads,
+        self.tuned_ = fit_tuned(self.setup, kind, X, y, folds, self.budget, self.seed, threads=self.threads,
                                 n_labels=n_labels_of(data))
         self.feature_names_ = list(boe.names)
         self.n_rows_ = {"train": data.frame("train").height, "tuning": data.frame("tuning").height}
@@ -133,7 +138,7 @@ class TabularBaseline:
         return self
 
     def _held_out_X(self, data: TaskData) -> np.ndarray:
-        return dense(featurize(data).block("held_out"))  # disk-cached by featurize
+        return dense(featurize(data, feature_set=self.feature_set).block("held_out"))  # disk-cached by featurize
 
     def _scores(self, data: TaskData, split: str) -> np.ndarray:
         if split == "held_out":
@@ -158,7 +163,8 @@ class TabularBaseline:
         t = self.tuned_
         info: dict[str, Any] = {
             "library": self.library,
-            "hyperparameters": t.hyperparameters(),
+            "hyperparameters": t.hyperparameters() | {"feature_set": self.feature_set},
+            "search_space": setup_of(self.setup).source,
             "cv_metric": t.search.metric,
             "cv_score": t.search.summary()["cv_score"],
             "search": t.search.summary() | {"n_folds": self.budget.n_folds, "n_trials": self.budget.n_trials},
@@ -178,11 +184,12 @@ class TabularBaseline:
         return Prediction(score=score, surv_times=surv_times, surv_prob=surv_prob, info=info)
 
 
-def factory_for(library: str):
-    """The ModelSpec factory of one library: factory(budget=Budget, seed=int) -> TabularBaseline."""
+def factory_for(setup: str):
+    """The ModelSpec factory of one setup: factory(budget=Budget, seed=int) -> TabularBaseline."""
+    setup_of(setup)  # an unknown name fails at registration, not at the first run
 
     def factory(budget: Budget, seed: int = 0) -> TabularBaseline:
-        return TabularBaseline(library, budget=budget, seed=seed)
+        return TabularBaseline(setup, budget=budget, seed=seed)
 
-    factory.__name__ = f"{library}_factory"
+    factory.__name__ = f"{setup}_factory"
     return factory

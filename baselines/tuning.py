@@ -1,6 +1,6 @@
-"""Tuning and refit of a tabular learner: random search over baselines.spaces with the shared
-subject-grouped folds and selection metric (benchmark.learn), then a refit of the best
-configuration on all rows.
+"""Tuning and refit of a tabular learner: random search over a setup of baselines.spaces (space,
+trial 0, early stopping or not) with the shared subject-grouped folds and selection metric
+(benchmark.learn), then a refit of the best configuration on all rows.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from baselines.learners import make_learner
-from baselines.spaces import draw_trials
+from baselines.spaces import draw_trials, setup_of
 from benchmark.learn.folds import derive_seed
 from benchmark.learn.search import SearchResult, random_search
 from benchmark.model_api import Budget
@@ -23,6 +23,7 @@ class Tuned:
     """A searched and refitted learner."""
 
     library: str
+    setup: str
     kind: str
     search: SearchResult
     model: Any
@@ -37,12 +38,13 @@ class Tuned:
         return out
 
 
-def fit_tuned(library: str, kind: str, X: np.ndarray, y: np.ndarray, folds, budget: Budget, seed: int,
+def fit_tuned(setup: str, kind: str, X: np.ndarray, y: np.ndarray, folds, budget: Budget, seed: int,
               *, threads: int = 2, n_labels: int | None = None, tag: str = "") -> Tuned:
     """Random search (budget.n_trials configurations, CV over `folds`), then refit the best on all rows.
 
     Args:
-        library: one of LIBRARIES.
+        setup: a key of baselines.spaces.SETUPS (e.g. "catboost" = the paper's Table B1,
+            "catboost_tuned" = ours); it names the library, space, trial 0 and early stopping.
         kind: task kind.
         X: [n, p] features (train + tuning rows).
         y: targets of those rows.
@@ -56,15 +58,18 @@ def fit_tuned(library: str, kind: str, X: np.ndarray, y: np.ndarray, folds, budg
     Returns:
         Tuned with the search result and the refitted learner.
     """
-    trials = draw_trials(library, budget.n_trials, np.random.default_rng(derive_seed(seed, library, tag, "trials")))
+    s = setup_of(setup)
+    library = s.library  # seeds derive from the library, so a setup's draws do not depend on its name
+    trials = draw_trials(setup, budget.n_trials, np.random.default_rng(derive_seed(seed, library, tag, "trials")))
     model_seed = derive_seed(seed, library, tag, "model")
 
     def make(params, n_iter):
         return make_learner(library, kind, params, seed=model_seed, threads=threads,
-                            max_iterations=budget.max_iterations, n_iter=n_iter, n_labels=n_labels)
+                            max_iterations=budget.max_iterations, n_iter=n_iter, n_labels=n_labels,
+                            early_stopping=s.early_stopping)
 
     res = random_search(make, trials, X, y, folds, kind)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         final = make(res.best_params, res.n_iter).fit(X, y)
-    return Tuned(library, kind, res, final, res.best_params)
+    return Tuned(library, setup, kind, res, final, res.best_params)

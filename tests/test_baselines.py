@@ -23,14 +23,17 @@ from benchmark.metrics.survival import c_index_harrell
 
 
 # ------------------------------------------------------------------------------------ spaces
-def test_trials_are_seeded_and_start_with_defaults():
-    a = spaces.draw_trials("xgboost", 5, np.random.default_rng(1))
-    b = spaces.draw_trials("xgboost", 5, np.random.default_rng(1))
-    c = spaces.draw_trials("xgboost", 5, np.random.default_rng(2))
+@pytest.mark.parametrize("setup", ["xgboost", "xgboost_tuned"])
+def test_trials_are_seeded_and_start_with_defaults(setup):
+    a = spaces.draw_trials(setup, 5, np.random.default_rng(1))
+    b = spaces.draw_trials(setup, 5, np.random.default_rng(1))
+    c = spaces.draw_trials(setup, 5, np.random.default_rng(2))
     assert a == b and a != c
-    assert a[0] == spaces.DEFAULTS["xgboost"]
+    assert a[0] == spaces.DEFAULTS[setup]
+    lo, hi = (1, 125) if setup == "xgboost" else (3, 1000)   # the paper's Table B2 / ours
     for t in a[1:]:
-        assert 3 <= t["max_depth"] <= 10 and 0.5 <= t["subsample"] <= 1.0 and 100 <= t["n_estimators"] <= 1000
+        assert lo <= t["max_depth"] <= 10 and t["n_estimators"] <= hi
+        assert setup == "xgboost" or (0.5 <= t["subsample"] <= 1.0 and 100 <= t["n_estimators"])
 
 
 @pytest.mark.parametrize("library", sorted(spaces.SPACES))

@@ -56,7 +56,9 @@ def test_featurizer_never_sees_post_prediction_events(tmp_path, monkeypatch):
     cohort = Cohort(make_cohort(tmp_path / "c", events, splits=splits))
     task = load_tasks()["oncology/mortality_1y"]
     data = task_data(task, cohort, 0, extract_labels(task, cohort).labels)
-    feats = featurize(data)
+    paper = featurize(data)  # the MEHRT paper's B.1 set (default): no post-prediction code either
+    assert not any("LEAK" in n or "I10" in n for n in paper.names), paper.names
+    feats = featurize(data, feature_set="extended")  # ours, with last values
     assert not any("LEAK" in n or "I10" in n for n in feats.names), feats.names
     assert "count:ICD10CM/C34" in feats.names  # truncated to three characters
     assert "count:RXNORM/2555" in feats.names  # an event exactly at the prediction time is visible
@@ -94,7 +96,7 @@ def test_multi_split_blocks_stack_splits_in_order(tmp_path, monkeypatch):
     cohort = Cohort(make_cohort(tmp_path / "c", events, splits=splits))
     task = load_tasks()["oncology/mortality_1y"]
     data = task_data(task, cohort, 0, extract_labels(task, cohort).labels)
-    feats = featurize(data)
+    feats = featurize(data, feature_set="extended")  # last values: ours
     col = feats.names.index("last:LOINC/2160-0")
     both = feats.stacked(("train", "tuning"))[:, col].toarray().ravel()
     expect = np.concatenate([data.samples(s)["subject_id"].to_numpy() for s in ("train", "tuning")])

@@ -47,12 +47,14 @@ def test_search_spaces_keep_todays_draws():
     from encoders.fusion.estimator import _sample_trials
     from encoders.fusion.heads import HEADS
     SEARCH_SPACES = {name: cls.search_space for name, cls in HEADS.items()}
-    t = spaces.draw_trials("catboost", 3, np.random.default_rng(0))
-    assert t[0] == spaces.DEFAULTS["catboost"]
+    # the previous catboost / logistic_regression setups live on as *_tuned (the registered catboost
+    # and logistic_regression now search the MEHRT paper's Tables B1 / B4)
+    t = spaces.draw_trials("catboost_tuned", 3, np.random.default_rng(0))
+    assert t[0] == spaces.DEFAULTS["catboost_tuned"]
     assert t[1]["depth"] == 8 and t[1]["iterations"] == 673
     assert t[1]["l2_leaf_reg"] == pytest.approx(1.8611728721136578, rel=1e-12)
     assert t[1]["learning_rate"] == pytest.approx(0.011495367582735366, rel=1e-12)
-    lr = spaces.draw_trials("logistic_regression", 3, np.random.default_rng(0))[1]
+    lr = spaces.draw_trials("logistic_regression_tuned", 3, np.random.default_rng(0))[1]
     assert lr == {"C": pytest.approx(548.5721385480549, rel=1e-12), "penalty": "l2", "solver": "saga"}
     assert all(isinstance(d, (Choice, LogUniform, Uniform, UniformInt)) for sp in spaces.SPACES.values()
                for d in sp.values())

@@ -1,3 +1,4 @@
-"""One file per registered baseline (CatBoost, XGBoost, LightGBM, random forest, logistic regression,
-and the CatBoost / XGBoost late-fusion ensembles). Each defines `SPEC = ModelSpec(...)` and nothing
-else of note; the shared code lives in baselines.tabular and baselines.late_fusion."""
+"""One file per registered baseline: the MEHRT paper's CatBoost, XGBoost, random forest and logistic
+regression (Tables B1-B4, B.1 features), their late-fusion ensembles (B.2), our LightGBM, and our
+richer `*_tuned` variants. Each defines `SPEC = ModelSpec(...)` and nothing else of note; the shared
+code lives in baselines.tabular, baselines.spaces and baselines.late_fusion."""

@@ -6,14 +6,15 @@ from benchmark.registry import ModelSpec
 SPEC = ModelSpec(
     name="catboost_late_fusion",
     kind="baseline",
-    description=("Late fusion (MEHRT paper, OpenReview ywFxZhMnuB appendix B.2): one tuned catboost model per modality (bag-of-events, mean CT, "
-                 "WSI and CXR embeddings, PRS), predictions averaged over the modalities a sample has"),
+    description=("Late fusion (MEHRT paper (OpenReview ywFxZhMnuB) appendix B.2): one catboost model per modality (B.1 bag-of-events, "
+                 "mean CT and mean WSI embeddings; ours: also CXR and PRS where the task offers them), each "
+                 "searched over Table B1; predictions averaged over the modalities a sample has"),
     modalities=LATE_FUSION_MODALITIES,
     task_kinds=("binary", "multilabel", "survival", "regression"),
     n_parameters=None,  # depends on the search and the modalities used; each result records its own
     training_data="none (trained per task on the benchmark's train + tuning splits)",
     license="Apache-2.0",
-    reference="the MEHRT paper (OpenReview ywFxZhMnuB) appendix B.2 (late fusion); Prokhorenkova et al. 2018 (CatBoost)",
+    reference="the MEHRT paper (OpenReview ywFxZhMnuB) appendix B.2 (late fusion) and Table B1; Prokhorenkova et al. 2018 (CatBoost)",
     authors="MEHR-Bench",
     factory=factory_for("catboost"),
 )

@@ -4,10 +4,22 @@ For each sample (subject, prediction time): counts of each code seen before the 
 (through the leakage guard), for codes present in >= 1% of training subjects, with ICD-10-CM/PCS
 codes truncated to their first three characters (ICD10CM/C34.90 -> ICD10CM/C34; which code families are
 truncated, and to how many characters, comes from the cohort's dataset profile, `hierarchy.truncate`,
-e.g. DIAGNOSIS//ICD//10//C3490 -> DIAGNOSIS//ICD//10//C34 on MIMIC-IV); plus sex, age at
-the first visible event, age at prediction time, race and ethnicity one-hot. As a documented
-extension, the last value before the prediction time of each numeric code in the vocabulary
-("last:<code>") is added (labs carry much of the signal; set numeric=False for the paper's B.1).
+e.g. DIAGNOSIS//ICD//10//C3490 -> DIAGNOSIS//ICD//10//C34 on MIMIC-IV). Two named feature sets:
+
+  * "paper_b1" (the default; what B.1 describes): those counts, plus gender (`sex:F`), age at the
+    first event of the visible timeline (`age_at_first_event`) and ethnicity one-hot
+    (`ethnicity:<value>`). The demographic codes themselves (the profile's sex / race / ethnicity
+    code prefixes, e.g. GENDER/, RACE/, ETHNICITY/) are not counted: B.1 counts medical codes and
+    appends the demographics separately. "Ethnicity" is the profile's ethnicity attribute; a
+    dataset whose profile records race and ethnicity as one field has no ethnicity attribute
+    (MIMIC-IV: `admissions.race`, called `ethnicity` before MIMIC-IV 2.0, with values such as
+    HISPANIC/LATINO - PUERTO RICAN; eICU likewise), and there that combined field fills
+    `ethnicity:<value>` (only when no training subject has an ethnicity value).
+  * "extended" (ours, richer): every visible code counted (demographic codes included), the last
+    value before the prediction time of each numeric code in the vocabulary ("last:<code>"; labs
+    carry much of the signal), sex, age at the first visible event, age at prediction time, race
+    and ethnicity one-hot. This is what every baseline used before the paper's set was the default.
+
 The output is a scipy CSR matrix per split, cached in the task's work folder.
 """
 
@@ -24,12 +36,15 @@ import scipy.sparse as sp
 
 from benchmark.artifacts import atomic_write, cached_artifact, digest
 from benchmark.data.leakage import demographic_rows, visible_events, with_input_window
-from benchmark.data.profiles import DEFAULT_TRUNCATE  # ICD-10-CM/PCS to 3 (a cohort without a profile)
+from benchmark.data.profiles import DEFAULT_DEMOGRAPHICS, DEFAULT_TRUNCATE  # (a cohort without a profile)
 from benchmark.model_api import TaskData
 from benchmark.vocabulary import SPLITS
 
 FEATURIZER_VERSION = "2"  # 2: null-time rows of non-static codes dropped (issue 12)
 TRUNCATED_VOCABS = tuple(DEFAULT_TRUNCATE)
+PAPER_B1 = "paper_b1"
+EXTENDED = "extended"
+FEATURE_SETS = (PAPER_B1, EXTENDED)
 
 
 def normalize_code(code: pl.Expr, truncate: dict[str, int] | None = None) -> pl.Expr:
@@ -52,6 +67,22 @@ def normalize_code(code: pl.Expr, truncate: dict[str, int] | None = None) -> pl.
 def _truncation(cohort) -> dict[str, int]:
     """The cohort's code truncation (its profile's; a cohort object without one gets the default)."""
     return dict(getattr(cohort, "code_truncation", DEFAULT_TRUNCATE))
+
+
+def _demographic_prefixes(cohort) -> tuple[str, ...]:
+    """Code prefixes the cohort's profile reads sex, race and ethnicity from (GENDER/, RACE/, ...)."""
+    profile = getattr(cohort, "profile", None)
+    spec = profile.demographics if profile is not None else DEFAULT_DEMOGRAPHICS
+    return tuple(sorted({s.code_prefix for attr in ("sex", "race", "ethnicity") for s in getattr(spec, attr)
+                         if s.code_prefix}))
+
+
+def check_feature_set(feature_set: str) -> str:
+    """The feature set name, validated (ValueError naming the choices)."""
+    if feature_set not in FEATURE_SETS:
+        raise ValueError(f"unknown bag-of-events feature set {feature_set!r}: choose one of {FEATURE_SETS} "
+                         f"({PAPER_B1!r} = the MEHRT paper's appendix B.1, {EXTENDED!r} = ours, richer)")
+    return feature_set
 
 
 @dataclass
@@ -98,28 +129,34 @@ def _shard_counts(cohort, samples: pl.DataFrame, numeric: bool) -> tuple[pl.Data
     return pl.concat(counts), pl.concat(firsts)
 
 
-def featurize(data: TaskData, *, min_subject_frac: float = 0.01, numeric: bool = True) -> BagOfEvents:
+def featurize(data: TaskData, *, feature_set: str = PAPER_B1, min_subject_frac: float = 0.01) -> BagOfEvents:
     """Build (or load) bag-of-events features for every split of the task.
 
     Args:
         data: the task's samples; only events with time <= prediction time are read.
+        feature_set: "paper_b1" (MEHRT paper appendix B.1: counts, gender, age at first event,
+            ethnicity) or "extended" (ours: adds last numeric values, age at prediction, race and
+            counts of the demographic codes); see the module docstring.
         min_subject_frac: keep codes present in at least this fraction of training subjects.
-        numeric: add last-value features for numeric codes.
 
     Returns:
         BagOfEvents with CSR matrices for train, tuning and held_out, rows in label order.
     """
-    parts = [FEATURIZER_VERSION, min_subject_frac, numeric,
+    check_feature_set(feature_set)
+    # "extended" keeps the key of the features it replaces (numeric=True), so existing caches stay valid
+    parts = [FEATURIZER_VERSION, min_subject_frac, True if feature_set == EXTENDED else feature_set,
              data.labels.select("subject_id", "prediction_time").hash_rows().sum()]
     truncate = _truncation(data.cohort)
     if truncate != DEFAULT_TRUNCATE:  # another profile's hierarchy gives other features (default: key as before)
         parts.append(sorted(truncate.items()))
     if data.task.input_window is not None:  # the task's input window changes what is visible (default: as before)
         parts.append(["input_window_s", data.task.input_lookback_s()])
+    if feature_set == PAPER_B1:  # the excluded demographic codes depend on the profile
+        parts.append(_demographic_prefixes(data.cohort))
     key = digest(parts, n=12)
     cache = data.work_dir / f"bag_of_events-{key}.npz"
     # Concurrent runs on one cache: one builds the features, the others wait and read its files.
-    return cached_artifact(cache, lambda: _build(data, min_subject_frac, numeric), read=_read_cache,
+    return cached_artifact(cache, lambda: _build(data, min_subject_frac, feature_set), read=_read_cache,
                            write=lambda tmp, bag: _write_cache(cache, tmp, bag), suffix=".npz")
 
 
@@ -143,13 +180,19 @@ def _write_cache(cache: Path, tmp: Path, bag: BagOfEvents) -> None:
     np.savez(tmp, **payload)
 
 
-def _build(data: TaskData, min_subject_frac: float, numeric: bool) -> BagOfEvents:
+def _build(data: TaskData, min_subject_frac: float, feature_set: str) -> BagOfEvents:
     """Compute the features of every split (see `featurize`)."""
     splits = SPLITS
+    extended = feature_set == EXTENDED
+    numeric = extended
     samples = data.labels.select("subject_id", "prediction_time", "split").with_row_index("row")
     # the task's input window (if any) travels as an input_start column the guard reads
     guarded = with_input_window(samples.select("row", "subject_id", "prediction_time"), data.task.input_lookback_s())
     counts, firsts = _shard_counts(data.cohort, guarded, numeric)
+    if not extended:  # B.1 counts medical codes; gender and ethnicity come in as demographics below
+        prefixes = _demographic_prefixes(data.cohort)
+        if prefixes:
+            counts = counts.filter(~pl.any_horizontal([pl.col("code").str.starts_with(p) for p in prefixes]))
     # vocabulary from training subjects only
     train_rows = samples.filter(pl.col("split") == "train")
     n_train_subjects = max(train_rows["subject_id"].n_unique(), 1)
@@ -182,12 +225,18 @@ def _build(data: TaskData, min_subject_frac: float, numeric: bool) -> BagOfEvent
     dense_cols: list[tuple[str, np.ndarray]] = [
         ("sex:F", (s["sex"] == "F").fill_null(False).to_numpy().astype(np.float32)),
         ("age_at_first_event", ((s["first_time"] - s["birth_time"]).dt.total_days() / 365.25).to_numpy()),
-        ("age_at_prediction", ((s["prediction_time"] - s["birth_time"]).dt.total_days() / 365.25).to_numpy()),
     ]
+    if extended:
+        dense_cols.append(
+            ("age_at_prediction", ((s["prediction_time"] - s["birth_time"]).dt.total_days() / 365.25).to_numpy()))
     train_demo = s.filter(pl.col("split") == "train")
-    for col in ("race", "ethnicity"):
+    # extended: race and ethnicity; B.1: ethnicity, or the combined race/ethnicity field where the
+    # profile has no separate ethnicity (MIMIC-IV, eICU; see the module docstring)
+    one_hot = [("race", "race"), ("ethnicity", "ethnicity")] if extended else [
+        ("ethnicity", "ethnicity" if train_demo["ethnicity"].drop_nulls().len() else "race")]
+    for name, col in one_hot:
         for cat in sorted(v for v in train_demo[col].unique().to_list() if v is not None):
-            dense_cols.append((f"{col}:{cat}", (s[col] == cat).fill_null(False).to_numpy().astype(np.float32)))
+            dense_cols.append((f"{name}:{cat}", (s[col] == cat).fill_null(False).to_numpy().astype(np.float32)))
     base = len(names)
     for j, (n, v) in enumerate(dense_cols):
         v = np.nan_to_num(np.asarray(v, dtype=np.float32), nan=0.0)

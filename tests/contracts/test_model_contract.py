@@ -178,11 +178,21 @@ def _check_prediction(kind: str, data: TaskData, pred, split: str) -> None:
         assert np.all(sp_[hi] <= sp_[lo] + 1e-12)
 
 
+def _signal_budget(model: str):
+    """The contract budget; late fusion (MEHRT paper B.2) on its trial 0 only. B.2 averages the
+    members' probabilities while each member is chosen by AUROC, which ignores scale: a second
+    trial drawing a tiny learning rate from Tables B1 / B2 (down to 1e-5 / 1e-7) can win a noisy
+    two-fold CV with near-constant scores, and that member's signal then vanishes in the mean
+    (seen: catboost_late_fusion multilabel, xgboost_late_fusion survival). That is the paper's
+    protocol at a two-trial budget (baselines/README.md), not the machinery this test checks."""
+    return dataclasses.replace(BUDGET, n_trials=1) if model.endswith("_late_fusion") else BUDGET
+
+
 @pytest.mark.parametrize("model,kind", _cases())
 def test_fit_predict_shapes_and_info(leak_cohort, model, kind):
     root, truth, work = leak_cohort
     data = task_data_for(kind, root, truth, work / f"{model}-{kind}", which="signal")
-    m = get_model(model).factory(budget=BUDGET, seed=3)
+    m = get_model(model).factory(budget=_signal_budget(model), seed=3)
     assert m.fit(data) is m
     test = m.predict(data, "held_out")
     _check_prediction(kind, data, test, "held_out")
