@@ -66,7 +66,6 @@ def test_ehr_columns_demographics_keeps_only_static_columns():
         ehr_column_mask(names, "labs")
 
 
-@pytest.mark.slow
 def test_concat_lr_icu_reads_the_papers_inputs(small_cohort, cache_dir):
     """The ICU recipe: demographics only in the EHR block, the 24 h time series, CXR and notes, no
     PRS, plain ridge (no elastic net)."""
