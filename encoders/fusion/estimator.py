@@ -501,18 +501,19 @@ class FusionModel:
             The block; a part that cannot be computed is replaced by {"reason": ...}.
         """
         from benchmark.ablation import modality_attribution
-        from encoders.fusion.explain import modality_shap
+        from encoders.fusion.explain import MAX_EVALS, modality_shap
 
         out = modality_attribution(self, data, full) if self.maskable_modalities() else None
         out = dict(out or {})
         arrays, _, _ = self._raw(data)
         background = self.scaler_.transform(arrays, split_rows(data, ("train", "tuning")))
+        level = self.budget.name if self.budget is not None else "smoke"
         codes = self.input_info_.get("ts_codes") or []
         ts_names = [f"{stat}:{c}" for stat in ("last", "mean", "min", "max", "observed") for c in codes] or None
         try:
             out["modality_shap"] = modality_shap(self.estimator_, X, background, data.task.kind,
                                                  ehr_names=self.input_info_.get("ehr_names"), ts_names=ts_names,
-                                                 seed=self.seed)
+                                                 seed=self.seed, max_evals=MAX_EVALS.get(level, MAX_EVALS["smoke"]))
         except (ValueError, RuntimeError, ImportError) as e:
             out["modality_shap"] = {"reason": f"SHAP not computed ({type(e).__name__}: {e})"}
         return out

@@ -24,7 +24,9 @@ Explainers (the ``shap`` library):
   (``ehr``: the bag-of-events vector; ``time_series``: the binned series and its summary; each
   side modality: its pooled vector, study tokens, masks and presence); a coalition's value for a row
   is the head's mean output when the absent groups take the values of a small background of
-  training rows (interventional). Exact over all 2^p coalitions (p <= 7).
+  training rows (8, interventional). Exact over all 2^p coalitions (p <= 7), so a row costs
+  2^p x 8 forward rows: the rows explained are capped by the budget level (MAX_EVALS; between 10
+  and 100 held-out rows, e.g. 16 rows with 7 groups at the default budget, 100 with 4).
 
 Output scale: the head's raw output (log-odds for binary / multilabel, per label then averaged;
 log hazard for Cox; the standardized value for regression; the discrete-time head's per-bin
@@ -41,8 +43,12 @@ from encoders.fusion.inputs import FusionInputs
 
 MAX_ROWS = 500           # explained held-out rows (linear head)
 MAX_BACKGROUND = 500     # background training rows (linear head)
-MAX_ROWS_EXACT = 100     # explained rows for the model-agnostic explainer
-BACKGROUND_EXACT = 16    # background rows for the model-agnostic explainer (2^p x 16 forward rows per row)
+MAX_ROWS_EXACT = 100     # explained rows for the model-agnostic explainer, at most ...
+MIN_ROWS_EXACT = 10      # ... and at least
+BACKGROUND_EXACT = 8     # background rows for the model-agnostic explainer (2^p x 8 forward rows per row)
+# forward-pass rows the model-agnostic explainer may spend per cell, by budget level (a
+# cross-attention forward costs ~2 ms per row on one CPU thread: 16384 rows ~ 30 s)
+MAX_EVALS = {"smoke": 2048, "default": 16384, "full": 65536}
 TOP_K = 20
 TS_KEYS = ("ts", "ts_obs", "ts_sum")
 OUTPUT = {"binary": "log-odds", "multilabel": "log-odds (mean over labels)", "survival": "log hazard / raw head output",
@@ -205,7 +211,8 @@ def summarize(values: np.ndarray, group: list[str], names: list[str] | None = No
 
 
 def modality_shap(head, X: FusionInputs, background: FusionInputs, kind: str, ehr_names: list[str] | None = None,
-                  ts_names: list[str] | None = None, seed: int = 0) -> dict[str, Any]:
+                  ts_names: list[str] | None = None, seed: int = 0, max_evals: int = MAX_EVALS["default"]
+                  ) -> dict[str, Any]:
     """The "modality_shap" block of a fusion model's explanations.
 
     Args:
@@ -216,13 +223,18 @@ def modality_shap(head, X: FusionInputs, background: FusionInputs, kind: str, eh
         ehr_names: names of the EHR block's columns (linear head).
         ts_names: names of the time-series summary columns (linear head).
         seed: sampling seed.
+        max_evals: forward rows the model-agnostic explainer may spend (caps the explained rows).
 
     Returns:
         {"method", "output", "n_rows", "n_background", "aggregation", "top_features": [per group], and
         for the linear head "inputs": top inputs by mean |SHAP|}.
     """
     linear = head.head == "concat_lr"
-    rows = pick(len(X), MAX_ROWS if linear else MAX_ROWS_EXACT, seed)
+    n_rows = MAX_ROWS
+    if not linear:
+        per_row = 2 ** len(groups_of(X)) * BACKGROUND_EXACT
+        n_rows = int(min(MAX_ROWS_EXACT, max(MIN_ROWS_EXACT, max_evals // per_row)))
+    rows = pick(len(X), n_rows, seed)
     bg = pick(len(background), MAX_BACKGROUND if linear else BACKGROUND_EXACT, seed + 1)
     Xs, Bs = X.take(rows), background.take(bg)
     if linear:
