@@ -26,7 +26,7 @@ Explainers (the ``shap`` library):
   is the head's mean output when the absent groups take the values of a small background of
   training rows (8, interventional). Exact over all 2^p coalitions (p <= 7), so a row costs
   2^p x 8 forward rows: the rows explained are capped by the budget level (MAX_EVALS; between 10
-  and 100 held-out rows, e.g. 16 rows with 7 groups at the default budget, 100 with 4).
+  and 100 held-out rows, e.g. 32 rows with 5 groups at the default budget, 10 with 7).
 
 Output scale: the head's raw output (log-odds for binary / multilabel, per label then averaged;
 log hazard for Cox; the standardized value for regression; the discrete-time head's per-bin
@@ -47,8 +47,8 @@ MAX_ROWS_EXACT = 100     # explained rows for the model-agnostic explainer, at m
 MIN_ROWS_EXACT = 10      # ... and at least
 BACKGROUND_EXACT = 8     # background rows for the model-agnostic explainer (2^p x 8 forward rows per row)
 # forward-pass rows the model-agnostic explainer may spend per cell, by budget level (a
-# cross-attention forward costs ~2 ms per row on one CPU thread: 16384 rows ~ 30 s)
-MAX_EVALS = {"smoke": 2048, "default": 16384, "full": 65536}
+# cross-attention forward cost ~2.4 ms per row on a shared CPU thread: 8192 rows ~ 20 s)
+MAX_EVALS = {"smoke": 2048, "default": 8192, "full": 65536}
 TOP_K = 20
 TS_KEYS = ("ts", "ts_obs", "ts_sum")
 OUTPUT = {"binary": "log-odds", "multilabel": "log-odds (mean over labels)", "survival": "log hazard / raw head output",
