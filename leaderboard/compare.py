@@ -14,7 +14,16 @@ DerSimonian-Laird random-effects meta-analysis, AUPRC deltas separately; MAE is 
 scale differs by task). The tasks share held-out subjects, so the pooled SEs come from one subject
 bootstrap shared by all tasks (`benchmark.stats.pooled_paired_bootstrap`); the pooled test of a
 best-of comparison uses each task's chosen B and is not corrected for the choice (it leans
-towards B).
+towards B). Each pooled result names the estimate to emphasise by the selection rule of Integrating
+Genomics into Multimodal EHR Foundation Models (Amar et al., 2025): random effects when k <= 5
+tasks, else fixed effect when I^2 <= 25% or p(Q) >= 0.10, else random effects
+(`benchmark.stats.pooled.emphasis_rule`).
+
+Binary tasks also get the paper's thresholded metrics at 0.5 (accuracy, precision, recall, F1,
+specificity; predicted positive: probability >= 0.5), each as a paired subject-bootstrap
+difference on the same resamples (`benchmark.stats.thresholded.paired_thresholded`). With several
+candidates B these compare A with the B chosen on the task's main metric, uncorrected for that
+choice (the note says so). They are not pooled.
 
 Output: a rich table on stdout, and an HTML page (plus the same numbers as JSON) written to
 `--out` (a folder, or a file ending in .html) or `<results>/leaderboard/compare-A-vs-B.html`.
@@ -32,6 +41,7 @@ import numpy as np
 
 from benchmark.errors import UserError
 from benchmark.kinds import KINDS, LOWER_IS_BETTER, kind_of
+from benchmark.stats.thresholded import THRESHOLD
 from leaderboard import plots
 from leaderboard.records import AUDIT_FAMILIES, ResultFile, load_records, metric_label, slug
 from leaderboard.render import environment, fmt
@@ -39,6 +49,8 @@ from leaderboard.render import environment, fmt
 POOLED = {"discrimination": ("auroc", "auroc_macro", "c_index"), "auprc": ("auprc",)}
 METRICS_BY_KIND = {name: k.paired_metrics for name, k in KINDS.items()}
 _B = "B\u00a7"  # prefix of model B's columns after the join
+TH_DISPLAY = {"accuracy": "accuracy", "precision": "precision", "recall": "recall (sensitivity)", "f1": "F1",
+              "specificity": "specificity"}
 DISPLAY = {"c_index": "Harrell's C", "auroc": "AUROC", "auprc": "AUPRC", "auroc_macro": "macro AUROC", "mae": "MAE"}
 
 
@@ -127,8 +139,9 @@ def compare(results_dir: Path, a: str, b: str, tasks: str | None = "all", *, n_b
     Returns:
         {"a", "b" (display name), "b_models", "rows": [per task and metric: model_b, value_a, value_b,
         delta, ci_low, ci_high, p_value, se, n_rows, n_subjects, seed, task_version, favours],
-        "skipped": [{task, reason}], "meta": {"discrimination"|"auprc": MetaResult dict or None},
-        "pr_curves": {task: dict}, "n_boot", "level"}.
+        "skipped": [{task, reason}], "meta": {"discrimination"|"auprc": MetaResult dict or None,
+        with "emphasis" and "emphasis_reason"}, "thresholded": [per binary task and thresholded
+        metric: the row keys above plus "threshold"], "pr_curves": {task: dict}, "n_boot", "level"}.
 
     Raises:
         UserError: a model has no results, or A shares no task with any B.
@@ -155,7 +168,7 @@ def compare(results_dir: Path, a: str, b: str, tasks: str | None = "all", *, n_b
         raise UserError(f"models {a!r} and {label!r} have no finished task in common"
                         + (f" among {tasks!r}" if tasks and tasks != "all" else ""), field="--tasks",
                         fix="run both models on the same tasks, or widen --tasks")
-    rows, skipped, curves, pool = [], [], {}, []
+    rows, skipped, curves, pool, thresholded = [], [], {}, [], []
     for task in chosen:
         cands, reasons = {}, []
         for m in b_models:
@@ -181,6 +194,9 @@ def compare(results_dir: Path, a: str, b: str, tasks: str | None = "all", *, n_b
                               "subject_ids": j["sid"]}))
         rows += task_rows
         skipped += task_skipped
+        if task_rows and kind_of(task_rows[0]["kind"]).precision_recall:
+            thresholded += _thresholded_rows(task, a, task_rows[0]["model_b"], cands, n_boot=n_boot, seed=seed,
+                                             level=level)
         if curve is not None:
             curves[task] = curve
     meta: dict[str, Any] = {}
@@ -196,7 +212,7 @@ def compare(results_dir: Path, a: str, b: str, tasks: str | None = "all", *, n_b
         except ValueError as e:
             meta[name] = {"error": str(e), "tasks": [r["task"] for r, _ in sel]}
     return {"a": a, "b": label, "b_models": b_models, "rows": rows, "skipped": skipped, "meta": meta,
-            "pr_curves": curves, "n_boot": n_boot, "level": level, "tasks": tasks or "all"}
+            "thresholded": thresholded, "threshold": THRESHOLD, "pr_curves": curves, "n_boot": n_boot, "level": level, "tasks": tasks or "all"}
 
 
 def _joined(ra_list: list[ResultFile], rb_list: list[ResultFile]) -> dict | str:
@@ -277,6 +293,37 @@ def _task_rows(task: str, a: str, cands: dict[str, dict], *, n_boot: int, seed: 
     return rows, skipped, curve
 
 
+def _thresholded_rows(task: str, a: str, b: str, cands: dict[str, dict], *, n_boot: int, seed: int,
+                      level: float) -> list[dict]:
+    """Paired differences of the thresholded metrics at THRESHOLD between A and the B chosen on the
+    task's main metric (same resamples as the other rows of the task)."""
+    from benchmark.metrics.binary import DegenerateInputError
+    from benchmark.stats.thresholded import paired_thresholded
+
+    j = cands[b]
+    try:
+        res = paired_thresholded(j["y"], j["sa"], j["sb"], j["sid"], threshold=THRESHOLD, n_boot=n_boot, seed=seed,
+                                 level=level)
+    except DegenerateInputError:
+        return []
+    out = []
+    for metric, pr in res.items():
+        favours = None
+        if math.isfinite(pr.ci_low) and (pr.ci_low > 0 or pr.ci_high < 0):
+            favours = a if pr.delta > 0 else b
+        note = pr.note
+        if len(cands) > 1:
+            note = ((note + "; ") if note else "") + (f"B = {b}, chosen on the main metric; not corrected "
+                                                      "for that choice")
+        out.append({"task": task, "kind": j["kind"], "metric": metric, "threshold": THRESHOLD, "model_b": b,
+                    "value_a": pr.value_a, "value_b": pr.value_b, "delta": pr.delta, "mean_delta": pr.mean_delta,
+                    "ci_low": pr.ci_low, "ci_high": pr.ci_high, "p_value": pr.p_value, "se": pr.se,
+                    "n_rows": pr.n_rows, "n_subjects": pr.n_subjects, "seed": j["ra"].rec.seed,
+                    "task_version": j["ra"].rec.task_version, "favours": favours, "method": pr.method,
+                    "note": note})
+    return out
+
+
 def _p(p: float) -> str:
     if not isinstance(p, (int, float)) or not math.isfinite(p):
         return "\u2014"
@@ -306,10 +353,11 @@ def render_compare(res: dict[str, Any]) -> str:
             continue
         fr = [(f"{r['task']} ({DISPLAY[r['metric']]})", r["delta"], r["ci_low"], r["ci_high"], False) for r in sel]
         if m and "fixed" in m:
-            fr.append(("pooled, fixed effect", m["fixed"]["estimate"], m["fixed"]["ci_low"], m["fixed"]["ci_high"],
-                       True))
-            fr.append(("pooled, random effects (DL)", m["random"]["estimate"], m["random"]["ci_low"],
-                       m["random"]["ci_high"], True))
+            star = {m.get("emphasis"): " (emphasised)"}
+            fr.append(("pooled, fixed effect" + star.get("fixed", ""), m["fixed"]["estimate"], m["fixed"]["ci_low"],
+                       m["fixed"]["ci_high"], True))
+            fr.append(("pooled, random effects (DL)" + star.get("random", ""), m["random"]["estimate"],
+                       m["random"]["ci_low"], m["random"]["ci_high"], True))
         label = "AUROC / C-index" if name == "discrimination" else "AUPRC"
         forests[name] = plots.forest_plot(fr, title=f"{label}: {res['a']} \u2212 {res['b']} (95% CI)",
                                           x_label=f"difference in {label} (A \u2212 B)")
@@ -327,7 +375,8 @@ def render_compare(res: dict[str, Any]) -> str:
                                        y_label="precision A \u2212 B", x_range=(0.0, 1.0), y_range=(-span, span),
                                        band=True, ref_y=0.0))
     return env.get_template("compare.html.j2").render(root="", res=res, forests=forests, pr_figs=pr_figs,
-                                                      display=DISPLAY, metric_label=metric_label)
+                                                      display=DISPLAY, th_display=TH_DISPLAY,
+                                                      metric_label=metric_label)
 
 
 def _print_table(res: dict[str, Any]) -> None:
@@ -356,11 +405,26 @@ def _print_table(res: dict[str, Any]) -> None:
         for key, txt in (("fixed", "fixed effect (inverse variance)"),
                          ("random", "random effects (DerSimonian-Laird)")):
             e = m[key]
+            txt += " *" if m.get("emphasis") == key else ""
             mt.add_row(txt, _d(e["estimate"]), f"[{_d(e['ci_low'])}, {_d(e['ci_high'])}]", _p(e["p_value"]))
         console.print(mt)
         if m["k"] >= 2:
             console.print(f"  heterogeneity: Q = {m['q']:.2f} (df {m['q_df']}), I\u00b2 = {100 * m['i2']:.0f}%, "
                           f"tau\u00b2 = {m['tau2']:.2g}")
+        if m.get("emphasis"):
+            console.print(f"  * emphasised: {escape(m['emphasis_reason'])}")
+    if res.get("thresholded"):
+        tt = Table(title=f"thresholded metrics at {res['threshold']:g} (predicted positive: probability >= "
+                         f"{res['threshold']:g}), paired bootstrap, delta = A - B")
+        for col in ("task", "metric", *(("B model",) if several else ()), "A", "B", "delta", "95% CI", "p",
+                    "favours"):
+            tt.add_column(col)
+        for r in res["thresholded"]:
+            ci = f"[{_d(r['ci_low'])}, {_d(r['ci_high'])}]" if math.isfinite(r["ci_low"]) else (r["note"] or "\u2014")
+            cells = (r["task"], TH_DISPLAY[r["metric"]], *((r["model_b"],) if several else ()), fmt(r["value_a"]),
+                     fmt(r["value_b"]), _d(r["delta"]), ci, _p(r["p_value"]), r["favours"] or "\u2014")
+            tt.add_row(*(escape(str(c)) for c in cells))
+        console.print(tt)
     for s in res["skipped"]:
         console.print(f"[yellow]skipped {escape(s['task'])}[/]: {escape(s['reason'])}")
 

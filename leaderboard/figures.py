@@ -251,16 +251,22 @@ def explanation_figures(model: str, expl: Any, color: int) -> tuple[list[Markup]
     if isinstance(expl, dict) and expl.get("method") is None and expl.get("reason"):
         notes.append(f"{model}: no explanation ({expl['reason']})")
     sub = expl.get("structured_model") if isinstance(expl, dict) else None
-    for block, prefix in ((expl, ""), (sub, "structured model, ")):
+    # fusion models: SHAP grouped by modality (encoders/fusion/explain.py)
+    by_mod = expl.get("modality_shap") if isinstance(expl, dict) else None
+    for block, prefix in ((expl, ""), (sub, "structured model, "), (by_mod, "")):
         got = _importance_items(block)
         if got:
             method, items = got
             output = block.get("output") if isinstance(block, dict) else None
-            figs.append(plots.bar_plot(items, title=f"{model}: top features ({prefix}{method})",
+            title = (f"{model}: SHAP by modality" if block is by_mod
+                     else f"{model}: top features ({prefix}{method})")
+            figs.append(plots.bar_plot(items, title=title,
                                        x_label=f"importance ({output})" if output else "mean |value|",
                                        color=color))
         elif isinstance(block, dict) and block is sub and block.get("reason"):
             notes.append(f"{model}: structured model not explained ({block['reason']})")
+        elif isinstance(block, dict) and block is by_mod and block.get("reason"):
+            notes.append(f"{model}: no SHAP by modality ({block['reason']})")
     return figs, notes
 
 

@@ -594,3 +594,33 @@ def test_compare_never_pools_the_leak_probe(fake, tmp_path):
     assert {r["task"] for r in res["rows"]} == {"demo/mortality", "leak/probe"}
     for m in res["meta"].values():
         assert m is not None and all(not t.startswith("leak/") for t in m["tasks"]), m
+
+
+def test_compare_reports_thresholded_metrics_and_the_emphasised_pooling(fake, tmp_path, capsys):
+    """Binary tasks get paired accuracy / precision / recall / F1 / specificity at 0.5 (values equal
+    to the metrics on the joined predictions); every pooled result names the estimate the selection
+    rule emphasises (k <= 5 tasks here: random effects), in the CLI table and on the HTML page."""
+    import polars as _pl
+    from leaderboard.compare import compare, compare_cli
+    from benchmark.stats.thresholded import thresholded_metrics
+    root, _ = fake
+    res = compare(root, "mehrt-small", "gbdt", tasks="all", n_boot=300)
+    th = {(r["task"], r["metric"]): r for r in res["thresholded"]}
+    assert {m for t, m in th if t == "demo/mortality"} == {"accuracy", "precision", "recall", "f1", "specificity"}
+    assert all(r["kind"] == "binary" for r in res["thresholded"])  # no thresholded rows for other kinds
+    pa = next(p for p in root.rglob("*.parquet") if "mehrt-small" in str(p) and "demo" in str(p)
+              and "mortality" in str(p))
+    fa = _pl.read_parquet(pa)
+    ref = thresholded_metrics(fa["boolean_value"].cast(int).to_numpy(), fa["predicted_boolean_probability"].to_numpy())
+    r = th[("demo/mortality", "accuracy")]
+    assert r["value_a"] == pytest.approx(ref["accuracy"], abs=1e-6)
+    assert r["ci_low"] <= r["delta"] <= r["ci_high"]
+    m = res["meta"]["discrimination"]
+    assert m["emphasis"] == "random" and f"k = {m['k']} <= 5" in m["emphasis_reason"]
+    out = tmp_path / "t.html"
+    assert compare_cli(SimpleNamespace(a="mehrt-small", b="gbdt", tasks="all", results=str(root), out=str(out),
+                                       n_boot=300)) == 0
+    text = capsys.readouterr().out
+    assert "thresholded metrics at 0.5" in text and "emphasised: random effects" in text
+    html = out.read_text()
+    assert "Thresholded metrics at 0.5" in html and "&#9733; emphasised" in html and "specificity" in html

@@ -7,7 +7,10 @@
     pr_curves.py    precision-difference curves at fixed recall (`precision_difference_curve`)
     pooled.py       meta-analysis across tasks: fixed effect and DerSimonian-Laird random effects
                     (`meta_analysis`), with ONE joint bootstrap for tasks that share subjects
-                    (`pooled_paired_bootstrap`)
+                    (`pooled_paired_bootstrap`), and the rule that names the estimate to
+                    emphasise (`emphasis_rule`, Amar et al. 2025)
+    thresholded.py  accuracy, precision, recall, F1, specificity at a threshold (0.5) and their
+                    paired subject-bootstrap differences (`paired_thresholded`)
 
 Import from the module that owns a name (e.g. `from benchmark.stats.paired import paired_bootstrap`).
 """

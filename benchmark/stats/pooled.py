@@ -15,6 +15,15 @@ tasks' subjects, computes every task's replicate delta on those draws, and takes
 replicates (its correlation, scaled by each task's SE). Confidence intervals and p-values are
 normal (Wald): theta +- z_{(1+level)/2} SE, p = 2 (1 - Phi(|z|)).
 
+Which estimate to emphasise (`emphasis`), the selection rule of Integrating Genomics into
+Multimodal EHR Foundation Models (Amar et al., 2025), "Meta-analysis across prediction tasks":
+    k <= 5 tasks                        -> random effects (Q has little power with few tasks);
+    else I^2 <= 25% or p(Q) >= 0.10     -> fixed effect (low heterogeneity);
+    else                                -> random effects (moderate to high heterogeneity).
+The paper words the low-heterogeneity test with "or" (either condition suffices) and lets the
+k <= 5 clause take precedence; both estimates are always computed and reported, the rule only
+names the one to read first (`MetaResult.emphasis`, with the reason in `emphasis_reason`).
+
 numpy/scipy only (no torch, no scikit-learn).
 """
 
@@ -51,6 +60,8 @@ class MetaResult:
         se_method: how the pooled standard errors were obtained, in words.
         correlation: the correlation matrix of the pooled studies' deltas used for the SEs (None:
             independent studies).
+        emphasis: "fixed" or "random": the estimate the selection rule emphasises (`emphasis_rule`).
+        emphasis_reason: why, in words (k, I^2, p(Q)).
     """
 
     k: int
@@ -67,6 +78,8 @@ class MetaResult:
     excluded: dict[int, str] = field(default_factory=dict)
     se_method: str = "independent studies: SE from the per-study standard errors"
     correlation: list[list[float]] | None = None
+    emphasis: str = ""
+    emphasis_reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict of all fields.
@@ -77,6 +90,35 @@ class MetaResult:
         d = asdict(self)
         d["excluded"] = {str(k): v for k, v in self.excluded.items()}
         return d
+
+
+FEW_TASKS = 5           # k <= FEW_TASKS: random effects (Q has little power)
+LOW_I2 = 0.25           # I^2 <= 25%: low heterogeneity
+Q_ALPHA = 0.10          # p(Q) >= 0.10: no evidence of heterogeneity
+
+
+def emphasis_rule(k: int, i2: float, q_p_value: float) -> tuple[str, str]:
+    """The pooled estimate to emphasise (Amar et al. 2025's selection rule, see the module docstring).
+
+    Args:
+        k: number of tasks pooled.
+        i2: I^2 in [0, 1].
+        q_p_value: p-value of Cochran's Q (NaN when k = 1).
+
+    Returns:
+        ("fixed" | "random", the reason in words).
+    """
+    i2_txt = f"I\u00b2 = {100 * i2:.0f}%"
+    q_txt = f"p(Q) = {q_p_value:.3f}" if np.isfinite(q_p_value) else "p(Q) undefined"
+    if k <= FEW_TASKS:
+        return "random", (f"random effects: only k = {k} <= {FEW_TASKS} tasks, too few for Cochran's Q "
+                          f"to detect heterogeneity ({i2_txt}, {q_txt})")
+    low = [t for t, ok in ((f"{i2_txt} <= {100 * LOW_I2:.0f}%", i2 <= LOW_I2),
+                           (f"{q_txt} >= {Q_ALPHA:.2f}", np.isfinite(q_p_value) and q_p_value >= Q_ALPHA)) if ok]
+    if low:
+        return "fixed", f"fixed effect: low heterogeneity over k = {k} tasks ({' and '.join(low)})"
+    return "random", (f"random effects: moderate to high heterogeneity over k = {k} tasks ({i2_txt} > "
+                      f"{100 * LOW_I2:.0f}% and {q_txt} < {Q_ALPHA:.2f})")
 
 
 def _wald(est: float, se: float, z_crit: float) -> dict[str, float]:
@@ -149,10 +191,12 @@ def meta_analysis(estimates: Sequence[float], ses: Sequence[float], *, level: fl
     if cov is not None:
         d = np.sqrt(np.diag(cv))
         corr = (cv / np.outer(d, d)).round(6).tolist()
+    emphasis, why = emphasis_rule(k, float(i2), q_p)
     return MetaResult(k=k, fixed=_wald(theta_f, se_f, z_crit), random=_wald(theta_r, se_r, z_crit),
                       q=q, q_df=df, q_p_value=q_p, i2=float(i2), tau2=float(tau2),
                       weights_fixed=(w / sw).tolist(), weights_random=(w_r / w_r.sum()).tolist(),
-                      level=level, excluded=excluded, se_method=se_method, correlation=corr)
+                      level=level, excluded=excluded, se_method=se_method, correlation=corr,
+                      emphasis=emphasis, emphasis_reason=why)
 
 
 def pooled_paired_bootstrap(tasks: Sequence[dict], *, n_boot: int = N_BOOT, seed=0,

@@ -466,6 +466,8 @@ class FusionModel:
                                      fixed_epochs=self.best_trial_["refit_epochs"]).fit(X, y)
         self.modalities_ = mods
         self.input_info_ = {k: v for k, v in info.items() if k in ("sources", "ts_codes", "pooling")}
+        if "ehr_names" in info:   # the EHR columns the scaler kept (names of the SHAP inputs)
+            self.input_info_["ehr_names"] = [info["ehr_names"][j] for j in self.scaler_.ehr_keep_]
         structured = "ehr" in arrays or "ts" in arrays
         self.modalities_used_ = (["structured"] if structured else []) + [
             m for m in mods if X.arrays[f"{m}.present"].any()]
@@ -483,17 +485,52 @@ class FusionModel:
     def predict_masked(self, data: TaskData, split: str, drop: dict[str, np.ndarray]) -> Prediction:
         """Like predict, with drop[m] (bool over the split's rows) marking rows whose modality m is
         treated as missing (benchmark.ablation)."""
-        return self.predict(data, split, drop=drop)
+        return self.predict(data, split, drop=drop, explain=False)
 
-    def predict(self, data: TaskData, split: str, drop: dict[str, np.ndarray] | None = None) -> Prediction:
+    def explain(self, data: TaskData, X: FusionInputs, full: Prediction) -> dict:
+        """The explanations block of the held-out prediction: the leave-one-modality-out drop
+        (`benchmark.ablation.modality_attribution`: "method", "metric", "metric_all", "modalities")
+        and SHAP grouped by modality ("modality_shap", `encoders.fusion.explain`).
+
+        Args:
+            data: the task data.
+            X: the scaled held-out inputs.
+            full: the held-out prediction with every modality.
+
+        Returns:
+            The block; a part that cannot be computed is replaced by {"reason": ...}.
+        """
+        from benchmark.ablation import modality_attribution
+        from encoders.fusion.explain import MAX_EVALS, modality_shap
+
+        out = modality_attribution(self, data, full) if self.maskable_modalities() else None
+        out = dict(out or {})
+        arrays, _, _ = self._raw(data)
+        background = self.scaler_.transform(arrays, split_rows(data, ("train", "tuning")))
+        level = self.budget.name if self.budget is not None else "smoke"
+        codes = self.input_info_.get("ts_codes") or []
+        ts_names = [f"{stat}:{c}" for stat in ("last", "mean", "min", "max", "observed") for c in codes] or None
+        try:
+            out["modality_shap"] = modality_shap(self.estimator_, X, background, data.task.kind,
+                                                 ehr_names=self.input_info_.get("ehr_names"), ts_names=ts_names,
+                                                 seed=self.seed, max_evals=MAX_EVALS.get(level, MAX_EVALS["smoke"]))
+        except (ValueError, RuntimeError, ImportError) as e:
+            out["modality_shap"] = {"reason": f"SHAP not computed ({type(e).__name__}: {e})"}
+        return out
+
+    def predict(self, data: TaskData, split: str, drop: dict[str, np.ndarray] | None = None,
+                explain: bool = True) -> Prediction:
         """Scores of a split (and survival curves for survival tasks).
 
         Args:
             data: the same task data as in fit.
             split: train | tuning | held_out.
+            drop: modality -> rows to treat as missing (`predict_masked`); no explanations then.
+            explain: add the explanations block to a held-out prediction (`explain`).
 
         Returns:
-            Prediction aligned with data.samples(split).
+            Prediction aligned with data.samples(split); held-out predictions carry
+            info["explanations"] (see `explain`).
         """
         arrays, _, _ = self._raw(data)
         X = self.scaler_.transform(arrays, split_rows(data, split))
@@ -509,6 +546,9 @@ class FusionModel:
                 "cv_loss": _jsonable(self.best_trial_["cv_loss"]), "n_folds": len(self.folds_),
                 "n_trials": len(self.trials_), "sources": self.input_info_.get("sources", {}),
                 "pooling": self.input_info_.get("pooling", {})}
+        if split == "held_out" and drop is None and explain:
+            info["explanations"] = self.explain(data, X, Prediction(score=np.asarray(score), surv_times=st,
+                                                                    surv_prob=sp, info={}))
         enet = self.estimator_.history_.get("enet")
         if enet is not None:
             kept = enet["kept"]

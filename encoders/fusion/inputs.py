@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from benchmark.features.bag_of_events import featurize
+from benchmark.features.bag_of_events import EXTENDED, featurize
 from benchmark.model_api import TaskData
 from benchmark.vocabulary import SIDE_MODALITIES, SPLITS
 from encoders.cache import all_splits, split_rows
@@ -34,6 +34,9 @@ class InputConfig:
 
     Attributes:
         structured: include the bag-of-events EHR vector.
+        ehr_columns: which of its columns: "all", or "demographics" (sex, age at the prediction time,
+            race and ethnicity one-hot: the static inputs of the multimodal public EHR benchmark's
+            recipe, without code counts, last values or the age at the first event).
         timeline: include the binned time series (and its summary).
         modalities: side modalities to read (only those the task offers are used).
         sources: modality -> "precomputed" | "text_minilm" | image encoder name | "module:function"
@@ -49,6 +52,7 @@ class InputConfig:
     """
 
     structured: bool = True
+    ehr_columns: str = "all"
     timeline: bool = True
     modalities: tuple[str, ...] = SIDE_MODALITIES
     sources: dict[str, str] = field(default_factory=dict)
@@ -120,7 +124,10 @@ def raw_inputs(data: TaskData, cfg: InputConfig) -> tuple[dict[str, np.ndarray],
     info: dict = {"sources": {}}
     n = data.labels.height
     if cfg.structured:
-        boe = featurize(data)
+        # the extended bag of events (+ last lab values, age at prediction, race), not the MEHRT
+        # paper's B.1 set: the fusion papers' EHR inputs are not B.1, and the fusion tables and the
+        # ICU demographics block (age at prediction) were built on this set
+        boe = featurize(data, feature_set=EXTENDED)
         X = sp.lil_matrix((n, len(boe.names)), dtype=np.float32).tocsr()
         blocks, rows = [], []
         for s in SPLITS:
@@ -136,8 +143,9 @@ def raw_inputs(data: TaskData, cfg: InputConfig) -> tuple[dict[str, np.ndarray],
         dense = X.toarray().astype(np.float32)
         is_count = np.array([nm.startswith("count:") for nm in boe.names], dtype=bool)
         dense[:, is_count] = np.log1p(np.maximum(dense[:, is_count], 0))
-        arrays["ehr"] = dense
-        info["ehr_names"] = boe.names
+        keep = ehr_column_mask(boe.names, cfg.ehr_columns)
+        arrays["ehr"] = dense[:, keep]
+        info["ehr_names"] = [nm for nm, k in zip(boe.names, keep) if k]
     if cfg.timeline:
         from encoders.timeline import timeline_features
         tl = timeline_features(data, window_hours=cfg.window_hours)
@@ -168,6 +176,29 @@ def raw_inputs(data: TaskData, cfg: InputConfig) -> tuple[dict[str, np.ndarray],
         arrays[f"{m}.seq_mask"] = enc.seq_mask
         arrays[f"{m}.present"] = enc.present
     return arrays, tuple(used), info
+
+
+DEMOGRAPHIC_PREFIXES = ("sex:", "race:", "ethnicity:")
+
+
+def ehr_column_mask(names: list[str], which: str) -> np.ndarray:
+    """Which bag-of-events columns an `InputConfig.ehr_columns` setting keeps.
+
+    Args:
+        names: the featurizer's column names.
+        which: "all" or "demographics".
+
+    Returns:
+        Bool mask over the columns.
+
+    Raises:
+        ValueError: an unknown setting.
+    """
+    if which == "all":
+        return np.ones(len(names), dtype=bool)
+    if which == "demographics":
+        return np.array([nm.startswith(DEMOGRAPHIC_PREFIXES) or nm == "age_at_prediction" for nm in names], dtype=bool)
+    raise ValueError(f"InputConfig.ehr_columns must be 'all' or 'demographics', not {which!r}")
 
 
 def study_at_index_share(data: TaskData, modality: str) -> float:

@@ -1,4 +1,9 @@
-"""concat_lr: per-modality embeddings concatenated with the EHR vector + logistic regression (Benchmarking FMs with Multimodal Public EHR, arXiv 2507.14824)."""
+"""concat_lr: per-modality embeddings concatenated with the EHR vector + logistic regression (Benchmarking FMs with Multimodal Public EHR, arXiv 2507.14824).
+
+The paper's fusion family, extended: the whole bag-of-events vector instead of demographics only,
+the 48 h time-series summary, every side modality the task offers (PRS included) and an elastic net
+on the bag-of-events block. The paper's ICU recipe itself is `concat_lr_icu` (encoders/README.md).
+"""
 
 from encoders.fusion.estimator import FusionModel
 from encoders.models._common import SIDE, spec
