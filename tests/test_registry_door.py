@@ -193,3 +193,19 @@ def test_third_party_plugin_registers_and_runs(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     rec = json.loads((res / "coin_plugin" / "oncology" / "mortality_1y" / "seed0.json").read_text())
     assert rec["status"] == "ok" and rec["model"] == "coin_plugin"
+
+
+def test_every_registered_model_cites_a_paper_by_title():
+    """Issue 15: a model's reference names its paper by title: one of the source papers by the short
+    citation REFERENCES.md lists, or an outside paper as "Author(s) year, Title"."""
+    import re
+    refs = (REPO / "REFERENCES.md").read_text()
+    rows = [line.split("|")[1:3] for line in refs.splitlines() if line.startswith("| ") and "short citation" not in line]
+    rows = [(short.strip(), full.strip()) for short, full in rows if short.strip() and not set(short.strip()) <= {"-"}]
+    assert len(rows) == 5
+    # the short citation without its id ("MEHRT", "Fusion is not one-size-fits-all") or the full title
+    seed_titles = [t for short, full in rows for t in (re.sub(r"\s*\(.*\)$", "", short), full.split(". ")[0].split(": ")[0])]
+    outside = re.compile(r"[A-Z][A-Za-z-]+( et al\.| & [A-Z][A-Za-z-]+)? \d{4}, [A-Z]")
+    missing = {name: spec.reference for name, spec in ((s.name, s) for s in registry.list_models())
+               if not (any(t in spec.reference for t in seed_titles) or outside.search(spec.reference))}
+    assert not missing, missing

@@ -3,9 +3,9 @@
 =================  ==============================================================  =============
 head               what it does                                                    reference
 =================  ==============================================================  =============
-concat_lr          per-modality vectors (learned missing token + presence flag)    Benchmarking Foundation Models with Multimodal Public EHR (arXiv 2507.14824)
+concat_lr          per-modality vectors (learned missing token + presence flag)    Benchmarking Foundation Models with Multimodal Public Electronic Health Records (arXiv 2507.14824)
                    concatenated with the EHR vector, one linear layer
-late_fusion        one MLP head per modality; outputs averaged over the            Benchmarking Foundation Models with Multimodal Public EHR (arXiv 2507.14824)
+late_fusion        one MLP head per modality; outputs averaged over the            Benchmarking Foundation Models with Multimodal Public Electronic Health Records (arXiv 2507.14824)
                    modalities a sample has (+ per-modality auxiliary losses)
 contrastive        2-step: symmetric InfoNCE aligns EHR and image projections,     Fusion is not one-size-fits-all (arXiv 2606.15038)
                    then a head on both, encoders fine-tuned

@@ -19,4 +19,4 @@ SPEC = spec(
     "Early fusion: bag-of-events EHR vector, time-series summary and each side modality's pooled embedding "
     "(learned missing token + presence flag) concatenated into one linear model (logistic / Cox / linear).",
     make, modalities=("structured", *SIDE),
-    reference="Benchmarking Foundation Models with Multimodal Public EHR (arXiv 2507.14824): concatenated modality embeddings + logistic regression (early-fusion baseline)")
+    reference="Benchmarking Foundation Models with Multimodal Public Electronic Health Records (arXiv 2507.14824): concatenated modality embeddings + logistic regression (early-fusion baseline)")

@@ -14,5 +14,5 @@ SPEC = spec(
     "Late fusion: an MLP head on the EHR inputs and one per side modality; outputs averaged over the "
     "modalities present, with per-modality auxiliary losses.",
     make, modalities=("structured", *SIDE),
-    reference="Benchmarking Foundation Models with Multimodal Public EHR (arXiv 2507.14824) (late fusion of per-modality predictors); Baltrusaitis et al. 2019, "
+    reference="Benchmarking Foundation Models with Multimodal Public Electronic Health Records (arXiv 2507.14824) (late fusion of per-modality predictors); Baltrusaitis et al. 2019, "
               "Multimodal machine learning: a survey and taxonomy")

@@ -16,5 +16,6 @@ SPEC = spec(
     "MedCAM: CXR study embeddings mapped to local tokens and aligned to the EHR time-series encoder with a "
     "global and a local top-k (k = 3) contrastive loss, then fine-tuned with the task loss (BCE).",
     make, modalities=("structured", "cxr"), requires=("cxr",),
-    reference="the MedCAM paper: MedCAM, CXR encoder aligned to EHR time series (global + local top-k contrastive); "
+    reference="Modular Multimodal Alignment Using Time-Series EHR Data for Enhancing Medical Image Classification "
+              "(MedCAM): CXR encoder aligned to EHR time series (global + local top-k contrastive); "
               "Yao et al. 2022 (FILIP token-wise alignment)")

@@ -35,7 +35,9 @@ def single_source(source: str) -> ModelSpec:
     return spec(name, f"Single-source reference: the concat_lr linear head on {what} only (the 'best single "
                       f"modality' that fusion heads are compared with).",
                 make, modalities=(source,), requires=() if structured else (source,),
-                reference="single-modality linear probe (EHRSHOT-style linear probing; the CT + EHR fusion paper's unimodal baselines)")
+                reference="single-modality linear probe: linear probing as in Wornow et al. 2023, EHRSHOT: An EHR Benchmark "
+                          "for Few-Shot Evaluation of Foundation Models; the unimodal baselines of Fusion is not "
+                          "one-size-fits-all (arXiv 2606.15038)")
 
 
 SPECS = tuple(single_source(s) for s in SOURCES)
