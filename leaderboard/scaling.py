@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchmark.kinds import kind_of
+from benchmark.kinds import BINARY, kind_of
 from benchmark.metrics.binary import make_auroc_kernel
 from benchmark.metrics.bootstrap import N_BOOT, binary_support, interval, replicate_values, weakest
 from leaderboard.records import SIZE_RE, Cell, ModelInfo, TaskInfo, is_num, read_predictions
@@ -59,7 +59,7 @@ class MacroPoint:
 
 def oncology_tasks(tasks: dict[str, TaskInfo]) -> list[str]:
     """The binary tasks of the oncology family, by name."""
-    return sorted(n for n, t in tasks.items() if t.family == FAMILY and t.kind == "binary")
+    return sorted(n for n, t in tasks.items() if t.family == FAMILY and kind_of(t.kind) is BINARY)
 
 
 def _auroc(cell: Cell | None) -> float | None:

@@ -157,6 +157,7 @@ def test_search_trials_are_distinct_configurations():
         assert all(set(t) == set(SEARCH_SPACES[head]) for t in drawn[1:])
 
 
+@pytest.mark.slow  # about 2 minutes on 2 cores: make test-slow
 def test_concat_lr_runs_the_elastic_net_once_on_the_winning_trial(default_cohort):
     """On MACE (a 3-feature structured signal among ~250) the elastic net wins the tuning loss, keeps
     a handful of EHR weights, and the prediction says so; l1_ratio=0 is the plain ridge fit."""

@@ -422,6 +422,7 @@ def _resplit(data, work):
                     seed=0, work_dir=work)
 
 
+@pytest.mark.slow  # about 1 minute per task on 2 cores: make test-slow
 @pytest.mark.parametrize("task", ["survival/pe_mortality", "survival/mace"])
 def test_survival_heads_beat_random_on_the_synthetic_cohort(default_cohort, task, tmp_path):
     """Cox and discrete-time heads rank patients better than chance (bootstrap 95 % CI above 0.5).

@@ -93,7 +93,7 @@ def _task_data(task, cohort):
 
 
 def test_planted_pre_window_lab_reaches_no_model_input(tmp_path, cache):
-    from benchmark.features.bag_of_events import featurize
+    from benchmark.features.bag_of_events import EXTENDED, featurize  # the set with last values and counted demographic codes
     from benchmark.task_registry import load_tasks
 
     cohort = _icu_cohort(tmp_path / "c")
@@ -104,7 +104,7 @@ def test_planted_pre_window_lab_reaches_no_model_input(tmp_path, cache):
     for tag, task in (("windowed", windowed), ("open", open_task)):
         data = _task_data(task, cohort)
         assert data.labels.height == 40 and int(data.labels["boolean_value"].sum()) == 20
-        feats = featurize(data)
+        feats = featurize(data, feature_set=EXTENDED)
         ev = data.visible_events(("train", "tuning", "held_out")).collect()
         cxr = data.visible_modality("cxr", ("train", "tuning", "held_out")).collect()
         prs = data.visible_modality("prs", ("train", "tuning", "held_out")).collect()
@@ -131,7 +131,7 @@ def test_planted_pre_window_lab_reaches_no_model_input(tmp_path, cache):
 
 
 def test_static_only_window_shows_no_timed_event(tmp_path, cache):
-    from benchmark.features.bag_of_events import featurize
+    from benchmark.features.bag_of_events import EXTENDED, featurize  # the set with last values and counted demographic codes
     from benchmark.task_registry import load_tasks
 
     cohort = _icu_cohort(tmp_path / "c")
@@ -141,7 +141,7 @@ def test_static_only_window_shows_no_timed_event(tmp_path, cache):
     assert set(ev["code"]) == {"GENDER/F", "GENDER/M", "MEDS_BIRTH"}
     assert data.visible_modality("cxr", "train").collect().height == 0
     assert data.visible_modality("prs", "train").collect().height == 30
-    feats = featurize(data)
+    feats = featurize(data, feature_set=EXTENDED)
     # only the static codes remain as counts; no lab, no encounter
     assert {n for n in feats.names if n.startswith(("count:", "last:"))} == {"count:GENDER/F", "count:GENDER/M"}
 

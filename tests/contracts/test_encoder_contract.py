@@ -164,7 +164,10 @@ def _check(data: TaskData, pred, split: str) -> None:
 
 # the image encoders run ResNet-50 / DenseNet-121 / ViT-B/32 on ~700 images (clean + planted cohort):
 # 30-50 s each on two shared cores, so they are marked slow (`make test` still runs them)
-CASES = [pytest.param(m, marks=pytest.mark.slow) if m.startswith("image_") else m for m in ENCODER_MODELS]
+# image encoders (weights) and the two slowest heads (about a minute each on 2 cores) run in `make test-slow`
+SLOW_CASES = {"concat_lr", "medcam"}
+CASES = [pytest.param(m, marks=pytest.mark.slow) if m.startswith("image_") or m in SLOW_CASES else m
+         for m in ENCODER_MODELS]
 
 
 @pytest.mark.parametrize("model", CASES)
