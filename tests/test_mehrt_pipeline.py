@@ -421,13 +421,13 @@ def test_every_stage_reports_perplexity_on_the_same_target_tokens(leak):
 
 def test_representation_cache_keeps_input_windows_apart(leak, monkeypatch):
     """A task's input window changes what a (subject, prediction time) encodes to, so the same samples
-    under a task without the window are encoded again, never read from the windowed task's cache
-    (icu/los_days_24h declares a 24 h window; before issue 15 the cache ignored it)."""
-    data, m = fitted("ehrt", "regression", leak)
-    assert data.task.input_window is not None
-    P.encode_split(m.model_, m.meta_, data, "held_out", m.settings_)  # cached under the window
-    unwindowed = replace(data, task=data.task.model_copy(update={"input_window": None}))
-    assert P._rep_folder(m.meta_, m.settings_, m.model_, unwindowed.task) != P._rep_folder(m.meta_, m.settings_, m.model_, data.task)
+    under the task with a 24 h window are encoded again, never read from the unwindowed task's cache
+    (before issue 15 the cache ignored the window)."""
+    data, m = fitted("ehrt", "regression", leak)  # the contract lifts icu/los_days_24h's window
+    assert data.task.input_window is None
+    P.encode_split(m.model_, m.meta_, data, "held_out", m.settings_)  # cached without a window
+    windowed = replace(data, task=data.task.model_copy(update={"input_window": "24h"}))
+    assert P._rep_folder(m.meta_, m.settings_, m.model_, windowed.task) != P._rep_folder(m.meta_, m.settings_, m.model_, data.task)
     calls = []
     real = P.represent
 
@@ -435,5 +435,5 @@ def test_representation_cache_keeps_input_windows_apart(leak, monkeypatch):
         calls.append(len(coll.corpus))
         return real(model, coll, *a, **k)
     monkeypatch.setattr(P, "represent", counting)
-    P.encode_split(m.model_, m.meta_, unwindowed, "held_out", m.settings_)
+    P.encode_split(m.model_, m.meta_, windowed, "held_out", m.settings_)
     assert calls == [data.frame("held_out").height]
