@@ -498,7 +498,8 @@ class MEHRTPipeline:
 
     def predict_masked(self, data: TaskData, split: str, drop: dict[str, np.ndarray]) -> Prediction:
         """Predictions where drop[m] (bool over the split's rows) marks samples re-encoded without any
-        study of modality m (no placeholder tokens; for PRS no prefix), as if they had none. The masked
+        study of modality m (no placeholder tokens; for PRS a zero PRS vector, as a subject without a
+        PRS gets, read by the cross-attention or prefix pathway), as if they had none. The masked
         representations are not cached."""
 
         t0 = time.perf_counter()
