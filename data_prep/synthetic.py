@@ -27,12 +27,15 @@ import pyarrow.parquet as pq
 from benchmark.artifacts import atomic_write
 from benchmark.errors import UserError
 from benchmark.vocabulary import SPLITS as BENCHMARK_SPLITS
+from data_prep import synthetic_cardio as CARD
 from data_prep import synthetic_clinical as CL
 from data_prep import synthetic_imaging as IM
 from data_prep import synthetic_sim as SIM
+from data_prep.synthetic_site import SITE_A, Site, shift_embedding, shift_pixels
+from data_prep.synthetic_site import site as site_named
 from data_prep import synthetic_vocab as V
 
-GENERATOR_VERSION = "1.1.0"
+GENERATOR_VERSION = "2.0.0"
 PREDICATES_FILE = Path(__file__).resolve().parent / "datasets" / "synthetic" / "predicates.yaml"
 SPLITS = (meds.train_split, meds.tuning_split, meds.held_out_split)  # written by name from meds
 assert SPLITS == BENCHMARK_SPLITS, f"meds split names {SPLITS} differ from benchmark.vocabulary.SPLITS"
@@ -44,6 +47,8 @@ _ROW_GROUP = 250_000
 # stream numbers inside a shard; never renumber (it would change every cohort)
 _S_DEMO, _S_T2D, _S_ONC, _S_LEAK, _S_ICU, _S_PE, _S_CARD, _S_BG, _S_T2D_EMIT = range(9)
 _S_ONC_EMIT, _S_ICU_EMIT, _S_PE_EMIT, _S_CARD_EMIT, _S_CXR, _S_PRS, _S_IMG = range(9, 16)
+# generator 2 (repeat studies, heart failure, sudden cardiac death) and the site's scanner noise
+_S_PE2, _S_PE2_EMIT, _S_CARD2, _S_CARD2_EMIT, _S_SITE, _S_SITE_IMG = range(16, 22)
 
 
 def write_parquet(table: pa.Table, path: Path) -> None:
@@ -123,7 +128,7 @@ def _sidecar_table(S: SIM.Shard, rows: dict, id_col: str, static: bool = False) 
 
 
 def simulate_shard(subject_ids: np.ndarray, seed: int, split: int, shard: int, *,
-                   image_dir: Path | None = None) -> dict:
+                   image_dir: Path | None = None, site: Site = SITE_A) -> dict:
     """Simulate one output shard (all its subjects belong to one split).
 
     Args:
@@ -132,36 +137,42 @@ def simulate_shard(subject_ids: np.ndarray, seed: int, split: int, shard: int, *
         split: split index (0 train, 1 tuning, 2 held_out).
         shard: shard number within the split.
         image_dir: when given, CXR PNGs are written there (named ``<study_id>.png``).
+        site: the hospital (data_prep.synthetic_site): case mix, coding habits, image shift.
 
     Returns:
         {"data": MEDS table, "modalities": {name: table}, "latents": table}.
     """
     r = lambda k: _rng(seed, split, shard, k)  # noqa: E731 - short local alias
-    S = SIM.make_subjects(subject_ids, r(_S_DEMO))
+    S = SIM.make_subjects(subject_ids, r(_S_DEMO), site.birth_years, site.ltfu_per_year)
     SIM.plan_t2d(S, r(_S_T2D))
     onc = CL.plan_oncology(S, r(_S_ONC), r(_S_LEAK))
     icu = CL.plan_icu(S, r(_S_ICU))
-    pe = CL.plan_pe(S, r(_S_PE), onc)
-    card = CL.plan_cardiac(S, r(_S_CARD))
+    pe = CARD.plan_pe(S, r(_S_PE), r(_S_PE2), onc, site)
+    card = CARD.plan_cardiac(S, r(_S_CARD), r(_S_CARD2), site)
     SIM.finish_follow_up(S)
 
     ev = SIM.Events()
     SIM.emit_static(S, ev)
     SIM.emit_death(S, ev)
+    CARD.emit_death_causes(S, ev, card, site)
     SIM.emit_background(S, r(_S_BG), ev)
     CL.emit_t2d_onset(S, r(_S_T2D_EMIT), ev)
     side_onc = CL.emit_oncology(S, r(_S_ONC_EMIT), ev, onc)
     CL.emit_icu(S, r(_S_ICU_EMIT), ev, icu)
-    side_pe = CL.emit_pe(S, r(_S_PE_EMIT), ev, pe)
-    side_card = CL.emit_cardiac(S, r(_S_CARD_EMIT), ev, card)
+    side_pe = CARD.emit_pe(S, r(_S_PE_EMIT), r(_S_PE2_EMIT), ev, pe, site)
+    side_card = CARD.emit_cardiac(S, r(_S_CARD_EMIT), r(_S_CARD2_EMIT), ev, card, site)
     lung = onc["member"] & (onc["site"] == 0)
     rng_cxr = r(_S_CXR)
     cxr_plan = IM.plan_cxr(S, rng_cxr, icu["member"], icu["t"], icu["sev"], np.where(lung, onc["t_dx"], np.inf))
     side_cxr = IM.emit_cxr(S, rng_cxr, ev, cxr_plan)
-    data = ev.finalize(S.ids, S.end)
+    data = ev.finalize(S.ids, S.end, site.never_codes)
 
     mods: dict[str, pa.Table] = {}
     ct_rows = {k: np.concatenate([side_onc["ct"][k], side_pe[k], side_card[k]]) for k in side_pe}
+    if site.shifted:                       # the site's scanners: CT and CXR embeddings shift
+        rng_site = r(_S_SITE)
+        ct_rows["embedding"] = shift_embedding(rng_site, ct_rows["embedding"], site.ct_shift, 0)
+        side_cxr["cxr"]["embedding"] = shift_embedding(rng_site, side_cxr["cxr"]["embedding"], site.cxr_shift, 1)
     mods["ct"], _ = _sidecar_table(S, ct_rows, "study_id")
     mods["wsi"], _ = _sidecar_table(S, side_onc["wsi"], "slide_id")
     mods["note"], _ = _sidecar_table(S, side_cxr["note"], "note_id")
@@ -172,9 +183,11 @@ def simulate_shard(subject_ids: np.ndarray, seed: int, split: int, shard: int, *
         study = side_cxr["cxr"]["study_id"][pos]
         rel = np.array([f"images/cxr/{s}.png" for s in study], dtype=object)
         cxr = cxr.add_column(cxr.schema.get_field_index("view") + 1, "path", pa.array(rel, type=pa.string()))
-        rng_img = r(_S_IMG)
+        rng_img, rng_site_img = r(_S_IMG), r(_S_SITE_IMG)
         for b in range(0, pos.size, 512):            # bounded memory: 512 images at a time
             px = IM.render_cxr(rng_img, cxr_plan["strength"][pos[b:b + 512]])
+            if site.shifted:
+                px = shift_pixels(rng_site_img, px, site.png_shift)
             IM.write_pngs(px, [image_dir / f"{s}.png" for s in study[b:b + 512]])
     mods["cxr"] = cxr
     return {"data": data, "modalities": mods, "latents": _latents(S, split, onc, icu, pe, card)}
@@ -203,6 +216,12 @@ def _latents(S: SIM.Shard, split: int, onc: dict, icu: dict, pe: dict, card: dic
         "treatment_start": ts(onc["t_tx"], onc["member"]), "leak_coin": onc["member"] & onc["leak"],
         "icu": icu["member"], "icu_severity": icu["sev"], "icu_admission": ts(icu["t"], icu["member"]),
         "pe": pe["member"], "cardiac_ct": card["member"],
+        # generator 2 oracles: the structured half of each hazard at the first study, repeats, HF
+        "pe_time": ts(pe["t"], pe["member"]), "pe_age_std": S.age_std(pe["t"]), "pe_cancer": pe["cancer"],
+        "pe_hf": pe["hf"], "pe_copd": pe["copd"], "repeat_pe": pe["rep"],
+        "cardiac_ct_time": ts(card["t"] + SIM.HOUR, card["member"]), "card_age_std": S.age_std(card["t"]),
+        "card_htn": card["htn"], "card_hld": card["hld"], "repeat_cardiac_ct": card["rep"],
+        "hf_event": ts(card["t_hf"], np.isfinite(card["t_hf"])), "sudden_cardiac_death": card["sudden"],
         "t2d_onset": ts(S.t2d_onset, np.isfinite(S.t2d_onset)),
     })
 
@@ -214,7 +233,8 @@ def _check_out_dir(out_dir: Path) -> None:
 
 
 def generate(out_dir: Path, n_subjects: int = 5000, seed: int = 0, *, images: bool = True, shard_size: int = 5000,
-             progress: Callable[[int, int], None] | None = None, write_latents: bool = False) -> Path:
+             progress: Callable[[int, int], None] | None = None, write_latents: bool = False,
+             site: str = "a") -> Path:
     """Generate the synthetic multimodal MEDS cohort.
 
     The cohort is built in a temporary folder next to ``out_dir`` and renamed at the end, so an
@@ -229,6 +249,9 @@ def generate(out_dir: Path, n_subjects: int = 5000, seed: int = 0, *, images: bo
         progress: optional callback ``progress(done_subjects, total_subjects)`` after each shard.
         write_latents: debug/test option: also write ``_latents.parquet`` (true latents and planted
             schedule) at the cohort root, outside the MEDS files.  Never give it to a model.
+        site: "a" (the default cohort) or "b" (a second hospital for external validation: same
+            latent model and coefficients, other case mix, coding habits and image distribution;
+            data_prep/synthetic_site.py).
 
     Returns:
         The cohort folder (``out_dir``).
@@ -237,6 +260,7 @@ def generate(out_dir: Path, n_subjects: int = 5000, seed: int = 0, *, images: bo
         UserError: out_dir is not empty, or n_subjects / shard_size are out of range.
     """
     out_dir = Path(out_dir)
+    the_site = site_named(site)
     _check_out_dir(out_dir)
     if int(n_subjects) < 20:
         raise UserError(f"n_subjects must be at least 20, got {n_subjects}", field="--subjects",
@@ -250,7 +274,7 @@ def generate(out_dir: Path, n_subjects: int = 5000, seed: int = 0, *, images: bo
     if tmp.exists():
         shutil.rmtree(tmp)
     try:
-        _build(tmp, n_subjects, seed, images, shard_size, progress, write_latents)
+        _build(tmp, n_subjects, seed, images, shard_size, progress, write_latents, the_site)
         _check_out_dir(out_dir)                 # someone may have created it meanwhile
         if out_dir.exists():
             out_dir.rmdir()
@@ -262,7 +286,7 @@ def generate(out_dir: Path, n_subjects: int = 5000, seed: int = 0, *, images: bo
 
 
 def _build(root: Path, n_subjects: int, seed: int, images: bool, shard_size: int,
-           progress: Callable[[int, int], None] | None, write_latents: bool) -> None:
+           progress: Callable[[int, int], None] | None, write_latents: bool, site: Site) -> None:
     ids, split = assign_splits(n_subjects, seed)
     (root / "metadata").mkdir(parents=True)
     (root / "modalities").mkdir()
@@ -280,7 +304,7 @@ def _build(root: Path, n_subjects: int, seed: int, images: bool, shard_size: int
         (root / "data" / s_name).mkdir(parents=True)
         members = ids[split == s_idx]
         for shard, lo in enumerate(range(0, members.size, shard_size)):
-            out = simulate_shard(members[lo:lo + shard_size], seed, s_idx, shard, image_dir=image_dir)
+            out = simulate_shard(members[lo:lo + shard_size], seed, s_idx, shard, image_dir=image_dir, site=site)
             table = out["data"].cast(data_schema)
             write_parquet(table, root / "data" / s_name / f"{shard}.parquet")
             vc = table.column("code").value_counts()
@@ -308,8 +332,9 @@ def _build(root: Path, n_subjects: int, seed: int, images: bool, shard_size: int
                        "split": pa.array(np.array(SPLITS, dtype=object)[split], pa.string())})
     write_parquet(splits.cast(meds.SubjectSplitSchema.schema()), root / "metadata" / "subject_splits.parquet")
     meta = {
-        "dataset_name": "MEHR-Bench synthetic cohort",
-        "dataset_version": f"{GENERATOR_VERSION}+n{n_subjects}.seed{seed}.shard{shard_size}",
+        "dataset_name": site.dataset_name,
+        "dataset_version": (f"{GENERATOR_VERSION}+n{n_subjects}.seed{seed}.shard{shard_size}"
+                            + ("" if site.name == "a" else f".site{site.name}")),
         "etl_name": "data_prep.synthetic",
         "etl_version": GENERATOR_VERSION,
         "meds_version": meds.__version__,

@@ -118,12 +118,13 @@ class Events:
             self._text_idx.append(self._n_text + np.arange(n, dtype=np.int64))
             self._n_text += n
 
-    def finalize(self, subject_ids: np.ndarray, end: np.ndarray) -> pa.Table:
+    def finalize(self, subject_ids: np.ndarray, end: np.ndarray, drop_codes: tuple[str, ...] = ()) -> pa.Table:
         """Drop events after each subject's end of follow-up, sort, and build the MEDS table.
 
         Args:
             subject_ids: sorted int64 subject ids; local index i means ``subject_ids[i]``.
             end: end of follow-up per subject (float days); events later than it are dropped.
+            drop_codes: codes never recorded (a site's coding habit); their events are dropped.
 
         Returns:
             Arrow table with the MEDS DataSchema columns, sorted by subject_id, time (static
@@ -138,6 +139,8 @@ class Events:
         t_us = np.where(static, np.iinfo(np.int64).min, to_us(np.where(static, 0.0, t)))
         end_us = to_us(end)
         keep = static | (t_us <= end_us[subj])
+        if drop_codes:
+            keep &= ~np.isin(code, cids(list(drop_codes)))
         subj, t_us, code, value, tidx, static = (a[keep] for a in (subj, t_us, code, value, tidx, static))
         order = np.lexsort((code, t_us, subj))
         subj, t_us, code, value, tidx, static = (a[order] for a in (subj, t_us, code, value, tidx, static))
@@ -215,12 +218,15 @@ class Shard:
         return t, ok
 
 
-def make_subjects(subject_ids: np.ndarray, rng: np.random.Generator) -> Shard:
+def make_subjects(subject_ids: np.ndarray, rng: np.random.Generator, birth_years: tuple[int, int] = (1935, 2001),
+                  ltfu_per_year: float = 0.025) -> Shard:
     """Draw demographics, latents, baseline physiology, chronic conditions and background follow-up.
 
     Args:
         subject_ids: sorted int64 ids of the shard's subjects.
         rng: the shard's demographics stream.
+        birth_years: birth uniformly between 1 January of the first and of the second year (case mix).
+        ltfu_per_year: loss-to-follow-up hazard per year (record completeness of the site).
 
     Returns:
         A :class:`Shard` with everything that does not depend on the disease processes.
@@ -229,7 +235,8 @@ def make_subjects(subject_ids: np.ndarray, rng: np.random.Generator) -> Shard:
     male = rng.random(n) < 0.48
     race = rng.choice(len(V.RACE_CODES), size=n, p=V.RACE_WEIGHTS)
     hispanic = rng.random(n) < 0.17
-    birth = np.floor(days(1935) + rng.random(n) * (days(2001) - days(1935)))
+    b0, b1 = days(birth_years[0]), days(birth_years[1])
+    birth = np.floor(b0 + rng.random(n) * (b1 - b0))
     start = days(2008) + rng.random(n) * (days(2016) - days(2008))
     z, g, u_onc, u_pe, u_cac = rng.standard_normal((5, n))
     age0 = (start - birth) / YEAR
@@ -239,7 +246,7 @@ def make_subjects(subject_ids: np.ndarray, rng: np.random.Generator) -> Shard:
     e = rng.exponential(1.0, n)
     t_bg = np.log(e * gamma / b + np.exp(gamma * age0)) / gamma - age0
     bg_death = start + np.maximum(t_bg, 0.05) * YEAR
-    ltfu = start + rng.exponential(1.0 / 0.025, n) * YEAR      # loss to follow-up ~2.5 %/year
+    ltfu = start + rng.exponential(1.0 / ltfu_per_year, n) * YEAR      # loss to follow-up (site a 2.5 %/year)
     end0 = np.minimum(np.minimum(bg_death, ltfu), CUTOFF)
     # baseline physiology: z (health) shifts everything a little so structured data sees it noisily
     bmi0 = np.clip(27.5 + 4.5 * rng.standard_normal(n) + 1.2 * (-z), 16.0, 55.0)

@@ -161,6 +161,32 @@ ACUTE_DX = {
     "ICD10CM/E11.9": "Type 2 diabetes mellitus without complications",
     "ICD10CM/E11.65": "Type 2 diabetes mellitus with hyperglycemia",
 }
+# generator 2: acute heart failure (MACE component), and the sub-codes site b prefers (same families)
+ACUTE_DX.update({
+    "ICD10CM/I50.21": "Acute systolic (congestive) heart failure",
+    "ICD10CM/I50.31": "Acute diastolic (congestive) heart failure",
+    "ICD10CM/I50.23": "Acute on chronic systolic (congestive) heart failure",
+    "ICD10CM/I50.33": "Acute on chronic diastolic (congestive) heart failure",
+    "ICD10CM/I21.A1": "Myocardial infarction type 2",
+    "ICD10CM/I21.01": "ST elevation myocardial infarction involving left main coronary artery",
+    "ICD10CM/I22.0": "Subsequent ST elevation myocardial infarction of anterior wall",
+    "ICD10CM/I63.50": "Cerebral infarction due to unspecified occlusion or stenosis of unspecified cerebral artery",
+    "ICD10CM/I26.92": "Saddle embolus of pulmonary artery without acute cor pulmonale",
+    "ICD10CM/I26.02": "Saddle embolus of pulmonary artery with acute cor pulmonale",
+})
+# cause of death, recorded at the death time (vocabulary DEATH_CAUSE, ICD-10 underlying cause)
+DEATH_CAUSES = {
+    "DEATH_CAUSE/I21.9": "Cause of death: acute myocardial infarction, unspecified",
+    "DEATH_CAUSE/I21.4": "Cause of death: non-ST elevation myocardial infarction",
+    "DEATH_CAUSE/I63.9": "Cause of death: cerebral infarction, unspecified",
+    "DEATH_CAUSE/I46.9": "Cause of death: cardiac arrest, cause unspecified",
+    "DEATH_CAUSE/I46.1": "Cause of death: sudden cardiac death, so described",
+    "DEATH_CAUSE/I26.99": "Cause of death: other pulmonary embolism without acute cor pulmonale",
+    "DEATH_CAUSE/C80.1": "Cause of death: malignant (primary) neoplasm, unspecified",
+    "DEATH_CAUSE/A41.9": "Cause of death: sepsis, unspecified organism",
+    "DEATH_CAUSE/J96.00": "Cause of death: acute respiratory failure",
+    "DEATH_CAUSE/R99": "Cause of death: ill-defined and unknown cause of mortality",
+}
 MACE_CODES = ["ICD10CM/I21.4", "ICD10CM/I21.9", "ICD10CM/I22.9", "ICD10CM/I63.9"]
 MACE_WEIGHTS = [0.35, 0.25, 0.10, 0.30]
 ANTICOAGULANTS = ["RXNORM/1364430", "RXNORM/1114195", "RXNORM/11289"]
@@ -344,6 +370,7 @@ _DESCRIPTIONS.update({c: f"{n} (antineoplastic)" for c, n in CHEMO_DRUGS.items()
 _DESCRIPTIONS.update(METASTASIS_CODES)
 _DESCRIPTIONS.update(PROCEDURES)
 _DESCRIPTIONS.update(ACUTE_DX)
+_DESCRIPTIONS.update(DEATH_CAUSES)
 _DESCRIPTIONS.update({c[0]: c[1] for c in CHRONIC})
 _DESCRIPTIONS.update(DRUG_NAMES)
 _DESCRIPTIONS.update(TAIL_DRUGS)
