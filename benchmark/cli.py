@@ -48,8 +48,16 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     with Progress(transient=True) as prog:
         bar = prog.add_task(f"generating {args.subjects} subjects", total=args.subjects)
         out = generate(Path(args.out), n_subjects=args.subjects, seed=args.seed, images=not args.no_images,
-                       progress=lambda done, total: prog.update(bar, completed=done, total=total))
-    print(f"wrote synthetic cohort ({args.subjects} subjects, seed {args.seed}) to {out}")
+                       progress=lambda done, total: prog.update(bar, completed=done, total=total), site=args.site)
+    print(f"wrote synthetic cohort ({args.subjects} subjects, seed {args.seed}, site {args.site}) to {out}")
+    return 0
+
+
+def cmd_prepare_cxr_folder(args: argparse.Namespace) -> int:
+    from data_prep.cxr_folder import export_chexpert_folder
+
+    out, n = export_chexpert_folder(Path(args.data), Path(args.out))
+    print(f"wrote {n} CXR images and labels.csv (CheXpert-style) to {out}")
     return 0
 
 
@@ -302,7 +310,14 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--subjects", type=int, default=5000, help="number of subjects (default 5000)")
     syn.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     syn.add_argument("--no-images", action="store_true", help="skip writing CXR PNG files (embeddings only)")
+    syn.add_argument("--site", default="a", choices=("a", "b"),
+                     help="a: the default cohort; b: a second hospital for external validation (other case mix, "
+                          "coding habits and image distribution; same latent model)")
     syn.set_defaults(func=cmd_prepare)
+    cf = pps.add_parser("cxr-folder", help="export a cohort's CXR PNGs + labels as a CheXpert-style image folder")
+    cf.add_argument("--data", required=True, help="cohort folder with a cxr sidecar (path and labels columns)")
+    cf.add_argument("--out", required=True, help="new folder: labels.csv + images/")
+    cf.set_defaults(func=cmd_prepare_cxr_folder)
     mim = pps.add_parser("mimic-iv", help="raw MIMIC-IV CSVs -> MEDS via the MIMIC_IV_MEDS ETL (own venv)")
     mim.add_argument("--raw", required=True, help="MIMIC-IV folder with hosp/ and icu/ (PhysioNet layout)")
     mim.add_argument("--out", required=True, help="new folder to write the cohort to")

@@ -23,6 +23,11 @@ SYNTHETIC_LIKE_PREDICATES = {
     "t2d": {"prefix": "ICD10CM/E11"},
     "cardiac_ct": {"code": "IMAGING/CARDIAC_CT"},
     "mace_event": {"prefix": ["ICD10CM/I21", "ICD10CM/I63"]},
+    "mi": {"prefix": ["ICD10CM/I21", "ICD10CM/I22"]},
+    "ischemic_stroke": {"prefix": "ICD10CM/I63"},
+    "heart_failure_event": {"regex": "^ICD10CM/I50\\.[234][13]$"},
+    "cardiac_death": {"regex": "^DEATH_CAUSE/I(2[0-5]|4[6-9]|50)(\\.|$)"},
+    "ctpa": {"code": "IMAGING/CTPA"},
     "pe_diagnosis": {"prefix": "ICD10CM/I26"},
     "leak_outcome": {"code": "SYNTH/LEAK_OUTCOME"},
 }

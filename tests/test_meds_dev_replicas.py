@@ -218,7 +218,7 @@ def test_tasks_cli_names_missing_predicates(capsys):
 
     assert main(["tasks", "--json", "--dataset", "mimic_iv"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
-    assert rows["survival/mace"]["missing"] == ["cardiac_ct"]
+    assert rows["survival/mace"]["missing"] == ["cardiac_ct", "cardiac_death"]
     assert "mimic_iv" in rows["meds_dev/mortality_in_icu_first_24h"]["datasets"]
     assert main(["tasks", "--dataset", "no_such_dataset"]) == 2
     assert "--dataset" in capsys.readouterr().err

@@ -31,7 +31,8 @@ from tests.conftest_mimic import RAW_DEMO
 VERSIONS = {"0.2.0": "mimic_meds_020", "0.1.3": "mimic_meds_013"}
 # tasks whose predicates MIMIC-IV cannot express, and the names they miss
 NOT_ON_MIMIC = {"leak/probe": ["leak_outcome"], "oncology/progression_free_survival_1y": ["progression"],
-                "survival/mace": ["cardiac_ct"]}
+                "survival/mace": ["cardiac_ct", "cardiac_death"], "survival/mace_mi_stroke_first_ct": ["cardiac_ct"],
+                "survival/pe_mortality": ["ctpa"]}
 
 
 def _old_demographics(cohort: Cohort) -> pl.DataFrame:
