@@ -41,7 +41,7 @@ def cohort_generator(name: str = DEFAULT_GENERATOR) -> ModuleType:
     return next(iter(found)).load()
 
 
-def ensure_default_cohort(n_subjects: int = DEFAULT_SUBJECTS, seed: int = DEFAULT_SEED) -> Path:
+def ensure_default_cohort(n_subjects: int = DEFAULT_SUBJECTS, seed: int = DEFAULT_SEED, site: str = "a") -> Path:
     """Return the default cohort folder, generating it on first use.
 
     A file lock makes concurrent first runs wait for one generator instead of racing.
@@ -49,12 +49,13 @@ def ensure_default_cohort(n_subjects: int = DEFAULT_SUBJECTS, seed: int = DEFAUL
     Args:
         n_subjects: cohort size.
         seed: generator seed.
+        site: "a" (the default cohort) or "b" (the second synthetic site, for external validation).
 
     Returns:
         The cohort folder.
     """
     gen = cohort_generator()
-    out = default_cohort_dir(gen.GENERATOR_VERSION, n_subjects, seed)
+    out = default_cohort_dir(gen.GENERATOR_VERSION, n_subjects, seed, site)
     if (out / "metadata" / "subject_splits.parquet").exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -62,7 +63,7 @@ def ensure_default_cohort(n_subjects: int = DEFAULT_SUBJECTS, seed: int = DEFAUL
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (out / "metadata" / "subject_splits.parquet").exists():
             Console(stderr=True, highlight=False).print(
-                f"generating the default synthetic cohort ({n_subjects} subjects, seed {seed}) into {out} ...",
+                f"generating the synthetic cohort ({n_subjects} subjects, seed {seed}, site {site}) into {out} ...",
                 markup=False)
-            gen.generate(out, n_subjects=n_subjects, seed=seed)
+            gen.generate(out, n_subjects=n_subjects, seed=seed, **({} if site == "a" else {"site": site}))
     return out

@@ -32,18 +32,21 @@ def cache_dir() -> Path:
     return p
 
 
-def default_cohort_dir(generator_version: str, n_subjects: int = DEFAULT_SUBJECTS, seed: int = DEFAULT_SEED) -> Path:
+def default_cohort_dir(generator_version: str, n_subjects: int = DEFAULT_SUBJECTS, seed: int = DEFAULT_SEED,
+                       site: str = "a") -> Path:
     """Folder of the embedded synthetic cohort (generated on first use, see benchmark.default_cohort).
 
     Args:
         generator_version: the generator's GENERATOR_VERSION (a new version gets a new folder).
         n_subjects: cohort size.
         seed: generator seed.
+        site: the synthetic site ("a": the default cohort; "b": the external-validation site).
 
     Returns:
-        cache_dir()/cohorts/synthetic-n<N>-s<seed>-g<version>.
+        cache_dir()/cohorts/synthetic-n<N>-s<seed>-g<version> (site b: with a "-siteb" suffix).
     """
-    return cache_dir() / "cohorts" / f"synthetic-n{n_subjects}-s{seed}-g{generator_version}"
+    suffix = "" if site == "a" else f"-site{site}"
+    return cache_dir() / "cohorts" / f"synthetic-n{n_subjects}-s{seed}-g{generator_version}{suffix}"
 
 
 def default_results_dir() -> Path:

@@ -141,3 +141,13 @@ def test_cli_prepare_site_b_and_cxr_folder(tmp_path):
     assert (tmp_path / "f" / "labels.csv").exists()
     assert main(["prepare", "cxr-folder", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "g")]) != 0
     assert not (tmp_path / "g").exists()
+
+
+def test_default_cohort_for_site_b_has_its_own_cache_folder(monkeypatch, tmp_path):
+    from benchmark import default_cohort
+    monkeypatch.setenv("MEHR_BENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(default_cohort, "cohort_generator", lambda name="synthetic": synthetic)
+    a = default_cohort.ensure_default_cohort(60, 0)
+    b = default_cohort.ensure_default_cohort(60, 0, site="b")
+    assert a != b and b.name.endswith("-siteb")
+    assert "site b" in json.loads((b / "metadata" / "dataset.json").read_text())["dataset_name"]
