@@ -35,7 +35,7 @@ from data_prep.synthetic_site import SITE_A, Site, shift_embedding, shift_pixels
 from data_prep.synthetic_site import site as site_named
 from data_prep import synthetic_vocab as V
 
-GENERATOR_VERSION = "2.0.0"
+GENERATOR_VERSION = "2.1.0"
 PREDICATES_FILE = Path(__file__).resolve().parent / "datasets" / "synthetic" / "predicates.yaml"
 SPLITS = (meds.train_split, meds.tuning_split, meds.held_out_split)  # written by name from meds
 assert SPLITS == BENCHMARK_SPLITS, f"meds split names {SPLITS} differ from benchmark.vocabulary.SPLITS"
