@@ -256,7 +256,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     split_names(args.task, "--task")
     cohort = _resolve_cohort(args)
     return run_grid(models=args.model, tasks=args.task, cohort=cohort, results_dir=Path(args.results),
-                    seeds=args.seeds, budget=args.budget, force=args.force, ablate=args.ablate_modalities)
+                    seeds=args.seeds, budget=args.budget, force=args.force, ablate=args.ablate_modalities,
+                    external=args.external_data)
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -366,6 +367,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also mask each modality at test time: leave-one-out with paired bootstrap and the "
                          "0/25/50/75/100%% missing-modality sweep (fusion heads, MEHRT); finished cells without "
                          "ablations are rerun")
+    pr.add_argument("--external-data", metavar="DIR",
+                    help="external validation: also score each cell's fitted model on DIR (a MEDS cohort, e.g. "
+                         "another site, or an image folder with a CheXpert-style labels.csv); results go into the "
+                         "record's `external` list, predictions next to the seed file; finished cells without it "
+                         "are refitted for it")
     pr.set_defaults(func=cmd_run)
 
     pl_ = sub.add_parser("leaderboard", help="build the static HTML leaderboard from result files")
