@@ -248,3 +248,19 @@ def test_uncertain_labels_read_as_negative_and_bad_columns_name_the_file_and_the
     csv.write_text("\n".join([lines[0], lines[1].replace("-1", "2"), *lines[2:]]) + "\n")
     with pytest.raises(UserError, match="row 2"):
         open_external(tmp_path / "f")
+
+
+def test_the_task_page_shows_internal_and_external_side_by_side_and_why_a_model_has_no_number(tmp_path):
+    from leaderboard.build import build
+    from benchmark.results import write_result
+
+    d = json.loads((__import__("pathlib").Path(__file__).parent / "data" / "result_v3.json").read_text())
+    write_result(cell_paths(tmp_path / "r", d["model"], d["task"], 0)[0], d)
+    other = {**d, "model": "image_only_toy", "external": [{**d["external"][0], "metrics": None, "n_test": None,
+                                                            "not_applicable": "it reads no cohort"}]}
+    write_result(cell_paths(tmp_path / "r", "image_only_toy", d["task"], 0)[0], other)
+    site = build(tmp_path / "r", tmp_path / "site")
+    html = next((site / "tasks").glob("*pe_mortality*.html")).read_text()
+    part = html[html.index("Internal and external validation"):]
+    assert d["external"][0]["dataset"]["name"] in part and "not applicable: it reads no cohort" in part
+    assert f"{d['external'][0]['metrics']['c_index_uno']['value']:.3f}" in part
