@@ -264,7 +264,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     split_names(args.task, "--task")
     cohort = _resolve_cohort(args)
     return run_grid(models=args.model, tasks=args.task, cohort=cohort, results_dir=Path(args.results),
-                    seeds=args.seeds, budget=args.budget, force=args.force, ablate=args.ablate_modalities)
+                    seeds=args.seeds, budget=args.budget, force=args.force, ablate=args.ablate_modalities,
+                    external=args.external_data)
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -276,6 +277,12 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    if args.table:
+        from leaderboard.fusion_table import fusion_table_cli
+        return fusion_table_cli(args)
+    if not args.a or not args.b:
+        raise UserError("compare needs --a and --b (or --table)", field="--a/--b",
+                        fix="pass --a MODEL --b MODEL, or --table fusion-tte for the fusion paper's table")
     from leaderboard.compare import compare_cli
 
     return compare_cli(args)
@@ -381,6 +388,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also mask each modality at test time: leave-one-out with paired bootstrap and the "
                          "0/25/50/75/100%% missing-modality sweep (fusion heads, MEHRT); finished cells without "
                          "ablations are rerun")
+    pr.add_argument("--external-data", metavar="DIR",
+                    help="external validation: also score each cell's fitted model on DIR (a MEDS cohort, e.g. "
+                         "another site, or an image folder with a CheXpert-style labels.csv); results go into the "
+                         "record's `external` list, predictions next to the seed file; finished cells without it "
+                         "are refitted for it")
     pr.set_defaults(func=cmd_run)
 
     pl_ = sub.add_parser("leaderboard", help="build the static HTML leaderboard from result files")
@@ -405,9 +417,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also write DIR/<task>.parquet in the MEDS LabelSchema (--out: older name)")
     plb.set_defaults(func=cmd_labels)
 
-    pc = sub.add_parser("compare", help="paired comparison of two models across tasks")
-    pc.add_argument("--a", required=True)
-    pc.add_argument("--b", required=True, help="model B, or several separated by commas: per task the best of them")
+    pc = sub.add_parser("compare", help="paired comparison of two models across tasks, or a paper's table (--table)")
+    pc.add_argument("--a")
+    pc.add_argument("--b", help="model B, or several separated by commas: per task the best of them")
+    pc.add_argument("--table", choices=("fusion-tte",),
+                    help="fusion-tte: Table 1 of 'Fusion is not one-size-fits-all' (Harrell's C with CIs, internal and "
+                         "external, * / + paired p < 0.05 vs image_only_mlp / concat_mlp) as Markdown; --tasks "
+                         "default survival/pe_mortality,survival/mace, --out FILE.md")
     pc.add_argument("--tasks", default="all")
     pc.add_argument("--results", default=str(default_results_dir()))
     pc.add_argument("--out")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import polars as pl
@@ -70,6 +70,21 @@ class Prediction:
 class Model(Protocol):
     def fit(self, data: "TaskData") -> "Model": ...
     def predict(self, data: "TaskData", split: str) -> Prediction: ...
+
+
+@runtime_checkable
+class ImagePredictor(Protocol):
+    """Optional: a model that can score bare image files (an image-only model, e.g. a CXR classifier).
+
+    `run --external-data DIR` with an image folder (a CheXpert-style `labels.csv` + images,
+    benchmark.external) scores only models with this method; any other model gets a "not applicable"
+    external entry, never a number. Called after `fit` on the task's own cohort.
+
+    predict_images(paths) -> probabilities [n, n_labels]: row i for image paths[i], columns in the
+    task's `outcomes` order (TaskData.task.label_names()).
+    """
+
+    def predict_images(self, paths: list[Path]) -> np.ndarray: ...
 
 
 @dataclass

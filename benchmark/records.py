@@ -32,6 +32,9 @@ version stay readable (`from_json_dict`), a file of a newer version is refused w
     2   adds `dataset` (name + fingerprint). A version-1 file gets it derived on reading (name from
         the cohort's metadata/dataset.json, else the cohort folder's name; fingerprint from
         provenance.data_fingerprint) and is written back as version 1, byte-identical.
+    3   adds `external`: a list of ExternalResult, one per external dataset the SAME fitted model was
+        scored on (`run --external-data DIR`, benchmark.external). Absent when there is none, so a
+        version-1 or version-2 file reads as before (no external results) and round-trips unchanged.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from typing import Any, Literal, Mapping, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class _Strict(BaseModel):
@@ -127,6 +130,29 @@ def dataset_name(cohort: str | Path) -> str:
     return Path(cohort).name
 
 
+class ExternalResult(_Strict):
+    """The cell's fitted model scored on another dataset (external validation; benchmark.external).
+
+    dataset names the external set (its own name and fingerprint). metrics are the task's metrics on
+    ALL of its samples, with the same CIs and refusal rules as the internal ones. When the model
+    cannot be scored there (an image folder and a model without `predict_images`, a task the external
+    dataset cannot define) `not_applicable` says why and there are no metrics, never a number; when
+    the external scoring crashed, `error` says how (the internal result is unaffected, and a rerun
+    tries again).
+    """
+
+    dataset: DatasetRef
+    n_test: int | None = None
+    n_events: int | None = None
+    metrics: dict[str, Metric] | None = None
+    not_applicable: str | None = None
+    error: str | None = None
+
+    def main(self, metric: str) -> Metric | None:
+        """The named metric's entry, or None when there is none."""
+        return (self.metrics or {}).get(metric)
+
+
 class ModelInfo(BaseModel):
     """The spec's description of the model plus what the model reported in `Prediction.info`.
 
@@ -169,6 +195,7 @@ class ResultRecord(_Strict):
     fairness: dict[str, Any] | None = None
     explanations: dict[str, Any] | None = None
     ablations: dict[str, Any] | None = None
+    external: list[ExternalResult] | None = None
     # Set only on the record run_cell returns when its file could not be written (disk full...);
     # never part of the file.
     write_error: str | None = Field(default=None, exclude=True)
@@ -184,6 +211,10 @@ class ResultRecord(_Strict):
     def main(self) -> Metric | None:
         """The main metric's entry, or None when the cell has none (failed, or not computed)."""
         return (self.metrics or {}).get(self.main_metric)
+
+    def external_for(self, fingerprint: str) -> ExternalResult | None:
+        """The external result on the dataset with this fingerprint, or None."""
+        return next((e for e in self.external or [] if e.dataset.fingerprint == fingerprint), None)
 
     def to_json_dict(self) -> dict[str, Any]:
         """The file's content: every field the record was given (unset ones left out), JSON types.

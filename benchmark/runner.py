@@ -40,9 +40,11 @@ from benchmark.data.cohort import Cohort
 from benchmark.data.integrity import require_integrity
 from benchmark.default_cohort import ensure_default_cohort
 from benchmark.errors import UserError
+from benchmark.external import ExternalSet, applicability, open_external, predictions_name, score_external
 from benchmark.labels import TaskNotApplicable, extract_labels
 from benchmark.model_api import BUDGETS, Budget, Prediction, TaskData
 from benchmark.paths import cache_dir, default_results_dir
+from benchmark.planning import input_problem, names_of, split_names  # noqa: F401 - re-exported
 from benchmark.records import (INFO_EXPLANATIONS, SCHEMA_VERSION, DatasetRef, Hardware, ModelInfo, Provenance,
                                ResultRecord, compute_block, dataset_name)
 from benchmark.registry import ModelSpec, get_model
@@ -53,7 +55,6 @@ from benchmark.results import (cache_lock, cell_paths, cell_state, check_results
 from benchmark.scoring import score_cell
 from benchmark.task_registry import select_tasks
 from benchmark.taskspec import TaskSpec
-from benchmark.vocabulary import SPLITS
 
 
 EXIT_OK, EXIT_CELL_FAILED, EXIT_BAD_INPUT = 0, 1, 2
@@ -64,51 +65,6 @@ class Cell:
     spec: ModelSpec
     task: TaskSpec
     seed: int
-
-
-def split_names(text: str, flag: str) -> list[str]:
-    """The names of a comma-separated --model / --task value, in order, without blanks or repeats.
-
-    Raises:
-        UserError: no name at all (e.g. `--model ,`).
-    """
-    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
-    if not names:
-        what = "model" if flag == "--model" else "task"
-        raise UserError(f"no {what} named in {flag} {text!r}", field=flag,
-                        fix=f"name one or more {what}s separated by commas (list them with `python -m benchmark "
-                            f"{what}s`)" + (", or 'all'" if what == "task" else ""))
-    return names
-
-
-def input_problem(task: TaskSpec, labels: pl.DataFrame, splits: pl.DataFrame) -> str | None:
-    """Why a task cannot be learned and scored on this data, or None if it can.
-
-    Checked once per task before any cell runs: no training or held-out samples, or (binary,
-    survival) training labels of one class only. Models would otherwise fail with a library error
-    deep inside a fit, once per model.
-
-    Args:
-        task: the task.
-        labels: its labels (MEDS LabelSchema rows).
-        splits: the cohort's subject_id -> split table.
-
-    Returns:
-        A one-line reason, or None.
-    """
-    lab = labels.join(splits, on="subject_id", how="inner")
-    n = {s: lab.filter(pl.col("split") == s).height for s in SPLITS}
-    counts = f"{labels.height} samples: {n['train']} train, {n['tuning']} tuning, {n['held_out']} held_out"
-    if n["train"] == 0:
-        return f"no training samples ({counts})"
-    if n["held_out"] == 0:
-        return f"no held-out samples to score ({counts})"
-    kind = task.kind_obj
-    pos = kind.events_in_labels(lab.filter(pl.col("split") == "train"))
-    if pos is not None and kind.one_class_problem(pos, n["train"]):
-        return (f"only one class in training: {pos} of {n['train']} training {kind.event_word} are positive "
-                f"(a model needs both classes)")
-    return None
 
 
 def seed_everything(seed: int) -> None:
@@ -173,7 +129,7 @@ def _dataset(cohort: Cohort) -> DatasetRef:
 
 
 def run_cell(cell: Cell, cohort: Cohort, labels: pl.DataFrame, results_dir: Path, budget: str | Budget,
-             ablate: bool = False) -> ResultRecord:
+             ablate: bool = False, external: ExternalSet | None = None) -> ResultRecord:
     """Fit, predict, score and write one (model, task, seed) cell.
 
     Args:
@@ -183,6 +139,7 @@ def run_cell(cell: Cell, cohort: Cohort, labels: pl.DataFrame, results_dir: Path
         results_dir: the results folder.
         budget: a budget level name or Budget.
         ablate: also run the test-time modality ablations (benchmark.ablation) into the record's ablations.
+        external: an external set the fitted model also scores (benchmark.external) into the record's external.
 
     Returns:
         The record as written (read back from its JSON, so it equals what a reader of the file gets);
@@ -191,6 +148,7 @@ def run_cell(cell: Cell, cohort: Cohort, labels: pl.DataFrame, results_dir: Path
     spec, task, seed = cell.spec, cell.task, cell.seed
     json_path, pred_path = cell_paths(results_dir, spec.name, task.name, seed)
     pred_written = False
+    ext_path = None
     t0 = time.perf_counter()
     data = task_data(task, cohort, seed, labels)
     b = resolve_budget(budget)
@@ -220,6 +178,13 @@ def run_cell(cell: Cell, cohort: Cohort, labels: pl.DataFrame, results_dir: Path
             abl = modality_ablation(model, data, test, n_boot=b.n_boot, seed=seed, loo=loo) if maskable else None
             reached["ablations"] = abl or {"skipped": f"{spec.name} cannot mask modalities at test time"}
         reached["fairness"] = _fairness(data, test, metrics)
+        if external is not None:
+            entry, frame = score_external(model, data, val, external, n_boot=b.n_boot, seed=seed, make_data=task_data,
+                                          score=score_cell)
+            reached["external"] = [entry]
+            if frame is not None:
+                ext_path = pred_path.with_name(predictions_name(seed, external.ref.fingerprint))
+                write_predictions(ext_path, frame)
         write_predictions(pred_path, predictions_frame(data, test))
         pred_written = True
     except Exception as e:  # noqa: BLE001 - a failing cell is recorded and the run goes on
@@ -227,9 +192,11 @@ def run_cell(cell: Cell, cohort: Cohort, labels: pl.DataFrame, results_dir: Path
     compute = dict(wall_s=round(time.perf_counter() - t0, 3), peak_rss_mb=round(_peak_rss_mb(), 1),
                    spec_n_parameters=spec.n_parameters)
     record = _record(cell, cohort, b, counts=_counts(data), info=info, reached=reached, **compute)
-    if record.status == "failed" and pred_written:
+    if record.status == "failed" and (pred_written or ext_path):
         pred_path.unlink(missing_ok=True)  # the model's output did not fit a record: no orphan predictions
-        pred_written = False
+        if ext_path:
+            ext_path.unlink(missing_ok=True)
+        pred_written, ext_path = False, None
     try:
         text = result_json(record)
         write_result(json_path, record)
@@ -237,10 +204,46 @@ def run_cell(cell: Cell, cohort: Cohort, labels: pl.DataFrame, results_dir: Path
     except OSError as e:
         # Disk full, folder removed...: the cell's work is lost, not the grid. A predictions file
         # without its JSON would be an orphan (the cell counts as missing), so it goes too.
-        if pred_written:
-            with contextlib.suppress(OSError):
-                pred_path.unlink(missing_ok=True)
+        for p in (pred_path if pred_written else None, ext_path):
+            if p is not None:
+                with contextlib.suppress(OSError):
+                    p.unlink(missing_ok=True)
         return record.model_copy(update={"write_error": f"could not write {json_path}: {e.strerror or e}"})
+
+
+def add_external(cell: Cell, cohort: Cohort, labels: pl.DataFrame, results_dir: Path, budget: str | Budget,
+                 external: ExternalSet, rec: ResultRecord) -> ResultRecord:
+    """A finished cell without an entry for this external set: refit the model (the same fit: models
+    are deterministic for a seed) and score only the external set; the internal fields are kept as
+    they are on disk, the entry is added (replacing a crashed one) and the record rewritten as v3.
+
+    Returns:
+        The record as written (write_error set when it could not be written; the file is unchanged then).
+    """
+    spec, task, seed = cell.spec, cell.task, cell.seed
+    json_path, pred_path = cell_paths(results_dir, spec.name, task.name, seed)
+    data, b = task_data(task, cohort, seed, labels), resolve_budget(budget)
+    seed_everything(seed)
+    try:
+        model = spec.factory(budget=b, seed=seed)
+        model.fit(data)
+        val = model.predict(data, "tuning") if task.kind_obj.chooses_threshold else None
+        entry, frame = score_external(model, data, val, external, n_boot=b.n_boot, seed=seed, make_data=task_data,
+                                      score=score_cell)
+    except Exception as e:  # noqa: BLE001 - the refit crashed: the entry says so, the internal result stays
+        entry, frame = {"dataset": external.ref.model_dump(), "error": f"refit failed: {type(e).__name__}: {e}"}, None
+    others = [x.model_dump(mode="json", exclude_unset=True) for x in rec.external or []
+              if x.dataset.fingerprint != external.ref.fingerprint]
+    new = ResultRecord.from_json_dict({**rec.to_json_dict(), "schema_version": SCHEMA_VERSION,
+                                       "dataset": rec.dataset.model_dump(), "external": [*others, entry]})
+    try:
+        if frame is not None:
+            write_predictions(pred_path.with_name(predictions_name(seed, external.ref.fingerprint)), frame)
+        text = result_json(new)
+        write_result(json_path, new)
+        return record_from_bytes(text)
+    except OSError as e:
+        return new.model_copy(update={"write_error": f"could not write {json_path}: {e.strerror or e}"})
 
 
 def _counts(data: TaskData) -> dict[str, int | None]:
@@ -324,11 +327,11 @@ class Evaluation:
 
 def run_evaluation(models: str | list[str], tasks: str | list[str], cohort: Cohort, results_dir: Path,
                    seeds: int = 1, budget: str | Budget = "default", force: bool = False, ablate: bool = False,
-                   reporter: Reporter | None = None) -> Evaluation:
+                   reporter: Reporter | None = None, external: str | Path | None = None) -> Evaluation:
     """Plan and run every fitting (model, task, seed) cell (see benchmark.evaluate for the arguments).
 
     Order of checks, before any label or cell: cohort integrity, --seeds, model names, task names,
-    budget, a writable results folder.
+    budget, a writable results folder, the external dataset (then, per task, its labels.csv columns).
 
     Returns:
         The Evaluation.
@@ -345,7 +348,13 @@ def run_evaluation(models: str | list[str], tasks: str | list[str], cohort: Coho
     task_list = select_tasks(",".join(names_of(tasks, "--task")))
     b = resolve_budget(budget)
     results_dir = check_results_dir(results_dir)
+    ext = open_external(external, cohort, None) if external is not None else None
     labels, bad_input, failed = _task_labels(task_list, cohort, rep)
+    if ext is not None:
+        for t in task_list:
+            why = applicability(ext, t) if t.name in labels else None  # a bad labels.csv raises here
+            if why:
+                rep.say((f"external {ext.ref.name} not scored on {t.name}", "yellow"), f": {why}")
     cells, skipped = [], []
     for spec in specs:
         for t in task_list:
@@ -358,22 +367,18 @@ def run_evaluation(models: str | list[str], tasks: str | list[str], cohort: Coho
             cells += [Cell(spec, t, s) for s in range(seeds)]
     for m, t, why in skipped:
         rep.say((f"skip {m} on {t}", "yellow"), f": {why}")
-    todo = _plan(cells, cohort, results_dir, force, ablate, rep)
+    todo = _plan(cells, cohort, results_dir, force, ablate, rep, ext)
     rep.cells = cells
-    failed += _run_cells(todo, cohort, labels, results_dir, b, force, ablate, rep)
+    failed += _run_cells(todo, cohort, labels, results_dir, b, force, ablate, rep, ext)
     return Evaluation(records=_records_of(cells, results_dir, rep.records), failed=failed, bad_input=bad_input)
 
 
-def names_of(names: str | list[str] | tuple[str, ...], flag: str) -> list[str]:
-    """split_names for a comma string or a list of names (the Python API takes both)."""
-    return split_names(names if isinstance(names, str) else ",".join(names), flag)
-
-
 def run_grid(models: str, tasks: str, cohort: Cohort, results_dir: Path, seeds: int = 1, budget: str = "default",
-             force: bool = False, ablate: bool = False) -> int:
+             force: bool = False, ablate: bool = False, external: str | Path | None = None) -> int:
     """`run`: evaluate the grid with console output and print the results table.
 
     ablate: run modality ablations in every cell; finished cells without them are rerun.
+    external: an external dataset folder (--external-data) every fitted model is also scored on.
 
     Returns:
         The exit status (module docstring): 0 all finished, 1 some cell failed or was not written,
@@ -390,7 +395,7 @@ def run_grid(models: str, tasks: str, cohort: Cohort, results_dir: Path, seeds: 
     rep = ConsoleReporter(console)
     try:
         ev = run_evaluation(models, tasks, cohort, results_dir, seeds=seeds, budget=budget, force=force,
-                            ablate=ablate, reporter=rep)
+                            ablate=ablate, reporter=rep, external=external)
     finally:  # once planned, the summary is printed even when a cell, or the user (Ctrl-C), stops the loop
         if rep.cells is not None:
             console.print(_summary(rep.cells, Path(results_dir), seeds, rep.records))
@@ -401,7 +406,8 @@ def run_grid(models: str, tasks: str, cohort: Cohort, results_dir: Path, seeds: 
 
 def evaluate(models: str | list[str], tasks: str | list[str], data: str | Path | Cohort | None = None,
              results: str | Path | None = None, budget: str | Budget = "default", seeds: int = 1,
-             force: bool = False, ablate: bool = False, dataset: str | None = None) -> list[ResultRecord]:
+             force: bool = False, ablate: bool = False, dataset: str | None = None,
+             external_data: str | Path | None = None) -> list[ResultRecord]:
     """Run models on tasks and return their typed result records (what `run` does, without printing).
 
     Result files are written exactly as `run` writes them; finished cells are kept (not recomputed)
@@ -418,6 +424,10 @@ def evaluate(models: str | list[str], tasks: str | list[str], data: str | Path |
         ablate: also run the test-time modality ablations.
         dataset: a dataset profile name or folder (``--dataset``), when `data` is a folder; None =
             recognised from the cohort's metadata/dataset.json.
+        external_data: an external dataset (a MEDS cohort, or an image folder with a CheXpert-style
+            labels.csv) the SAME fitted model of every cell also scores (benchmark.external); the
+            results go into each record's `external` list. A finished cell without it is refitted
+            and scored there; one with it is kept.
 
     Returns:
         One record per (model, task, seed) cell that fits, in grid order; a failed cell's record has
@@ -431,7 +441,7 @@ def evaluate(models: str | list[str], tasks: str | list[str], data: str | Path |
     cohort = data if isinstance(data, Cohort) else Cohort(data, dataset=dataset)
     results_dir = Path(results) if results is not None else default_results_dir()
     return run_evaluation(models, tasks, cohort, results_dir, seeds=seeds, budget=budget, force=force,
-                          ablate=ablate).records
+                          ablate=ablate, external=external_data).records
 
 
 def _records_of(cells: list[Cell], results_dir: Path, records: dict[Key, ResultRecord]) -> list[ResultRecord]:
@@ -489,20 +499,34 @@ def _task_labels(task_list: list[TaskSpec], cohort: Cohort, rep: Reporter) -> tu
     return labels, bad, crashed
 
 
-def _plan(cells: list[Cell], cohort: Cohort, results_dir: Path, force: bool, ablate: bool, rep: Reporter) -> list[Cell]:
-    """The cells to compute now: missing, stale (other data / task definition), forced, or lacking ablations."""
+def _plan(cells: list[Cell], cohort: Cohort, results_dir: Path, force: bool, ablate: bool, rep: Reporter,
+          ext: ExternalSet | None = None) -> list[Cell]:
+    """The cells to compute now: missing, stale (other data / task definition), forced, lacking
+    ablations, or (with an external set) lacking its entry (those are refitted for it only)."""
     fp = cohort.fingerprint()
     states = [cell_state(results_dir, c.spec.name, c.task.name, c.seed, data_fingerprint=fp,
                          task_hash=c.task.content_hash()) for c in cells]
     stale = [c for c, st in zip(cells, states) if st == "stale"]
     todo = [c for c, st in zip(cells, states)
-            if force or st != "current" or (ablate and not _has_ablations(results_dir, c))]
+            if force or st != "current" or (ablate and not _has_ablations(results_dir, c))
+            or _needs_external(results_dir, c, ext) is not None]
     if stale and not force:
         rep.say((f"{len(stale)} result(s) were computed on other data or another task definition "
                  "and will be recomputed", "yellow"))
     if len(todo) < len(cells):
         rep.say(f"{len(cells) - len(todo)} finished cell(s) kept (use --force to recompute)")
     return todo
+
+
+def _needs_external(results_dir: Path, c: Cell, ext: ExternalSet | None) -> ResultRecord | None:
+    """The cell's finished record when it lacks an entry for the external set (or has a crashed one), else None."""
+    if ext is None:
+        return None
+    rec = read_record(cell_paths(results_dir, c.spec.name, c.task.name, c.seed)[0])
+    if rec is None or rec.status not in {"ok", "refused"}:
+        return None
+    have = rec.external_for(ext.ref.fingerprint)
+    return rec if have is None or have.error is not None else None
 
 
 def _is_current(c: Cell, cohort: Cohort, results_dir: Path, ablate: bool) -> bool:
@@ -513,7 +537,7 @@ def _is_current(c: Cell, cohort: Cohort, results_dir: Path, ablate: bool) -> boo
 
 
 def _run_cells(todo: list[Cell], cohort: Cohort, labels: dict[str, pl.DataFrame], results_dir: Path, budget: Budget,
-               force: bool, ablate: bool, rep: Reporter) -> int:
+               force: bool, ablate: bool, rep: Reporter, ext: ExternalSet | None = None) -> int:
     """Run the cells one by one (each under its lock); a failure is reported and the loop goes on.
     Each cell's record lands in rep.records.
 
@@ -529,11 +553,17 @@ def _run_cells(todo: list[Cell], cohort: Cohort, labels: dict[str, pl.DataFrame]
             try:
                 json_path, _ = cell_paths(results_dir, c.spec.name, c.task.name, c.seed)
                 with cache_lock(json_path):
-                    if not force and _is_current(c, cohort, results_dir, ablate):
+                    current = not force and _is_current(c, cohort, results_dir, ablate)
+                    lacking = _needs_external(results_dir, c, ext) if current else None
+                    if current and lacking is None:
                         rep.say(f"kept {name}: finished by another run meanwhile")
                         bar.advance()
                         continue
-                    rec = run_cell(c, cohort, labels[c.task.name], results_dir, budget, ablate=ablate)
+                    if lacking is not None:
+                        rec = add_external(c, cohort, labels[c.task.name], results_dir, budget, ext, lacking)
+                    else:
+                        rec = run_cell(c, cohort, labels[c.task.name], results_dir, budget, ablate=ablate,
+                                       external=ext)
             except Exception as e:  # noqa: BLE001 - outside run_cell's own guard (locks, work folder...)
                 rec = _failed_record(c, cohort, budget, f"{type(e).__name__}: {e}", time.perf_counter() - t0)
             rep.records[(c.spec.name, c.task.name, c.seed)] = rec

@@ -308,7 +308,49 @@ def task_page(site: Site, t: TaskInfo, top: str | None) -> dict[str, Any]:
     return dict(
         root="../", site=site, task=t, cells=cells, metric_names=order, curves=curves, fairness=fairness,
         shap=shap, shap_notes=shap_notes, ablations=ablations, per_label=per_label, thresholds=thresholds,
-        models=site.models, dataset=site.dataset, top=_up(top, 1))
+        models=site.models, dataset=site.dataset, top=_up(top, 1), external=external_view(cells, t.main_metric))
+
+
+def _metric_view(m: Any) -> dict | None:
+    """A record Metric as the metric_cell macro reads it (no seed SD: one seed's value)."""
+    if m is None:
+        return None
+    return {"value": m.value, "ci_low": m.ci_low, "ci_high": m.ci_high, "method": m.method or "",
+            "refused": m.refused, "ci_note": m.ci_note, "sd": None}
+
+
+def external_view(cells: list[Cell], main: str) -> dict | None:
+    """Internal and external results side by side (run --external-data): per model, the main metric
+    of its lowest ok seed on the internal held-out split and on each external dataset (a column group
+    per dataset, by name); a model not scored there says why (not applicable, failed, not run).
+
+    Returns:
+        {"datasets": [name], "rows": [{"model", "internal", "external": [{"metric", "n"} | {"text"}]}]},
+        or None when no record of the task has an external result.
+    """
+    recs = [(c, c.records[0].rec) for c in cells if c.status == "ok" and c.records]
+    sets: dict[str, str] = {}
+    for _, r in recs:
+        for e in r.external or []:
+            sets.setdefault(e.dataset.fingerprint, e.dataset.name)
+    if not sets:
+        return None
+    names = list(sets.values())
+    label = {fp: n if names.count(n) == 1 else f"{n} [{fp[:8]}]" for fp, n in sets.items()}
+    rows = []
+    for c, r in recs:
+        ext = []
+        for fp in sets:
+            e = r.external_for(fp)
+            if e is None:
+                ext.append({"text": "not run"})
+            elif e.not_applicable or e.error:
+                ext.append({"text": "not applicable" if e.not_applicable else "failed",
+                            "why": safe_text(e.not_applicable or e.error)})
+            else:
+                ext.append({"metric": _metric_view(e.main(main)), "n": e.n_test})
+        rows.append({"model": c.model, "internal": _metric_view(r.main()), "n": r.n_test, "external": ext})
+    return {"datasets": [label[fp] for fp in sets], "rows": rows}
 
 
 def model_page(site: Site, m: ModelInfo, top: str | None) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from benchmark.results import (cell_paths, predictions_path, read_record, read_r
 
 V1 = Path(__file__).parent / "data" / "result_v1.json"
 V2 = Path(__file__).parent / "data" / "result_v2.json"
+V3 = Path(__file__).parent / "data" / "result_v3.json"
 TASK = "oncology/mortality_1y"
 
 
@@ -56,11 +57,26 @@ def test_a_v1_file_loads_typed_and_round_trips_byte_identical():
 def test_a_v2_file_loads_typed_and_round_trips_byte_identical():
     text = V2.read_text()
     rec = ResultRecord.from_json_dict(json.loads(text))
-    assert rec.schema_version == 2 == SCHEMA_VERSION
+    assert rec.schema_version == 2 < SCHEMA_VERSION
+    assert rec.external is None
     assert rec.dataset == DatasetRef(name="MEHR-Bench synthetic cohort", fingerprint="99655e242700d572")
     assert rec.dataset.fingerprint == rec.provenance.data_fingerprint
     # a cell too small for a CI: the value with the note, no interval
     assert rec.main().value is not None and rec.main().ci_low is None and "CI not reported" in rec.main().ci_note
+    assert result_json(rec) == text
+
+
+def test_a_v3_file_with_an_external_result_loads_typed_and_round_trips_byte_identical():
+    """tests/data/result_v3.json: written by `run --external-data` (logistic_regression, smoke budget,
+    a 600-subject synthetic cohort scored on a 400-subject one made with another seed)."""
+    text = V3.read_text()
+    rec = ResultRecord.from_json_dict(json.loads(text))
+    assert rec.schema_version == 3 == SCHEMA_VERSION
+    [ext] = rec.external
+    assert ext.dataset.fingerprint != rec.dataset.fingerprint and ext.n_test > 0 and ext.not_applicable is None
+    c = ext.main("c_index_harrell")
+    assert c.ci_low < c.value < c.ci_high
+    assert rec.external_for(ext.dataset.fingerprint) is ext and rec.external_for("0" * 16) is None
     assert result_json(rec) == text
 
 
@@ -198,16 +214,16 @@ def test_model_output_a_record_cannot_hold_fails_the_cell_not_the_grid(small_coh
     assert json.loads(jp.read_text())["status"] == "failed" and not pp.exists()
 
 
-def test_the_runner_writes_v2_records_naming_the_dataset(small_cohort, tmp_path, cache):
+def test_the_runner_writes_v3_records_naming_the_dataset(small_cohort, tmp_path, cache):
     from benchmark import runner
 
     [rec] = runner.evaluate("logistic_regression", TASK, data=small_cohort, results=tmp_path, budget="smoke")
     meta = json.loads((small_cohort.root / "metadata" / "dataset.json").read_text())
     fp = small_cohort.fingerprint()
-    assert rec.schema_version == SCHEMA_VERSION == 2
+    assert rec.schema_version == SCHEMA_VERSION == 3 and rec.external is None  # no --external-data: no list
     assert rec.dataset == DatasetRef(name=meta["dataset_name"], fingerprint=fp) and rec.provenance.data_fingerprint == fp
     on_disk = json.loads(cell_paths(tmp_path, "logistic_regression", TASK, 0)[0].read_text())
-    assert on_disk["schema_version"] == 2 and on_disk["dataset"] == {"name": meta["dataset_name"], "fingerprint": fp}
+    assert on_disk["schema_version"] == 3 and "external" not in on_disk and on_disk["dataset"] == {"name": meta["dataset_name"], "fingerprint": fp}
 
 
 def test_model_info_keeps_spec_fields_typed():

@@ -1,0 +1,60 @@
+"""Planning helpers of `run`: the names of --model / --task values, and whether a task's labels
+can be learned and scored at all (checked once per task before any cell runs)."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from benchmark.errors import UserError
+from benchmark.taskspec import TaskSpec
+from benchmark.vocabulary import SPLITS
+
+
+def split_names(text: str, flag: str) -> list[str]:
+    """The names of a comma-separated --model / --task value, in order, without blanks or repeats.
+
+    Raises:
+        UserError: no name at all (e.g. `--model ,`).
+    """
+    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names:
+        what = "model" if flag == "--model" else "task"
+        raise UserError(f"no {what} named in {flag} {text!r}", field=flag,
+                        fix=f"name one or more {what}s separated by commas (list them with `python -m benchmark "
+                            f"{what}s`)" + (", or 'all'" if what == "task" else ""))
+    return names
+
+
+def input_problem(task: TaskSpec, labels: pl.DataFrame, splits: pl.DataFrame) -> str | None:
+    """Why a task cannot be learned and scored on this data, or None if it can.
+
+    Checked once per task before any cell runs: no training or held-out samples, or (binary,
+    survival) training labels of one class only. Models would otherwise fail with a library error
+    deep inside a fit, once per model.
+
+    Args:
+        task: the task.
+        labels: its labels (MEDS LabelSchema rows).
+        splits: the cohort's subject_id -> split table.
+
+    Returns:
+        A one-line reason, or None.
+    """
+    lab = labels.join(splits, on="subject_id", how="inner")
+    n = {s: lab.filter(pl.col("split") == s).height for s in SPLITS}
+    counts = f"{labels.height} samples: {n['train']} train, {n['tuning']} tuning, {n['held_out']} held_out"
+    if n["train"] == 0:
+        return f"no training samples ({counts})"
+    if n["held_out"] == 0:
+        return f"no held-out samples to score ({counts})"
+    kind = task.kind_obj
+    pos = kind.events_in_labels(lab.filter(pl.col("split") == "train"))
+    if pos is not None and kind.one_class_problem(pos, n["train"]):
+        return (f"only one class in training: {pos} of {n['train']} training {kind.event_word} are positive "
+                f"(a model needs both classes)")
+    return None
+
+
+def names_of(names: str | list[str] | tuple[str, ...], flag: str) -> list[str]:
+    """split_names for a comma string or a list of names (the Python API takes both)."""
+    return split_names(names if isinstance(names, str) else ",".join(names), flag)
