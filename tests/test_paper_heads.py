@@ -228,6 +228,11 @@ def test_weibull_objective_loss_is_torchsurvs_and_the_closed_form():
     rho = np.exp(lr)
     closed = -np.mean(d * (lr - ll + (rho - 1) * (np.log(t) - ll)) - (t / np.exp(ll)) ** rho)
     assert got == pytest.approx(ref, rel=1e-6) and got == pytest.approx(closed, rel=1e-6)
+    # a minibatch without events (TorchSurv refuses it) gives the closed form's censored terms
+    cens = yt.clone()
+    cens[:, 1] = 0
+    closed0 = np.mean((t / np.exp(ll)) ** rho)
+    assert obj.loss(out, cens).item() == pytest.approx(closed0, rel=1e-6)
 
 
 def test_weibull_curves_match_scipy_and_risk_orders_by_median():

@@ -151,8 +151,14 @@ def weibull_nll(log_params: torch.Tensor, time: torch.Tensor, event: torch.Tenso
         time: [n] follow-up times (> 0).
         event: [n] 1 = event, 0 = censored.
 
+    A minibatch without any event (TorchSurv refuses one) contributes its censored terms,
+    mean_i H_i(T_i) = mean_i exp(rho_i (log T_i - log lambda_i)).
+
     Returns:
         Scalar loss.
     """
     from torchsurv.loss.weibull import neg_log_likelihood_weibull
-    return neg_log_likelihood_weibull(log_params, event.reshape(-1).bool(), time.reshape(-1), reduction="mean")
+    event, time = event.reshape(-1).bool(), time.reshape(-1)
+    if not bool(event.any()):
+        return torch.exp(torch.exp(log_params[:, 1]) * (torch.log(time) - log_params[:, 0])).mean()
+    return neg_log_likelihood_weibull(log_params, event, time, reduction="mean")
