@@ -1,5 +1,5 @@
 """Fusion and survival heads: closed forms (InfoNCE, local top-k score, Cox partial likelihood,
-discrete-time NLL, Breslow curves vs lifelines), attention shapes and masking, missing tokens,
+discrete-time NLL, Breslow curves vs lifelines), missing tokens, modality dropout,
 every head on every task kind, planted signals, determinism, and the survival heads' C-index on
 the 5000-subject synthetic cohort."""
 
