@@ -26,11 +26,13 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from typing import Any
 
 import numpy as np
 
+from benchmark.errors import UserError
 from benchmark.learn.folds import cell_folds
 from benchmark.learn.selection import SELECTION_METRIC, is_better, selection_score
 from benchmark.model_api import Budget, Prediction, TaskData
@@ -54,7 +56,7 @@ class FusionHead:
         head: a key of `heads.HEADS`.
         kind: binary | multilabel | survival | regression.
         n_labels: labels (multilabel).
-        survival: "cox" or "discrete" (survival tasks).
+        survival: "cox", "discrete" or "weibull" (survival tasks).
         n_bins: intervals of the discrete-time head.
         regression_loss: "l1" or "mse".
         head_params: hyperparameters of the head module (d, hidden, dropout, k, guide, ...).
@@ -338,17 +340,22 @@ class FusionModel:
         seed: seed of the search and of every trial.
         inputs: which inputs and sources (`InputConfig`); default all of them, precomputed embeddings.
         head_params: fixed head hyperparameters (e.g. guide="ehr", cell="lstm", k=3).
-        survival: "cox" or "discrete" for survival tasks.
+        survival: "cox", "discrete" or "weibull" for survival tasks.
         regression_loss: "l1" or "mse".
         name: the registered model name (recorded in info).
+        image_priority: read ONE side modality: the first of these the task offers and the cohort has
+            (the CT + EHR fusion paper's heads: ("ct", "cxr", "wsi")); none of them -> UserError.
+            None = the modalities of `inputs`.
         train_params: fixed training settings (lr, weight_decay, batch_size, patience, modality_dropout,
             pretrain_epochs, ...).
     """
 
     def __init__(self, head: str = "concat_lr", budget: Budget | None = None, seed: int = 0,
                  inputs: InputConfig | None = None, head_params: dict | None = None, survival: str = "cox",
-                 regression_loss: str = "l1", name: str | None = None, **train_params):
+                 regression_loss: str = "l1", name: str | None = None,
+                 image_priority: tuple[str, ...] | None = None, **train_params):
         self.head = head
+        self.image_priority = image_priority
         self.budget = budget
         self.seed = seed
         self.inputs = inputs
@@ -364,9 +371,23 @@ class FusionModel:
         cached = getattr(self, "_raw_cache", None)
         if cached is not None and cached[0] == key:
             return cached[1]
-        out = raw_inputs(data, self.inputs or InputConfig())
+        out = raw_inputs(data, self._input_config(data))
         self._raw_cache = (key, out)
         return out
+
+    def _input_config(self, data: TaskData) -> InputConfig:
+        """The input configuration; with `image_priority`, its modalities = the one image modality."""
+        cfg = self.inputs or InputConfig()
+        if self.image_priority is None:
+            return cfg
+        have = set(data.task.modalities) & set(data.cohort.modality_names())
+        pick = [m for m in self.image_priority if m in have]
+        if not pick:
+            raise UserError(f"model {self.name or self.head!r} reads an image modality "
+                            f"({', '.join(self.image_priority)}); task {data.task.name!r} offers "
+                            f"{sorted(data.task.modalities)} and the cohort has {sorted(data.cohort.modality_names())}",
+                            field="modalities", fix="run it on a task (and cohort) with a CT, CXR or WSI modality")
+        return dataclasses.replace(cfg, modalities=(pick[0],))
 
     def _head(self, data: TaskData, hp: dict, tp: dict, fixed_epochs: dict | None = None) -> FusionHead:
         """An unfitted head for this task with trial settings hp (head) and tp (training)."""
@@ -546,6 +567,8 @@ class FusionModel:
                 "cv_loss": _jsonable(self.best_trial_["cv_loss"]), "n_folds": len(self.folds_),
                 "n_trials": len(self.trials_), "sources": self.input_info_.get("sources", {}),
                 "pooling": self.input_info_.get("pooling", {})}
+        if self.image_priority is not None:
+            info["image_modality"] = self.modalities_[0]
         if split == "held_out" and drop is None and explain:
             info["explanations"] = self.explain(data, X, Prediction(score=np.asarray(score), surv_times=st,
                                                                     surv_prob=sp, info={}))

@@ -1,4 +1,5 @@
-"""Losses: symmetric InfoNCE, MedCAM's local top-k score, Cox partial likelihood, discrete-time NLL.
+"""Losses: symmetric InfoNCE, MedCAM's local top-k score, Cox partial likelihood, discrete-time NLL,
+Weibull NLL (TorchSurv).
 
 All take and return torch tensors; none has learnable state.
 """
@@ -137,3 +138,27 @@ def discrete_time_nll(logits: torch.Tensor, bin_index: torch.Tensor, event: torc
     target = ((j == idx).to(logits.dtype) * e)             # 1 only in the event's interval
     bce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     return (bce * at_risk).sum(1).mean()
+
+
+def weibull_nll(log_params: torch.Tensor, time: torch.Tensor, event: torch.Tensor) -> torch.Tensor:
+    """Weibull negative log-likelihood with right censoring, TorchSurv's implementation (Monod et
+    al. 2024, "TorchSurv: a lightweight package for deep survival analysis").
+
+        -1/n sum_i [ delta_i log h_i(T_i) - H_i(T_i) ],  H_i(t) = (t / lambda_i)^rho_i
+
+    Args:
+        log_params: [n, 2] (log lambda, log rho).
+        time: [n] follow-up times (> 0).
+        event: [n] 1 = event, 0 = censored.
+
+    A minibatch without any event (TorchSurv refuses one) contributes its censored terms,
+    mean_i H_i(T_i) = mean_i exp(rho_i (log T_i - log lambda_i)).
+
+    Returns:
+        Scalar loss.
+    """
+    from torchsurv.loss.weibull import neg_log_likelihood_weibull
+    event, time = event.reshape(-1).bool(), time.reshape(-1)
+    if not bool(event.any()):
+        return torch.exp(torch.exp(log_params[:, 1]) * (torch.log(time) - log_params[:, 0])).mean()
+    return neg_log_likelihood_weibull(log_params, event, time, reduction="mean")

@@ -4,7 +4,8 @@
 * multilabel: one logit per label, mean binary cross-entropy over labels; score = P(label) [n, L].
 * regression: one output on the standardized target (training mean/std), MSE or L1 loss;
   score = de-standardized value.
-* survival: `survival.CoxObjective` or `survival.DiscreteTimeObjective` (Fusion is not one-size-fits-all, arXiv 2606.15038).
+* survival: `survival.CoxObjective`, `survival.DiscreteTimeObjective` or `survival.WeibullObjective`
+  (TorchSurv's Weibull NLL, the objective of the CT + EHR fusion paper's heads).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from encoders.fusion.survival import CoxObjective, DiscreteTimeObjective
+from encoders.fusion.survival import CoxObjective, DiscreteTimeObjective, WeibullObjective
 
 
 class BinaryObjective:
@@ -93,7 +94,7 @@ def make_objective(kind: str, *, n_labels: int = 1, survival: str = "cox", n_bin
     Args:
         kind: binary | multilabel | survival | regression.
         n_labels: labels of a multilabel task.
-        survival: "cox" or "discrete" (survival tasks).
+        survival: "cox", "discrete" or "weibull" (survival tasks).
         n_bins: intervals of the discrete-time head.
         regression_loss: "l1" or "mse".
 
@@ -106,12 +107,14 @@ def make_objective(kind: str, *, n_labels: int = 1, survival: str = "cox", n_bin
 
 
 def _survival_objective(*, survival: str, n_bins: int, **_) -> Any:
-    """Cox (partial likelihood) or discrete-time head."""
+    """Cox (partial likelihood), discrete-time or Weibull head."""
     if survival == "cox":
         return CoxObjective()
     if survival == "discrete":
         return DiscreteTimeObjective(n_bins)
-    raise ValueError(f"survival head must be 'cox' or 'discrete', not {survival!r}")
+    if survival == "weibull":
+        return WeibullObjective()
+    raise ValueError(f"survival head must be 'cox', 'discrete' or 'weibull', not {survival!r}")
 
 
 # kind name -> objective factory (the torch loss is this family's library API, so the table lives here)

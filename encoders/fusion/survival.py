@@ -1,6 +1,6 @@
-"""Survival heads: Cox proportional hazards and logistic-hazard discrete time (Fusion is not one-size-fits-all, arXiv 2606.15038).
+"""Survival heads: Cox proportional hazards, logistic-hazard discrete time and Weibull (TorchSurv).
 
-Both turn a network's output into the runner's survival contract: a risk score per sample
+Each turns a network's output into the runner's survival contract: a risk score per sample
 (higher = earlier event) and survival curves ``surv_prob [n, k]`` at ``surv_times [k]`` days.
 
 * `CoxObjective` (Cox 1972; DeepSurv, Katzman et al. 2018): one output r = log hazard ratio,
@@ -12,6 +12,12 @@ Both turn a network's output into the runner's survival contract: a risk score p
   `losses.discrete_time_nll`. S at the interval ends is the product of (1 - h); between ends the
   hazard is spread evenly (piecewise-constant hazard interpolation). Risk = minus the restricted
   mean survival time up to the last cut, -sum_j S(tau_j) (tau_j - tau_{j-1}).
+* `WeibullObjective` (the survival objective of "Fusion is not one-size-fits-all: Cross-Modal
+  Representation Alignment for Time-to-Event Modeling", whose L_TTE = -sum_i log p(T_i, delta_i | h_i)
+  is a full likelihood of each subject's time and censoring indicator): 2 outputs = Weibull log scale
+  (in units of the training median follow-up) and log shape per sample, trained with TorchSurv's
+  `neg_log_likelihood_weibull` (the library the paper cites): -[delta log h(T) - H(T)] per subject,
+  averaged. Curves S(t) = exp(-(t / lambda)^rho); risk = minus the log median survival time.
 
 Evaluation times (``surv_times``) are the 25th, 50th and 75th percentiles of the training event
 times, the same convention the runner uses when a model gives no curves.
@@ -23,7 +29,7 @@ import numpy as np
 import torch
 
 from benchmark.learn.cox import Breslow
-from encoders.fusion.losses import cox_ph_loss, discrete_time_nll
+from encoders.fusion.losses import cox_ph_loss, discrete_time_nll, weibull_nll
 
 EVAL_QUANTILES = (0.25, 0.5, 0.75)
 
@@ -167,3 +173,61 @@ class DiscreteTimeObjective:
         ratio = np.where(s_start[:, j] > 0, s_end[:, j] / np.maximum(s_start[:, j], 1e-300), 0.0)
         surv = s_start[:, j] * ratio ** frac[None, :]
         return risk, self.surv_times_.copy(), surv
+
+
+LOG_SHAPE_BOUND = 3.0   # |log rho| <= 3 (rho in [0.05, 20]): keeps exp((rho - 1) log t) finite
+
+
+class WeibullObjective:
+    """Weibull time-to-event head (2 outputs: log scale, log shape), TorchSurv's NLL."""
+
+    kind = "survival"
+    name = "weibull"
+    n_outputs = 2
+
+    def fit_targets(self, y: np.ndarray) -> "WeibullObjective":
+        """Time unit = the training median follow-up (so log scale starts near 0), eval times.
+
+        Args:
+            y: [n, 2] (days, event).
+
+        Returns:
+            self.
+        """
+        t, e = y[:, 0].astype(float), y[:, 1].astype(float)
+        pos = t[t > 0]
+        self.unit_ = float(np.median(pos)) if len(pos) else 1.0
+        self.surv_times_ = eval_times(t, e)
+        return self
+
+    def target_tensor(self, y: np.ndarray) -> torch.Tensor:
+        y = np.asarray(y, dtype=np.float64)
+        # a follow-up of 0 days (event on the index day) counts as half a day: log t must be finite
+        t = np.maximum(y[:, 0], 0.5) / self.unit_
+        return torch.as_tensor(np.column_stack([t, y[:, 1]]).astype(np.float32))
+
+    def log_params(self, out: torch.Tensor) -> torch.Tensor:
+        """[n, 2] (log scale, bounded log shape) from the network outputs."""
+        return torch.stack([out[:, 0], LOG_SHAPE_BOUND * torch.tanh(out[:, 1] / LOG_SHAPE_BOUND)], 1)
+
+    def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return weibull_nll(self.log_params(out), y[:, 0], y[:, 1])
+
+    def calibrate(self, out_train: np.ndarray) -> None:
+        """Nothing to fit after training (the curves are parametric)."""
+
+    def predict(self, out: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Risk (minus the log median survival time) and curves at surv_times.
+
+        Args:
+            out: [n, 2] network outputs.
+
+        Returns:
+            (risk [n], surv_times [k], surv_prob [n, k]).
+        """
+        lp = self.log_params(torch.as_tensor(out, dtype=torch.float64)).numpy()
+        log_scale = lp[:, 0] + np.log(self.unit_)                       # days
+        rho = np.exp(lp[:, 1])
+        risk = -(log_scale + np.log(np.log(2.0)) / rho)                  # median = lambda (ln 2)^(1/rho)
+        z = np.exp(np.clip(rho[:, None] * (np.log(self.surv_times_)[None, :] - log_scale[:, None]), -50, 50))
+        return risk, self.surv_times_.copy(), np.exp(-z)

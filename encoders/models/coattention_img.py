@@ -1,19 +1,7 @@
-"""coattention_img: alternating co-attention guided by the image (Fusion is not one-size-fits-all, arXiv 2606.15038)."""
+"""coattention_img(_fm, _curated): the CT + EHR fusion paper's image-guided co-attention."""
 
-from encoders.fusion.estimator import FusionModel
-from encoders.models._common import SIDE, spec
+from encoders.models._paper import paper_specs
 
-
-def make(budget=None, seed: int = 0) -> FusionModel:
-    """Factory: FusionModel with the co-attention head, image-guided."""
-    return FusionModel(head="coattention", budget=budget, seed=seed, head_params={"guide": "image"},
-                       name="coattention_img")
-
-
-SPEC = spec(
-    "coattention_img",
-    "Image-guided co-attention: the image summary selects EHR tokens, the attended EHR then selects "
-    "image tokens; a head on both summaries.",
-    make, modalities=("structured", *SIDE),
-    reference="Fusion is not one-size-fits-all (arXiv 2606.15038) (co-attention guided by image); Lu et al. 2016, Hierarchical question-image "
-              "co-attention (alternating co-attention)")
+SPECS = paper_specs("coattention_img", "coattention",
+                    "Image-guided co-attention: the image is the query, the EHR the keys and values; "
+                    "h = concat(h_img, A), then an MLP head.", head_params={"guide": "image"})
