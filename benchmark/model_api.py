@@ -87,6 +87,20 @@ class ImagePredictor(Protocol):
     def predict_images(self, paths: list[Path]) -> np.ndarray: ...
 
 
+class Representer(Protocol):
+    """Optional: a model that can hand out one frozen patient vector per sample (an EHR foundation
+    model), e.g. for the fusion heads' EHR source "fm" (encoders.fusion.ehr_sources).
+
+    ``represent(data, split)`` returns float32 [n, d], rows aligned with ``data.samples(split)``:
+    each sample's vector at its prediction time, read only through the leakage guard
+    (`TaskData.visible_events` / `visible_modality`, the task's input window applied), from a model
+    pretrained without labels on the training split only. It may be called before or without
+    `fit` and must not read any label.
+    """
+
+    def represent(self, data: "TaskData", split: str | tuple[str, ...]) -> np.ndarray: ...
+
+
 @dataclass
 class TaskData:
     """One task's labeled samples on one cohort, with splits, for one seed."""

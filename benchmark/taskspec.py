@@ -135,7 +135,66 @@ class Label(_Strict):
 
 
 _LATER_LABEL_FIELDS = {"end_at_missing": "open"}
-_LATER_TASK_FIELDS = {"input_window": None}
+_LATER_TASK_FIELDS = {"input_window": None, "risk_factors": []}
+
+RISK_FACTOR_FORMS = ("{name: hypertension, predicate: hypertension} (ever before t), "
+                     "{name: creatinine_high, predicate: creatinine, value_min: 1.5, window: {start: -365d, end: \"0\"}} "
+                     "(the most recent value in the window meets the bounds), {name: age_65_plus, age_min: 65} "
+                     "or {name: male, sex: M}")
+
+
+class RiskFactor(_Strict):
+    """One binarized feature of the task's curated EHR vector (the fusion heads' ehr_source="curated";
+    computed by benchmark.features.risk_factors through the leakage guard). Exactly one form:
+
+    * predicate: 1 when an event of the dataset predicate lies in `window` (default: ever before t,
+      (-inf, 0]); with value_min / value_max: when the most recent value in the window meets them
+      (inclusive unless *_inclusive: false);
+    * age_min / age_max: 1 when age_min <= age at t < age_max (years; either bound may be left out);
+    * sex: 1 when the dataset profile's sex value equals it (F, M; "female" / "male" are accepted).
+    """
+
+    name: str
+    predicate: str | None = None
+    window: Window | None = None
+    value_min: float | None = None
+    value_max: float | None = None
+    value_min_inclusive: bool = True
+    value_max_inclusive: bool = True
+    age_min: float | None = Field(default=None, ge=0)
+    age_max: float | None = Field(default=None, gt=0)
+    sex: str | None = None
+
+    @field_validator("sex")
+    @classmethod
+    def _sex(cls, v):
+        return None if v is None else {"female": "F", "male": "M"}.get(v.lower(), v)
+
+    @model_validator(mode="after")
+    def _one_form(self) -> "RiskFactor":
+        if not SAFE_NAME.match(self.name):
+            raise ValueError(f"risk factor name {self.name!r} is not a safe name ({SAFE_NAME_HELP})")
+        age = self.age_min is not None or self.age_max is not None
+        forms = [f for f, on in (("predicate", self.predicate is not None), ("age_min/age_max", age),
+                                 ("sex", self.sex is not None)) if on]
+        if len(forms) != 1:
+            raise ValueError(f"risk factor {self.name!r} needs exactly one of predicate, age_min/age_max or sex, "
+                             f"not {forms or 'none'}")
+        valued = self.value_min is not None or self.value_max is not None
+        if self.predicate is None and (self.window is not None or valued):
+            raise ValueError(f"risk factor {self.name!r}: window and value bounds apply only with a predicate")
+        if self.window is not None and self.window.seconds()[1] > 0:
+            raise ValueError(f"risk factor {self.name!r}: window end {self.window.end} is after the prediction "
+                             "time; a model input may only look back (end <= \"0\")")
+        if age and self.age_min is not None and self.age_max is not None and self.age_min >= self.age_max:
+            raise ValueError(f"risk factor {self.name!r}: age_min {self.age_min} must be below age_max {self.age_max}")
+        if self.value_min is not None and self.value_max is not None and self.value_min > self.value_max:
+            raise ValueError(f"risk factor {self.name!r}: value_min {self.value_min} is above value_max {self.value_max}")
+        return self
+
+    def window_seconds(self) -> tuple[float, float]:
+        """(start, end) seconds relative to t; (-inf, 0] without a window."""
+        return self.window.seconds() if self.window is not None else (-math.inf, 0.0)
 
 _INPUT_WINDOW_FORMS = ('a duration >= 0 such as "24h", "180d", "1y" (models see timed inputs in '
                        '[t - W, t]) or "0" (static rows only); leave the field out for no limit')
@@ -179,6 +238,9 @@ class TaskSpec(_Strict):
     fairness: tuple[Literal["sex", "race", "ethnicity", "age_band", "modality_availability"], ...] = ()
     metrics: tuple[str, ...]
     main_metric: str
+    # the curated binarized EHR vector of the fusion heads (ehr_source="curated"); a model input, not
+    # part of the label: its predicates are not required of a dataset (an unmapped one stays 0)
+    risk_factors: tuple[RiskFactor, ...] = ()
 
     _iw = field_validator("input_window", mode="before")(_check_input_window)
 
@@ -192,6 +254,10 @@ class TaskSpec(_Strict):
                 raise ValueError(f"metric {m!r} does not apply to a {k} task; use some of {list(allowed)}")
         if self.main_metric not in self.metrics:
             raise ValueError(f"main_metric {self.main_metric!r} must be one of metrics {list(self.metrics)}")
+        names = [f.name for f in self.risk_factors]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"risk factor names must be unique; repeated: {dup}")
         return self
 
     # ------------------------------------------------------------------ helpers
@@ -316,6 +382,8 @@ def _fix_for(err: dict) -> str:
         return f"add '{loc[-1]}'"
     if loc and loc[0] == "input_window":
         return f"write input_window as {_INPUT_WINDOW_FORMS}"
+    if loc and loc[0] == "risk_factors":
+        return f"write each risk factor as one of {RISK_FACTOR_FORMS} (tasks/README.md, 'risk_factors')"
     if "duration" in err["msg"]:
         return f"write durations as {EXAMPLES}"
     return "see tasks/README.md for the task file format"

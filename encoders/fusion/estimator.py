@@ -28,6 +28,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -371,7 +372,10 @@ class FusionModel:
         cached = getattr(self, "_raw_cache", None)
         if cached is not None and cached[0] == key:
             return cached[1]
-        out = raw_inputs(data, self._input_config(data))
+        cfg = self._input_config(data)
+        if cfg.ehr_source == "fm" and cfg.ehr_fm_budget is None and self.budget is not None:
+            cfg = replace(cfg, ehr_fm_budget=self.budget.name)  # the foundation model at the run's budget
+        out = raw_inputs(data, cfg)
         self._raw_cache = (key, out)
         return out
 

@@ -2,8 +2,10 @@
 
 Inputs of one sample (everything through the leakage guard, via the encoders):
 
-* ``ehr``     [De]       structured EHR: the bag-of-events features of `benchmark.features.bag_of_events`
-                         (counts as log1p, last lab values, demographics), standardized;
+* ``ehr``     [De]       structured EHR from `InputConfig.ehr_source` (encoders/fusion/ehr_sources.py):
+                         "bag" (default) the bag-of-events features of `benchmark.features.bag_of_events`
+                         (counts as log1p, last lab values, demographics); "fm" a foundation model's
+                         frozen patient vector; "curated" the task's binarized risk factors; standardized;
 * ``ts``      [T, F]     the binned time series of `encoders.timeline` (already standardized),
   ``ts_obs``  [T]        bins at or after the first measurement (attention masks the others),
   ``ts_sum``  [5V]       its per-code summary (last, mean, min, max, fraction observed), standardized;
@@ -20,12 +22,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import scipy.sparse as sp
 
-from benchmark.features.bag_of_events import EXTENDED, featurize
 from benchmark.model_api import TaskData
-from benchmark.vocabulary import SIDE_MODALITIES, SPLITS
-from encoders.cache import all_splits, split_rows
+from benchmark.vocabulary import SIDE_MODALITIES
+from encoders.cache import all_splits
+from encoders.fusion.ehr_sources import DEMOGRAPHIC_PREFIXES, EHR_SOURCES, ehr_block, ehr_column_mask  # noqa: F401
 
 
 @dataclass
@@ -33,8 +34,15 @@ class InputConfig:
     """Which inputs a head reads and where each modality comes from.
 
     Attributes:
-        structured: include the bag-of-events EHR vector.
-        ehr_columns: which of its columns: "all", or "demographics" (sex, age at the prediction time,
+        structured: include the EHR vector (array ``ehr``).
+        ehr_source: where it comes from: "bag" (the bag of events), "fm" (the frozen patient vector of
+            the registered model `ehr_fm_model`, benchmark.model_api.Representer) or "curated" (the
+            task's `risk_factors`, 0/1); see encoders/fusion/ehr_sources.py.
+        ehr_fm_model: the foundation model of the "fm" source (default "ehrt").
+        ehr_fm_budget: the budget level that model is built with ("smoke", "default", "full"; its
+            pretraining size and steps); None = the run's budget (FusionModel fills it in; smoke
+            outside a run).
+        ehr_columns: which bag-of-events columns ("bag" source only): "all", or "demographics" (sex, age at the prediction time,
             race and ethnicity one-hot: the static inputs of the multimodal public EHR benchmark's
             recipe, without code counts, last values or the age at the first event).
         timeline: include the binned time series (and its summary).
@@ -55,6 +63,9 @@ class InputConfig:
     """
 
     structured: bool = True
+    ehr_source: str = "bag"
+    ehr_fm_model: str = "ehrt"
+    ehr_fm_budget: str | None = None
     ehr_columns: str = "all"
     timeline: bool = True
     modalities: tuple[str, ...] = SIDE_MODALITIES
@@ -126,30 +137,13 @@ def raw_inputs(data: TaskData, cfg: InputConfig) -> tuple[dict[str, np.ndarray],
     """
     arrays: dict[str, np.ndarray] = {}
     info: dict = {"sources": {}}
-    n = data.labels.height
     if cfg.structured:
-        # the extended bag of events (+ last lab values, age at prediction, race), not the MEHRT
-        # paper's B.1 set: the fusion papers' EHR inputs are not B.1, and the fusion tables and the
-        # ICU demographics block (age at prediction) were built on this set
-        boe = featurize(data, feature_set=EXTENDED)
-        X = sp.lil_matrix((n, len(boe.names)), dtype=np.float32).tocsr()
-        blocks, rows = [], []
-        for s in SPLITS:
-            r = split_rows(data, s)
-            if len(r):
-                blocks.append(boe.X[s])
-                rows.append(r)
-        if blocks:
-            stacked = sp.vstack(blocks).tocsr()
-            perm = np.empty(n, dtype=np.int64)
-            perm[np.concatenate(rows)] = np.arange(n)
-            X = stacked[perm]
-        dense = X.toarray().astype(np.float32)
-        is_count = np.array([nm.startswith("count:") for nm in boe.names], dtype=bool)
-        dense[:, is_count] = np.log1p(np.maximum(dense[:, is_count], 0))
-        keep = ehr_column_mask(boe.names, cfg.ehr_columns)
-        arrays["ehr"] = dense[:, keep]
-        info["ehr_names"] = [nm for nm, k in zip(boe.names, keep) if k]
+        # the configured EHR source (bag of events, foundation-model vector or curated risk factors)
+        X, names, extra = ehr_block(data, cfg)
+        arrays["ehr"] = X
+        info["ehr_names"] = names
+        info["ehr_source"] = cfg.ehr_source
+        info.update(extra)
     if cfg.timeline:
         from encoders.timeline import timeline_features
         tl = timeline_features(data, window_hours=cfg.window_hours)
@@ -180,29 +174,6 @@ def raw_inputs(data: TaskData, cfg: InputConfig) -> tuple[dict[str, np.ndarray],
         arrays[f"{m}.seq_mask"] = enc.seq_mask
         arrays[f"{m}.present"] = enc.present
     return arrays, tuple(used), info
-
-
-DEMOGRAPHIC_PREFIXES = ("sex:", "race:", "ethnicity:")
-
-
-def ehr_column_mask(names: list[str], which: str) -> np.ndarray:
-    """Which bag-of-events columns an `InputConfig.ehr_columns` setting keeps.
-
-    Args:
-        names: the featurizer's column names.
-        which: "all" or "demographics".
-
-    Returns:
-        Bool mask over the columns.
-
-    Raises:
-        ValueError: an unknown setting.
-    """
-    if which == "all":
-        return np.ones(len(names), dtype=bool)
-    if which == "demographics":
-        return np.array([nm.startswith(DEMOGRAPHIC_PREFIXES) or nm == "age_at_prediction" for nm in names], dtype=bool)
-    raise ValueError(f"InputConfig.ehr_columns must be 'all' or 'demographics', not {which!r}")
 
 
 def study_at_index_share(data: TaskData, modality: str) -> float:

@@ -457,6 +457,23 @@ class MEHRTPipeline:
         self.peak_mb_ = peak_memory_mb(next(self.model_.parameters()).device)
         return self
 
+    def represent(self, data: TaskData, split) -> np.ndarray:
+        """The frozen patient vector of each sample (benchmark.model_api.Representer): the hidden
+        state of the last token of its timeline window (CLMBR's patient representation, the EHR
+        input of the CT + EHR fusion paper), from the budget's pretrained checkpoint (training split,
+        no labels; cached) and the representation cache. No probe and no label is involved.
+
+        Args:
+            data: the task.
+            split: a split name or a tuple of them.
+
+        Returns:
+            float32 [n, d_model], rows aligned with data.samples(split).
+        """
+        settings = replace(self.settings(), representations=("last",))  # one pass: no echo copy
+        model, meta = load_pretrained(data.cohort, settings)
+        return encode_split(model, meta, data, split, settings)["last"]
+
     def predict(self, data: TaskData, split: str) -> Prediction:
         """Probe scores for a split's samples (in label order), with provenance in info.
 
