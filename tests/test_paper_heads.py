@@ -313,3 +313,27 @@ def test_paper_model_reads_one_image_modality_and_refuses_a_task_without_one(tmp
     data.task = SimpleNamespace(name="icu/x", modalities=("note", "prs"))
     with pytest.raises(UserError, match="reads an image modality"):
         m._input_config(data)
+
+
+def test_shap_of_a_weibull_head_explains_its_risk_score():
+    """SHAP's coalition values of a Weibull head are the mean risk score (minus the log median time),
+    not the mean of its two raw outputs (log scale, log shape), and the block names that scale."""
+    from types import SimpleNamespace
+
+    from encoders.fusion.explain import coalition_values
+    from encoders.fusion.inputs import FusionInputs
+    from encoders.fusion.survival import WeibullObjective
+    rng = np.random.default_rng(0)
+    y = np.column_stack([rng.exponential(300.0, 50) + 1, rng.random(50) < 0.5])
+    obj = WeibullObjective().fit_targets(y)
+    X = FusionInputs({"ehr": rng.standard_normal((1, 3)).astype(np.float32)}, ())
+    bg = FusionInputs({"ehr": rng.standard_normal((4, 3)).astype(np.float32)}, ())
+    w = rng.standard_normal((3, 2))
+    head = SimpleNamespace(objective_=obj, _outputs=lambda F: F.arrays["ehr"].astype(np.float64) @ w)
+    Z = np.array([[False], [True]])
+    v = coalition_values(head, X, bg, {"ehr": ["ehr"]}, Z, 0)
+    assert v.shape == (2, 1)
+    want_absent = obj.predict(bg.arrays["ehr"] @ w)[0].mean()
+    want_present = obj.predict(X.arrays["ehr"] @ w)[0][0]
+    np.testing.assert_allclose(v[:, 0], [want_absent, want_present], rtol=1e-9)
+    assert "median" in obj.explain_label

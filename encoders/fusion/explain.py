@@ -30,7 +30,8 @@ Explainers (the ``shap`` library):
 
 Output scale: the head's raw output (log-odds for binary / multilabel, per label then averaged;
 log hazard for Cox; the standardized value for regression; the discrete-time head's per-bin
-logits averaged).
+logits averaged; for an objective with `explain_output` (the Weibull head) that score, e.g. the risk =
+minus the log median survival time, named by its `explain_label`).
 """
 
 from __future__ import annotations
@@ -139,6 +140,9 @@ def coalition_values(head, X: FusionInputs, background: FusionInputs, groups: di
             mine = np.broadcast_to(X.arrays[key][row], bg.shape)
             arrays[key] = np.where(take.reshape((-1,) + (1,) * (bg.ndim - 1)), mine, bg)
     out = head._outputs(FusionInputs(arrays, X.modalities)).astype(np.float64)   # (k * nb, n_out)
+    to_score = getattr(head.objective_, "explain_output", None)
+    if to_score is not None:        # e.g. Weibull: (log scale, log shape) -> one risk score per row
+        out = to_score(out)
     return out.reshape(k, nb, -1).mean(1)
 
 
@@ -248,7 +252,8 @@ def modality_shap(head, X: FusionInputs, background: FusionInputs, kind: str, eh
         method = ("exact SHAP over modality groups (all coalitions, as shap.ExactExplainer; a group absent = "
                   "the background rows' values, output averaged over them)")
         summary = summarize(values, group)
-    return {"method": method, "output": OUTPUT.get(kind, "raw head output"), "n_rows": int(len(rows)),
+    output = getattr(head.objective_, "explain_label", None) or OUTPUT.get(kind, "raw head output")
+    return {"method": method, "output": output, "n_rows": int(len(rows)),
             "n_background": int(len(bg)),
             "aggregation": "mean_abs_shap = mean over rows of |sum of the block's SHAP values| (the block as one "
                            "player; ranked by this); sum_mean_abs_shap = sum over the block's inputs of mean |SHAP|",

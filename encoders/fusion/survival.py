@@ -213,6 +213,13 @@ class WeibullObjective:
     def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return weibull_nll(self.log_params(out), y[:, 0], y[:, 1])
 
+    explain_label = "risk = minus the log median survival time (Weibull)"
+
+    def explain_output(self, out: np.ndarray) -> np.ndarray:
+        """[n, 1] the risk score SHAP explains (the two raw outputs, log scale and log shape, are not
+        on a risk scale and averaging them would mean nothing)."""
+        return self.predict(out)[0][:, None]
+
     def calibrate(self, out_train: np.ndarray) -> None:
         """Nothing to fit after training (the curves are parametric)."""
 
