@@ -58,7 +58,7 @@ def align(cnn, images: np.ndarray, ehr: np.ndarray, *, epochs: int, seed: int, k
             opt.zero_grad()
             loss.backward()
             opt.step()
-            tot, cnt = tot + float(loss) * len(idx), cnt + len(idx)
+            tot, cnt = tot + loss.item() * len(idx), cnt + len(idx)
         losses.append(tot / max(cnt, 1))
     cnn.eval()
     return {"epochs": epochs, "n_pairs": int(n), "loss_first": losses[0], "loss_last": losses[-1]}

@@ -87,7 +87,7 @@ def simclr_pretrain(cnn, images: np.ndarray, *, epochs: int, seed: int, batch_si
             opt.zero_grad()
             loss.backward()
             opt.step()
-            tot, cnt = tot + float(loss) * len(idx), cnt + len(idx)
+            tot, cnt = tot + loss.item() * len(idx), cnt + len(idx)
         losses.append(tot / max(cnt, 1))
     cnn.eval()
     return {"epochs": epochs, "loss_first": losses[0], "loss_last": losses[-1]}
