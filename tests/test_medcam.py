@@ -137,6 +137,7 @@ def fitted(cxr_data):
             "cxr_supervised": make_sup(budget=BUDGET, seed=0).fit(cxr_data)}
 
 
+@pytest.mark.slow  # fits CNNs on a 600-subject cohort with images (~1-2 min on two cores)
 def test_planted_cxr_signal_is_learned(fitted, cxr_data):
     """The synthetic CXR draws each finding into the image: both models beat chance held-out."""
     y = cxr_data.y("held_out")
@@ -147,6 +148,7 @@ def test_planted_cxr_signal_is_learned(fitted, cxr_data):
     assert info["base_encoder"] == "SimCLR on the training images"
 
 
+@pytest.mark.slow  # fits CNNs on a 600-subject cohort with images (~1-2 min on two cores)
 def test_medcam_predict_reads_no_ehr(fitted, cxr_data, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("EHR read at prediction time")
@@ -159,6 +161,7 @@ def test_medcam_predict_reads_no_ehr(fitted, cxr_data, monkeypatch):
     assert p.info["modalities_used"] == ["cxr"]
 
 
+@pytest.mark.slow  # fits CNNs on a 600-subject cohort with images (~1-2 min on two cores)
 def test_predict_images_equals_predict_on_the_same_files(fitted, cxr_data):
     m = fitted["medcam"]
     held = cxr_data.samples("held_out")
@@ -169,6 +172,7 @@ def test_predict_images_equals_predict_on_the_same_files(fitted, cxr_data):
     np.testing.assert_allclose(m.predict_images(paths), m.predict(cxr_data, "held_out").score, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # fits CNNs on a 600-subject cohort with images (~1-2 min on two cores)
 def test_medcam_starts_from_a_local_weights_file(cxr_data, tmp_path, monkeypatch):
     from encoders.medcam.cnn import WEIGHTS_ENV, make_cnn, save_encoder
     from encoders.models.medcam import make
@@ -195,6 +199,7 @@ def _export_folder(cohort_root, out):
     return out
 
 
+@pytest.mark.slow  # fits CNNs on a 600-subject cohort with images (~1-2 min on two cores)
 def test_ood_scoring_on_an_image_folder_from_another_cohort(fitted, tmp_path):
     from data_prep.synthetic import generate
     from encoders.medcam.ood import read_folder, score_folder
