@@ -1,21 +1,23 @@
-"""medcam: CXR embedding aligned to the EHR time series (global + local top-k InfoNCE), then fine-tuned (MedCAM paper)."""
+"""medcam: a CXR CNN adapted by alignment to the ICU time series (global + local top-k InfoNCE),
+then fine-tuned image-only with a linear classifier (MedCAM paper; encoders/medcam)."""
 
-from encoders.fusion.estimator import FusionModel
-from encoders.fusion.inputs import InputConfig
+from encoders.medcam.model import ImageOnlyClassifier
 from encoders.models._common import spec
 
 
-def make(budget=None, seed: int = 0) -> FusionModel:
-    """Factory: FusionModel with the MedCAM head on CXR + time series + structured EHR (k = 3)."""
-    return FusionModel(head="medcam", budget=budget, seed=seed, head_params={"k": 3},
-                       inputs=InputConfig(modalities=("cxr",)), name="medcam")
+def make(budget=None, seed: int = 0) -> ImageOnlyClassifier:
+    """Factory: SimCLR (or $MEHR_BENCH_WEIGHTS_MEDCAM_CXR) -> MedCAM alignment (k = 10) -> fine-tuning."""
+    return ImageOnlyClassifier("medcam", budget=budget, seed=seed, name="medcam", k=10)
 
 
 SPEC = spec(
     "medcam",
-    "MedCAM: CXR study embeddings mapped to local tokens and aligned to the EHR time-series encoder with a "
-    "global and a local top-k (k = 3) contrastive loss, then fine-tuned with the task loss (BCE).",
-    make, modalities=("structured", "cxr"), requires=("cxr",),
+    "MedCAM: a ResNet-style CXR encoder (SimCLR-pretrained on the training images, or a local weights "
+    "file) aligned to an LSTM over the 2-hour-binned ICU time series with the global and local top-k "
+    "(k = 10) contrastive losses, then fine-tuned image-only (linear classifier, BCE, lr grid, early "
+    "stopping on validation macro AUROC). No EHR at prediction time.",
+    make, modalities=("structured", "cxr"), requires=("cxr",), task_kinds=("binary", "multilabel"),
+    training_data="the task's training rows (fold 0 of the cell's folds held out for early stopping); "
+                  "alignment on those rows that have an ICU time series",
     reference="Modular Multimodal Alignment Using Time-Series EHR Data for Enhancing Medical Image Classification "
-              "(MedCAM): CXR encoder aligned to EHR time series (global + local top-k contrastive); "
-              "Yao et al. 2022 (FILIP token-wise alignment)")
+              "(MedCAM)")
