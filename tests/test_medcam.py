@@ -202,16 +202,17 @@ def _export_folder(cohort_root, out):
 @pytest.mark.slow  # fits CNNs on a 600-subject cohort with images (~1-2 min on two cores)
 def test_ood_scoring_on_an_image_folder_from_another_cohort(fitted, tmp_path):
     from data_prep.synthetic import generate
-    from encoders.medcam.ood import read_folder, score_folder
+    from benchmark.external_images import open_image_folder, score_images
     other = generate(tmp_path / "other", n_subjects=200, seed=5, images=True)
-    folder = _export_folder(other, tmp_path / "folder")
-    names = list(load_tasks()[TASK].label_names())
-    paths, y = read_folder(folder, names)
-    assert len(paths) == y.shape[0] and np.isnan(y[:, 0]).any() and not np.isnan(y[:, 1]).any()
-    res = score_folder(fitted["medcam"], folder, names, n_boot=50)
-    assert 0.6 < res["value"] <= 1 and res["ci_low"] <= res["value"] <= res["ci_high"]
+    folder = open_image_folder(_export_folder(other, tmp_path / "folder"))
+    task = load_tasks()[TASK]
+    assert len(folder.paths) == folder.labels.shape[0]
+    # the benchmark's image-folder path (run --external-data) scores medcam's predict_images
+    res, frame = score_images(fitted["medcam"], task, folder, n_boot=50, seed=0)
+    m = res["metrics"]["auroc_macro"]
+    assert 0.6 < m["value"] <= 1 and m["ci_low"] <= m["value"] <= m["ci_high"] and frame.height == len(folder.paths)
     bad = tmp_path / "bad"
     bad.mkdir()
     pl.DataFrame({"Path": ["a.png"], "edema": ["1"]}).write_csv(bad / "labels.csv")
-    with pytest.raises(UserError, match="lacks column"):
-        read_folder(bad, names)
+    with pytest.raises(UserError):
+        score_images(fitted["medcam"], task, open_image_folder(bad), n_boot=50, seed=0)
