@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
@@ -55,6 +56,34 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """A fresh temp folder next to `path`; renamed onto `path` when the block succeeds.
+
+    For outputs that are whole folders (a generated cohort, an exported image folder): readers never
+    see a half-written one. An existing empty folder at `path` is replaced; a non-empty one makes the
+    rename fail (someone else published first), and nothing is overwritten. On any error, the temp
+    folder is removed and the error re-raised.
+
+    Args:
+        path: the final folder.
+
+    Yields:
+        The temp folder to fill (it exists, empty).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        if path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

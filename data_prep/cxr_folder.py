@@ -12,12 +12,12 @@ CLI: ``python -m benchmark prepare cxr-folder --data COHORT --out DIR``.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import polars as pl
 
+from benchmark.artifacts import atomic_dir
 from benchmark.errors import UserError
 from benchmark.task_registry import load_tasks
 
@@ -81,19 +81,10 @@ def export_chexpert_folder(cohort_dir: Path, out_dir: Path) -> tuple[Path, int]:
     labels = df.select([pl.col("labels").list.get(j, null_on_oob=True).cast(pl.Int8).alias(n)
                         for j, n in enumerate(names)])
     table = pl.concat([pl.DataFrame({"Path": rel}), labels], how="horizontal")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        (tmp / "images").mkdir(parents=True)
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "images").mkdir()
         for src, dst in zip(df["path"], rel):
             shutil.copyfile(cohort_dir / src, tmp / dst)
         table.write_csv(tmp / "labels.csv", null_value="")
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.rename(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir, table.height
 

@@ -14,7 +14,6 @@ memory.  Parquet files use fixed writer options and no wall-clock timestamps.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Callable
@@ -24,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from benchmark.artifacts import atomic_write
+from benchmark.artifacts import atomic_dir, atomic_write
 from benchmark.errors import UserError
 from benchmark.vocabulary import SPLITS as BENCHMARK_SPLITS
 from data_prep import synthetic_cardio as CARD
@@ -269,19 +268,9 @@ def generate(out_dir: Path, n_subjects: int = 5000, seed: int = 0, *, images: bo
         raise UserError(f"shard_size must be positive, got {shard_size}", field="shard_size",
                         fix="pass a positive shard size")
     n_subjects, seed, shard_size = int(n_subjects), int(seed), int(shard_size)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
+    with atomic_dir(out_dir) as tmp:
         _build(tmp, n_subjects, seed, images, shard_size, progress, write_latents, the_site)
         _check_out_dir(out_dir)                 # someone may have created it meanwhile
-        if out_dir.exists():
-            out_dir.rmdir()
-        os.rename(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

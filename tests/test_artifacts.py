@@ -201,3 +201,21 @@ def test_bag_of_events_cache_rebuilds_and_keeps_its_key(tiny, monkeypatch):
     path.with_suffix(".json").unlink()
     assert same(featurize(data, feature_set="extended")) and path.with_suffix(".json").exists()
     assert featurize(data).names != bag.names  # the paper's B.1 set is cached under its own key
+
+
+def test_atomic_dir_publishes_whole_or_nothing(tmp_path):
+    from benchmark.artifacts import atomic_dir
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(out) as tmp:
+            (tmp / "half.txt").write_text("x")
+            raise RuntimeError("killed mid-write")
+    assert not out.exists() and list(tmp_path.iterdir()) == []        # no half-written folder, no temp
+    out.mkdir()                                                        # an empty folder is replaced
+    with atomic_dir(out) as tmp:
+        (tmp / "a.txt").write_text("a")
+    assert (out / "a.txt").read_text() == "a"
+    with pytest.raises(OSError):                                       # a published folder is never overwritten
+        with atomic_dir(out) as tmp:
+            (tmp / "b.txt").write_text("b")
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt"] and list(tmp_path.iterdir()) == [out]

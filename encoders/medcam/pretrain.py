@@ -43,8 +43,29 @@ def align(cnn, images: np.ndarray, ehr: np.ndarray, *, epochs: int, seed: int, k
     lstm = make_ehr_lstm(ehr.shape[2], cnn.out_dim)
     opt = torch.optim.Adam(list(cnn.parameters()) + list(lstm.parameters()), lr=lr)
     x_all, e_all = to_tensor(images), torch.from_numpy(np.ascontiguousarray(ehr, np.float32))
-    losses = []
+
+    def loss_of(idx):
+        z_cxr = cnn(x_all[idx])
+        z_ehr, z_steps = lstm(e_all[idx])
+        return global_loss(z_cxr, z_ehr, tau) + local_loss(z_cxr, z_steps, k, tau)
+
     cnn.train()
+    losses = minibatch_epochs(n, epochs, batch_size, gen, opt, loss_of)
+    cnn.eval()
+    return {"epochs": epochs, "n_pairs": int(n), "loss_first": losses[0], "loss_last": losses[-1]}
+
+
+def minibatch_epochs(n: int, epochs: int, batch_size: int, gen, opt, loss_of) -> list[float]:
+    """Shuffled minibatch passes shared by the alignment and SimCLR: per epoch a permutation from
+    `gen`, batches of `batch_size` rows (a batch of fewer than 2 is skipped: a contrastive loss needs a
+    negative), one optimizer step on `loss_of(idx)` each.
+
+    Returns:
+        The mean loss per epoch (rows-weighted).
+    """
+    import torch
+
+    losses = []
     for _ in range(epochs):
         perm = torch.randperm(n, generator=gen)
         tot, cnt = 0.0, 0
@@ -52,13 +73,10 @@ def align(cnn, images: np.ndarray, ehr: np.ndarray, *, epochs: int, seed: int, k
             idx = perm[i:i + batch_size]
             if len(idx) < 2:
                 continue
-            z_cxr = cnn(x_all[idx])
-            z_ehr, z_steps = lstm(e_all[idx])
-            loss = global_loss(z_cxr, z_ehr, tau) + local_loss(z_cxr, z_steps, k, tau)
+            loss = loss_of(idx)
             opt.zero_grad()
             loss.backward()
             opt.step()
             tot, cnt = tot + loss.item() * len(idx), cnt + len(idx)
         losses.append(tot / max(cnt, 1))
-    cnn.eval()
-    return {"epochs": epochs, "n_pairs": int(n), "loss_first": losses[0], "loss_last": losses[-1]}
+    return losses

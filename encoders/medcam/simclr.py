@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from encoders.medcam.losses import nt_xent
+from encoders.medcam.pretrain import minibatch_epochs
 
 
 def augment(x, gen, min_scale: float = 0.6):
@@ -73,21 +74,12 @@ def simclr_pretrain(cnn, images: np.ndarray, *, epochs: int, seed: int, batch_si
     head = nn.Sequential(nn.Linear(cnn.out_dim, cnn.out_dim), nn.ReLU(), nn.Linear(cnn.out_dim, proj_dim))
     opt = torch.optim.Adam(list(cnn.parameters()) + list(head.parameters()), lr=lr)
     x_all = to_tensor(images)
-    losses = []
+
+    def loss_of(idx):
+        x = x_all[idx]
+        return nt_xent(head(cnn(augment(x, gen))), head(cnn(augment(x, gen))), tau)
+
     cnn.train()
-    for _ in range(epochs):
-        perm = torch.randperm(n, generator=gen)
-        tot, cnt = 0.0, 0
-        for i in range(0, n - 1, batch_size):
-            idx = perm[i:i + batch_size]
-            if len(idx) < 2:
-                continue
-            x = x_all[idx]
-            loss = nt_xent(head(cnn(augment(x, gen))), head(cnn(augment(x, gen))), tau)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            tot, cnt = tot + loss.item() * len(idx), cnt + len(idx)
-        losses.append(tot / max(cnt, 1))
+    losses = minibatch_epochs(n, epochs, batch_size, gen, opt, loss_of)
     cnn.eval()
     return {"epochs": epochs, "loss_first": losses[0], "loss_last": losses[-1]}

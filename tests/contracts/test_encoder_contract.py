@@ -34,7 +34,8 @@ from benchmark.task_registry import load_tasks
 ENCODER_MODELS = sorted(n for n, mod in model_targets().items() if mod.startswith("encoders.models."))
 TASK_FOR = {"precomputed": "oncology/mortality_1y", "image_resnet50": "cxr/chexpert_multilabel",
             "image_densenet121": "cxr/chexpert_multilabel", "image_clip_vit_b32": "cxr/chexpert_multilabel",
-            "medcam": "cxr/chexpert_multilabel", "probe_ct": "oncology/mortality_1y",
+            "medcam": "cxr/chexpert_multilabel", "cxr_supervised": "cxr/chexpert_multilabel",
+            "cxr_simclr": "cxr/chexpert_multilabel", "probe_ct": "oncology/mortality_1y",
             "probe_wsi": "oncology/mortality_1y"}
 DEFAULT_TASK = "icu/mortality_24h"          # structured + time series + cxr + note + prs
 PLANT_CODES = ("LOINC/8867-4", "LOINC/8478-0", "LOINC/2160-0", "LOINC/2524-7", "LOINC/9269-2")
@@ -165,7 +166,7 @@ def _check(data: TaskData, pred, split: str) -> None:
 # the image encoders run ResNet-50 / DenseNet-121 / ViT-B/32 on ~700 images (clean + planted cohort):
 # 30-50 s each on two shared cores, so they are marked slow (`make test` still runs them)
 # image encoders (weights) and the two slowest heads (about a minute each on 2 cores) run in `make test-slow`
-SLOW_CASES = {"concat_lr", "medcam"}
+SLOW_CASES = {"concat_lr", "medcam", "cxr_supervised", "cxr_simclr"}  # CNNs on images: minutes
 CASES = [pytest.param(m, marks=pytest.mark.slow) if m.startswith("image_") or m in SLOW_CASES else m
          for m in ENCODER_MODELS]
 
