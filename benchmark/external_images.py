@@ -25,6 +25,7 @@ import polars as pl
 
 from benchmark.data.sidecar_checks import inside_root
 from benchmark.errors import UserError
+from benchmark.kinds import MULTILABEL, kind_of
 from benchmark.taskspec import TaskSpec
 
 PATH_COLUMN = "Path"
@@ -97,7 +98,7 @@ def image_applicability(folder: ImageFolder, task: TaskSpec) -> str | None:
         UserError: a multilabel CXR task whose outcomes are not the folder's finding columns (names
             labels.csv, the first missing or extra column and the fix).
     """
-    if task.kind != "multilabel" or "cxr" not in task.modalities:
+    if kind_of(task) is not MULTILABEL or "cxr" not in task.modalities:
         return "an image folder carries CXR finding labels only: it scores multilabel CXR tasks"
     want = task.label_names()
     missing = [c for c in want if c not in folder.findings]

@@ -180,6 +180,7 @@ def test_input_window_is_optional_and_out_of_the_hash_when_absent(tmp_path):
     import json
     dump = plain.model_dump(mode="json")
     dump.pop("input_window")
+    dump.pop("risk_factors")                 # issue 16: absent risk_factors stay out of the hash too
     del dump["label"]["end_at_missing"]
     assert plain.content_hash() == hashlib.sha256(json.dumps(dump, sort_keys=True).encode()).hexdigest()[:16]
     p.write_text(BASE + "input_window: 24h\n")

@@ -52,7 +52,7 @@ def test_in_hospital_mortality_equals_a_hand_oracle_on_the_default_cohort(defaul
     assert ours.height == want.height > 1000
     assert ours.select("subject_id", "prediction_time", "boolean_value").equals(want)
     # measured on the default cohort (5000 subjects, seed 0): 1270 samples, 178 in-hospital deaths
-    assert (ours.height, int(ours["boolean_value"].sum())) == (1270, 178)
+    assert (ours.height, int(ours["boolean_value"].sum())) == (1262, 176)   # generator 2.1 (1.1: 1270, 178)
 
 
 def test_ward_death_after_icu_discharge_is_in_hospital_not_in_icu(tmp_path, cache):

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from benchmark.kinds import kind_of
 from benchmark.learn import is_better, selection_score
 from benchmark.learn.selection import SELECTION_METRIC
 
@@ -28,7 +29,8 @@ def _scores(cnn, lin, x, batch: int = 512) -> np.ndarray:
 
 
 def _as_score(kind: str, p: np.ndarray) -> np.ndarray:
-    return p[:, 0] if kind == "binary" else p
+    """[n, L] sigmoid outputs -> the kind's score shape (binary [n], multilabel [n, L])."""
+    return p.reshape(kind_of(kind).score_shape(len(p), p))
 
 
 def finetune(cnn, images: np.ndarray, y: np.ndarray, train: np.ndarray, val: np.ndarray, kind: str, *,
