@@ -251,7 +251,8 @@ def test_image_encoder_visible_studies_weights_roundtrip_and_determinism(image_c
     # pooled per sample: subject 1 sees only image 0 (image 1 is after the prediction time)
     enc = encode_images(image_cohort, "image_resnet50", weights=wfile, image_size=32, cache=False)
     assert enc.mean.shape == (2, 2048) and enc.count.tolist() == [1, 1]
-    np.testing.assert_allclose(enc.mean[0], feats[0], rtol=1e-4, atol=1e-5)
+    # a batch of two images vs one: float32 convolutions may accumulate in another order (~2e-5 seen)
+    np.testing.assert_allclose(enc.mean[0], feats[0], rtol=1e-4, atol=1e-4)
     # random init (allowed for tests) is seeded: identical twice
     a = encode_images(image_cohort, "image_densenet121", allow_random_init=True, image_size=32, cache=False)
     b = encode_images(image_cohort, "image_densenet121", allow_random_init=True, image_size=32, cache=False)
