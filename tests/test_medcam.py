@@ -210,7 +210,9 @@ def test_ood_scoring_on_an_image_folder_from_another_cohort(fitted, tmp_path):
     # the benchmark's image-folder path (run --external-data) scores medcam's predict_images
     res, frame = score_images(fitted["medcam"], task, folder, n_boot=50, seed=0)
     m = res["metrics"]["auroc_macro"]
-    assert 0.6 < m["value"] <= 1 and m["ci_low"] <= m["value"] <= m["ci_high"] and frame.height == len(folder.paths)
+    assert 0.6 < m["value"] <= 1 and frame.height == len(folder.paths)
+    # a 200-subject folder may have too few positives of some finding for a CI: then it is refused, never made up
+    assert (m["ci_low"] is None and m["ci_high"] is None) or m["ci_low"] <= m["value"] <= m["ci_high"]
     bad = tmp_path / "bad"
     bad.mkdir()
     pl.DataFrame({"Path": ["a.png"], "edema": ["1"]}).write_csv(bad / "labels.csv")
