@@ -57,9 +57,6 @@ class InputConfig:
             prediction time, e.g. CheXpert's one prediction per X-ray), else "mean" (the MEHRT paper's
             average of the subject's studies up to the prediction time).
         encoder_kw: extra keyword arguments for image/text encoders (weights, allow_random_init, image_size).
-        ehr_source: what fills the ``ehr`` array: "bag" (bag of events), "fm" (an EHR foundation-model
-            embedding) or "curated" (the task's risk factors); passed through here, implemented by
-            the EHR-source work (issue 16 part A).
     """
 
     structured: bool = True
@@ -74,7 +71,6 @@ class InputConfig:
     max_studies: int = 4
     pooling: str = "auto"
     encoder_kw: dict = field(default_factory=dict)
-    ehr_source: str = "bag"
 
 
 class FusionInputs:
