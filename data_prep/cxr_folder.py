@@ -19,6 +19,7 @@ import polars as pl
 
 from benchmark.artifacts import atomic_dir
 from benchmark.errors import UserError
+from benchmark.external_images import PATH_COLUMN
 from benchmark.task_registry import load_tasks
 
 TASK = "cxr/chexpert_multilabel"
@@ -80,7 +81,7 @@ def export_chexpert_folder(cohort_dir: Path, out_dir: Path) -> tuple[Path, int]:
         rel = [f"images/{i:07d}_{Path(p).name}" for i, p in enumerate(df["path"])]
     labels = df.select([pl.col("labels").list.get(j, null_on_oob=True).cast(pl.Int8).alias(n)
                         for j, n in enumerate(names)])
-    table = pl.concat([pl.DataFrame({"Path": rel}), labels], how="horizontal")
+    table = pl.concat([pl.DataFrame({PATH_COLUMN: rel}), labels], how="horizontal")
     with atomic_dir(out_dir) as tmp:
         (tmp / "images").mkdir()
         for src, dst in zip(df["path"], rel):
