@@ -288,6 +288,26 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return compare_cli(args)
 
 
+def cmd_export_hf(args: argparse.Namespace) -> int:
+    """`export hf`: EHRT as a Hugging Face LlamaForCausalLM folder (encoders/mehrt/hf_export.py)."""
+    if bool(args.checkpoint) == bool(args.model):
+        raise UserError("export hf needs exactly one of --checkpoint and --model", field="--checkpoint/--model",
+                        fix="pass --checkpoint STAGE_FOLDER (cache_dir()/mehrt/ckpt/s1-...) or --model ehrt")
+    from encoders.mehrt.hf_export import export_llama, export_registered, summary
+
+    out = Path(args.out)
+    if args.checkpoint:
+        export_llama(Path(args.checkpoint), out, tokenizer=args.tokenizer, structured_only=args.structured_only,
+                     require_tokenizer=True)
+    else:
+        export_registered(args.model, _resolve_cohort(args), args.budget, out,
+                          structured_only=args.structured_only, log=print)
+    s = summary(out)
+    print(f"wrote {s['folder']}: LlamaForCausalLM, {s['parameters']:,} parameters, vocabulary {s['vocab_size']}, "
+          f"{s['layers']} layers x {s['hidden_size']} ({', '.join(s['files'])})")
+    return 0
+
+
 # ---------------------------------------------------------------------------- parser
 def _positive_int(text: str) -> int:
     """argparse type: an integer >= 100 (fewer bootstrap replicates give no usable 95% CI)."""
@@ -416,6 +436,25 @@ def build_parser() -> argparse.ArgumentParser:
     plb.add_argument("--export", "--out", dest="export", metavar="DIR",
                      help="also write DIR/<task>.parquet in the MEDS LabelSchema (--out: older name)")
     plb.set_defaults(func=cmd_labels)
+
+    pe = sub.add_parser("export", help="export models for other MEDS tools")
+    pes = pe.add_subparsers(dest="target", metavar="TARGET", required=True)
+    phf = pes.add_parser("hf", help="EHRT as a Hugging Face LlamaForCausalLM folder (weights, config, vocabulary)")
+    phf.add_argument("--checkpoint", metavar="PATH",
+                     help="a pretraining stage folder (cache_dir()/mehrt/ckpt/s1-...: model.safetensors + meta.json)")
+    phf.add_argument("--model", help="a registered EHRT (ehrt, ehrt-<size>): its pretrained weights on --data "
+                                     "at --budget, pretrained now if not cached")
+    phf.add_argument("--out", required=True, help="folder to create (must not exist or be empty)")
+    phf.add_argument("--tokenizer", metavar="FILE", help="the checkpoint's tokenizer.json (default: found in the "
+                                                           "MEHRT cache next to a Stage-1 checkpoint)")
+    phf.add_argument("--structured-only", action="store_true",
+                     help="export a MEHRT's EHR-only backbone (drops image projections and PRS, which have no "
+                          "Llama equivalent; logits equal MEHRT's without image / PRS inputs)")
+    phf.add_argument("--data", help="cohort folder for --model (default: the embedded synthetic cohort)")
+    phf.add_argument("--dataset", help="dataset profile name or folder (with --model)")
+    phf.add_argument("--budget", choices=("smoke", "default", "full"), default="default",
+                     help="--model's size and pretraining steps, as `run` uses them")
+    phf.set_defaults(func=cmd_export_hf)
 
     pc = sub.add_parser("compare", help="paired comparison of two models across tasks, or a paper's table (--table)")
     pc.add_argument("--a")

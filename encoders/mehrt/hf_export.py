@@ -368,7 +368,7 @@ def find_tokenizer(stage_folder: Path, meta: dict) -> Path | None:
 
 def export_llama(model_or_checkpoint: MEHRT | str | Path, out_dir: str | Path, *,
                  tokenizer: Tokenizer | str | Path | None = None, structured_only: bool = False,
-                 source: str | None = None) -> Path:
+                 source: str | None = None, require_tokenizer: bool = False) -> Path:
     """Write an HF `LlamaForCausalLM` folder reproducing an EHR-only MEHRT (EHRT) exactly.
 
     Files: config.json (LlamaConfig fields + a "mehr_bench" block), model.safetensors, README.md and,
@@ -381,6 +381,7 @@ def export_llama(model_or_checkpoint: MEHRT | str | Path, out_dir: str | Path, *
             Stage-1 checkpoint (`find_tokenizer`), else no vocabulary is written.
         structured_only: export a MEHRT's EHR-only backbone (drop image projections and PRS).
         source: what the weights are (README text); default from the checkpoint.
+        require_tokenizer: refuse to export without a tokenizer (the CLI does).
 
     Returns:
         out_dir.
@@ -407,6 +408,11 @@ def export_llama(model_or_checkpoint: MEHRT | str | Path, out_dir: str | Path, *
         raise UnsupportedForLlama("; ".join(dropped), field="image_dims" if cfg.image_dims else "prs_mode",
                                   fix=EXTRA_INPUTS_FIX)
     cfg = structured_config(cfg)
+    if tokenizer is None and require_tokenizer:
+        raise UserError("no tokenizer found for this checkpoint (only cached Stage-1 checkpoints are matched)",
+                        file=model_or_checkpoint, field="--tokenizer",
+                        fix="pass --tokenizer cache_dir()/mehrt/<fingerprint>/tok-v*/tokenizer.json of the "
+                            "cohort the model was pretrained on")
     if tokenizer is not None and not isinstance(tokenizer, Tokenizer):
         try:
             tokenizer = Tokenizer.load(Path(tokenizer))
