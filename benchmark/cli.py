@@ -292,7 +292,7 @@ def cmd_export_hf(args: argparse.Namespace) -> int:
     """`export hf`: EHRT as a Hugging Face LlamaForCausalLM folder (encoders/mehrt/hf_export.py)."""
     if bool(args.checkpoint) == bool(args.model):
         raise UserError("export hf needs exactly one of --checkpoint and --model", field="--checkpoint/--model",
-                        fix="pass --checkpoint STAGE_FOLDER (cache_dir()/mehrt/ckpt/s1-...) or --model ehrt")
+                        fix="pass --checkpoint STAGE_FOLDER (~/.cache/mehr-bench/mehrt/ckpt/s1-...) or --model ehrt")
     from encoders.mehrt.hf_export import export_llama, export_registered, summary
 
     out = Path(args.out)
@@ -441,7 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     pes = pe.add_subparsers(dest="target", metavar="TARGET", required=True)
     phf = pes.add_parser("hf", help="EHRT as a Hugging Face LlamaForCausalLM folder (weights, config, vocabulary)")
     phf.add_argument("--checkpoint", metavar="PATH",
-                     help="a pretraining stage folder (cache_dir()/mehrt/ckpt/s1-...: model.safetensors + meta.json)")
+                     help="a pretraining stage folder, model.safetensors + meta.json: "
+                          "~/.cache/mehr-bench/mehrt/ckpt/s1-... (under $MEHR_BENCH_CACHE if set)")
     phf.add_argument("--model", help="a registered EHRT (ehrt, ehrt-<size>): its pretrained weights on --data "
                                      "at --budget, pretrained now if not cached")
     phf.add_argument("--out", required=True, help="folder to create (must not exist or be empty)")

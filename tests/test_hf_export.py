@@ -188,7 +188,8 @@ def test_cli_export_hf_checkpoint(tmp_path, capsys, torch_one_thread):
     assert main(["export", "hf", "--checkpoint", str(ckpt), "--out", str(out),
                  "--tokenizer", str(tmp_path / "tokenizer.json")]) == 2
     assert "not empty" in capsys.readouterr().err
-    img = stage_folder(tmp_path / "ckpt" / "s3-img", tiny_model(vocab_size=tok.vocab_size, image_dims=(("ct", 8),)), "3")
+    img = stage_folder(tmp_path / "ckpt" / "s3-img",
+                       tiny_model(vocab_size=tok.vocab_size, image_dims=(("ct", 8),)), "3")
     assert main(["export", "hf", "--checkpoint", str(img), "--out", str(tmp_path / "x"),
                  "--tokenizer", str(tmp_path / "tokenizer.json")]) == 2
     err = capsys.readouterr().err

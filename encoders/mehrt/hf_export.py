@@ -325,7 +325,7 @@ def read_checkpoint(path: Path) -> tuple[MEHRT, dict]:
     for f in (meta_file, weights):
         if not f.is_file():
             raise UserError(f"{f.name} is missing: not a MEHRT pretraining stage folder", file=folder,
-                            fix="pass a folder cache_dir()/mehrt/ckpt/s1-... (model.safetensors + meta.json), "
+                            fix="pass a folder ~/.cache/mehr-bench/mehrt/ckpt/s1-... (model.safetensors + meta.json), "
                                 "or --model ehrt to pretrain / reuse one")
     meta = json.loads(meta_file.read_text())
     cfg = MEHRTConfig.from_dict(meta["config"])
@@ -411,7 +411,7 @@ def export_llama(model_or_checkpoint: MEHRT | str | Path, out_dir: str | Path, *
     if tokenizer is None and require_tokenizer:
         raise UserError("no tokenizer found for this checkpoint (only cached Stage-1 checkpoints are matched)",
                         file=model_or_checkpoint, field="--tokenizer",
-                        fix="pass --tokenizer cache_dir()/mehrt/<fingerprint>/tok-v*/tokenizer.json of the "
+                        fix="pass --tokenizer ~/.cache/mehr-bench/mehrt/<fingerprint>/tok-v*/tokenizer.json of the "
                             "cohort the model was pretrained on")
     if tokenizer is not None and not isinstance(tokenizer, Tokenizer):
         try:
