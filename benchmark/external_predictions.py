@@ -117,8 +117,9 @@ def _read_one(f: Path, kind: TaskKind, label_names: list[str], index: int) -> pl
         if c in df.columns and dt[c] != pl.Boolean:
             _raise(f"{c} is {dt[c]}, not boolean", f, c, f"write {c} as bool, or leave the column out")
     casts = [pl.col(c).cast(pl.Boolean if c.startswith("boolean_value") else pl.Float64) for c in truth]
-    return pl.concat([sample_keys(df), df.select(*casts, *[pl.col(c).cast(pl.Float64) for c in scores])],
-                     how="horizontal").with_columns(pl.lit(index, dtype=pl.Int32).alias("__file"))
+    keys = [pl.col("subject_id").cast(pl.Int64), pl.col("prediction_time").cast(pl.Datetime("us"))]  # as sample_keys
+    return df.select(*keys, *casts, *[pl.col(c).cast(pl.Float64) for c in scores],
+                     pl.lit(index, dtype=pl.Int32).alias("__file"))
 
 
 def _raise(message: str, file: Path, field: str, fix: str):
@@ -326,7 +327,11 @@ def evaluate_predictions(task: str | TaskSpec, predictions: str | Path, name: st
         schema_version=SCHEMA_VERSION, model=name, task=t.name, task_version=t.version, task_kind=t.kind,
         seed=int(seed), budget=b.name, main_metric=t.main_metric, dataset=_dataset(cohort), n_train=None,
         n_tuning=None, n_test=int(held.height), n_events=t.kind_obj.n_events(y), provenance=_provenance(t, cohort),
-        model_info=ModelInfo(kind=EXTERNAL_KIND, modalities=[], reference="predictions made outside MEHR-Bench"),
+        # description / training_data: the leaderboard shows them for a model the registry does not know
+        model_info=ModelInfo(kind=EXTERNAL_KIND, modalities=[], reference="predictions made outside MEHR-Bench",
+                             description=f"external predictions scored by `evaluate` ({len(files)} file(s)); "
+                                         "the model itself is not part of MEHR-Bench",
+                             training_data="unknown (the model was trained outside MEHR-Bench)"),
         compute=Compute(wall_s=round(time.perf_counter() - t0, 3), peak_rss_mb=round(_peak_rss_mb(), 1), device=None),
         external_predictions=ExternalPredictions(files=[str(f.relative_to(base)) for f in files], sha256=digest,
                                                  n_rows=int(held.height)),
