@@ -6,6 +6,7 @@ Python API (the CLI's `run` is a thin layer over it)::
     import benchmark
     records = benchmark.evaluate("catboost,mehrt", "oncology/mortality_1y", data="cohort/", budget="smoke")
     records[0].metrics["auroc"].value
+    rec = benchmark.evaluate_predictions("oncology/mortality_1y", "preds/", "my-model", data="cohort/")
 
 Importing this package is cheap: it never imports torch (models that need it import it lazily),
 and `evaluate` / `ResultRecord` / `read_records` load the runner and pydantic only when first used.
