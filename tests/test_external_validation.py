@@ -224,7 +224,7 @@ def test_an_image_folder_scores_image_predictors_and_marks_the_others_not_applic
     fp = good.dataset.fingerprint
     f = pl.read_parquet(cell_paths(tmp_path / "r", "fake_images", CXR, 0)[0].with_name(predictions_name(0, fp, "multilabel")))
     assert f["Path"][3] == "images/3.png" and f[f"boolean_value/{names[0]}"].to_list() == y[:, 0].astype(bool).tolist()
-    assert not cell_paths(tmp_path / "r", "no_images", CXR, 0)[0].with_name(predictions_name(0, fp)).exists()
+    assert not cell_paths(tmp_path / "r", "no_images", CXR, 0)[0].with_name(predictions_name(0, fp, "multilabel")).exists()
 
 
 def test_uncertain_labels_read_as_negative_and_bad_columns_name_the_file_and_the_fix(small_cohort, tmp_path, cache):
