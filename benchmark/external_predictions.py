@@ -198,8 +198,9 @@ def read_external_predictions(path: str | Path, task: TaskSpec, held_out: pl.Dat
                         "keep only the held-out split's samples (metadata/subject_splits.parquet: split held_out)")
         else:
             why, fix = (f"are not samples of task {task.name} on this data (another dataset, another task "
-                        "definition or version?)", "predict exactly the task's held-out samples on --data: "
-                        f"`python -m benchmark labels --task {task.name} --data DIR --export OUT` writes them")
+                        "definition or version?)", "predict exactly the task's held-out samples on --data (its labels: "
+                        f"`python -m benchmark labels --task {task.name} --data DIR --export OUT`; the held-out "
+                        "subjects: metadata/subject_splits.parquet), or pass the data the predictions were made on")
         _raise(f"{unknown.height} row(s) {why}: {_rows(unknown.sort(KEY), files)}", _file_of(unknown, files, root),
                "subject_id/prediction_time", fix)
     missing = keys.join(frame, on=KEY, how="anti")
