@@ -268,6 +268,25 @@ def cmd_run(args: argparse.Namespace) -> int:
                     external=args.external_data)
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """`evaluate`: score predictions made outside MEHR-Bench (benchmark.external_predictions) into a
+    normal result record; prints its metrics and where it was written."""
+    from benchmark.external_predictions import evaluate_predictions
+    from benchmark.results import cell_paths
+
+    cohort = _resolve_cohort(args)
+    rec = evaluate_predictions(args.task, args.predictions, args.name, data=cohort, results=Path(args.results),
+                               seed=args.seed, budget=args.budget, force=args.force)
+    print(f"{rec.model} on {rec.task} (seed {rec.seed}, {rec.n_test} held-out samples): {rec.status}")
+    for metric, m in (rec.metrics or {}).items():
+        if metric.startswith("_"):
+            continue
+        ci = f" [{m.ci_low:.4f}, {m.ci_high:.4f}]" if m.ci_low is not None and m.ci_high is not None else ""
+        print(f"  {metric}: " + (f"{m.value:.4f}{ci}" if m.value is not None else f"refused ({m.refused})"))
+    print(f"wrote {cell_paths(Path(args.results), rec.model, rec.task, rec.seed)[0]}")
+    return 0
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from leaderboard.build import build
 
@@ -414,6 +433,24 @@ def build_parser() -> argparse.ArgumentParser:
                          "record's `external` list, predictions next to the seed file; finished cells without it "
                          "are refitted for it")
     pr.set_defaults(func=cmd_run)
+
+    pe = sub.add_parser("evaluate", help="score predictions made outside MEHR-Bench (meds-evaluation schema, or "
+                                         "MEHR-Bench's files for other kinds) like a registered model's")
+    pe.add_argument("--task", required=True, help="the task the predictions are for (one task)")
+    pe.add_argument("--predictions", required=True, metavar="FILE|DIR",
+                    help="a parquet file, or a folder: every *.parquet under it (e.g. one per shard)")
+    pe.add_argument("--name", required=True, help="the name on the leaderboard (not a registered model's)")
+    pe.add_argument("--data", help="the cohort the predictions were made on (default: the embedded synthetic cohort)")
+    pe.add_argument("--predicates", help="predicates.yaml (default: <data>/predicates.yaml, else the profile's map)")
+    pe.add_argument("--dataset", help="dataset profile name or folder (default: recognised from "
+                                      "metadata/dataset.json; see `datasets`)")
+    pe.add_argument("--results", default=str(default_results_dir()), help="results folder (default ./results)")
+    pe.add_argument("--seed", type=int, default=0, help="the seed the record is filed under and the bootstrap "
+                                                        "seed (default 0)")
+    pe.add_argument("--budget", choices=("smoke", "default", "full"), default="default",
+                    help="sets the bootstrap replicates, as in `run`")
+    pe.add_argument("--force", action="store_true", help="replace a result of this name made from other predictions")
+    pe.set_defaults(func=cmd_evaluate)
 
     pl_ = sub.add_parser("leaderboard", help="build the static HTML leaderboard from result files")
     pl_.add_argument("--results", default=str(default_results_dir()))

@@ -4,7 +4,8 @@ The paper "Fusion is not one-size-fits-all" reports every model on an internal c
 fitted) and an external one (another hospital). Here, after a cell's internal fit and held-out
 prediction, the SAME fitted model scores the external set, and the result lands in the record's
 `external` list (benchmark.records.ExternalResult) with predictions next to the seed file as
-`seed<k>.external-<fingerprint[:12]>.predictions.parquet`.
+`seed<k>.external-<fingerprint[:12]>.predictions.parquet` (binary; other kinds end in
+`.predictions.<kind>.parquet`: benchmark.results.predictions_name).
 
 Two kinds of external set:
   - a MEDS cohort: its labels are extracted from it alone (the task's own rules), every one of its
@@ -112,9 +113,11 @@ def applicability(ext: ExternalSet, task: TaskSpec) -> str | None:
     return lab if isinstance(lab, str) else None
 
 
-def predictions_name(seed: int, fingerprint: str) -> str:
-    """File name of a cell's external predictions (next to seed<k>.json)."""
-    return f"seed{int(seed)}.external-{fingerprint[:12]}.predictions.parquet"
+def predictions_name(seed: int, fingerprint: str, kind: str = "binary") -> str:
+    """File name of a cell's external predictions (next to seed<k>.json; benchmark.results.predictions_name)."""
+    from benchmark.results import predictions_name as name
+
+    return name(kind, seed, fingerprint)
 
 
 def score_external(model, data: TaskData, val: Prediction | None, ext: ExternalSet, *, n_boot: int, seed: int,

@@ -24,6 +24,17 @@ import polars as pl
 # Metrics where a smaller value is better: the one vocabulary (stats, selection, leaderboard).
 LOWER_IS_BETTER = frozenset({"mae", "rmse", "brier", "ece", "ibs"})
 REGRESSION_BINS = 5  # stratification: quantile bins of a regression target
+# predicted_boolean_value of a binary predictions file: probability >= this. meds-evaluation itself
+# only reads the column; MEDS-DEV's reference models fill it as probability > 0.5 (the two differ
+# only at exactly 0.5). benchmark.stats.thresholded's accuracy / F1 use the same >= rule, so
+# meds-evaluation's binary_accuracy and f1_score on our files equal ours at this threshold.
+DECISION_THRESHOLD = 0.5
+
+
+def sample_keys(samples: pl.DataFrame) -> pl.DataFrame:
+    """subject_id (int64) and prediction_time (datetime[us]) of sample rows: the MEDS LabelSchema
+    dtypes, which meds-evaluation checks exactly (0.0.3 compares dtypes, 0.0.6 casts with pyarrow)."""
+    return samples.select(pl.col("subject_id").cast(pl.Int64), pl.col("prediction_time").cast(pl.Datetime("us")))
 
 
 @dataclass(frozen=True)
@@ -133,8 +144,16 @@ class TaskKind:
 
     # ------------------------------------------------------------------ predictions
     def prediction_columns(self, label_names: list[str]) -> list[str]:
-        """Columns a predictions file has beyond subject_id, prediction_time."""
+        """Columns a predictions file has beyond subject_id, prediction_time, in file order."""
         raise NotImplementedError
+
+    def score_columns(self, label_names: list[str]) -> list[str]:
+        """The model-output columns among `prediction_columns` that metrics read (one per label)."""
+        raise NotImplementedError
+
+    def bounded_scores(self) -> bool:
+        """True if scores are probabilities (each in [0, 1])."""
+        return self.score_type == "probability"
 
     def predictions_frame(self, samples: pl.DataFrame, y: np.ndarray, score: np.ndarray,
                           label_names: list[str]) -> pl.DataFrame:
@@ -216,11 +235,18 @@ class Binary(TaskKind):
         return np.asarray(y).astype(int)
 
     def prediction_columns(self, label_names):
-        return ["boolean_value", "predicted_boolean_probability"]
+        return ["boolean_value", "predicted_boolean_value", "predicted_boolean_probability"]
+
+    def score_columns(self, label_names):
+        return ["predicted_boolean_probability"]
 
     def predictions_frame(self, samples, y, score, label_names):
-        return samples.with_columns(pl.Series("boolean_value", y.astype(bool)),
-                                    pl.Series("predicted_boolean_probability", score.astype(np.float32)))
+        # exactly meds-evaluation's PredictionSchema: 0.0.3 and 0.0.6 both index predicted_boolean_value,
+        # 0.0.3 wants a float64 probability, 0.0.6 refuses any other column
+        p = np.asarray(score, dtype=np.float64)
+        return sample_keys(samples).with_columns(pl.Series("boolean_value", np.asarray(y).astype(bool)),
+                                                 pl.Series("predicted_boolean_value", p >= DECISION_THRESHOLD),
+                                                 pl.Series("predicted_boolean_probability", p))
 
     def truth_columns(self, columns):
         return ["boolean_value"]
@@ -268,12 +294,15 @@ class Multilabel(TaskKind):
     def prediction_columns(self, label_names):
         return [c for n in label_names for c in (f"boolean_value/{n}", f"predicted_boolean_probability/{n}")]
 
+    def score_columns(self, label_names):
+        return [f"predicted_boolean_probability/{n}" for n in label_names]
+
     def predictions_frame(self, samples, y, score, label_names):
         cols = []
         for i, n in enumerate(label_names):
             cols += [pl.Series(f"boolean_value/{n}", y[:, i].astype(bool)),
-                     pl.Series(f"predicted_boolean_probability/{n}", score[:, i].astype(np.float32))]
-        return samples.with_columns(cols)
+                     pl.Series(f"predicted_boolean_probability/{n}", np.asarray(score[:, i], dtype=np.float64))]
+        return sample_keys(samples).with_columns(cols)
 
     def truth_columns(self, columns):
         return [c for c in columns if c.startswith("boolean_value/")]
@@ -345,10 +374,13 @@ class Survival(TaskKind):
     def prediction_columns(self, label_names):
         return ["float_value", "boolean_value", "predicted_risk"]
 
+    def score_columns(self, label_names):
+        return ["predicted_risk"]
+
     def predictions_frame(self, samples, y, score, label_names):
-        return samples.with_columns(pl.Series("float_value", y[:, 0]),
-                                    pl.Series("boolean_value", y[:, 1].astype(bool)),
-                                    pl.Series("predicted_risk", score.astype(np.float64)))
+        return sample_keys(samples).with_columns(pl.Series("float_value", np.asarray(y[:, 0], dtype=np.float64)),
+                                                 pl.Series("boolean_value", y[:, 1].astype(bool)),
+                                                 pl.Series("predicted_risk", score.astype(np.float64)))
 
     def truth_columns(self, columns):
         return ["boolean_value", "float_value"]
@@ -382,9 +414,12 @@ class Regression(TaskKind):
     def prediction_columns(self, label_names):
         return ["float_value", "predicted_float_value"]
 
+    def score_columns(self, label_names):
+        return ["predicted_float_value"]
+
     def predictions_frame(self, samples, y, score, label_names):
-        return samples.with_columns(pl.Series("float_value", y),
-                                    pl.Series("predicted_float_value", score.astype(np.float64)))
+        return sample_keys(samples).with_columns(pl.Series("float_value", np.asarray(y, dtype=np.float64)),
+                                                 pl.Series("predicted_float_value", score.astype(np.float64)))
 
     def truth_columns(self, columns):
         return ["float_value"]

@@ -35,6 +35,13 @@ version stay readable (`from_json_dict`), a file of a newer version is refused w
     3   adds `external`: a list of ExternalResult, one per external dataset the SAME fitted model was
         scored on (`run --external-data DIR`, benchmark.external). Absent when there is none, so a
         version-1 or version-2 file reads as before (no external results) and round-trips unchanged.
+    4   predictions files follow meds-evaluation: a binary cell's seed<k>.predictions.parquet is exactly
+        its PredictionSchema (adds predicted_boolean_value, float64 probability), the other kinds'
+        files are seed<k>.predictions.<kind>.parquet (benchmark.results.predictions_name); and adds
+        `external_predictions` (ExternalPredictions): set only on a record that `evaluate` scored
+        from predictions made outside MEHR-Bench. Earlier files read as before (no such block); their
+        non-binary predictions stay in seed<k>.predictions.parquet, where
+        benchmark.results.predictions_path still finds them.
 """
 
 from __future__ import annotations
@@ -45,7 +52,7 @@ from typing import Any, Literal, Mapping, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class _Strict(BaseModel):
@@ -153,6 +160,25 @@ class ExternalResult(_Strict):
         return (self.metrics or {}).get(metric)
 
 
+class ExternalPredictions(_Strict):
+    """Where the predictions of an `evaluate` record came from (benchmark.external_predictions): a
+    model run outside MEHR-Bench. The metrics, CIs and fairness block are computed by the runner's own
+    code on the task's held-out samples; what MEHR-Bench cannot know about the model (its training
+    data and size, n_train, its compute) is left unknown, never guessed.
+
+    files: the predictions file names as given (relative to the --predictions folder; no absolute path).
+    sha256: hash of those files' bytes (in the order of `files`): which predictions were scored.
+    n_rows: rows read (= the task's held-out samples on the data).
+    note: what the record does not say, in words (shown on the leaderboard).
+    """
+
+    files: list[str]
+    sha256: str
+    n_rows: int
+    note: str = ("scored from predictions made outside MEHR-Bench: the model's training data, size and "
+                 "compute are unknown (n_train, n_tuning and compute are not the model's)")
+
+
 class ModelInfo(BaseModel):
     """The spec's description of the model plus what the model reported in `Prediction.info`.
 
@@ -196,6 +222,7 @@ class ResultRecord(_Strict):
     explanations: dict[str, Any] | None = None
     ablations: dict[str, Any] | None = None
     external: list[ExternalResult] | None = None
+    external_predictions: ExternalPredictions | None = None
     # Set only on the record run_cell returns when its file could not be written (disk full...);
     # never part of the file.
     write_error: str | None = Field(default=None, exclude=True)

@@ -1,4 +1,14 @@
-"""Result files: `<results>/<model>/<task>/seed<k>.json` and `seed<k>.predictions.parquet`.
+"""Result files: `<results>/<model>/<task>/seed<k>.json` and its predictions file beside it.
+
+Predictions file names (`predictions_name`, the one place that maps kind, seed and external set to a
+name): a binary task's `seed<k>.predictions.parquet` is exactly meds-evaluation's PredictionSchema
+(subject_id int64, prediction_time datetime[us], boolean_value, predicted_boolean_value,
+predicted_boolean_probability float64; nothing else), so `meds-evaluation-cli` and a glob of
+`*predictions.parquet` read it as it is. The other kinds have no meds-evaluation schema: their files
+are `seed<k>.predictions.<kind>.parquet` (columns: benchmark.kinds, `prediction_columns`), so no
+meds-evaluation user globs them by mistake. External-validation predictions insert
+`.external-<fingerprint[:12]>` after the seed. Result folders written before schema version 4 hold
+every kind's predictions in `seed<k>.predictions.parquet`; `predictions_path` still finds them.
 
 Append-only and typed: a cell is written once, atomically (temp file + rename), and skipped on
 rerun unless forced. The JSON is a `benchmark.records.ResultRecord`; `read_records` is the one
@@ -29,6 +39,7 @@ import polars as pl
 from pydantic import ValidationError
 
 from benchmark.artifacts import atomic_path, atomic_write, atomic_write_bytes, cache_lock  # noqa: F401 - re-exported
+from benchmark.kinds import TaskKind, kind_of
 from benchmark.paths import REPO_ROOT
 from benchmark.records import SCHEMA_VERSION, ResultRecord  # noqa: F401 - SCHEMA_VERSION re-exported
 
@@ -38,7 +49,31 @@ SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 SAFE_NAME_HELP = "letters, digits, '_', '-' and '.', starting with a letter or digit"
 
 
-def cell_paths(results_dir: Path, model: str, task: str, seed: int) -> tuple[Path, Path]:
+def predictions_name(kind: str | TaskKind, seed: int, external: str | None = None) -> str:
+    """The file name of a cell's predictions (module docstring): the one map from (task kind, seed,
+    external dataset) to a name; readers find files through `predictions_path`.
+
+    Args:
+        kind: the task kind (name or object).
+        seed: the cell's seed.
+        external: the external dataset's fingerprint (its first 12 characters name the file), or None
+            for the held-out predictions.
+
+    Returns:
+        seed<k>[.external-<fp12>].predictions.parquet (binary) or ...predictions.<kind>.parquet.
+    """
+    k = kind_of(kind)
+    ext = f".external-{external[:12]}" if external else ""
+    return f"seed{int(seed)}{ext}.predictions{'' if k.name == 'binary' else '.' + k.name}.parquet"
+
+
+def legacy_predictions_name(seed: int, external: str | None = None) -> str:
+    """The name every kind's predictions had before schema version 4 (the binary name today)."""
+    return predictions_name("binary", seed, external)
+
+
+def cell_paths(results_dir: Path, model: str, task: str, seed: int,
+               kind: str | TaskKind = "binary") -> tuple[Path, Path]:
     """The JSON and predictions paths of one cell, always inside results_dir.
 
     Args:
@@ -46,9 +81,10 @@ def cell_paths(results_dir: Path, model: str, task: str, seed: int) -> tuple[Pat
         model: a model name (one safe segment).
         task: a task name (safe segments joined by "/").
         seed: the seed (a non-negative integer).
+        kind: the task's kind (names the predictions file; binary: seed<k>.predictions.parquet).
 
     Returns:
-        (seed<k>.json, seed<k>.predictions.parquet) under results_dir/model/task.
+        (seed<k>.json, its predictions file `predictions_name(kind, seed)`) under results_dir/model/task.
 
     Raises:
         UserError: a name that could leave results_dir (absolute, "..", separators, odd characters).
@@ -61,7 +97,7 @@ def cell_paths(results_dir: Path, model: str, task: str, seed: int) -> tuple[Pat
         raise UserError(f"{what} cannot name a result folder", file=results_dir, field="model/task name",
                         fix=f"use names made of {SAFE_NAME_HELP} (task names: such segments joined by '/')")
     d = Path(results_dir) / model / task
-    return d / f"seed{int(seed)}.json", d / f"seed{int(seed)}.predictions.parquet"
+    return d / f"seed{int(seed)}.json", d / predictions_name(kind, seed)
 
 
 def cell_state(results_dir: Path, model: str, task: str, seed: int, *, data_fingerprint: str | None = None,
@@ -228,9 +264,26 @@ def read_records(results_dir: Path) -> list[ResultRecord]:
     return [rec for _, rec in found]
 
 
-def predictions_path(json_path: Path) -> Path:
-    """The predictions parquet next to a cell's seed<k>.json."""
-    return Path(json_path).with_name(Path(json_path).name[: -len(".json")] + ".predictions.parquet")
+def predictions_path(json_path: Path, kind: str | TaskKind = "binary", external: str | None = None) -> Path:
+    """The predictions file next to a cell's seed<k>.json (the one reader's way to find it).
+
+    Args:
+        json_path: the cell's seed<k>.json.
+        kind: the cell's task kind (record.task_kind).
+        external: an external dataset's fingerprint for its predictions, None for the held-out ones.
+
+    Returns:
+        `predictions_name(kind, seed, external)` beside it; for a non-binary cell written before
+        schema version 4 (that file absent, the old seed<k>...predictions.parquet present) the old one.
+    """
+    json_path = Path(json_path)
+    m = re.fullmatch(r"seed(\d+)\.json", json_path.name)
+    if m is None:  # not a cell file name (a hand-made record): the predictions beside it by its stem
+        return json_path.with_name(json_path.name[: -len(".json")] + ".predictions.parquet")
+    seed = int(m.group(1))
+    new = json_path.with_name(predictions_name(kind, seed, external))
+    old = json_path.with_name(legacy_predictions_name(seed, external))
+    return old if not new.exists() and old.exists() else new
 
 
 @lru_cache(maxsize=1)

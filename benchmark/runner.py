@@ -49,9 +49,9 @@ from benchmark.records import (INFO_EXPLANATIONS, SCHEMA_VERSION, DatasetRef, Ha
                                ResultRecord, compute_block, dataset_name)
 from benchmark.registry import ModelSpec, get_model
 from benchmark.reporting import ConsoleReporter, Key, Reporter, summary_table
-from benchmark.results import (cache_lock, cell_paths, cell_state, check_results_dir, git_sha, hardware, lockfile_hash,
-                               read_record, read_records, record_from_bytes, result_json, write_predictions,
-                               write_result)
+from benchmark.results import (cache_lock, cell_paths, cell_state, check_results_dir, git_sha, hardware,
+                               legacy_predictions_name, lockfile_hash, read_record, read_records, record_from_bytes,
+                               result_json, write_predictions, write_result)
 from benchmark.scoring import score_cell
 from benchmark.task_registry import select_tasks
 from benchmark.taskspec import TaskSpec
@@ -94,10 +94,12 @@ def task_data(task: TaskSpec, cohort: Cohort, seed: int, labels: pl.DataFrame) -
 def predictions_frame(data: TaskData, pred: Prediction, split: str = "held_out") -> pl.DataFrame:
     """meds-evaluation PredictionSchema rows (+ documented extensions for other task kinds).
 
-    binary:     boolean_value, predicted_boolean_probability
+    Columns after subject_id (int64), prediction_time (datetime[us]):
+    binary:     boolean_value, predicted_boolean_value (probability >= 0.5), predicted_boolean_probability (float64)
     multilabel: boolean_value/<label>, predicted_boolean_probability/<label> for each label
-    survival:   boolean_value (event), float_value (days), predicted_risk
+    survival:   float_value (days), boolean_value (event), predicted_risk
     regression: float_value, predicted_float_value
+    File names: benchmark.results.predictions_name.
     """
     samples = data.frame(split).select("subject_id", "prediction_time")
     return data.task.kind_obj.predictions_frame(samples, data.y(split), pred.score, data.task.label_names())
@@ -146,7 +148,7 @@ def run_cell(cell: Cell, cohort: Cohort, labels: pl.DataFrame, results_dir: Path
         its write_error says why when the file could not be written.
     """
     spec, task, seed = cell.spec, cell.task, cell.seed
-    json_path, pred_path = cell_paths(results_dir, spec.name, task.name, seed)
+    json_path, pred_path = cell_paths(results_dir, spec.name, task.name, seed, task.kind)
     pred_written = False
     ext_path = None
     t0 = time.perf_counter()
@@ -183,10 +185,13 @@ def run_cell(cell: Cell, cohort: Cohort, labels: pl.DataFrame, results_dir: Path
                                           score=score_cell)
             reached["external"] = [entry]
             if frame is not None:
-                ext_path = pred_path.with_name(predictions_name(seed, external.ref.fingerprint))
+                ext_path = pred_path.with_name(predictions_name(seed, external.ref.fingerprint, task.kind))
                 write_predictions(ext_path, frame)
         write_predictions(pred_path, predictions_frame(data, test))
         pred_written = True
+        legacy = pred_path.with_name(legacy_predictions_name(seed))
+        if legacy != pred_path:  # a non-binary file of an older run would read as meds-evaluation's
+            legacy.unlink(missing_ok=True)
     except Exception as e:  # noqa: BLE001 - a failing cell is recorded and the run goes on
         reached.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=8))
     compute = dict(wall_s=round(time.perf_counter() - t0, 3), peak_rss_mb=round(_peak_rss_mb(), 1),
@@ -221,7 +226,7 @@ def add_external(cell: Cell, cohort: Cohort, labels: pl.DataFrame, results_dir: 
         The record as written (write_error set when it could not be written; the file is unchanged then).
     """
     spec, task, seed = cell.spec, cell.task, cell.seed
-    json_path, pred_path = cell_paths(results_dir, spec.name, task.name, seed)
+    json_path, pred_path = cell_paths(results_dir, spec.name, task.name, seed, task.kind)
     data, b = task_data(task, cohort, seed, labels), resolve_budget(budget)
     seed_everything(seed)
     try:
@@ -238,7 +243,7 @@ def add_external(cell: Cell, cohort: Cohort, labels: pl.DataFrame, results_dir: 
                                        "dataset": rec.dataset.model_dump(), "external": [*others, entry]})
     try:
         if frame is not None:
-            write_predictions(pred_path.with_name(predictions_name(seed, external.ref.fingerprint)), frame)
+            write_predictions(pred_path.with_name(predictions_name(seed, external.ref.fingerprint, task.kind)), frame)
         text = result_json(new)
         write_result(json_path, new)
         return record_from_bytes(text)

@@ -25,8 +25,8 @@ from typing import Any
 import polars as pl
 
 from benchmark.errors import UserError
-from benchmark.external import predictions_name
 from benchmark.kinds import kind_of
+from benchmark.results import predictions_path
 from leaderboard.records import ResultFile, load_records
 
 SOURCES = (("", "bag-of-events"), ("_fm", "EHR foundation model"), ("_curated", "curated risk factors"))
@@ -99,7 +99,7 @@ def _cell(r: ResultFile | None, fp: str | None) -> dict:
 
 
 def _pred_path(r: ResultFile, fp: str | None) -> Path:
-    return r.pred if fp is None else r.path.with_name(predictions_name(r.rec.seed, fp))
+    return r.pred if fp is None else predictions_path(r.path, r.rec.task_kind, fp)
 
 
 def paired(ra: ResultFile, rb: ResultFile, fp: str | None, *, n_boot: int, seed: int) -> dict:

@@ -109,8 +109,8 @@ class ResultFile:
 
     @property
     def pred(self) -> Path:
-        """The held-out predictions parquet of this cell."""
-        return predictions_path(self.path)
+        """The held-out predictions parquet of this cell (benchmark.results.predictions_path: named by kind)."""
+        return predictions_path(self.path, self.rec.task_kind)
 
 
 def load_records(results_dir: Path, exclude: Path | None = None) -> tuple[list[ResultFile], list[str]]:

@@ -83,7 +83,7 @@ def test_external_predictions_equal_the_model_applied_by_hand_and_labels_come_fr
     with_models["event_count"] = _spec("event_count", lambda budget, seed: fitted.append(EventCount()) or fitted[-1])
     [rec] = runner.evaluate("event_count", TASK, data=small_cohort, results=tmp_path / "r", budget="smoke",
                             external_data=site_b.root)
-    assert rec.status == "ok" and rec.schema_version == 3
+    assert rec.status == "ok" and rec.schema_version == 4
     [ext] = rec.external
     assert ext.dataset.fingerprint == site_b.fingerprint() and ext.error is None and ext.not_applicable is None
     jp, pp = cell_paths(tmp_path / "r", "event_count", TASK, 0)
@@ -222,9 +222,9 @@ def test_an_image_folder_scores_image_predictors_and_marks_the_others_not_applic
     assert good.metrics["auroc_macro"].value == pytest.approx(1.0)
     assert other.metrics is None and "predict_images" in other.not_applicable
     fp = good.dataset.fingerprint
-    f = pl.read_parquet(cell_paths(tmp_path / "r", "fake_images", CXR, 0)[0].with_name(predictions_name(0, fp)))
+    f = pl.read_parquet(cell_paths(tmp_path / "r", "fake_images", CXR, 0)[0].with_name(predictions_name(0, fp, "multilabel")))
     assert f["Path"][3] == "images/3.png" and f[f"boolean_value/{names[0]}"].to_list() == y[:, 0].astype(bool).tolist()
-    assert not cell_paths(tmp_path / "r", "no_images", CXR, 0)[0].with_name(predictions_name(0, fp)).exists()
+    assert not cell_paths(tmp_path / "r", "no_images", CXR, 0)[0].with_name(predictions_name(0, fp, "multilabel")).exists()
 
 
 def test_uncertain_labels_read_as_negative_and_bad_columns_name_the_file_and_the_fix(small_cohort, tmp_path, cache):

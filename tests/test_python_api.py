@@ -15,6 +15,7 @@ import pytest
 
 import benchmark
 from benchmark.errors import UserError
+from benchmark.results import predictions_path
 
 TASKS = "oncology/mortality_1y,survival/mace"
 
@@ -54,8 +55,9 @@ def test_cli_and_api_write_identical_result_files(small_cohort, tmp_path, cache,
     assert files == sorted(p.relative_to(b) for p in b.rglob("seed*.json")) and len(files) == len(recs) == 8
     for f in files:
         assert _comparable(a / f) == _comparable(b / f), f
-        pa, pb = (a / f).with_name(f.stem + ".predictions.parquet"), (b / f).with_name(f.stem + ".predictions.parquet")
-        assert pa.read_bytes() == pb.read_bytes(), f
+        kind = json.loads((a / f).read_text())["task_kind"]
+        pa, pb = predictions_path(a / f, kind), predictions_path(b / f, kind)
+        assert pa.exists() and pa.read_bytes() == pb.read_bytes(), f
 
 
 def test_evaluate_reports_a_failed_cell_in_its_record(small_cohort, tmp_path, cache, monkeypatch):

@@ -124,15 +124,17 @@ def _old_n_events(kind: str, y: np.ndarray):
 
 
 def _old_predictions(kind, f, y, score, names):
-    """runner.predictions_frame before the refactor."""
+    """runner.predictions_frame before the refactor, with issue 17's meds-evaluation changes: binary
+    adds predicted_boolean_value (probability >= 0.5) and probabilities are float64 (was float32)."""
     if kind == "binary":
         return f.with_columns(pl.Series("boolean_value", y.astype(bool)),
-                              pl.Series("predicted_boolean_probability", score.astype(np.float32)))
+                              pl.Series("predicted_boolean_value", score >= 0.5),
+                              pl.Series("predicted_boolean_probability", score.astype(np.float64)))
     if kind == "multilabel":
         cols = []
         for i, n in enumerate(names):
             cols += [pl.Series(f"boolean_value/{n}", y[:, i].astype(bool)),
-                     pl.Series(f"predicted_boolean_probability/{n}", score[:, i].astype(np.float32))]
+                     pl.Series(f"predicted_boolean_probability/{n}", score[:, i].astype(np.float64))]
         return f.with_columns(cols)
     if kind == "survival":
         return f.with_columns(pl.Series("float_value", y[:, 0]), pl.Series("boolean_value", y[:, 1].astype(bool)),

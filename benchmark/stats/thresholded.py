@@ -1,8 +1,9 @@
 """Thresholded binary metrics and their paired subject-bootstrap differences.
 
 At a fixed threshold t (0.5 by default; a row is predicted positive when its probability >= t,
-the same rule as meds-evaluation's predicted_boolean_value), with the confusion counts TP, FP,
-FN, TN:
+the rule of the predicted_boolean_value column MEHR-Bench writes for meds-evaluation
+(benchmark.kinds.DECISION_THRESHOLD), so meds-evaluation's binary_accuracy and f1_score on our files
+equal accuracy and F1 here), with the confusion counts TP, FP, FN, TN:
 
     accuracy    = (TP + TN) / (TP + FP + FN + TN)
     precision   = TP / (TP + FP)              undefined without predicted positives
