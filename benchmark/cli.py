@@ -173,6 +173,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_labels(args: argparse.Namespace) -> int:
     """Extract labels for tasks; print their counts, attrition table and warnings; --export writes them."""
+    import polars as pl
+
     from benchmark.attrition import rich_table
     from benchmark.labels import TaskNotApplicable, export_labels, extract_labels
     from benchmark.task_registry import select_tasks
@@ -196,7 +198,10 @@ def cmd_labels(args: argparse.Namespace) -> int:
         for w in ls.warnings:
             _err(f"warning: {w}")
         if args.export:
-            print(f"wrote {export_labels(ls, Path(args.export))}")
+            folder = export_labels(ls, cohort, Path(args.export))
+            counts = ", ".join(f"{d.name} {pl.scan_parquet(f).select(pl.len()).collect().item()}"
+                               for d in sorted(folder.iterdir()) for f in sorted(d.glob("*.parquet")))
+            print(f"wrote {folder} (MEDS LabelSchema per split: {counts})")
     return 0
 
 
@@ -265,7 +270,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cohort = _resolve_cohort(args)
     return run_grid(models=args.model, tasks=args.task, cohort=cohort, results_dir=Path(args.results),
                     seeds=args.seeds, budget=args.budget, force=args.force, ablate=args.ablate_modalities,
-                    external=args.external_data)
+                    external=args.external_data, labels=args.labels)
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -393,6 +398,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "another site, or an image folder with a CheXpert-style labels.csv); results go into the "
                          "record's `external` list, predictions next to the seed file; finished cells without it "
                          "are refitted for it")
+    pr.add_argument("--labels", metavar="DIR",
+                    help="use labels made elsewhere (ACES, MEDS-DEV, `labels --export`: MEDS LabelSchema parquet, "
+                         "DIR/<split>/*.parquet or one file; an export's DIR/<task>/ for several tasks) instead of "
+                         "extracting the task's labels; the task still sets kind, modalities, input window, "
+                         "fairness and metrics")
     pr.set_defaults(func=cmd_run)
 
     pl_ = sub.add_parser("leaderboard", help="build the static HTML leaderboard from result files")
@@ -414,7 +424,8 @@ def build_parser() -> argparse.ArgumentParser:
     plb.add_argument("--dataset", help="dataset profile name or folder (default: recognised from "
                                        "metadata/dataset.json; see `datasets`)")
     plb.add_argument("--export", "--out", dest="export", metavar="DIR",
-                     help="also write DIR/<task>.parquet in the MEDS LabelSchema (--out: older name)")
+                     help="also write DIR/<task>/<split>/0.parquet in the MEDS LabelSchema, the layout ACES and "
+                          "MEDS-DEV models use (--out: older name)")
     plb.set_defaults(func=cmd_labels)
 
     pc = sub.add_parser("compare", help="paired comparison of two models across tasks, or a paper's table (--table)")
