@@ -186,17 +186,17 @@ def _read_one(f: Path) -> pl.DataFrame:
         if col not in table.column_names:
             raise UserError("required MEDS LabelSchema column is missing", file=f, field=col, fix=_FIX_FORMAT)
     cols = [c for c in want.names if c in table.column_names]
-    table = table.select(cols)
-    try:
-        table = schema.align(table)
-    except Exception:  # noqa: BLE001 - meds' SchemaValidationError: find the column it is about
-        for c in cols:
-            try:
-                schema.align(table.select([c]))
-            except Exception as e:  # noqa: BLE001
-                raise UserError(f"has type {table.schema.field(c).type}, which is not MEDS LabelSchema's "
-                                f"{want.field(c).type} ({e})", file=f, field=c, fix=_FIX_FORMAT) from None
-        raise
+    # cast column by column to the LabelSchema's types (meds' align would also refuse nulls in a value
+    # column, but ACES writes every value column, null where unused; check_labels checks nulls per kind)
+    arrays = []
+    for c in cols:
+        try:
+            arrays.append(table.column(c).cast(want.field(c).type))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            raise UserError(f"has type {table.schema.field(c).type}, which cannot be read as MEDS LabelSchema's "
+                            f"{want.field(c).type} ({str(e).splitlines()[0]})", file=f, field=c,
+                            fix=_FIX_FORMAT) from None
+    table = pa.table(arrays, names=cols)
     df = pl.from_arrow(table)
     dtypes = pl.from_arrow(want.empty_table()).schema
     return df.with_columns([pl.lit(None, dtype=dtypes[c]).alias(c) for c in want.names if c not in df.columns]
