@@ -265,6 +265,24 @@ def task_labels(source: Path, task: TaskSpec, cohort: Cohort) -> tuple[pl.DataFr
     return lab, labels_hash(lab)
 
 
+def given_labels(tasks: list[TaskSpec], cohort: Cohort, source: Path) -> dict[str, tuple[pl.DataFrame, str]]:
+    """`run --labels DIR`: each task's labels (task_labels) from DIR/<task> of an export, else from DIR
+    itself, which then holds one task's labels.
+
+    Returns:
+        task name -> (labels, labels_hash).
+
+    Raises:
+        UserError: DIR given for several tasks without a subfolder per task, or labels that do not fit.
+    """
+    shared = [t.name for t in tasks if task_folder(source, t) == Path(source)]
+    if len(tasks) > 1 and shared:
+        raise UserError(f"--labels {source} holds one task's labels but {len(tasks)} tasks were named "
+                        f"(no subfolder {shared[0]}/ in it)", file=source, field="--labels",
+                        fix="name one --task, or pass a folder written by `labels --export` (DIR/<task>/<split>/)")
+    return {t.name: task_labels(source, t, cohort) for t in tasks}
+
+
 def _check_split_folders(raw: pl.DataFrame, cohort: Cohort, folder: Path) -> None:
     """A split folder (<dir>/train/...) must hold only subjects of that split in the cohort."""
     placed = raw.filter(pl.col(_SPLIT_DIR).is_not_null())

@@ -41,6 +41,7 @@ from benchmark.data.integrity import require_integrity
 from benchmark.default_cohort import ensure_default_cohort
 from benchmark.errors import UserError
 from benchmark.external import ExternalSet, applicability, open_external, predictions_name, score_external
+from benchmark.label_files import given_labels
 from benchmark.labels import LabelSet, TaskNotApplicable, extract_labels
 from benchmark.model_api import BUDGETS, Budget, Prediction, TaskData
 from benchmark.paths import cache_dir, default_results_dir
@@ -84,11 +85,8 @@ def _peak_rss_mb() -> float:
 
 def task_data(task: TaskSpec, cohort: Cohort, seed: int, labels: pl.DataFrame,
               labels_hash: str | None = None) -> TaskData:
-    """Join labels with splits and build the TaskData a model sees.
-
-    labels_hash: the content hash of labels made elsewhere (`run --labels`): their features and
-    encodings are cached in a work folder of their own, never shared with other labels.
-    """
+    """Join labels with splits and build the TaskData a model sees (labels_hash: of labels made elsewhere,
+    whose features and encodings get a work folder of their own)."""
     lab = labels.join(cohort.splits, on="subject_id", how="inner").sort("subject_id", "prediction_time")
     # a task's input window is part of its work folder: features/encodings cached under another window
     # (e.g. before the task declared one) are never read back
@@ -359,7 +357,7 @@ def run_evaluation(models: str | list[str], tasks: str | list[str], cohort: Coho
     b = resolve_budget(budget)
     results_dir = check_results_dir(results_dir)
     ext = open_external(external, cohort, None) if external is not None else None
-    given = _given_labels(task_list, cohort, Path(labels)) if labels is not None else None
+    given = given_labels(task_list, cohort, Path(labels)) if labels is not None else None
     hashes = {name: h for name, (_, h) in (given or {}).items()}
     labels, bad_input, failed = _task_labels(task_list, cohort, rep, given)
     if ext is not None:
@@ -442,12 +440,8 @@ def evaluate(models: str | list[str], tasks: str | list[str], data: str | Path |
             labels.csv) the SAME fitted model of every cell also scores (benchmark.external); the
             results go into each record's `external` list. A finished cell without it is refitted
             and scored there; one with it is kept.
-        labels: a folder of labels made elsewhere (ACES, MEDS-DEV, `labels --export`: MEDS LabelSchema
-            parquet, per split or not; a folder with a <task> subfolder per task serves several tasks)
-            used instead of the tasks' label extraction; the task still gives the kind, modalities,
-            input window, fairness and metrics. Checked against the task and the cohort
-            (benchmark.label_files.check_labels); their content hash is recorded in each record's
-            provenance (labels_hash), and a cell finished with other labels is recomputed.
+        labels: labels made elsewhere (`run --labels`; benchmark.label_files.given_labels) used instead
+            of the tasks' extraction; their hash is in each record's provenance.labels_hash.
 
     Returns:
         One record per (model, task, seed) cell that fits, in grid order; a failed cell's record has
@@ -480,30 +474,10 @@ def _summary(cells: list[Cell], results_dir: Path, seeds: int, records: dict[Key
     return summary_table(keys, results_dir, seeds, by_key)
 
 
-def _given_labels(task_list: list[TaskSpec], cohort: Cohort, source: Path) -> dict[str, tuple[pl.DataFrame, str]]:
-    """`run --labels DIR`: each task's labels read from DIR (DIR/<task> of an export, else DIR itself,
-    which then holds one task's labels) and checked (benchmark.label_files.task_labels).
-
-    Raises:
-        UserError: DIR given for several tasks without a subfolder per task, or labels that do not fit.
-    """
-    from benchmark.label_files import task_folder, task_labels
-
-    shared = [t.name for t in task_list if task_folder(source, t) == Path(source)]
-    if len(task_list) > 1 and shared:
-        raise UserError(f"--labels {source} holds one task's labels but {len(task_list)} tasks were named "
-                        f"(no subfolder {shared[0]}/ in it)", file=source, field="--labels",
-                        fix="name one --task, or pass a folder written by `labels --export` (DIR/<task>/<split>/)")
-    return {t.name: task_labels(source, t, cohort) for t in task_list}
-
-
 def _task_labels(task_list: list[TaskSpec], cohort: Cohort, rep: Reporter,
                  given: dict[str, tuple[pl.DataFrame, str]] | None = None) -> tuple[dict[str, pl.DataFrame], int, int]:
-    """Labels of every task that can run; the others are reported with the reason and the fix.
-
-    Args:
-        given: labels made elsewhere (run --labels), task name -> (labels, hash): used instead of
-            extracting them.
+    """Labels of every task that can run (`given`: task name -> (labels, hash) made elsewhere, used
+    instead of extracting them); the others are reported with the reason and the fix.
 
     Returns:
         (task name -> labels, number of tasks refused because of the user's data or task file,
