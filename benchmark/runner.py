@@ -530,8 +530,8 @@ def _plan(cells: list[Cell], cohort: Cohort, results_dir: Path, force: bool, abl
             if force or st != "current" or (ablate and not _has_ablations(results_dir, c))
             or _needs_external(results_dir, c, ext) is not None]
     if stale and not force:
-        rep.say((f"{len(stale)} result(s) were computed on other data, another task definition or other "
-                 "labels and will be recomputed", "yellow"))
+        rep.say((f"{len(stale)} result(s) were computed on other data or another task definition or "
+                 "other labels and will be recomputed", "yellow"))
     if len(todo) < len(cells):
         rep.say(f"{len(cells) - len(todo)} finished cell(s) kept (use --force to recompute)")
     return todo
