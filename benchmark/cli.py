@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -173,6 +174,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_labels(args: argparse.Namespace) -> int:
     """Extract labels for tasks; print their counts, attrition table and warnings; --export writes them."""
+    import polars as pl
+
     from benchmark.attrition import rich_table
     from benchmark.labels import TaskNotApplicable, export_labels, extract_labels
     from benchmark.task_registry import select_tasks
@@ -196,7 +199,10 @@ def cmd_labels(args: argparse.Namespace) -> int:
         for w in ls.warnings:
             _err(f"warning: {w}")
         if args.export:
-            print(f"wrote {export_labels(ls, Path(args.export))}")
+            folder = export_labels(ls, cohort, Path(args.export))
+            counts = ", ".join(f"{d.name} {pl.scan_parquet(f).select(pl.len()).collect().item()}"
+                               for d in sorted(folder.iterdir()) for f in sorted(d.glob("*.parquet")))
+            print(f"wrote {folder} (MEDS LabelSchema per split: {counts})")
     return 0
 
 
@@ -265,7 +271,36 @@ def cmd_run(args: argparse.Namespace) -> int:
     cohort = _resolve_cohort(args)
     return run_grid(models=args.model, tasks=args.task, cohort=cohort, results_dir=Path(args.results),
                     seeds=args.seeds, budget=args.budget, force=args.force, ablate=args.ablate_modalities,
-                    external=args.external_data)
+                    external=args.external_data, labels=args.labels)
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    """`fit` (MEDS-DEV's supervised train): fit one model on a label folder and save it (benchmark.meds_dev)."""
+    from benchmark.meds_dev import fit_model
+
+    out = fit_model(args.model, args.task, _resolve_cohort(args), Path(args.labels), Path(args.out),
+                    budget=args.budget, seed=args.seed)
+    print(f"wrote fitted {args.model} (budget {args.budget}, seed {args.seed}) to {out}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """`predict` (MEDS-DEV's supervised predict): load a fitted model, write <out>/predictions.parquet."""
+    from benchmark.meds_dev import predict_model
+
+    out = predict_model(Path(args.model_dir), _resolve_cohort(args), Path(args.labels), Path(args.out),
+                        split=args.split, model=args.model)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_export_meds_dev(args: argparse.Namespace) -> int:
+    """`export meds-dev`: one result cell as MEDS-DEV's result JSON."""
+    from benchmark.meds_dev import export_meds_dev
+
+    out = export_meds_dev(Path(args.results), args.model, args.task, args.seed, args.dataset, Path(args.out))
+    print(f"wrote {out} ({out.stat().st_size} bytes)")
+    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -432,6 +467,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "another site, or an image folder with a CheXpert-style labels.csv); results go into the "
                          "record's `external` list, predictions next to the seed file; finished cells without it "
                          "are refitted for it")
+    pr.add_argument("--labels", metavar="DIR",
+                    help="use labels made elsewhere (ACES, MEDS-DEV, `labels --export`: MEDS LabelSchema parquet, "
+                         "DIR/<split>/*.parquet or one file; an export's DIR/<task>/ for several tasks) instead of "
+                         "extracting the task's labels; the task still sets kind, modalities, input window, "
+                         "fairness and metrics")
     pr.set_defaults(func=cmd_run)
 
     pe = sub.add_parser("evaluate", help="score predictions made outside MEHR-Bench (meds-evaluation schema, or "
@@ -452,6 +492,42 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--force", action="store_true", help="replace a result of this name made from other predictions")
     pe.set_defaults(func=cmd_evaluate)
 
+    budget_env = os.environ.get("MEHR_BENCH_BUDGET", "default")  # MEDS-DEV's commands carry no budget
+    pf = sub.add_parser("fit", help="fit one model on a label folder and save it (MEDS-DEV's supervised train)")
+    pf.add_argument("--model", required=True, help="model name")
+    pf.add_argument("--task", help="task name (default: an anonymous binary task of the labels' boolean_value)")
+    pf.add_argument("--data", help="MEDS cohort folder (default: the embedded synthetic cohort)")
+    pf.add_argument("--dataset", help="dataset profile name or folder (default: recognised from metadata/dataset.json)")
+    pf.add_argument("--labels", required=True, metavar="DIR",
+                    help="the task's labels: MEDS LabelSchema parquet (DIR/<split>/*.parquet, or one file)")
+    pf.add_argument("--out", required=True, metavar="DIR", help="folder to write model.pkl and manifest.json to")
+    pf.add_argument("--budget", choices=("smoke", "default", "full"), default=budget_env,
+                    help="default: $MEHR_BENCH_BUDGET, else default")
+    pf.add_argument("--seed", type=int, default=0, help="seed (as run's seed<k>; default 0)")
+    pf.set_defaults(func=cmd_fit)
+
+    pp_ = sub.add_parser("predict", help="load a fitted model and write DIR/predictions.parquet "
+                                         "(MEDS-DEV's supervised predict)")
+    pp_.add_argument("--model-dir", required=True, metavar="DIR", help="the --out folder of `fit`")
+    pp_.add_argument("--model", help="refuse a folder that holds another model")
+    pp_.add_argument("--data", help="MEDS cohort folder (default: the embedded synthetic cohort)")
+    pp_.add_argument("--dataset", help="dataset profile name or folder (default: recognised from metadata/dataset.json)")
+    pp_.add_argument("--labels", required=True, metavar="DIR", help="the task's labels (their --split rows are predicted)")
+    pp_.add_argument("--split", default="held_out", help="train | tuning | held_out (default held_out)")
+    pp_.add_argument("--out", required=True, metavar="DIR", help="folder to write predictions.parquet to")
+    pp_.set_defaults(func=cmd_predict)
+
+    pex = sub.add_parser("export", help="export a result cell or a model for other MEDS tools (meds-dev, hf)")
+    pexs = pex.add_subparsers(dest="target", metavar="TARGET", required=True)
+    emd = pexs.add_parser("meds-dev", help="one result cell as MEDS-DEV's result JSON (<= 1.5 KB)")
+    emd.add_argument("--results", default=str(default_results_dir()), help="results folder (default ./results)")
+    emd.add_argument("--model", required=True)
+    emd.add_argument("--task", required=True)
+    emd.add_argument("--seed", type=int, default=0, help="the cell's seed (default 0)")
+    emd.add_argument("--dataset", required=True, help="the dataset name MEDS-DEV knows it by (e.g. MIMIC-IV)")
+    emd.add_argument("--out", required=True, metavar="FILE", help="the JSON file to write")
+    emd.set_defaults(func=cmd_export_meds_dev)
+
     pl_ = sub.add_parser("leaderboard", help="build the static HTML leaderboard from result files")
     pl_.add_argument("--results", default=str(default_results_dir()))
     pl_.add_argument("--out", help="output folder (default <results>/leaderboard)")
@@ -471,12 +547,11 @@ def build_parser() -> argparse.ArgumentParser:
     plb.add_argument("--dataset", help="dataset profile name or folder (default: recognised from "
                                        "metadata/dataset.json; see `datasets`)")
     plb.add_argument("--export", "--out", dest="export", metavar="DIR",
-                     help="also write DIR/<task>.parquet in the MEDS LabelSchema (--out: older name)")
+                     help="also write DIR/<task>/<split>/0.parquet in the MEDS LabelSchema, the layout ACES and "
+                          "MEDS-DEV models use (--out: older name)")
     plb.set_defaults(func=cmd_labels)
 
-    pe = sub.add_parser("export", help="export models for other MEDS tools")
-    pes = pe.add_subparsers(dest="target", metavar="TARGET", required=True)
-    phf = pes.add_parser("hf", help="EHRT as a Hugging Face LlamaForCausalLM folder (weights, config, vocabulary)")
+    phf = pexs.add_parser("hf", help="EHRT as a Hugging Face LlamaForCausalLM folder (weights, config, vocabulary)")
     phf.add_argument("--checkpoint", metavar="PATH",
                      help="a pretraining stage folder, model.safetensors + meta.json: "
                           "~/.cache/mehr-bench/mehrt/ckpt/s1-... (under $MEHR_BENCH_CACHE if set)")

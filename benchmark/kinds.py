@@ -45,6 +45,7 @@ class TaskKind:
     metrics: ClassVar[tuple[str, ...]]           # the metrics a task of this kind may declare
     selection_metric: ClassVar[str]              # the metric every family selects its configuration by
     has_events: ClassVar[bool] = False           # labels carry a positive / event flag (boolean_value)
+    label_columns: ClassVar[tuple[str, ...]]     # the MEDS LabelSchema value columns its labels fill (non-null)
     chooses_threshold: ClassVar[bool] = False    # a decision threshold is chosen on the tuning split
     multi_output: ClassVar[bool] = False         # one score column per label
     time_to_event: ClassVar[bool] = False        # targets (time, event): risk scores, survival curves (Breslow)
@@ -192,6 +193,7 @@ class TaskKind:
 @dataclass(frozen=True)
 class Binary(TaskKind):
     name: ClassVar[str] = "binary"
+    label_columns: ClassVar[tuple[str, ...]] = ("boolean_value",)
     metrics: ClassVar[tuple[str, ...]] = ("auroc", "auprc", "brier", "ece")
     selection_metric: ClassVar[str] = "auroc"
     paired_metrics: ClassVar[tuple[str, ...]] = ("auroc", "auprc")
@@ -259,6 +261,7 @@ class Binary(TaskKind):
 @dataclass(frozen=True)
 class Multilabel(TaskKind):
     name: ClassVar[str] = "multilabel"
+    label_columns: ClassVar[tuple[str, ...]] = ("integer_value",)
     metrics: ClassVar[tuple[str, ...]] = ("auroc_macro", "auprc_macro")
     selection_metric: ClassVar[str] = "auroc_macro"
     paired_metrics: ClassVar[tuple[str, ...]] = ("auroc_macro",)
@@ -319,6 +322,7 @@ class Multilabel(TaskKind):
 @dataclass(frozen=True)
 class Survival(TaskKind):
     name: ClassVar[str] = "survival"
+    label_columns: ClassVar[tuple[str, ...]] = ("boolean_value", "float_value")
     metrics: ClassVar[tuple[str, ...]] = ("c_index_harrell", "c_index_uno", "td_auc", "ibs")
     selection_metric: ClassVar[str] = "c_index_harrell"
     time_to_event: ClassVar[bool] = True
@@ -393,6 +397,7 @@ class Survival(TaskKind):
 @dataclass(frozen=True)
 class Regression(TaskKind):
     name: ClassVar[str] = "regression"
+    label_columns: ClassVar[tuple[str, ...]] = ("float_value",)
     metrics: ClassVar[tuple[str, ...]] = ("mae", "rmse", "r2")
     selection_metric: ClassVar[str] = "mae"
     paired_metrics: ClassVar[tuple[str, ...]] = ("mae",)

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from benchmark.artifacts import atomic_path, atomic_write, cached_artifact
+from benchmark.artifacts import atomic_write, cached_artifact
 from benchmark.attrition import AttritionStep, Tracker, criterion_text, index_text
 from benchmark.data.cohort import Cohort
 from benchmark.durations import parse_duration, to_timedelta
@@ -525,25 +525,21 @@ _LABELERS = {"binary": _binary_rows, "multilabel": _multilabel_rows, "survival":
              "regression": _regression_rows}
 
 
-def export_labels(ls: LabelSet, out_dir: Path) -> Path:
-    """Write a task's labels to out_dir/<task>.parquet in the MEDS LabelSchema, atomically.
+def export_labels(ls: LabelSet, cohort: Cohort, out_dir: Path) -> Path:
+    """Write a task's labels to out_dir/<task>/<split>/0.parquet in the MEDS LabelSchema (the layout
+    ACES writes under MEDS-DEV and its models read), atomically; benchmark.label_files.write_label_dir.
 
     Args:
         ls: the labels.
+        cohort: the cohort (its metadata/subject_splits.parquet places each subject).
         out_dir: the export folder (created if needed; a task family becomes a subfolder).
 
     Returns:
-        The file written.
-    """
-    import meds
-    import pyarrow.parquet as pq
+        The task's folder written.
 
-    path = Path(out_dir) / f"{ls.task.name}.parquet"
-    table = meds.LabelSchema.align(ls.labels.to_arrow())  # exact LabelSchema types and column order
-    try:
-        with atomic_path(path, ".parquet") as tmp:
-            pq.write_table(table, tmp)
-    except OSError as e:
-        raise UserError(f"cannot write the labels of {ls.task.name}: {e.strerror or e}", file=path,
-                        field="--export", fix="pass a folder you can write to") from None
-    return path
+    Raises:
+        UserError: the cohort has no usable splits file, or the folder cannot be written.
+    """
+    from benchmark.label_files import write_label_dir
+
+    return write_label_dir(ls.labels, cohort.splits, Path(out_dir) / ls.task.name)

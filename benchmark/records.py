@@ -12,7 +12,7 @@ unknown top-level fields rejected). The JSON layout is flat and unchanged since 
     metrics        name -> Metric (value, ci_low, ci_high, method, refused, ci_note); "_threshold"
                    is the binary decision threshold chosen on the tuning split (no CI)
     provenance     Provenance (package version, git sha, task hash, data fingerprint, lockfile hash,
-                   hardware, cohort folder)
+                   hardware, cohort folder; labels_hash only when the labels came from `run --labels`)
     compute        Compute (wall s, peak RSS MB, device, n_parameters, tokens/s)
     model_info     ModelInfo: the spec's kind, modalities, reference, plus whatever the model put in
                    `Prediction.info` (family-specific: hyperparameters, CV scores, ... kept verbatim)
@@ -96,6 +96,9 @@ class Provenance(_Strict):
     lockfile_hash: str | None
     hardware: Hardware
     cohort: str
+    # content hash of labels made elsewhere (`run --labels DIR`, benchmark.label_files.labels_hash);
+    # absent when the benchmark extracted the task's labels itself, so those files are unchanged
+    labels_hash: str | None = None
 
 
 class Compute(_Strict):

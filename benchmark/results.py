@@ -101,21 +101,25 @@ def cell_paths(results_dir: Path, model: str, task: str, seed: int,
 
 
 def cell_state(results_dir: Path, model: str, task: str, seed: int, *, data_fingerprint: str | None = None,
-               task_hash: str | None = None) -> str:
+               task_hash: str | None = None, labels_hash: Any = ...) -> str:
     """Whether a cell needs computing: "missing" (no JSON, unreadable, or not status ok/refused),
-    "stale" (finished, but on other data or another task definition: a regenerated cohort or an
-    edited task YAML) or "current".
+    "stale" (finished, but on other data, another task definition or other labels: a regenerated
+    cohort, an edited task YAML, another `run --labels` folder) or "current".
 
     Args:
         results_dir: the results folder.
         model, task, seed: the cell.
         data_fingerprint: the cohort's fingerprint now; None skips the check.
         task_hash: the task's content hash now; None skips the check.
+        labels_hash: the content hash of labels made elsewhere (`run --labels`), None for the
+            labels the benchmark extracts; ... (the default) skips the check.
     """
     rec = read_record(cell_paths(results_dir, model, task, seed)[0])
     if rec is None or rec.status not in {"ok", "refused"}:
         return "missing"
     if data_fingerprint is not None and rec.provenance.data_fingerprint != data_fingerprint:
+        return "stale"
+    if labels_hash is not ... and rec.provenance.labels_hash != labels_hash:
         return "stale"
     return "stale" if task_hash is not None and rec.provenance.task_hash != task_hash else "current"
 

@@ -41,7 +41,8 @@ from benchmark.data.integrity import require_integrity
 from benchmark.default_cohort import ensure_default_cohort
 from benchmark.errors import UserError
 from benchmark.external import ExternalSet, applicability, open_external, predictions_name, score_external
-from benchmark.labels import TaskNotApplicable, extract_labels
+from benchmark.label_files import given_labels
+from benchmark.labels import LabelSet, TaskNotApplicable, extract_labels
 from benchmark.model_api import BUDGETS, Budget, Prediction, TaskData
 from benchmark.paths import cache_dir, default_results_dir
 from benchmark.planning import input_problem, names_of, split_names  # noqa: F401 - re-exported
@@ -65,6 +66,7 @@ class Cell:
     spec: ModelSpec
     task: TaskSpec
     seed: int
+    labels_hash: str | None = None  # labels made elsewhere (run --labels): their content hash
 
 
 def seed_everything(seed: int) -> None:
@@ -81,12 +83,15 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def task_data(task: TaskSpec, cohort: Cohort, seed: int, labels: pl.DataFrame) -> TaskData:
-    """Join labels with splits and build the TaskData a model sees."""
+def task_data(task: TaskSpec, cohort: Cohort, seed: int, labels: pl.DataFrame,
+              labels_hash: str | None = None) -> TaskData:
+    """Join labels with splits and build the TaskData a model sees (labels_hash: of labels made elsewhere,
+    whose features and encodings get a work folder of their own)."""
     lab = labels.join(cohort.splits, on="subject_id", how="inner").sort("subject_id", "prediction_time")
     # a task's input window is part of its work folder: features/encodings cached under another window
     # (e.g. before the task declared one) are never read back
-    work = cache_dir() / "work" / cohort.fingerprint() / (task.name.replace("/", "__") + task.input_window_tag())
+    tag = task.input_window_tag() + (f"@labels{labels_hash}" if labels_hash else "")
+    work = cache_dir() / "work" / cohort.fingerprint() / (task.name.replace("/", "__") + tag)
     work.mkdir(parents=True, exist_ok=True)
     return TaskData(task=task, cohort=cohort, labels=lab, seed=seed, work_dir=work)
 
@@ -118,11 +123,12 @@ def resolve_budget(budget: str | Budget) -> Budget:
     return BUDGETS[budget]
 
 
-def _provenance(task: TaskSpec, cohort: Cohort) -> Provenance:
-    """Code, task definition, data and machine of a cell."""
+def _provenance(task: TaskSpec, cohort: Cohort, labels_hash: str | None = None) -> Provenance:
+    """Code, task definition, data (and labels made elsewhere) and machine of a cell."""
     return Provenance(package_version=__version__, git_sha=git_sha(), task_hash=task.content_hash(),
                       data_fingerprint=cohort.fingerprint(), lockfile_hash=lockfile_hash(),
-                      hardware=Hardware(**hardware()), cohort=str(cohort.root))
+                      hardware=Hardware(**hardware()), cohort=str(cohort.root),
+                      **({"labels_hash": labels_hash} if labels_hash else {}))  # unset: files as before
 
 
 def _dataset(cohort: Cohort) -> DatasetRef:
@@ -152,7 +158,7 @@ def run_cell(cell: Cell, cohort: Cohort, labels: pl.DataFrame, results_dir: Path
     pred_written = False
     ext_path = None
     t0 = time.perf_counter()
-    data = task_data(task, cohort, seed, labels)
+    data = task_data(task, cohort, seed, labels, cell.labels_hash)
     b = resolve_budget(budget)
     info: dict = {"kind": spec.kind, "modalities": list(spec.modalities), "reference": spec.reference}
     reached: dict = {}  # the record fields this cell reached: a failed cell has no metrics, fairness...
@@ -227,7 +233,7 @@ def add_external(cell: Cell, cohort: Cohort, labels: pl.DataFrame, results_dir: 
     """
     spec, task, seed = cell.spec, cell.task, cell.seed
     json_path, pred_path = cell_paths(results_dir, spec.name, task.name, seed, task.kind)
-    data, b = task_data(task, cohort, seed, labels), resolve_budget(budget)
+    data, b = task_data(task, cohort, seed, labels, cell.labels_hash), resolve_budget(budget)
     seed_everything(seed)
     try:
         model = spec.factory(budget=b, seed=seed)
@@ -280,7 +286,8 @@ def _record(cell: Cell, cohort: Cohort, budget: Budget, *, counts: dict, info: d
         return ResultRecord(
             schema_version=SCHEMA_VERSION, model=spec.name, task=task.name, task_version=task.version,
             task_kind=task.kind, seed=cell.seed, budget=budget.name, main_metric=task.main_metric,
-            dataset=_dataset(cohort), **counts, provenance=_provenance(task, cohort), model_info=ModelInfo(**info),
+            dataset=_dataset(cohort), **counts, provenance=_provenance(task, cohort, cell.labels_hash),
+            model_info=ModelInfo(**info),
             compute=compute_block(info, wall_s=wall_s, peak_rss_mb=peak_rss_mb, spec_n_parameters=spec_n_parameters),
             **reached)
 
@@ -332,7 +339,8 @@ class Evaluation:
 
 def run_evaluation(models: str | list[str], tasks: str | list[str], cohort: Cohort, results_dir: Path,
                    seeds: int = 1, budget: str | Budget = "default", force: bool = False, ablate: bool = False,
-                   reporter: Reporter | None = None, external: str | Path | None = None) -> Evaluation:
+                   reporter: Reporter | None = None, external: str | Path | None = None,
+                   labels: str | Path | None = None) -> Evaluation:
     """Plan and run every fitting (model, task, seed) cell (see benchmark.evaluate for the arguments).
 
     Order of checks, before any label or cell: cohort integrity, --seeds, model names, task names,
@@ -354,7 +362,9 @@ def run_evaluation(models: str | list[str], tasks: str | list[str], cohort: Coho
     b = resolve_budget(budget)
     results_dir = check_results_dir(results_dir)
     ext = open_external(external, cohort, None) if external is not None else None
-    labels, bad_input, failed = _task_labels(task_list, cohort, rep)
+    given = given_labels(task_list, cohort, Path(labels)) if labels is not None else None
+    hashes = {name: h for name, (_, h) in (given or {}).items()}
+    labels, bad_input, failed = _task_labels(task_list, cohort, rep, given)
     if ext is not None:
         for t in task_list:
             why = applicability(ext, t) if t.name in labels else None  # a bad labels.csv raises here
@@ -369,7 +379,7 @@ def run_evaluation(models: str | list[str], tasks: str | list[str], cohort: Coho
             if why:
                 skipped.append((spec.name, t.name, why))
                 continue
-            cells += [Cell(spec, t, s) for s in range(seeds)]
+            cells += [Cell(spec, t, s, hashes.get(t.name)) for s in range(seeds)]
     for m, t, why in skipped:
         rep.say((f"skip {m} on {t}", "yellow"), f": {why}")
     todo = _plan(cells, cohort, results_dir, force, ablate, rep, ext)
@@ -379,11 +389,13 @@ def run_evaluation(models: str | list[str], tasks: str | list[str], cohort: Coho
 
 
 def run_grid(models: str, tasks: str, cohort: Cohort, results_dir: Path, seeds: int = 1, budget: str = "default",
-             force: bool = False, ablate: bool = False, external: str | Path | None = None) -> int:
+             force: bool = False, ablate: bool = False, external: str | Path | None = None,
+             labels: str | Path | None = None) -> int:
     """`run`: evaluate the grid with console output and print the results table.
 
     ablate: run modality ablations in every cell; finished cells without them are rerun.
     external: an external dataset folder (--external-data) every fitted model is also scored on.
+    labels: a label folder (--labels) used instead of the tasks' extraction.
 
     Returns:
         The exit status (module docstring): 0 all finished, 1 some cell failed or was not written,
@@ -400,7 +412,7 @@ def run_grid(models: str, tasks: str, cohort: Cohort, results_dir: Path, seeds: 
     rep = ConsoleReporter(console)
     try:
         ev = run_evaluation(models, tasks, cohort, results_dir, seeds=seeds, budget=budget, force=force,
-                            ablate=ablate, reporter=rep, external=external)
+                            ablate=ablate, reporter=rep, external=external, labels=labels)
     finally:  # once planned, the summary is printed even when a cell, or the user (Ctrl-C), stops the loop
         if rep.cells is not None:
             console.print(_summary(rep.cells, Path(results_dir), seeds, rep.records))
@@ -412,7 +424,7 @@ def run_grid(models: str, tasks: str, cohort: Cohort, results_dir: Path, seeds: 
 def evaluate(models: str | list[str], tasks: str | list[str], data: str | Path | Cohort | None = None,
              results: str | Path | None = None, budget: str | Budget = "default", seeds: int = 1,
              force: bool = False, ablate: bool = False, dataset: str | None = None,
-             external_data: str | Path | None = None) -> list[ResultRecord]:
+             external_data: str | Path | None = None, labels: str | Path | None = None) -> list[ResultRecord]:
     """Run models on tasks and return their typed result records (what `run` does, without printing).
 
     Result files are written exactly as `run` writes them; finished cells are kept (not recomputed)
@@ -433,6 +445,8 @@ def evaluate(models: str | list[str], tasks: str | list[str], data: str | Path |
             labels.csv) the SAME fitted model of every cell also scores (benchmark.external); the
             results go into each record's `external` list. A finished cell without it is refitted
             and scored there; one with it is kept.
+        labels: labels made elsewhere (`run --labels`; benchmark.label_files.given_labels) used instead
+            of the tasks' extraction; their hash is in each record's provenance.labels_hash.
 
     Returns:
         One record per (model, task, seed) cell that fits, in grid order; a failed cell's record has
@@ -446,7 +460,7 @@ def evaluate(models: str | list[str], tasks: str | list[str], data: str | Path |
     cohort = data if isinstance(data, Cohort) else Cohort(data, dataset=dataset)
     results_dir = Path(results) if results is not None else default_results_dir()
     return run_evaluation(models, tasks, cohort, results_dir, seeds=seeds, budget=budget, force=force,
-                          ablate=ablate, external=external_data).records
+                          ablate=ablate, external=external_data, labels=labels).records
 
 
 def _records_of(cells: list[Cell], results_dir: Path, records: dict[Key, ResultRecord]) -> list[ResultRecord]:
@@ -465,8 +479,10 @@ def _summary(cells: list[Cell], results_dir: Path, seeds: int, records: dict[Key
     return summary_table(keys, results_dir, seeds, by_key)
 
 
-def _task_labels(task_list: list[TaskSpec], cohort: Cohort, rep: Reporter) -> tuple[dict[str, pl.DataFrame], int, int]:
-    """Labels of every task that can run; the others are reported with the reason and the fix.
+def _task_labels(task_list: list[TaskSpec], cohort: Cohort, rep: Reporter,
+                 given: dict[str, tuple[pl.DataFrame, str]] | None = None) -> tuple[dict[str, pl.DataFrame], int, int]:
+    """Labels of every task that can run (`given`: task name -> (labels, hash) made elsewhere, used
+    instead of extracting them); the others are reported with the reason and the fix.
 
     Returns:
         (task name -> labels, number of tasks refused because of the user's data or task file,
@@ -479,7 +495,10 @@ def _task_labels(task_list: list[TaskSpec], cohort: Cohort, rep: Reporter) -> tu
     bad = crashed = 0
     for t in task_list:
         try:
-            ls = extract_labels(t, cohort, announce=False)  # its warnings are said once below, cached or not
+            if given is not None:  # made elsewhere: no extraction, no attrition, no extraction warnings
+                ls = LabelSet(t, given[t.name][0])
+            else:
+                ls = extract_labels(t, cohort, announce=False)  # its warnings are said once below, cached or not
             lab = ls.labels
         except TaskNotApplicable as e:
             rep.say((f"skip task {t.name}", "yellow"), f": the dataset does not map {', '.join(e.missing)}")
@@ -495,10 +514,10 @@ def _task_labels(task_list: list[TaskSpec], cohort: Cohort, rep: Reporter) -> tu
         why = input_problem(t, lab, cohort.splits)
         if why:
             bad += 1
-            rep.say((f"cannot run task {t.name}", "red"), f" on {cohort.root}: {why}\n"
-                    f"  fix: check the task's index, inclusion and label rules and the cohort's splits "
-                    f"(`python -m benchmark labels --task {t.name} --data {cohort.root}` shows the counts)",
-                    problem=True)
+            fix = ("check the labels passed with --labels and the cohort's splits" if given is not None else
+                   f"check the task's index, inclusion and label rules and the cohort's splits "
+                   f"(`python -m benchmark labels --task {t.name} --data {cohort.root}` shows the counts)")
+            rep.say((f"cannot run task {t.name}", "red"), f" on {cohort.root}: {why}\n  fix: {fix}", problem=True)
             continue
         labels[t.name] = lab
     return labels, bad, crashed
@@ -510,14 +529,14 @@ def _plan(cells: list[Cell], cohort: Cohort, results_dir: Path, force: bool, abl
     ablations, or (with an external set) lacking its entry (those are refitted for it only)."""
     fp = cohort.fingerprint()
     states = [cell_state(results_dir, c.spec.name, c.task.name, c.seed, data_fingerprint=fp,
-                         task_hash=c.task.content_hash()) for c in cells]
+                         task_hash=c.task.content_hash(), labels_hash=c.labels_hash) for c in cells]
     stale = [c for c, st in zip(cells, states) if st == "stale"]
     todo = [c for c, st in zip(cells, states)
             if force or st != "current" or (ablate and not _has_ablations(results_dir, c))
             or _needs_external(results_dir, c, ext) is not None]
     if stale and not force:
-        rep.say((f"{len(stale)} result(s) were computed on other data or another task definition "
-                 "and will be recomputed", "yellow"))
+        rep.say((f"{len(stale)} result(s) were computed on other data or another task definition or "
+                 "other labels and will be recomputed", "yellow"))
     if len(todo) < len(cells):
         rep.say(f"{len(cells) - len(todo)} finished cell(s) kept (use --force to recompute)")
     return todo
@@ -537,7 +556,7 @@ def _needs_external(results_dir: Path, c: Cell, ext: ExternalSet | None) -> Resu
 def _is_current(c: Cell, cohort: Cohort, results_dir: Path, ablate: bool) -> bool:
     """Whether another run finished this cell meanwhile (on this data and task definition)."""
     st = cell_state(results_dir, c.spec.name, c.task.name, c.seed, data_fingerprint=cohort.fingerprint(),
-                    task_hash=c.task.content_hash())
+                    task_hash=c.task.content_hash(), labels_hash=c.labels_hash)
     return st == "current" and not (ablate and not _has_ablations(results_dir, c))
 
 

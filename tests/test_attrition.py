@@ -231,19 +231,23 @@ def test_labels_cli_prints_attrition_and_exports_meds_labels(tmp_path, capsys):
     shown = capsys.readouterr()
     assert "attrition of icu/mortality_24h" in shown.out and "end_at open" in shown.out
     assert "held-out split has only" in shown.err
-    for name in ("icu/mortality_24h", "icu/los_days_24h"):
-        table = pq.read_table(out_dir / f"{name}.parquet")
-        meds.LabelSchema.validate(table)  # raises on a column, type or nullability mismatch
-        assert table.schema.field("prediction_time").type == meds.LabelSchema.prediction_time_dtype
+    for name in ("icu/mortality_24h", "icu/los_days_24h"):  # <task>/<split>/0.parquet (MEDS-DEV's layout)
+        files = sorted((out_dir / name).glob("*/0.parquet"))
+        assert [f.parent.name for f in files] == ["held_out", "train", "tuning"]
+        for f in files:
+            table = pq.read_table(f)
+            meds.LabelSchema.validate(table)  # raises on a column, type or nullability mismatch
+            assert table.schema.field("prediction_time").type == meds.LabelSchema.prediction_time_dtype
         ours = extract_labels(TASKS[name], c).labels
-        assert pl.from_arrow(table).equals(ours)
+        got = pl.concat([pl.read_parquet(f) for f in files]).sort("subject_id", "prediction_time")
+        assert got.equals(ours)
     assert not [p for p in out_dir.rglob("*") if p.name.startswith(".")]  # no temp files left
 
 
 def test_labels_out_is_kept_as_an_alias(tmp_path):
     c = icu_cohort(tmp_path)
     assert main(["labels", "--task", "icu/mortality_24h", "--data", str(c.root), "--out", str(tmp_path / "o")]) == 0
-    assert (tmp_path / "o" / "icu" / "mortality_24h.parquet").exists()
+    assert (tmp_path / "o" / "icu" / "mortality_24h" / "train" / "0.parquet").exists()
 
 
 def test_rule_text_is_never_markup(tmp_path, capsys):
