@@ -161,3 +161,25 @@ def load_predicate_map(path: str | Path) -> dict[str, DatasetRule]:
         return _resolve_unions(path, parsed, "predicates.")
     parsed = {str(n): _parse_rule(path, str(n), r) for n, r in raw.items()}
     return _resolve_unions(path, parsed, "")
+
+
+def aces_predicate_rule(path: str | Path, name: str, rule: dict[str, Any]) -> CodeRule:
+    """One ACES plain predicate (``code`` as a string, ``{regex: R}`` or ``{any: [...]}``, value bounds
+    exclusive unless ``*_inclusive`` is true) as our code rule.
+
+    Args:
+        path: the file it comes from (for errors).
+        name: the predicate's name.
+        rule: the ACES predicate mapping.
+
+    Returns:
+        The CodeRule.
+
+    Raises:
+        UserError: naming the predicate when its form has no code rule equivalent.
+    """
+    out = _aces_plain(Path(path), name, rule)
+    if not isinstance(out, CodeRule):
+        raise UserError("expected a plain ACES predicate, not a derived one", file=path, field=f"predicates.{name}",
+                        fix="write it as {code: ...}")
+    return out
