@@ -86,14 +86,14 @@ class Tracker:
                                         labels["subject_id"].n_unique(), self._by_split(labels), n_ev, by_ev))
 
 
-def window_text(start: str, end: str) -> str:
+def window_text(start: str, end: str, start_inclusive: bool = False, end_inclusive: bool = True) -> str:
     """'(t-24h, t]' style text of a window relative to the prediction time t."""
     def edge(d: str) -> str:
         s = parse_duration(d)
         if math.isinf(s):
             return "-inf" if s < 0 else "+inf"
         return "t" if s == 0 else (f"t{d}" if str(d).startswith("-") else f"t+{d}")
-    return f"({edge(start)}, {edge(end)}]"
+    return f"{'[' if start_inclusive else '('}{edge(start)}, {edge(end)}{']' if end_inclusive else ')'}"
 
 
 def index_text(task) -> str:
@@ -106,7 +106,7 @@ def index_text(task) -> str:
 def criterion_text(c, keep: str) -> str:
     """An inclusion ('keep: >= n ...') or exclusion ('drop: any ...') rule as text."""
     count = f">= {c.min_count} " if keep == "inclusion" else "any "
-    return f"{count}{c.predicate} in {window_text(c.start, c.end)}"
+    return f"{count}{c.predicate} in {window_text(c.start, c.end, c.start_inclusive, c.end_inclusive)}"
 
 
 def rich_table(task_name: str, steps: list[AttritionStep]):

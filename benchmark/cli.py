@@ -154,6 +154,18 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tasks_import_aces(args: argparse.Namespace) -> int:
+    """Translate an ACES / MEDS-DEV task config into a task file (benchmark.aces_import)."""
+    from benchmark.aces_import import import_aces, write_task_file
+
+    task, notes = import_aces(args.config, args.predicates, args.reference or None)
+    out = write_task_file(task, args.out, header=f"Imported by `benchmark tasks import-aces` from {Path(args.config).name}")
+    print(f"wrote {out}")
+    for n in notes:
+        print(f"note: {n}")
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from benchmark.data.cohort import Cohort
     from benchmark.data.validate import validate_cohort
@@ -434,6 +446,15 @@ def build_parser() -> argparse.ArgumentParser:
     pt.add_argument("--json", action="store_true")
     pt.add_argument("--dataset", help="a dataset profile: show which predicates its map lacks per task")
     pt.set_defaults(func=cmd_tasks)
+    pts = pt.add_subparsers(dest="tasks_command", metavar="{import-aces}")
+    pia = pts.add_parser("import-aces", help="translate an ACES / MEDS-DEV task config into a task file")
+    pia.add_argument("config", help="the ACES task config (.yaml)")
+    pia.add_argument("--predicates", default=None,
+                     help="an ACES / MEDS-DEV dataset predicates file that fills the config's ??? predicates")
+    pia.add_argument("--out", required=True, help="the task file to write, e.g. tasks/meds_dev/<name>.yaml")
+    pia.add_argument("--reference", action="append", default=[],
+                     help="a reference of the task (repeatable; default: 'adapted from the ACES task config ...')")
+    pia.set_defaults(func=cmd_tasks_import_aces)
 
     pm = sub.add_parser("models", help="list registered models")
     pm.add_argument("--json", action="store_true")

@@ -76,7 +76,9 @@ def _resolve_rules(task: TaskSpec, dataset_rules: dict[str, DatasetRule]) -> dic
     rules: dict[str, DatasetRule | DerivedRule | str] = {}
     for n in needed:
         if n in task.predicates:
-            rules[n] = task.predicates[n]
+            # a task-local code rule is scanned like a dataset rule
+            r = task.predicates[n]
+            rules[n] = r.rule if r.rule is not None else r
         elif n in BUILTIN_PREDICATES:
             rules[n] = n
         else:
@@ -195,10 +197,11 @@ def predicate_events(task: TaskSpec, cohort: Cohort, rules) -> tuple[dict[str, p
                 continue
             if r.of is not None:
                 e = events[r.of]
+                v = pl.col("numeric_value")
                 if r.value_min is not None:
-                    e = e.filter(pl.col("numeric_value") >= r.value_min)
+                    e = e.filter((v >= r.value_min) if r.value_min_inclusive else (v > r.value_min))
                 if r.value_max is not None:
-                    e = e.filter(pl.col("numeric_value") <= r.value_max)
+                    e = e.filter((v <= r.value_max) if r.value_max_inclusive else (v < r.value_max))
             elif r.any_of_predicates is not None:
                 e = pl.concat([events[i] for i in r.any_of_predicates]).sort("subject_id", "time")
             elif r.kdigo_aki is not None:
@@ -217,17 +220,21 @@ def predicate_events(task: TaskSpec, cohort: Cohort, rules) -> tuple[dict[str, p
 
 # ---------------------------------------------------------------------------- windows
 def _window_stats(samples: pl.DataFrame, events: pl.DataFrame, start_s: float, end_s: float | pl.Expr,
-                  name: str) -> pl.DataFrame:
-    """Per sample: count and first time of `events` in (t + start, t + end]; end may be a column."""
+                  name: str, start_inclusive: bool = False, end_inclusive: bool = True) -> pl.DataFrame:
+    """Per sample: count and first time of `events` in (t + start, t + end] (or with the edges
+    the flags say); end may be a column."""
     j = samples.select("subject_id", "prediction_time").join(events.select("subject_id", "time"),
                                                              on="subject_id", how="inner")
     cond = pl.lit(True)
+    t = pl.col("time")
     if not math.isinf(start_s):
-        cond = cond & (pl.col("time") > pl.col("prediction_time") + to_timedelta(start_s))
+        lo = pl.col("prediction_time") + to_timedelta(start_s)
+        cond = cond & ((t >= lo) if start_inclusive else (t > lo))
     if isinstance(end_s, pl.Expr):
-        cond = cond & (pl.col("time") <= end_s)
+        cond = cond & (t <= end_s)
     elif not math.isinf(end_s):
-        cond = cond & (pl.col("time") <= pl.col("prediction_time") + to_timedelta(end_s))
+        hi = pl.col("prediction_time") + to_timedelta(end_s)
+        cond = cond & ((t <= hi) if end_inclusive else (t < hi))
     if isinstance(end_s, pl.Expr):
         j = j.join(samples.select("subject_id", "prediction_time", "__end"), on=["subject_id", "prediction_time"])
     agg = (j.filter(cond).group_by("subject_id", "prediction_time")
@@ -367,13 +374,13 @@ def _label(task: TaskSpec, events: dict[str, pl.DataFrame], bounds: pl.DataFrame
     for i, c in enumerate(task.inclusion):
         st, en = c.seconds()
         n = s.height
-        s = _window_stats(s, events[c.predicate], st, en, f"inc{i}")
+        s = _window_stats(s, events[c.predicate], st, en, f"inc{i}", c.start_inclusive, c.end_inclusive)
         s = s.filter(pl.col(f"inc{i}_n") >= c.min_count).drop(f"inc{i}_n", f"inc{i}_first")
         tracker.step(f"inclusion {i + 1}", criterion_text(c, "inclusion"), n, s)
     for i, c in enumerate(task.exclusion):
         st, en = c.seconds()
         n = s.height
-        s = _window_stats(s, events[c.predicate], st, en, f"exc{i}")
+        s = _window_stats(s, events[c.predicate], st, en, f"exc{i}", c.start_inclusive, c.end_inclusive)
         s = s.filter(pl.col(f"exc{i}_n") == 0).drop(f"exc{i}_n", f"exc{i}_first")
         tracker.step(f"exclusion {i + 1}", criterion_text(c, "exclusion"), n, s)
     s = s.join(bounds.select("subject_id", "record_end", "dead"), on="subject_id", how="left")
@@ -477,7 +484,10 @@ def _window_rows(s: pl.DataFrame, lab, events: dict[str, pl.DataFrame]) -> pl.Da
     st, en = lab.window.seconds()
     end_expr: float | pl.Expr = en
     if lab.end_at:
-        s = _first_after(s, events[lab.end_at], "endat")
+        # the first end_at event after the window's start (t for every task whose window starts at
+        # t; an ACES `start -> X` window that starts later, e.g. after a gap, searches from there)
+        s = (_first_after(s, events[lab.end_at], "endat") if st == 0 else
+             _window_stats(s, events[lab.end_at], st, math.inf, "endat").drop("endat_n"))
         w_end = pl.col("prediction_time") + to_timedelta(en) if not math.isinf(en) else None
         e = pl.col("endat_first")
         s = s.with_columns((pl.min_horizontal(e, w_end) if w_end is not None else e).alias("__end"))

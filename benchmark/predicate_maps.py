@@ -1,6 +1,7 @@
 """Reading a dataset's predicate map: our predicates.yaml (name -> rule, a list of rules = a union,
 ``{any_of_predicates: [...]}`` = a union of other names) or an ACES / MEDS-DEV predicates file (a
-top-level ``predicates:`` mapping; ``expr: or(...)`` derived predicates become unions)."""
+top-level ``predicates:`` mapping; ``expr: or(...)`` derived predicates become unions, ``and(P, range)``
+P's rule with a code-less range's bounds)."""
 
 from __future__ import annotations
 
@@ -65,7 +66,8 @@ def _aces_plain(path: Path, name: str, rule: Any) -> DatasetRule | tuple[str, ..
     """One predicate of an ACES / MEDS-DEV predicates file, in our terms.
 
     ACES plain predicates: ``code`` (a string, ``{regex: R}`` or ``{any: [...]}``), value bounds whose
-    inclusivity defaults to exclusive; derived predicates ``expr: or(a, b, ...)`` become unions.
+    inclusivity defaults to exclusive; derived predicates ``expr: or(a, b, ...)`` become unions,
+    ``expr: and(P, R)`` with R a code-less range (``code: null`` + bounds) P's rule with R's bounds.
     """
     field = f"predicates.{name}"
     if not isinstance(rule, dict):
@@ -75,9 +77,19 @@ def _aces_plain(path: Path, name: str, rule: Any) -> DatasetRule | tuple[str, ..
         expr = str(rule["expr"]).strip()
         if expr.startswith("or(") and expr.endswith(")"):
             return tuple(x.strip() for x in expr[3:-1].split(",") if x.strip())
-        raise UserError(f"ACES derived predicate {expr!r} is not supported in a dataset map (only or(...))",
-                        file=path, field=f"{field}.expr",
-                        fix="move and(...) predicates into the task file, or list the codes in one rule")
+        if expr.startswith("and(") and expr.endswith(")"):
+            return _AcesAnd(tuple(x.strip() for x in expr[4:-1].split(",") if x.strip()))
+        raise UserError(f"ACES derived predicate {expr!r} is not supported in a dataset map (only or(...) and "
+                        "and(predicate, code-less range))", file=path, field=f"{field}.expr",
+                        fix="list the codes in one rule, or move the predicate into the task file")
+    if rule.get("code", "") is None:  # a code-less value range: only meaningful inside and(...)
+        bounds = {b: rule[b] for b in ("value_min", "value_max") if rule.get(b) is not None}
+        if not bounds:
+            raise UserError("code: null without a value range matches nothing", file=path, field=f"{field}.code",
+                            fix="give value_min and/or value_max, or a code")
+        for b in list(bounds):
+            bounds[f"{b}_inclusive"] = bool(rule.get(f"{b}_inclusive") or False)  # ACES: None = exclusive
+        return _AcesRange(bounds)
     extra = set(rule) - {"code", "value_min", "value_max", "value_min_inclusive", "value_max_inclusive"}
     if extra:
         raise UserError(f"ACES predicate keys {sorted(extra)} are not supported here", file=path, field=field,
@@ -103,6 +115,37 @@ def _aces_plain(path: Path, name: str, rule: Any) -> DatasetRule | tuple[str, ..
         raise _rule_error(path, name, e, "predicates.") from None
 
 
+class _AcesRange(dict):
+    """A code-less ACES value range (``code: null`` + bounds): the bounds, for and(predicate, range)."""
+
+
+class _AcesAnd(tuple):
+    """ACES ``and(a, b)``: supported in a map only as and(predicate, code-less range)."""
+
+
+def _resolve_ands(path: Path, parsed: dict, prefix: str) -> dict:
+    """and(P, R) with R a code-less range -> P's rule(s) with R's bounds, read per row (a P row whose
+    value is in R, as MEDS-DEV's abnormal-lab predicates intend; ACES 0.7.3 itself matches no row
+    with a code-less range, ACES issue 193). Code-less ranges are then dropped from the map."""
+    out = dict(parsed)
+    for n, r in parsed.items():
+        if not isinstance(r, _AcesAnd):
+            continue
+        ranges = [x for x in r if isinstance(parsed.get(x), _AcesRange)]
+        coded = [x for x in r if x not in ranges]
+        if len(ranges) != 1 or len(coded) != 1 or not isinstance(parsed.get(coded[0]), (CodeRule, RuleUnion)):
+            raise UserError(f"and({', '.join(r)}) is supported only as and(code predicate, code-less range)",
+                            file=path, field=f"{prefix}{n}.expr",
+                            fix="combine a predicate with codes and one {code: null, value_min/value_max} range")
+        base, bounds = parsed[coded[0]], dict(parsed[ranges[0]])
+        try:
+            out[n] = (base.model_copy(update=bounds) if isinstance(base, CodeRule) else
+                      RuleUnion(rules=tuple(m.model_copy(update=bounds) for m in base.rules)))
+        except ValidationError as e:
+            raise _rule_error(path, n, e, prefix) from None
+    return {n: r for n, r in out.items() if not isinstance(r, _AcesRange)}
+
+
 def _resolve_unions(path: Path, parsed: dict[str, DatasetRule | tuple[str, ...]], prefix: str) -> dict[str, DatasetRule]:
     """Replace name unions by RuleUnions of their members' rules (nested unions flattened)."""
     out: dict[str, DatasetRule] = {n: r for n, r in parsed.items() if isinstance(r, DatasetRule)}
@@ -122,7 +165,7 @@ def _resolve_unions(path: Path, parsed: dict[str, DatasetRule | tuple[str, ...]]
         return [m for x in r for m in members(x, trail + (name,))]
 
     for n, r in parsed.items():
-        if isinstance(r, tuple):
+        if isinstance(r, tuple) and not isinstance(r, _AcesAnd):
             try:
                 out[n] = RuleUnion(rules=tuple(members(n, ())))
             except ValidationError as e:
@@ -158,6 +201,28 @@ def load_predicate_map(path: str | Path) -> dict[str, DatasetRule]:
             raise UserError(f"unexpected top-level keys {sorted(unknown)} in an ACES predicates file", file=path,
                             fix="keep predicates (and patient_demographics) only")
         parsed = {str(n): _aces_plain(path, str(n), r) for n, r in raw["predicates"].items()}
-        return _resolve_unions(path, parsed, "predicates.")
+        return _resolve_unions(path, _resolve_ands(path, parsed, "predicates."), "predicates.")
     parsed = {str(n): _parse_rule(path, str(n), r) for n, r in raw.items()}
     return _resolve_unions(path, parsed, "")
+
+
+def aces_predicate_rule(path: str | Path, name: str, rule: dict[str, Any]) -> CodeRule:
+    """One ACES plain predicate (``code`` as a string, ``{regex: R}`` or ``{any: [...]}``, value bounds
+    exclusive unless ``*_inclusive`` is true) as our code rule.
+
+    Args:
+        path: the file it comes from (for errors).
+        name: the predicate's name.
+        rule: the ACES predicate mapping.
+
+    Returns:
+        The CodeRule.
+
+    Raises:
+        UserError: naming the predicate when its form has no code rule equivalent.
+    """
+    out = _aces_plain(Path(path), name, rule)
+    if not isinstance(out, CodeRule):
+        raise UserError("expected a plain ACES predicate, not a derived one", file=path, field=f"predicates.{name}",
+                        fix="write it as {code: ...}")
+    return out

@@ -337,24 +337,37 @@ class NeutropenicFever(_Strict):
 
 
 class DerivedRule(_Strict):
-    """Task-local predicate: exactly one of the forms below."""
+    """Task-local predicate: exactly one of the forms below.
+
+    * ``of`` + value_min / value_max: the events of a named predicate whose value is in range
+      (inclusive unless value_min_inclusive / value_max_inclusive say false);
+    * ``any_of_predicates``: the union of named predicates;
+    * ``rule``: a code rule of the task itself (a dataset-independent MEDS code such as
+      ``{regex: "MEDS_BIRTH.*"}``, as ACES task configs define ``birth`` and ``death``); the dataset
+      map is not asked for this name;
+    * ``kdigo_aki`` / ``neutropenic_fever``: derived lab rules.
+    """
 
     of: str | None = None
     value_min: float | None = None
     value_max: float | None = None
+    value_min_inclusive: bool = True
+    value_max_inclusive: bool = True
     any_of_predicates: tuple[str, ...] | None = None
+    rule: CodeRule | None = None
     kdigo_aki: KdigoAki | None = None
     neutropenic_fever: NeutropenicFever | None = None
 
     @model_validator(mode="after")
     def _one_form(self) -> "DerivedRule":
-        forms = [k for k in ("of", "any_of_predicates", "kdigo_aki", "neutropenic_fever")
+        forms = [k for k in ("of", "any_of_predicates", "rule", "kdigo_aki", "neutropenic_fever")
                  if getattr(self, k) is not None]
         if len(forms) != 1:
             raise ValueError("a task predicate needs exactly one of: of (+ value_min/value_max), "
-                             f"any_of_predicates, kdigo_aki, neutropenic_fever (got {forms or 'none'})")
-        if self.of is None and (self.value_min is not None or self.value_max is not None):
-            raise ValueError("value_min/value_max only go with 'of'")
+                             f"any_of_predicates, rule, kdigo_aki, neutropenic_fever (got {forms or 'none'})")
+        if self.of is None and (self.value_min is not None or self.value_max is not None
+                                or not self.value_min_inclusive or not self.value_max_inclusive):
+            raise ValueError("value_min/value_max (and their _inclusive flags) only go with 'of'")
         if self.of is not None and self.value_min is None and self.value_max is None:
             raise ValueError("'of' needs value_min and/or value_max")
         return self
@@ -365,6 +378,8 @@ class DerivedRule(_Strict):
             return (self.of,)
         if self.any_of_predicates is not None:
             return tuple(self.any_of_predicates)
+        if self.rule is not None:
+            return ()
         if self.kdigo_aki is not None:
             return (self.kdigo_aki.creatinine,)
         assert self.neutropenic_fever is not None

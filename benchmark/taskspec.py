@@ -73,12 +73,18 @@ class Index(_Strict):
 
 
 class Criterion(_Strict):
-    """Inclusion (needs >= min_count events) or exclusion (any event) in a window."""
+    """Inclusion (needs >= min_count events) or exclusion (any event) in a window.
+
+    The window is (t + start, t + end] unless `start_inclusive` / `end_inclusive` say otherwise
+    (ACES windows state both edges: tasks imported from ACES keep them).
+    """
 
     predicate: str
     start: str
     end: str
     min_count: int = Field(default=1, ge=1)
+    start_inclusive: bool = False
+    end_inclusive: bool = True
 
     _d = field_validator("start", "end", mode="before")(_check_duration)
 
@@ -136,6 +142,10 @@ class Label(_Strict):
 
 _LATER_LABEL_FIELDS = {"end_at_missing": "open"}
 _LATER_TASK_FIELDS = {"input_window": None, "risk_factors": []}
+# fields of criteria and task predicates added by issue 17 (ACES import), dropped from the hash at
+# their defaults like the ones above
+_LATER_CRITERION_FIELDS = {"start_inclusive": False, "end_inclusive": True}
+_LATER_PREDICATE_FIELDS = {"value_min_inclusive": True, "value_max_inclusive": True, "rule": None}
 
 RISK_FACTOR_FORMS = ("{name: hypertension, predicate: hypertension} (ever before t), "
                      "{name: creatinine_high, predicate: creatinine, value_min: 1.5, window: {start: -365d, end: \"0\"}} "
@@ -332,6 +342,11 @@ class TaskSpec(_Strict):
         for key, default in _LATER_TASK_FIELDS.items():
             if key in dump and dump[key] == default:
                 del dump[key]
+        for item, later in [*((c, _LATER_CRITERION_FIELDS) for c in dump["inclusion"] + dump["exclusion"]),
+                            *((p, _LATER_PREDICATE_FIELDS) for p in dump["predicates"].values())]:
+            for key, default in later.items():
+                if key in item and item[key] == default:
+                    del item[key]
         blob = json.dumps(dump, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
