@@ -22,12 +22,14 @@ from benchmark.errors import UserError  # noqa: E402,F401
 if TYPE_CHECKING:
     from benchmark.records import ResultRecord
     from benchmark.results import read_records
+    from benchmark.model_check import check_model
     from benchmark.runner import evaluate
 
-__all__ = ["ResultRecord", "UserError", "__version__", "evaluate", "read_records"]
+__all__ = ["ResultRecord", "UserError", "__version__", "check_model", "evaluate", "read_records"]
 
 # name -> module that defines it, imported on first attribute access (PEP 562)
-_LAZY = {"evaluate": "benchmark.runner", "ResultRecord": "benchmark.records", "read_records": "benchmark.results"}
+_LAZY = {"evaluate": "benchmark.runner", "ResultRecord": "benchmark.records", "read_records": "benchmark.results",
+         "check_model": "benchmark.model_check"}
 
 
 def __getattr__(name: str) -> Any:
