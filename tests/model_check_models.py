@@ -26,7 +26,7 @@ class CountModel:
             return data.visible_events(split, columns=("subject_id", "time", "code")).collect()
         # the cheat: every event of the split's subjects, after the prediction time included
         ids = data.samples(split)["subject_id"].unique()
-        raw = data.cohort.scan(("subject_id", "time", "code")).filter(pl.col("subject_id").is_in(ids)).collect()
+        raw = data.cohort.scan(("subject_id", "time", "code")).filter(pl.col("subject_id").is_in(ids.implode())).collect()
         return data.samples(split).join(raw, on="subject_id", how="left")
 
     def _x(self, data: TaskData, split: str) -> np.ndarray:
