@@ -24,13 +24,16 @@ if TYPE_CHECKING:
     from benchmark.records import ResultRecord
     from benchmark.results import read_records
     from benchmark.external_predictions import evaluate_predictions
+    from benchmark.model_check import check_model
     from benchmark.runner import evaluate
 
-__all__ = ["ResultRecord", "UserError", "__version__", "evaluate", "evaluate_predictions", "read_records"]
+__all__ = ["ResultRecord", "UserError", "__version__", "check_model", "evaluate", "evaluate_predictions",
+           "read_records"]
 
 # name -> module that defines it, imported on first attribute access (PEP 562)
 _LAZY = {"evaluate": "benchmark.runner", "evaluate_predictions": "benchmark.external_predictions",
-         "ResultRecord": "benchmark.records", "read_records": "benchmark.results"}
+         "ResultRecord": "benchmark.records", "read_records": "benchmark.results",
+         "check_model": "benchmark.model_check"}
 
 
 def __getattr__(name: str) -> Any:

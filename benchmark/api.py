@@ -15,10 +15,10 @@ from __future__ import annotations
 from typing import Callable
 
 from benchmark.model_api import Budget, Prediction, TaskData
-from benchmark.registry import ENTRY_POINT_GROUP, ModelSpec, get_model, list_models, model_names
+from benchmark.registry import ENTRY_POINT_GROUP, ModelSpec, get_model, list_models, model_names, require
 
 __all__ = ["ALL_KINDS", "ENTRY_POINT_GROUP", "TRAINING_DATA", "Budget", "ModelSpec", "Prediction", "TaskData",
-           "get_model", "list_models", "model_names", "spec"]
+           "get_model", "list_models", "model_names", "require", "spec"]
 
 ALL_KINDS = ("binary", "multilabel", "survival", "regression")
 TRAINING_DATA = "the task's training split (early stopping and model selection on its tuning split)"

@@ -256,21 +256,46 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from benchmark.registry import list_models
+    from benchmark.registry import model_catalog
 
-    specs = list_models()
+    specs, why = model_catalog()  # why: models a slim install cannot load ("install mehr-bench[torch]")
     if args.json:
-        print(json.dumps([s.public_dict() for s in specs], indent=2))
+        print(json.dumps([s.public_dict() for s in specs]
+                         + [{"name": n, "unavailable": reason} for n, reason in why.items()], indent=2))
         return 0
     from rich.table import Table
-    table = Table(title=f"{len(specs)} models")
+    table = Table(title=f"{len(specs)} models" + (f" ({len(why)} unavailable)" if why else ""))
     for col in ("name", "kind", "modalities", "task kinds", "parameters", "reference"):
         table.add_column(col, overflow="fold")
     for s in specs:
         table.add_row(*_plain(s.name, s.kind, ",".join(s.modalities), ",".join(s.task_kinds),
                               f"{s.n_parameters:,}" if s.n_parameters else "-", s.reference))
+    for n, reason in why.items():
+        table.add_row(*_plain(n, "-", "-", "-", "-", reason))
     _console().print(table)
     return 0
+
+
+def cmd_check_model(args: argparse.Namespace) -> int:
+    """`check-model NAME|MODULE`: the submission check (benchmark.model_check); exit 1 when a check fails."""
+    from benchmark.model_check import check_model
+
+    report = check_model(args.target, budget=args.budget)
+    if args.json:
+        print(json.dumps(report.model_dump(mode="json"), indent=2))
+        return 0 if report.ok else 1
+    from rich.table import Table
+    table = Table(title=f"check-model {args.target} (budget {report.budget})", show_lines=True)
+    for col in ("model", "check", "result", "detail / fix"):
+        table.add_column(col, overflow="fold")
+    for r in report.rows:
+        table.add_row(*_plain(r.model, r.check, r.status.upper(),
+                              r.detail + (f"\nfix: {r.fix}" if r.fix and r.status != "pass" else "")))
+    _console().print(table)
+    n_fail = len(report.failed)
+    print(f"{len(report.rows) - n_fail} of {len(report.rows)} checks passed or skipped; {n_fail} failed"
+          + (" (each row says what to fix)" if n_fail else ": ready to submit"))
+    return 0 if report.ok else 1
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -459,6 +484,16 @@ def build_parser() -> argparse.ArgumentParser:
     pm = sub.add_parser("models", help="list registered models")
     pm.add_argument("--json", action="store_true")
     pm.set_defaults(func=cmd_models)
+
+    pck = sub.add_parser("check-model", help="check a model against the registry contract on a tiny synthetic cohort "
+                                            "(shapes, determinism, leakage, time, memory) and print what to fix",
+                         epilog="exit status: 0 every check passed (or was skipped); 1 some check failed; 2 bad input")
+    pck.add_argument("target", metavar="NAME|MODULE",
+                     help="a registered model, pkg.mod, pkg.mod:ATTR, or path/to/model.py holding SPEC or SPECS")
+    pck.add_argument("--budget", choices=("smoke", "default", "full"), default="smoke",
+                     help="the budget the factory gets (default smoke)")
+    pck.add_argument("--json", action="store_true", help="print the report as JSON")
+    pck.set_defaults(func=cmd_check_model)
 
     pd_ = sub.add_parser("datasets", help="list installed dataset profiles (name, folder, recognise)")
     pd_.add_argument("--json", action="store_true")

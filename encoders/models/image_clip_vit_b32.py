@@ -1,9 +1,14 @@
 """image_clip_vit_b32: frozen image encoder on the CXR image files + a linear head (local weights only)."""
 
+from benchmark.registry import require
 from encoders.fusion.estimator import FusionModel
 from encoders.fusion.inputs import InputConfig
 from encoders.image import IMAGE_ENCODERS
 from encoders.models._common import spec
+
+# without the `images` extra the model is listed as unavailable (benchmark.registry.require)
+require("open_clip")
+
 
 INFO = IMAGE_ENCODERS["image_clip_vit_b32"]
 

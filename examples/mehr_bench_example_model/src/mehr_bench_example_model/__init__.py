@@ -1,0 +1,1 @@
+"""An example out-of-tree MEHR-Bench model package (see README.md)."""
