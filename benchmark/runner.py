@@ -88,8 +88,7 @@ def task_data(task: TaskSpec, cohort: Cohort, seed: int, labels: pl.DataFrame,
     """Join labels with splits and build the TaskData a model sees (labels_hash: of labels made elsewhere,
     whose features and encodings get a work folder of their own)."""
     lab = labels.join(cohort.splits, on="subject_id", how="inner").sort("subject_id", "prediction_time")
-    # a task's input window is part of its work folder: features/encodings cached under another window
-    # (e.g. before the task declared one) are never read back
+    # the input window (and labels made elsewhere) name the work folder: features cached otherwise are never read back
     tag = task.input_window_tag() + (f"@labels{labels_hash}" if labels_hash else "")
     work = cache_dir() / "work" / cohort.fingerprint() / (task.name.replace("/", "__") + tag)
     work.mkdir(parents=True, exist_ok=True)

@@ -111,7 +111,7 @@ def test_plain_install_ships_the_tasks(tmp_path):
     assert r.returncode == 0, r.stderr
     names = {t["name"] for t in json.loads(r.stdout)}
     expected = {p.relative_to(REPO / "tasks").with_suffix("").as_posix() for p in (REPO / "tasks").rglob("*.yaml")}
-    assert names == expected and len(names) == 23
+    assert names == expected and len(names) == 30  # 23 + the 7 imported MEDS-DEV abnormal-lab tasks
     # the dataset profiles (data_prep/datasets/*/ YAML) ship too, found through their entry point
     d = _cli("datasets", pythonpath=tmp_path / "site", cwd=tmp_path)
     assert d.returncode == 0, d.stderr

@@ -98,11 +98,11 @@ def test_a_cell_raising_outside_run_cell_is_recorded(small_cohort, tmp_path, cac
     real = runner.task_data
     calls = []
 
-    def flaky(task, cohort, seed, labels):
+    def flaky(task, cohort, seed, labels, *rest):
         calls.append(task.name)
         if len(calls) == 1:
             raise OSError(errno.EACCES, "Permission denied", "[/cache/work]")
-        return real(task, cohort, seed, labels)
+        return real(task, cohort, seed, labels, *rest)
 
     monkeypatch.setattr(runner, "task_data", flaky)
     rc = runner.run_grid("logistic_regression", TWO_TASKS, small_cohort, tmp_path / "res", budget="smoke")
