@@ -27,11 +27,12 @@ run: setup
 	$(PY) -m benchmark run --model $(MODELS) --task $(TASKS) --budget $(BUDGET); status=$$?; \
 	$(PY) -m benchmark leaderboard && exit $$status
 
-# Import contracts first (pyproject.toml [tool.importlinter]: layers, independence, no cycles): a
+# Two workers (pytest-xdist): the fast suite is ~1150 tests and must stay well inside 15 minutes with
+# the install on a 2-core CI machine. Import contracts first (pyproject.toml [tool.importlinter]: layers, independence, no cycles): a
 # second, and a broken layer fails before the long test run.
 test: setup
 	$(VENV)/bin/lint-imports --no-cache
-	$(PY) -m pytest -q --benchmark-disable -p no:randomly -m "not slow" tests
+	$(PY) -m pytest -q --benchmark-disable -p no:randomly -n 2 -m "not slow" tests
 
 # The slow tests (marked `slow`: real MIMIC-IV demo data through the community ETL, OMOP / eICU ETLs,
 # the planted cross-modal claim, image encoders); CI runs them after `make test`.
