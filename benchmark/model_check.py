@@ -60,7 +60,6 @@ PREFERRED_TASKS = {"binary": ("oncology/mortality_1y", "icu/mortality_24h", "ons
                    "multilabel": ("cxr/chexpert_multilabel",),
                    "survival": ("survival/mace", "survival/pe_mortality"),
                    "regression": ("icu/los_days_24h",)}
-FUTURE_SPLITS = ("tuning", "held_out")
 # A model whose fit on a perturbed cohort is slow (a pretraining foundation model re-pretrains on
 # each copy: its cache is keyed by the cohort's content) gets the row on its first kind only
 FUTURE_MORE_KINDS_MAX_S = 60.0
@@ -463,7 +462,7 @@ def _check_future(spec: ModelSpec, b: Budget, seed: int, data: TaskData, intact:
     features a work folder of their own). A guarded model sees identical inputs, so any change in a
     score means it read something the guard hides.
     """
-    from benchmark.data.future_cohort import VARIANTS, future_cuts, perturbed_cohort
+    from benchmark.data.future_cohort import EVAL_SPLITS, VARIANTS, future_cuts, perturbed_cohort
     from benchmark.label_files import labels_hash
     from benchmark.runner import task_data
 
@@ -471,7 +470,7 @@ def _check_future(spec: ModelSpec, b: Budget, seed: int, data: TaskData, intact:
     check = f"future invariance {kind}"
     labels = data.labels.drop("split")  # label facts of the intact cohort, not model input
     cuts = future_cuts(labels, data.cohort.splits)
-    n = sum(len(data.samples(s)) for s in FUTURE_SPLITS)
+    n = sum(len(data.samples(s)) for s in EVAL_SPLITS)
     for variant in VARIANTS:
         what = FUTURE_VARIANT_TEXT[variant]
         pert = perturbed_cohort(data.cohort, cuts, variant)
