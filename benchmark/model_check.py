@@ -483,7 +483,7 @@ def _check_future(spec: ModelSpec, b: Budget, seed: int, data: TaskData, intact:
                               (got_rows[0].fix if got_rows and got_rows[0].fix else FIX_FUTURE)))
             return
         changed, diff = 0, 0.0
-        for split, before, after in zip(("held_out", "tuning"), intact, got[:2]):
+        for before, after in zip(intact, got[:2]):  # (held_out, tuning) both
             c, d = _score_change(before, after)
             changed, diff = changed + c, max(diff, d)
         if changed:
