@@ -9,6 +9,12 @@ For each spec the target holds, one row per check, each pass / fail / skip with 
                  range (probabilities in [0, 1]); the predictions file and the record's model_info can
                  be written; wall time and peak RSS of the fit (reported, failed above a generous limit)
     determinism  a second fit with the same seed gives identical held-out scores (per kind)
+    future invariance <kind>
+                 the oracle that needs no planted marker: the same task on copies of the cohort where
+                 every row of each tuning / held-out subject after its last prediction time is deleted,
+                 then replaced by a burst (shifted values, a planted death and codes; benchmark.data.
+                 future_cohort), fitted with the ORIGINAL labels as `run --labels` passes them: tuning
+                 and held-out scores must equal the intact fit's (per kind whose determinism passed)
     leakage      leak/probe: the label is a coin flip whose only trace is an event one hour AFTER the
                  prediction time; a model reading only TaskData.visible_events / visible_modality
                  stays near AUROC 0.5, one that reads the cohort's raw events finds it
@@ -54,6 +60,16 @@ PREFERRED_TASKS = {"binary": ("oncology/mortality_1y", "icu/mortality_24h", "ons
                    "multilabel": ("cxr/chexpert_multilabel",),
                    "survival": ("survival/mace", "survival/pe_mortality"),
                    "regression": ("icu/los_days_24h",)}
+# A model whose fit on a perturbed cohort is slow (a pretraining foundation model re-pretrains on
+# each copy: its cache is keyed by the cohort's content) gets the row on its first kind only
+FUTURE_MORE_KINDS_MAX_S = 60.0
+FUTURE_RTOL = 1e-9        # float noise; the determinism row already asks for bit-identical refits
+FUTURE_VARIANT_TEXT = {"deleted": "the evaluation subjects' rows after their last prediction time deleted",
+                       "burst": "the evaluation subjects' rows after their last prediction time replaced by a "
+                                "burst (shifted values, a planted death and codes)"}
+FIX_FUTURE = ("read events only through TaskData.visible_events() / visible_modality(); anything computed from "
+              "held-out or tuning subjects' full timelines (vocabularies, normalisation statistics, pretraining "
+              "corpora) must come from the training split")
 FIX_PREDICT = ("predict(data, split) must return Prediction(score=...) with one row per data.samples(split) row, "
                "in that order")
 
@@ -267,9 +283,10 @@ def _data(task, cohort, seed: int) -> TaskData:
 
 def _check_tasks(spec: ModelSpec, b: Budget, seed: int, cohort, rows: list[CheckRow], fits: list[FitCost],
                  limits: tuple[float, float]) -> None:
-    """The fit, determinism, n_parameters and leakage rows of one spec."""
+    """The fit, determinism, future invariance, n_parameters and leakage rows of one spec."""
     sizes: list[int] = []
-    for kind in spec.task_kinds:
+    future_s: list[float] = []  # wall time of each future invariance fit so far
+    for kind in sorted(spec.task_kinds, key=lambda k: k != "binary"):  # binary first: its future row always runs
         task, why = _task_for(kind, spec)
         if task is None:
             rows.append(_skip(spec.name, f"fit {kind}", why, "nothing to fix unless the model should run such tasks"))
@@ -283,7 +300,18 @@ def _check_tasks(spec: ModelSpec, b: Budget, seed: int, cohort, rows: list[Check
             if isinstance(info.get("n_parameters"), int):
                 sizes.append(info["n_parameters"])
             again = _fit_predict(spec, b, seed, data, [], fits, limits, label=f"determinism {kind}")
-            _check_same(spec.name, kind, seed, test, again, rows)
+            if not _check_same(spec.name, kind, seed, test, again, rows):
+                continue
+            if future_s and max(future_s) > FUTURE_MORE_KINDS_MAX_S:
+                rows.append(_skip(spec.name, f"future invariance {kind}",
+                                  f"not run: a fit on a perturbed cohort took {max(future_s):.0f} s (limit "
+                                  f"{FUTURE_MORE_KINDS_MAX_S:.0f} s for the kinds after the first); the "
+                                  "first kind's row checked how the model reads its inputs",
+                                  "nothing to fix"))
+                continue
+            n_fits = len(fits)
+            _check_future(spec, b, seed, data, (test, val), rows, fits, limits)
+            future_s += [f.wall_s for f in fits[n_fits:]]
     _check_size(spec, sizes, rows)
     _check_leak(spec, b, seed, cohort, rows, fits, limits)
 
@@ -406,21 +434,79 @@ def _metric(data: TaskData, test: Prediction, val: Prediction) -> str:
     return f"; held-out {data.task.main_metric} {v:.3f}" if isinstance(v, float) else ""
 
 
-def _check_same(name: str, kind: str, seed: int, first: Prediction, again, rows: list[CheckRow]) -> None:
-    """The determinism row: the second fit's held-out scores equal the first's."""
+def _check_same(name: str, kind: str, seed: int, first: Prediction, again, rows: list[CheckRow]) -> bool:
+    """The determinism row: the second fit's held-out scores equal the first's (True when they do)."""
     check = f"determinism {kind}"
     if again is None:
         rows.append(_fail(name, check, f"a second fit with seed {seed} failed where the first worked",
                           "make fit depend only on the data and the seed"))
-        return
+        return False
     a, b = np.asarray(first.score, dtype=float), np.asarray(again[0].score, dtype=float)
     if a.shape == b.shape and np.array_equal(a, b, equal_nan=True):
         rows.append(_pass(name, check, f"two fits with seed {seed}: identical held-out scores"))
-        return
+        return True
     diff = float(np.nanmax(np.abs(a - b))) if a.shape == b.shape else float("nan")
     rows.append(_fail(name, check, f"two fits with seed {seed} differ (max |difference| {diff:.3g})",
                       "derive every random source from the factory's seed (np.random.default_rng(seed), "
                       "random_state=seed, torch.manual_seed(seed)) and use deterministic kernels"))
+    return False
+
+
+def _check_future(spec: ModelSpec, b: Budget, seed: int, data: TaskData, intact: tuple[Prediction, Prediction],
+                  rows: list[CheckRow], fits: list[FitCost], limits: tuple[float, float]) -> None:
+    """The future invariance row of one kind: scores unchanged when evaluation subjects' futures change.
+
+    The perturbed copies (benchmark.data.future_cohort) change only rows after each tuning / held-out
+    subject's last prediction time; the labels are the intact cohort's, passed in as `run --labels`
+    passes labels made elsewhere (runner.task_data with their labels_hash, which also gives the
+    features a work folder of their own). A guarded model sees identical inputs, so any change in a
+    score means it read something the guard hides.
+    """
+    from benchmark.data.future_cohort import EVAL_SPLITS, VARIANTS, future_cuts, perturbed_cohort
+    from benchmark.label_files import labels_hash
+    from benchmark.runner import task_data
+
+    kind, task = data.task.kind, data.task.name
+    check = f"future invariance {kind}"
+    labels = data.labels.drop("split")  # label facts of the intact cohort, not model input
+    cuts = future_cuts(labels, data.cohort.splits)
+    n = sum(len(data.samples(s)) for s in EVAL_SPLITS)
+    for variant in VARIANTS:
+        what = FUTURE_VARIANT_TEXT[variant]
+        pert = perturbed_cohort(data.cohort, cuts, variant)
+        got_rows: list[CheckRow] = []
+        got = _fit_predict(spec, b, seed, task_data(data.task, pert, seed, labels, labels_hash(labels)), got_rows,
+                           fits, limits, label=check)
+        if got is None:
+            why = got_rows[0].detail if got_rows else "no prediction"
+            rows.append(_fail(spec.name, check, f"{task} with {what}: {why}",
+                              (got_rows[0].fix if got_rows and got_rows[0].fix else FIX_FUTURE)))
+            return
+        changed, diff = 0, 0.0
+        for before, after in zip(intact, got[:2]):  # (held_out, tuning) both
+            c, d = _score_change(before, after)
+            changed, diff = changed + c, max(diff, d)
+        if changed:
+            rows.append(_fail(spec.name, check, f"{task} with {what}: {changed} of {n} tuning + held-out scores "
+                                                f"changed (max |difference| {diff:.3g}): the scores depend on "
+                                                "rows after the prediction time", FIX_FUTURE))
+            return
+    rows.append(_pass(spec.name, check, f"{task}: identical scores on {n} tuning + held-out samples when "
+                                        f"{cuts.height} subjects' rows after their last prediction time are "
+                                        "deleted, or replaced by a burst of shifted values and planted codes"))
+
+
+def _score_change(before: Prediction, after: Prediction) -> tuple[int, float]:
+    """(samples whose score changed beyond float noise, max |difference|) between two predictions."""
+    a, b = np.asarray(before.score, dtype=float), np.asarray(after.score, dtype=float)
+    if a.shape != b.shape:
+        return len(a), float("inf")
+    same = (a == b) | (np.isnan(a) & np.isnan(b)) | (np.abs(a - b) <= FUTURE_RTOL * np.maximum(np.abs(a), np.abs(b)))
+    bad = ~same.reshape(len(a), -1).all(axis=1) if a.ndim > 1 else ~same
+    with np.errstate(invalid="ignore"):
+        diff = np.abs(a - b)[~same]
+    diff = diff[np.isfinite(diff)]  # a NaN against a number counts as changed, by an unknown amount
+    return int(bad.sum()), float(diff.max()) if diff.size else (float("inf") if bad.any() else 0.0)
 
 
 def _check_size(spec: ModelSpec, sizes: list[int], rows: list[CheckRow]) -> None:

@@ -61,6 +61,41 @@ class Cheater(CountModel):
     guarded = False  # reads data.cohort.scan() directly: sees the leak/probe marker after the prediction time
 
 
+class FutureCheater(CountModel):
+    """The cheat the probe misses: raw cohort events (after the prediction time included), top codes,
+    but its features happen to skip the probe's marker codes (SYNTH/LEAK_*). On oncology/mortality_1y
+    it sees the deaths that make the label; only the future invariance row finds it."""
+
+    guarded = False
+
+    def _events(self, data: TaskData, split: str) -> pl.DataFrame:
+        return super()._events(data, split).filter(~pl.col("code").str.starts_with("SYNTH/LEAK").fill_null(False))
+
+
+class WholeTimelineScaler(CountModel):
+    """Features read through the guard, but the vocabulary and a normaliser (each code's mean
+    log-count per subject) computed on ALL subjects' whole timelines, tuning and held-out futures
+    included: no single input is from the future, yet the scores move with it."""
+
+    def fit(self, data: TaskData) -> "WholeTimelineScaler":
+        raw = data.cohort.scan(("subject_id", "time", "code")).drop_nulls("code").collect()
+        per = raw.group_by("subject_id", "code").len()
+        top = per.group_by("code").agg(pl.col("len").sum()).sort(["len", "code"], descending=[True, False])
+        self.codes = top.head(TOP_CODES)["code"].to_list()
+        n = raw["subject_id"].n_unique()
+        mean = (per.filter(pl.col("code").is_in(self.codes)).group_by("code")
+                .agg((pl.col("len").log1p().sum() / n).alias("m")))
+        m = dict(zip(mean["code"].to_list(), mean["m"].to_list()))
+        self.scale = np.array([1.0 + m.get(c, 0.0) for c in self.codes])
+        self.binary = data.task.kind == "binary"
+        self.head = (LogisticRegression(max_iter=500) if self.binary else Ridge()).fit(self._x(data, "train"),
+                                                                                     data.y("train"))
+        return self
+
+    def _x(self, data: TaskData, split: str) -> np.ndarray:
+        return super()._x(data, split) / self.scale
+
+
 class WrongShape(CountModel):
     def predict(self, data, split):
         return Prediction(score=self.score(data, split)[:-1])
@@ -95,6 +130,8 @@ def _model(name: str, factory, kinds=("binary",), n_parameters=None):
 
 GOOD = _model("planted_good", CountModel, kinds=("binary", "regression"))
 CHEATER = _model("planted_cheater", Cheater)
+FUTURE_CHEATER = _model("planted_future_cheater", FutureCheater)
+WHOLE_TIMELINE_SCALER = _model("planted_whole_timeline_scaler", WholeTimelineScaler)
 WRONG_SHAPE = _model("planted_wrong_shape", WrongShape)
 NAN = _model("planted_nan", NaNScores)
 NONDETERMINISTIC = _model("planted_nondeterministic", Nondeterministic)

@@ -58,10 +58,18 @@ def test_good_model_passes_every_check(cache_env):
     report = benchmark.check_model(f"{PLANTED}:GOOD")
     assert report.ok, [r for r in report.rows if r.status != "pass"]
     checks = [r.check for r in report.rows]
-    assert checks == ["spec", "factory", "fit binary", "scores binary", "determinism binary", "fit regression",
-                      "scores regression", "determinism regression", "n_parameters", "leakage"]
-    # every fit is timed and its memory measured: first fit, determinism refit, per kind, plus leak/probe
-    assert len(report.fits) == 5 and all(f.wall_s > 0 and f.peak_rss_mb > 50 for f in report.fits)
+    assert checks == ["spec", "factory", "fit binary", "scores binary", "determinism binary",
+                      "future invariance binary", "fit regression", "scores regression", "determinism regression",
+                      "future invariance regression", "n_parameters", "leakage"]
+    # every fit is timed and its memory measured: first fit, determinism refit, two future invariance fits
+    # (deleted, burst), per kind, plus leak/probe
+    assert len(report.fits) == 9 and all(f.wall_s > 0 and f.peak_rss_mb > 50 for f in report.fits)
+    # icu/los_days_24h's prediction times (admission + 24 h) fall between events: with the later rows
+    # deleted they lie after the record's last event, which `run --labels`' own label check refuses;
+    # the intact labels still go in through runner.task_data with their labels_hash
+    future = {r.check: r.detail for r in report.rows if r.check.startswith("future invariance")}
+    assert "oncology/mortality_1y: identical scores" in future["future invariance binary"]
+    assert "icu/los_days_24h: identical scores" in future["future invariance regression"]
     leak = next(r for r in report.rows if r.check == "leakage")
     assert "leak/probe AUROC" in leak.detail
     assert json.loads(report.model_dump_json())["rows"][0]["status"] == "pass"
@@ -84,8 +92,8 @@ def test_each_failure_mode_is_caught(cache_env, attr, check, words):
     failed = {r.check: r for r in report.failed}
     assert check in failed, report.rows
     assert words in failed[check].detail and failed[check].fix
-    if attr == "CHEATER":  # it fits, scores and repeats itself fine: only the probe finds it
-        assert set(failed) == {"leakage"}
+    if attr == "CHEATER":  # it fits, scores and repeats itself fine: only the leakage rows find it
+        assert set(failed) == {"leakage", "future invariance binary"}
         assert float(failed["leakage"].detail.split("AUROC ")[1].split()[0]) > 0.95
 
 
