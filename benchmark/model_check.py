@@ -30,9 +30,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import resource
-import sys
-import threading
 import time
 import traceback
 from pathlib import Path
@@ -42,6 +39,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from benchmark.errors import UserError
+from benchmark.peak_rss import PeakRSS
 from benchmark.model_api import Budget, Prediction, TaskData
 from benchmark.registry import ModelSpec, get_model, load_target, model_names
 
@@ -325,7 +323,7 @@ def _fit_predict(spec: ModelSpec, b: Budget, seed: int, data: TaskData, rows: li
     try:
         seed_everything(seed)  # as `run` does before each cell
         model = spec.factory(budget=b, seed=seed)
-        with _PeakRSS() as mem:
+        with PeakRSS() as mem:
             t0 = time.perf_counter()
             fitted = model.fit(data)
             wall = time.perf_counter() - t0
@@ -561,45 +559,6 @@ def _check_leak(spec: ModelSpec, b: Budget, seed: int, cohort, rows: list[CheckR
 
 
 # ------------------------------------------------------------------------------------------ helpers
-class _PeakRSS:
-    """Peak resident memory (MB) of this process while the block runs: /proc/self/statm sampled every
-    20 ms, and ru_maxrss when the block raised the process's all-time peak (it catches short spikes)."""
-
-    def __init__(self):
-        self.peak_mb = 0.0
-        self._stop = threading.Event()
-
-    @staticmethod
-    def _now_mb() -> float:
-        try:
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * resource.getpagesize() / 2**20
-        except (OSError, ValueError, IndexError):
-            return 0.0
-
-    @staticmethod
-    def _max_mb() -> float:
-        m = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return m / 2**20 if sys.platform == "darwin" else m / 1024  # bytes on macOS, KiB on Linux
-
-    def _poll(self) -> None:
-        while not self._stop.wait(0.02):
-            self.peak_mb = max(self.peak_mb, self._now_mb())
-
-    def __enter__(self) -> "_PeakRSS":
-        self._before = self._max_mb()
-        self.peak_mb = self._now_mb()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        after = self._max_mb()
-        self.peak_mb = max(self.peak_mb, self._now_mb(), after if after > self._before else 0.0)
-
-
 def _exc(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
