@@ -176,11 +176,21 @@ def subsample(labels: pl.DataFrame, task: TaskSpec, point: ShotPoint, seed: int)
     return labels.filter(keep)
 
 
-def subset_problem(labels: pl.DataFrame, task: TaskSpec) -> str | None:
+def subset_problem(labels: pl.DataFrame, task: TaskSpec, n_folds: int) -> str | None:
     """Why a drawn subset cannot be fitted (a per-cell refusal, never a crash), or None.
 
-    A model needs both classes in training (binary, survival events) and at least 2 subjects across
-    training and tuning for its cross-validation (benchmark.learn.folds: k >= 2 subjects).
+    A model needs both classes in training (binary, survival events), at least 2 subjects across
+    training and tuning for its cross-validation, and (binary, survival) every class held by at least
+    k = min(n_folds, subjects) of those subjects: with fewer, benchmark.learn.folds cannot stratify and
+    a fold could train on one class only.
+
+    Args:
+        labels: the subset (TaskData.labels layout).
+        task: the task.
+        n_folds: the budget's CV folds (Budget.n_folds).
+
+    Returns:
+        A one-line reason, or None.
     """
     train = labels.filter(pl.col("split") == "train")
     fit = labels.filter(pl.col("split").is_in(list(SUBSET_SPLITS)))
@@ -190,17 +200,26 @@ def subset_problem(labels: pl.DataFrame, task: TaskSpec) -> str | None:
                 "needs at least 2")
     kind = task.kind_obj
     pos = kind.events_in_labels(train)
-    if pos is not None and kind.one_class_problem(pos, train.height):
+    if pos is None:
+        return None
+    if kind.one_class_problem(pos, train.height):
         return (f"the drawn subset has one class in training: {pos} of {train.height} training "
                 f"{kind.event_word} are positive (a model needs both classes)")
+    k = min(int(n_folds), n_subj)
+    per_class = _subject_classes(fit, task).group_by("cls").agg(pl.len().alias("n"))
+    if per_class.height < 2 or int(per_class["n"].min()) < k:
+        counts = ", ".join(f"class {c}: {n}" for c, n in sorted(per_class.iter_rows()))
+        return (f"the drawn subset is too small for {k}-fold cross-validation: subjects per class in "
+                f"training + tuning ({counts}) must each be at least {k}")
     return None
 
 
 def record_block(labels: pl.DataFrame, point: ShotPoint) -> dict:
     """The record's few_shot block (benchmark.records.FewShot fields) of a cell's subset."""
     n = {s: labels.filter(pl.col("split") == s)["subject_id"].n_unique() for s in SUBSET_SPLITS}
-    return {"scheme": point.scheme, "k": point.k, "fraction": point.fraction, "draw": point.draw,
-            "n_train_subjects": n["train"], "n_tuning_subjects": n["tuning"]}
+    what = {"k": point.k} if point.scheme == "k_shots" else {"fraction": point.fraction}
+    return {"scheme": point.scheme, **what, "draw": point.draw, "n_train_subjects": n["train"],
+            "n_tuning_subjects": n["tuning"]}
 
 
 def point_of(block) -> ShotPoint | None:

@@ -176,7 +176,7 @@ def run_cell(cell: Cell, cohort: Cohort, labels: pl.DataFrame, results_dir: Path
     reached: dict = {}  # the record fields this cell reached: a failed cell has no metrics, fairness...
     if cell.shots is not None:
         reached["few_shot"] = record_block(data.labels, cell.shots)
-        why = subset_problem(data.labels, task)
+        why = subset_problem(data.labels, task, b.n_folds)
         if why:  # refused per cell with its reason: no fit, no metrics
             reached.update(status="refused", refused=why)
     try:
