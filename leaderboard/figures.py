@@ -486,7 +486,7 @@ def standalone_svg(figure: Markup) -> str:
     """
     css = (Path(__file__).parent / "static" / "style.css").read_text(encoding="utf-8")
     root = css[css.index(":root"):]
-    light = root[root.index("{") + 1: root.index("}")]
+    light = root[root.index("{") + 1: root.index("}")].replace("color-scheme: light dark;", "")  # light only
     rules = [ln for ln in css.splitlines() if ln.startswith(("svg.plot", ".c0", ".c4"))]
     svg = str(figure)
     cut = svg.index(">", svg.index("<svg")) + 1
