@@ -263,14 +263,17 @@ def cmd_check_model(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """`run`: parse the flags, run the grid (benchmark.runner.run_evaluation, the work behind the
     Python API `benchmark.evaluate`) with console output, print the table; returns the exit status."""
+    from benchmark.few_shot import parse_points
     from benchmark.runner import run_grid, split_names
 
     split_names(args.model, "--model")  # flag errors before the (maybe generated) cohort is read
     split_names(args.task, "--task")
+    few = args.k_shots is not None or args.train_fraction is not None
+    shots = parse_points(args.k_shots, args.train_fraction, args.draws) if few else None
     cohort = _resolve_cohort(args)
     return run_grid(models=args.model, tasks=args.task, cohort=cohort, results_dir=Path(args.results),
                     seeds=args.seeds, budget=args.budget, force=args.force, ablate=args.ablate_modalities,
-                    external=args.external_data, labels=args.labels)
+                    external=args.external_data, labels=args.labels, shots=shots)
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
@@ -413,6 +416,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "DIR/<split>/*.parquet or one file; an export's DIR/<task>/ for several tasks) instead of "
                          "extracting the task's labels; the task still sets kind, modalities, input window, "
                          "fairness and metrics")
+    pr.add_argument("--k-shots", metavar="K,...",
+                    help="few-shot curve: refit every model on k subjects per class drawn for training and k for "
+                         "tuning (e.g. 1,4,16,64,all), scored on the whole held-out set; cells seed<s>.shots-<k>-d<draw>")
+    pr.add_argument("--train-fraction", metavar="F,...",
+                    help="label-fraction curve: refit on that fraction of each class's training and tuning subjects "
+                         "(e.g. 0.01,0.1,1); cells seed<s>.frac-<f>-d<draw>")
+    pr.add_argument("--draws", type=int, default=3, help="draws per few-shot point (default 3; 'all' has one)")
     pr.set_defaults(func=cmd_run)
 
     add_meds_parsers(sub, pt)  # evaluate, fit, predict, export, tasks import-aces (benchmark/cli_meds.py)

@@ -1,11 +1,14 @@
-"""Planning helpers of `run`: the names of --model / --task values, and whether a task's labels
-can be learned and scored at all (checked once per task before any cell runs)."""
+"""Planning helpers of `run`: the names of --model / --task values, whether a task's labels can be
+learned and scored at all (checked once per task before any cell runs), and the labels of the tasks
+that can run (`task_labels`, moved here from benchmark.runner)."""
 
 from __future__ import annotations
 
 import polars as pl
 
+from benchmark.data.cohort import Cohort
 from benchmark.errors import UserError
+from benchmark.labels import LabelSet, TaskNotApplicable, extract_labels
 from benchmark.taskspec import TaskSpec
 from benchmark.vocabulary import SPLITS
 
@@ -58,3 +61,48 @@ def input_problem(task: TaskSpec, labels: pl.DataFrame, splits: pl.DataFrame) ->
 def names_of(names: str | list[str] | tuple[str, ...], flag: str) -> list[str]:
     """split_names for a comma string or a list of names (the Python API takes both)."""
     return split_names(names if isinstance(names, str) else ",".join(names), flag)
+
+
+def task_labels(task_list: list[TaskSpec], cohort: Cohort, rep,
+                given: dict[str, tuple[pl.DataFrame, str]] | None = None) -> tuple[dict[str, pl.DataFrame], int, int]:
+    """Labels of every task that can run (`given`: task name -> (labels, hash) made elsewhere, used
+    instead of extracting them); the others are reported with the reason and the fix through `rep`
+    (a benchmark.reporting.Reporter).
+
+    Returns:
+        (task name -> labels, number of tasks refused because of the user's data or task file,
+        number of tasks whose label extraction crashed).
+
+    Raises:
+        UserError: bad input in a task's rules (the run stops before any cell).
+    """
+    labels: dict[str, pl.DataFrame] = {}
+    bad = crashed = 0
+    for t in task_list:
+        try:
+            if given is not None:  # made elsewhere: no extraction, no attrition, no extraction warnings
+                ls = LabelSet(t, given[t.name][0])
+            else:
+                ls = extract_labels(t, cohort, announce=False)  # its warnings are said once below, cached or not
+            lab = ls.labels
+        except TaskNotApplicable as e:
+            rep.say((f"skip task {t.name}", "yellow"), f": the dataset does not map {', '.join(e.missing)}")
+            continue
+        except UserError:
+            raise
+        except Exception as e:  # noqa: BLE001 - one task's crash is reported; the other tasks run
+            crashed += 1
+            rep.say(("failed", "red"), f" labels of task {t.name}: {type(e).__name__}: {e}", problem=True)
+            continue
+        for w in ls.warnings:  # predicates matching nothing, suitability (benchmark.suitability)
+            rep.say(("warning", "yellow"), f": {w}")
+        why = input_problem(t, lab, cohort.splits)
+        if why:
+            bad += 1
+            fix = ("check the labels passed with --labels and the cohort's splits" if given is not None else
+                   f"check the task's index, inclusion and label rules and the cohort's splits "
+                   f"(`python -m benchmark labels --task {t.name} --data {cohort.root}` shows the counts)")
+            rep.say((f"cannot run task {t.name}", "red"), f" on {cohort.root}: {why}\n  fix: {fix}", problem=True)
+            continue
+        labels[t.name] = lab
+    return labels, bad, crashed

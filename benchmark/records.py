@@ -42,6 +42,10 @@ version stay readable (`from_json_dict`), a file of a newer version is refused w
         from predictions made outside MEHR-Bench. Earlier files read as before (no such block); their
         non-binary predictions stay in seed<k>.predictions.parquet, where
         benchmark.results.predictions_path still finds them.
+    5   adds `few_shot` (FewShot): set only on a cell of a few-shot / label-fraction run (`run --k-shots`
+        or `--train-fraction`, benchmark.few_shot), whose model was fitted on a drawn subset of the
+        training and tuning subjects; such a cell's files are seed<k>.<point>.json (and predictions)
+        beside the full-data seed<k>.json. Absent on every other record, so earlier files read as before.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from typing import Any, Literal, Mapping, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class _Strict(BaseModel):
@@ -182,6 +186,26 @@ class ExternalPredictions(_Strict):
                  "compute are unknown (n_train, n_tuning and compute are not the model's)")
 
 
+class FewShot(_Strict):
+    """The few-shot point of a cell (benchmark.few_shot): which subset of the training and tuning
+    subjects its model was fitted on. The held-out set is never subsampled.
+
+    scheme: "k_shots" (k subjects per class drawn for training and, separately, k for tuning, as
+        EHRSHOT does) or "fraction" (that fraction of each class's subjects, per split).
+    k: subjects per class (scheme k_shots); None = all of them.
+    fraction: the fraction of subjects per class (scheme fraction; 1.0 = all).
+    draw: the replicate (draw d of every point comes from one seeded order, so draws are nested in k).
+    n_train_subjects / n_tuning_subjects: subjects drawn in each split.
+    """
+
+    scheme: Literal["k_shots", "fraction"]
+    k: int | None = None
+    fraction: float | None = None
+    draw: int = Field(ge=0)
+    n_train_subjects: int
+    n_tuning_subjects: int
+
+
 class ModelInfo(BaseModel):
     """The spec's description of the model plus what the model reported in `Prediction.info`.
 
@@ -226,6 +250,7 @@ class ResultRecord(_Strict):
     ablations: dict[str, Any] | None = None
     external: list[ExternalResult] | None = None
     external_predictions: ExternalPredictions | None = None
+    few_shot: FewShot | None = None
     # Set only on the record run_cell returns when its file could not be written (disk full...);
     # never part of the file.
     write_error: str | None = Field(default=None, exclude=True)

@@ -73,7 +73,7 @@ def legacy_predictions_name(seed: int, external: str | None = None) -> str:
 
 
 def cell_paths(results_dir: Path, model: str, task: str, seed: int,
-               kind: str | TaskKind = "binary") -> tuple[Path, Path]:
+               kind: str | TaskKind = "binary", point: str | None = None) -> tuple[Path, Path]:
     """The JSON and predictions paths of one cell, always inside results_dir.
 
     Args:
@@ -82,6 +82,8 @@ def cell_paths(results_dir: Path, model: str, task: str, seed: int,
         task: a task name (safe segments joined by "/").
         seed: the seed (a non-negative integer).
         kind: the task's kind (names the predictions file; binary: seed<k>.predictions.parquet).
+        point: a few-shot cell's point tag (benchmark.few_shot.ShotPoint.tag, e.g. "shots-4-d1"): its
+            files are seed<k>.<point>.json and seed<k>.<point>.predictions...; None: a full-data cell.
 
     Returns:
         (seed<k>.json, its predictions file `predictions_name(kind, seed)`) under results_dir/model/task.
@@ -97,11 +99,25 @@ def cell_paths(results_dir: Path, model: str, task: str, seed: int,
         raise UserError(f"{what} cannot name a result folder", file=results_dir, field="model/task name",
                         fix=f"use names made of {SAFE_NAME_HELP} (task names: such segments joined by '/')")
     d = Path(results_dir) / model / task
+    if point is not None:
+        if not POINT_TAG.fullmatch(point):
+            raise ValueError(f"not a few-shot point tag: {point!r}")
+        return d / f"seed{int(seed)}.{point}.json", d / _with_point(predictions_name(kind, seed), seed, point)
     return d / f"seed{int(seed)}.json", d / predictions_name(kind, seed)
 
 
+# benchmark.few_shot.ShotPoint.tag: shots-<k|all>-d<draw> or frac-<fraction>-d<draw>
+POINT_TAG = re.compile(r"(?:shots-(?:\d+|all)|frac-[0-9.e-]+)-d\d+")
+
+
+def _with_point(name: str, seed: int, point: str | None) -> str:
+    """A predictions file name with a few-shot point after its seed<k> (unchanged for None)."""
+    head = f"seed{int(seed)}"
+    return name if point is None else f"{head}.{point}{name[len(head):]}"
+
+
 def cell_state(results_dir: Path, model: str, task: str, seed: int, *, data_fingerprint: str | None = None,
-               task_hash: str | None = None, labels_hash: Any = ...) -> str:
+               task_hash: str | None = None, labels_hash: Any = ..., point: str | None = None) -> str:
     """Whether a cell needs computing: "missing" (no JSON, unreadable, or not status ok/refused),
     "stale" (finished, but on other data, another task definition or other labels: a regenerated
     cohort, an edited task YAML, another `run --labels` folder) or "current".
@@ -113,8 +129,9 @@ def cell_state(results_dir: Path, model: str, task: str, seed: int, *, data_fing
         task_hash: the task's content hash now; None skips the check.
         labels_hash: the content hash of labels made elsewhere (`run --labels`), None for the
             labels the benchmark extracts; ... (the default) skips the check.
+        point: a few-shot cell's point tag (cell_paths).
     """
-    rec = read_record(cell_paths(results_dir, model, task, seed)[0])
+    rec = read_record(cell_paths(results_dir, model, task, seed, point=point)[0])
     if rec is None or rec.status not in {"ok", "refused"}:
         return "missing"
     if data_fingerprint is not None and rec.provenance.data_fingerprint != data_fingerprint:
@@ -281,11 +298,13 @@ def predictions_path(json_path: Path, kind: str | TaskKind = "binary", external:
         schema version 4 (that file absent, the old seed<k>...predictions.parquet present) the old one.
     """
     json_path = Path(json_path)
-    m = re.fullmatch(r"seed(\d+)\.json", json_path.name)
+    m = re.fullmatch(r"seed(\d+)(?:\.(" + POINT_TAG.pattern + r"))?\.json", json_path.name)
     if m is None:  # not a cell file name (a hand-made record): the predictions beside it by its stem
         return json_path.with_name(json_path.name[: -len(".json")] + ".predictions.parquet")
     seed = int(m.group(1))
-    new = json_path.with_name(predictions_name(kind, seed, external))
+    new = json_path.with_name(_with_point(predictions_name(kind, seed, external), seed, m.group(2)))
+    if m.group(2):  # few-shot cells came after schema version 4: no legacy name
+        return new
     old = json_path.with_name(legacy_predictions_name(seed, external))
     return old if not new.exists() and old.exists() else new
 

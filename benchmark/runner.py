@@ -41,11 +41,11 @@ from benchmark.data.integrity import require_integrity
 from benchmark.default_cohort import ensure_default_cohort
 from benchmark.errors import UserError
 from benchmark.external import ExternalSet, applicability, open_external, predictions_name, score_external
+from benchmark.few_shot import ShotPoint, cell_label, point_of, record_block, subsample, subset_problem
 from benchmark.label_files import given_labels
-from benchmark.labels import LabelSet, TaskNotApplicable, extract_labels
 from benchmark.model_api import BUDGETS, Budget, Prediction, TaskData
 from benchmark.paths import cache_dir, default_results_dir
-from benchmark.planning import input_problem, names_of, split_names  # noqa: F401 - re-exported
+from benchmark.planning import input_problem, names_of, split_names, task_labels  # noqa: F401 - re-exported
 from benchmark.records import (INFO_EXPLANATIONS, SCHEMA_VERSION, DatasetRef, Hardware, ModelInfo, Provenance,
                                ResultRecord, compute_block, dataset_name)
 from benchmark.registry import ModelSpec, get_model
@@ -67,6 +67,17 @@ class Cell:
     task: TaskSpec
     seed: int
     labels_hash: str | None = None  # labels made elsewhere (run --labels): their content hash
+    shots: ShotPoint | None = None  # a few-shot point (run --k-shots / --train-fraction; benchmark.few_shot)
+
+    @property
+    def key(self) -> Key:
+        """(model, task [point], seed): the cell's key in the run's records and summary."""
+        return self.spec.name, cell_label(self.task.name, self.shots), self.seed
+
+    def paths(self, results_dir: Path) -> tuple[Path, Path]:
+        """The cell's JSON and predictions paths (benchmark.results.cell_paths)."""
+        return cell_paths(results_dir, self.spec.name, self.task.name, self.seed, self.task.kind,
+                          point=self.shots.tag if self.shots else None)
 
 
 def seed_everything(seed: int) -> None:
@@ -84,10 +95,12 @@ def _peak_rss_mb() -> float:
 
 
 def task_data(task: TaskSpec, cohort: Cohort, seed: int, labels: pl.DataFrame,
-              labels_hash: str | None = None) -> TaskData:
+              labels_hash: str | None = None, shots: ShotPoint | None = None) -> TaskData:
     """Join labels with splits and build the TaskData a model sees (labels_hash: of labels made elsewhere,
-    whose features and encodings get a work folder of their own)."""
+    whose features and encodings get a work folder of their own; shots: a few-shot point, whose drawn
+    training and tuning subjects every family sees, benchmark.few_shot; caches key on the samples)."""
     lab = labels.join(cohort.splits, on="subject_id", how="inner").sort("subject_id", "prediction_time")
+    lab = subsample(lab, task, shots, seed) if shots is not None else lab
     # the input window (and labels made elsewhere) name the work folder: features cached otherwise are never read back
     tag = task.input_window_tag() + (f"@labels{labels_hash}" if labels_hash else "")
     work = cache_dir() / "work" / cohort.fingerprint() / (task.name.replace("/", "__") + tag)
@@ -153,15 +166,22 @@ def run_cell(cell: Cell, cohort: Cohort, labels: pl.DataFrame, results_dir: Path
         its write_error says why when the file could not be written.
     """
     spec, task, seed = cell.spec, cell.task, cell.seed
-    json_path, pred_path = cell_paths(results_dir, spec.name, task.name, seed, task.kind)
+    json_path, pred_path = cell.paths(results_dir)
     pred_written = False
     ext_path = None
     t0 = time.perf_counter()
-    data = task_data(task, cohort, seed, labels, cell.labels_hash)
+    data = task_data(task, cohort, seed, labels, cell.labels_hash, cell.shots)
     b = resolve_budget(budget)
     info: dict = {"kind": spec.kind, "modalities": list(spec.modalities), "reference": spec.reference}
     reached: dict = {}  # the record fields this cell reached: a failed cell has no metrics, fairness...
+    if cell.shots is not None:
+        reached["few_shot"] = record_block(data.labels, cell.shots)
+        why = subset_problem(data.labels, task, b.n_folds)
+        if why:  # refused per cell with its reason: no fit, no metrics
+            reached.update(status="refused", refused=why)
     try:
+        if reached.get("status") == "refused":
+            raise _Refused
         seed_everything(seed)
         model = spec.factory(budget=b, seed=seed)
         model.fit(data)
@@ -197,6 +217,8 @@ def run_cell(cell: Cell, cohort: Cohort, labels: pl.DataFrame, results_dir: Path
         legacy = pred_path.with_name(legacy_predictions_name(seed))
         if legacy != pred_path:  # a non-binary file of an older run would read as meds-evaluation's
             legacy.unlink(missing_ok=True)
+    except _Refused:
+        pass
     except Exception as e:  # noqa: BLE001 - a failing cell is recorded and the run goes on
         reached.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=8))
     compute = dict(wall_s=round(time.perf_counter() - t0, 3), peak_rss_mb=round(_peak_rss_mb(), 1),
@@ -219,6 +241,10 @@ def run_cell(cell: Cell, cohort: Cohort, labels: pl.DataFrame, results_dir: Path
                 with contextlib.suppress(OSError):
                     p.unlink(missing_ok=True)
         return record.model_copy(update={"write_error": f"could not write {json_path}: {e.strerror or e}"})
+
+
+class _Refused(Exception):
+    """A few-shot cell whose drawn subset cannot be fitted (its record says why)."""
 
 
 def add_external(cell: Cell, cohort: Cohort, labels: pl.DataFrame, results_dir: Path, budget: str | Budget,
@@ -308,7 +334,7 @@ def _failed_record(cell: Cell, cohort: Cohort, budget: Budget, error: str, wall_
 
 
 def _has_ablations(results_dir: Path, c: Cell) -> bool:
-    rec = read_record(cell_paths(results_dir, c.spec.name, c.task.name, c.seed)[0])
+    rec = read_record(c.paths(results_dir)[0])
     return rec is not None and rec.ablations is not None
 
 
@@ -339,8 +365,9 @@ class Evaluation:
 def run_evaluation(models: str | list[str], tasks: str | list[str], cohort: Cohort, results_dir: Path,
                    seeds: int = 1, budget: str | Budget = "default", force: bool = False, ablate: bool = False,
                    reporter: Reporter | None = None, external: str | Path | None = None,
-                   labels: str | Path | None = None) -> Evaluation:
-    """Plan and run every fitting (model, task, seed) cell (see benchmark.evaluate for the arguments).
+                   labels: str | Path | None = None, shots: list[ShotPoint] | None = None) -> Evaluation:
+    """Plan and run every fitting (model, task, seed) cell (see benchmark.evaluate for the arguments);
+    with `shots` (benchmark.few_shot.parse_points), one cell per (model, task, seed, point, draw).
 
     Order of checks, before any label or cell: cohort integrity, --seeds, model names, task names,
     budget, a writable results folder, the external dataset (then, per task, its labels.csv columns).
@@ -356,6 +383,9 @@ def run_evaluation(models: str | list[str], tasks: str | list[str], cohort: Coho
     require_integrity(cohort)  # refuse a cohort that fails validate's integrity checks, before any label or cell
     if seeds < 1:
         raise UserError(f"--seeds {seeds} must be at least 1", field="--seeds", fix="pass --seeds 1 or more")
+    if shots and (ablate or external is not None):
+        raise UserError("a few-shot run (--k-shots / --train-fraction) takes no --ablate-modalities or --external-data",
+                        field="--k-shots", fix="run the ablations or the external validation on the full data")
     specs = [get_model(m) for m in names_of(models, "--model")]
     task_list = select_tasks(",".join(names_of(tasks, "--task")))
     b = resolve_budget(budget)
@@ -363,7 +393,7 @@ def run_evaluation(models: str | list[str], tasks: str | list[str], cohort: Coho
     ext = open_external(external, cohort, None) if external is not None else None
     given = given_labels(task_list, cohort, Path(labels)) if labels is not None else None
     hashes = {name: h for name, (_, h) in (given or {}).items()}
-    labels, bad_input, failed = _task_labels(task_list, cohort, rep, given)
+    labels, bad_input, failed = task_labels(task_list, cohort, rep, given)
     if ext is not None:
         for t in task_list:
             why = applicability(ext, t) if t.name in labels else None  # a bad labels.csv raises here
@@ -378,7 +408,7 @@ def run_evaluation(models: str | list[str], tasks: str | list[str], cohort: Coho
             if why:
                 skipped.append((spec.name, t.name, why))
                 continue
-            cells += [Cell(spec, t, s, hashes.get(t.name)) for s in range(seeds)]
+            cells += [Cell(spec, t, s, hashes.get(t.name), p) for s in range(seeds) for p in (shots or [None])]
     for m, t, why in skipped:
         rep.say((f"skip {m} on {t}", "yellow"), f": {why}")
     todo = _plan(cells, cohort, results_dir, force, ablate, rep, ext)
@@ -389,12 +419,13 @@ def run_evaluation(models: str | list[str], tasks: str | list[str], cohort: Coho
 
 def run_grid(models: str, tasks: str, cohort: Cohort, results_dir: Path, seeds: int = 1, budget: str = "default",
              force: bool = False, ablate: bool = False, external: str | Path | None = None,
-             labels: str | Path | None = None) -> int:
+             labels: str | Path | None = None, shots: list[ShotPoint] | None = None) -> int:
     """`run`: evaluate the grid with console output and print the results table.
 
     ablate: run modality ablations in every cell; finished cells without them are rerun.
     external: an external dataset folder (--external-data) every fitted model is also scored on.
     labels: a label folder (--labels) used instead of the tasks' extraction.
+    shots: few-shot points (--k-shots / --train-fraction with --draws; benchmark.few_shot).
 
     Returns:
         The exit status (module docstring): 0 all finished, 1 some cell failed or was not written,
@@ -411,7 +442,7 @@ def run_grid(models: str, tasks: str, cohort: Cohort, results_dir: Path, seeds: 
     rep = ConsoleReporter(console)
     try:
         ev = run_evaluation(models, tasks, cohort, results_dir, seeds=seeds, budget=budget, force=force,
-                            ablate=ablate, reporter=rep, external=external, labels=labels)
+                            ablate=ablate, reporter=rep, external=external, labels=labels, shots=shots)
     finally:  # once planned, the summary is printed even when a cell, or the user (Ctrl-C), stops the loop
         if rep.cells is not None:
             console.print(_summary(rep.cells, Path(results_dir), seeds, rep.records))
@@ -423,7 +454,8 @@ def run_grid(models: str, tasks: str, cohort: Cohort, results_dir: Path, seeds: 
 def evaluate(models: str | list[str], tasks: str | list[str], data: str | Path | Cohort | None = None,
              results: str | Path | None = None, budget: str | Budget = "default", seeds: int = 1,
              force: bool = False, ablate: bool = False, dataset: str | None = None,
-             external_data: str | Path | None = None, labels: str | Path | None = None) -> list[ResultRecord]:
+             external_data: str | Path | None = None, labels: str | Path | None = None,
+             shots: list[ShotPoint] | None = None) -> list[ResultRecord]:
     """Run models on tasks and return their typed result records (what `run` does, without printing).
 
     Result files are written exactly as `run` writes them; finished cells are kept (not recomputed)
@@ -446,6 +478,8 @@ def evaluate(models: str | list[str], tasks: str | list[str], data: str | Path |
             and scored there; one with it is kept.
         labels: labels made elsewhere (`run --labels`; benchmark.label_files.given_labels) used instead
             of the tasks' extraction; their hash is in each record's provenance.labels_hash.
+        shots: few-shot points (benchmark.few_shot.parse_points): each fits on a drawn subset of the
+            training and tuning subjects, scored on the whole held-out set; records carry few_shot.
 
     Returns:
         One record per (model, task, seed) cell that fits, in grid order; a failed cell's record has
@@ -459,67 +493,23 @@ def evaluate(models: str | list[str], tasks: str | list[str], data: str | Path |
     cohort = data if isinstance(data, Cohort) else Cohort(data, dataset=dataset)
     results_dir = Path(results) if results is not None else default_results_dir()
     return run_evaluation(models, tasks, cohort, results_dir, seeds=seeds, budget=budget, force=force,
-                          ablate=ablate, external=external_data, labels=labels).records
+                          ablate=ablate, external=external_data, labels=labels, shots=shots).records
 
 
 def _records_of(cells: list[Cell], results_dir: Path, records: dict[Key, ResultRecord]) -> list[ResultRecord]:
     """The record of each cell: this run's, else the file on disk (read_records); cells without one are left out."""
-    keys = [(c.spec.name, c.task.name, c.seed) for c in cells]
+    keys = [c.key for c in cells]
     if any(k not in records for k in keys):
-        on_disk = {(r.model, r.task, r.seed): r for r in read_records(results_dir)}
+        on_disk = {(r.model, cell_label(r.task, point_of(r.few_shot)), r.seed): r for r in read_records(results_dir)}
         records = {**on_disk, **records}
     return [records[k] for k in keys if k in records]
 
 
 def _summary(cells: list[Cell], results_dir: Path, seeds: int, records: dict[Key, ResultRecord]):
     """The results table of the planned cells (this run's records, else the files on disk)."""
-    keys = sorted((c.task.name, c.spec.name, c.seed) for c in cells)
-    by_key = {(r.task, r.model, r.seed): r for r in _records_of(cells, results_dir, records)}
+    keys = sorted((c.key[1], c.spec.name, c.seed) for c in cells)
+    by_key = {(cell_label(r.task, point_of(r.few_shot)), r.model, r.seed): r for r in _records_of(cells, results_dir, records)}
     return summary_table(keys, results_dir, seeds, by_key)
-
-
-def _task_labels(task_list: list[TaskSpec], cohort: Cohort, rep: Reporter,
-                 given: dict[str, tuple[pl.DataFrame, str]] | None = None) -> tuple[dict[str, pl.DataFrame], int, int]:
-    """Labels of every task that can run (`given`: task name -> (labels, hash) made elsewhere, used
-    instead of extracting them); the others are reported with the reason and the fix.
-
-    Returns:
-        (task name -> labels, number of tasks refused because of the user's data or task file,
-        number of tasks whose label extraction crashed).
-
-    Raises:
-        UserError: bad input in a task's rules (the run stops before any cell).
-    """
-    labels: dict[str, pl.DataFrame] = {}
-    bad = crashed = 0
-    for t in task_list:
-        try:
-            if given is not None:  # made elsewhere: no extraction, no attrition, no extraction warnings
-                ls = LabelSet(t, given[t.name][0])
-            else:
-                ls = extract_labels(t, cohort, announce=False)  # its warnings are said once below, cached or not
-            lab = ls.labels
-        except TaskNotApplicable as e:
-            rep.say((f"skip task {t.name}", "yellow"), f": the dataset does not map {', '.join(e.missing)}")
-            continue
-        except UserError:
-            raise
-        except Exception as e:  # noqa: BLE001 - one task's crash is reported; the other tasks run
-            crashed += 1
-            rep.say(("failed", "red"), f" labels of task {t.name}: {type(e).__name__}: {e}", problem=True)
-            continue
-        for w in ls.warnings:  # predicates matching nothing, suitability (benchmark.suitability)
-            rep.say(("warning", "yellow"), f": {w}")
-        why = input_problem(t, lab, cohort.splits)
-        if why:
-            bad += 1
-            fix = ("check the labels passed with --labels and the cohort's splits" if given is not None else
-                   f"check the task's index, inclusion and label rules and the cohort's splits "
-                   f"(`python -m benchmark labels --task {t.name} --data {cohort.root}` shows the counts)")
-            rep.say((f"cannot run task {t.name}", "red"), f" on {cohort.root}: {why}\n  fix: {fix}", problem=True)
-            continue
-        labels[t.name] = lab
-    return labels, bad, crashed
 
 
 def _plan(cells: list[Cell], cohort: Cohort, results_dir: Path, force: bool, ablate: bool, rep: Reporter,
@@ -527,8 +517,8 @@ def _plan(cells: list[Cell], cohort: Cohort, results_dir: Path, force: bool, abl
     """The cells to compute now: missing, stale (other data / task definition), forced, lacking
     ablations, or (with an external set) lacking its entry (those are refitted for it only)."""
     fp = cohort.fingerprint()
-    states = [cell_state(results_dir, c.spec.name, c.task.name, c.seed, data_fingerprint=fp,
-                         task_hash=c.task.content_hash(), labels_hash=c.labels_hash) for c in cells]
+    states = [cell_state(results_dir, c.spec.name, c.task.name, c.seed, data_fingerprint=fp, task_hash=c.task.content_hash(),
+                         labels_hash=c.labels_hash, point=c.shots and c.shots.tag) for c in cells]
     stale = [c for c, st in zip(cells, states) if st == "stale"]
     todo = [c for c, st in zip(cells, states)
             if force or st != "current" or (ablate and not _has_ablations(results_dir, c))
@@ -545,7 +535,7 @@ def _needs_external(results_dir: Path, c: Cell, ext: ExternalSet | None) -> Resu
     """The cell's finished record when it lacks an entry for the external set (or has a crashed one), else None."""
     if ext is None:
         return None
-    rec = read_record(cell_paths(results_dir, c.spec.name, c.task.name, c.seed)[0])
+    rec = read_record(c.paths(results_dir)[0])
     if rec is None or rec.status not in {"ok", "refused"}:
         return None
     have = rec.external_for(ext.ref.fingerprint)
@@ -555,7 +545,7 @@ def _needs_external(results_dir: Path, c: Cell, ext: ExternalSet | None) -> Resu
 def _is_current(c: Cell, cohort: Cohort, results_dir: Path, ablate: bool) -> bool:
     """Whether another run finished this cell meanwhile (on this data and task definition)."""
     st = cell_state(results_dir, c.spec.name, c.task.name, c.seed, data_fingerprint=cohort.fingerprint(),
-                    task_hash=c.task.content_hash(), labels_hash=c.labels_hash)
+                    task_hash=c.task.content_hash(), labels_hash=c.labels_hash, point=c.shots and c.shots.tag)
     return st == "current" and not (ablate and not _has_ablations(results_dir, c))
 
 
@@ -570,11 +560,11 @@ def _run_cells(todo: list[Cell], cohort: Cohort, labels: dict[str, pl.DataFrame]
     failed = 0
     with rep.progress(len(todo)) as bar:
         for c in todo:
-            name = f"{c.spec.name} on {c.task.name}" + (f" seed {c.seed}" if c.seed else "")
-            bar.start(f"{c.spec.name} · {c.task.name} · seed {c.seed}")
+            name = f"{c.spec.name} on {c.key[1]}" + (f" seed {c.seed}" if c.seed else "")
+            bar.start(f"{c.spec.name} · {c.key[1]} · seed {c.seed}")
             t0 = time.perf_counter()
             try:
-                json_path, _ = cell_paths(results_dir, c.spec.name, c.task.name, c.seed)
+                json_path, _ = c.paths(results_dir)
                 with cache_lock(json_path):
                     current = not force and _is_current(c, cohort, results_dir, ablate)
                     lacking = _needs_external(results_dir, c, ext) if current else None
@@ -589,7 +579,7 @@ def _run_cells(todo: list[Cell], cohort: Cohort, labels: dict[str, pl.DataFrame]
                                        external=ext)
             except Exception as e:  # noqa: BLE001 - outside run_cell's own guard (locks, work folder...)
                 rec = _failed_record(c, cohort, budget, f"{type(e).__name__}: {e}", time.perf_counter() - t0)
-            rep.records[(c.spec.name, c.task.name, c.seed)] = rec
+            rep.records[c.key] = rec
             if rec.write_error:
                 failed += 1
                 rep.say(("not written", "red"), f" {name}: {rec.write_error}", problem=True)

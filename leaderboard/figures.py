@@ -13,6 +13,7 @@ Imports point one way inside the package: records <- rules <- scaling <- figures
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,8 +21,9 @@ from markupsafe import Markup
 
 from benchmark.kinds import KINDS
 from leaderboard import plots
-from leaderboard.records import BOUNDED_01, Cell, ModelInfo, TaskInfo, is_num, metric_label, read_predictions
-from leaderboard.scaling import macro_points, oncology_tasks
+from leaderboard.records import (BOUNDED_01, Cell, ModelInfo, ResultFile, TaskInfo, is_num, metric_label,
+                                 read_predictions)
+from leaderboard.scaling import joint_bootstrap, macro_points, oncology_tasks
 
 SHAP_TOP = 15
 
@@ -375,3 +377,118 @@ def oncology_scaling(models: dict[str, ModelInfo], cells: dict[tuple[str, str], 
                                  x_label="parameters (log scale)", y_label="macro-average AUROC",
                                  x_range=x_range, y_range=y_range, log_x=True, width=480)
     return {"figure": figure, "points": points, "notes": notes, "tasks": oncology_tasks(tasks)}
+
+
+# =========================================================================== few-shot curves
+def _point_key(fs) -> tuple[str, float, str]:
+    """(scheme, x order, label) of a record's few_shot block: "all" / 1.0 sort last."""
+    if fs.scheme == "k_shots":
+        return fs.scheme, math.inf if fs.k is None else float(fs.k), "all" if fs.k is None else str(fs.k)
+    return fs.scheme, float(fs.fraction), f"{fs.fraction:g}"
+
+
+def few_shot_curves(task: TaskInfo, files: list[ResultFile], models: dict[str, ModelInfo],
+                    n_boot: int = 1000) -> dict | None:
+    """The task's few-shot / label-fraction view (benchmark.few_shot): main metric against the number
+    of training samples (log x), one line per model, a 95% CI band, and the table behind it.
+
+    A point is the mean over its draws (and seeds) of the held-out main metric. Its CI: for a binary
+    task's AUROC, a subject bootstrap of the held-out set drawn jointly for all draws (the held-out
+    set is the same at every point; leaderboard.scaling.joint_bootstrap, logit-scale Wald); for
+    other metrics, the mean of the draws' own bootstrap bounds. Refused and failed draws are left
+    out and counted in the notes.
+
+    Args:
+        task: the task.
+        files: its few-shot result files (newest task version is used).
+        models: the site's models (colours), may lack a model that has only few-shot results.
+        n_boot: bootstrap replicates of the joint CI.
+
+    Returns:
+        {"figure": Markup or None, "rows": [dict], "notes": [str]}, or None without few-shot files.
+    """
+    files = [f for f in files if f.rec.few_shot is not None and f.rec.task_version == task.version]
+    if not files:
+        return None
+    metric = task.main_metric
+    groups: dict[tuple, list[ResultFile]] = {}
+    for f in files:
+        groups.setdefault((f.rec.model, *_point_key(f.rec.few_shot)), []).append(f)
+    rows, notes = [], []
+    for (model, scheme, x_order, label), fs in sorted(groups.items()):
+        ok = [f for f in fs if f.rec.status == "ok" and f.rec.main() is not None and is_num(f.rec.main().value)]
+        off = [f.rec.refused or f.rec.error or f.rec.status for f in fs if f not in ok]
+        if off:
+            notes.append(f"{model} at {'k' if scheme == 'k_shots' else 'fraction'}={label}: {len(off)} of "
+                         f"{len(fs)} draw(s) without a value ({off[0]})")
+        if not ok:
+            continue
+        vals = [f.rec.main().value for f in ok]
+        value, low, high, method = float(np.mean(vals)), None, None, ""
+        frames = [read_predictions(f.pred) for f in ok] if metric == "auroc" and task.kind == "binary" else []
+        if frames and all(fr is not None for fr in frames):
+            try:
+                value, low, high, _, note = joint_bootstrap({"draws": frames}, n_boot)
+                method = f"joint subject bootstrap over {len(ok)} draw(s), {n_boot} resamples"
+                if note:
+                    method += f" ({note})"
+            except Exception as e:  # noqa: BLE001 - a malformed predictions file: the point without a CI
+                method = f"CI not computed ({type(e).__name__})"
+        else:
+            lows = [f.rec.main().ci_low for f in ok]
+            highs = [f.rec.main().ci_high for f in ok]
+            if all(is_num(v) for v in lows + highs):
+                low, high = float(np.mean(lows)), float(np.mean(highs))
+                method = "mean of the draws' bootstrap bounds"
+            else:
+                method = "no CI: a draw's sample cannot support one"
+        rows.append(dict(model=model, scheme=scheme, point=label, x_order=x_order, n_draws=len(ok), n_cells=len(fs),
+                         n_train=float(np.mean([f.rec.n_train for f in ok if f.rec.n_train is not None] or [0])),
+                         value=value, ci_low=low, ci_high=high, sd=float(np.std(vals, ddof=1)) if len(vals) > 1 else None,
+                         method=method))
+    figure = None
+    plotted = [r for r in rows if r["n_train"] > 0]
+    if plotted:
+        names = sorted({r["model"] for r in plotted})
+        series = []
+        for i, name in enumerate(names):
+            pts = sorted((r for r in plotted if r["model"] == name), key=lambda r: r["n_train"])
+            color = models[name].color if name in models else i % plots.N_COLORS
+            series.append(plots.Series(name, [(r["n_train"], r["value"]) for r in pts],
+                                       lo=[r["ci_low"] if is_num(r["ci_low"]) else r["value"] for r in pts],
+                                       hi=[r["ci_high"] if is_num(r["ci_high"]) else r["value"] for r in pts],
+                                       color=color, markers=True))
+        xs = [r["n_train"] for r in plotted]
+        ys = [v for r in plotted for v in (r["value"], r["ci_low"], r["ci_high"]) if is_num(v)]
+        x_range = (10 ** math.floor(math.log10(min(xs))), 10 ** math.ceil(math.log10(max(xs))))
+        if x_range[0] == x_range[1]:
+            x_range = (x_range[0] / 10, x_range[1] * 10)
+        pad = (max(ys) - min(ys)) * 0.1 or 0.05
+        y_range = (math.floor((min(ys) - pad) * 20) / 20, math.ceil((max(ys) + pad) * 20) / 20)
+        if metric in BOUNDED_01:
+            y_range = (max(0.0, y_range[0]), min(1.0, y_range[1]))
+        figure = plots.line_plot(series, title=f"{task.name}: few-shot {metric_label(metric)}",
+                                 x_label="training samples (log scale; k shots per class, or fraction)",
+                                 y_label=f"held-out {metric_label(metric)}", x_range=x_range, y_range=y_range,
+                                 log_x=True, band=True, width=520)
+    return {"figure": figure, "rows": rows, "notes": notes}
+
+
+def standalone_svg(figure: Markup) -> str:
+    """A leaderboard figure as a self-contained SVG file (the site stylesheet's light palette and plot
+    rules inlined), e.g. for a README image.
+
+    Args:
+        figure: an SVG from leaderboard.plots.
+
+    Returns:
+        The SVG text.
+    """
+    css = (Path(__file__).parent / "static" / "style.css").read_text(encoding="utf-8")
+    root = css[css.index(":root"):]
+    light = root[root.index("{") + 1: root.index("}")].replace("color-scheme: light dark;", "")  # light only
+    rules = [ln for ln in css.splitlines() if ln.startswith(("svg.plot", ".c0", ".c4"))]
+    svg = str(figure)
+    cut = svg.index(">", svg.index("<svg")) + 1
+    return svg[:cut] + "<style>svg.plot {" + light + "}\n" + "\n".join(rules) + "</style>" + svg[cut:]
+

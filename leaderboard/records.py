@@ -113,13 +113,16 @@ class ResultFile:
         return predictions_path(self.path, self.rec.task_kind)
 
 
-def load_records(results_dir: Path, exclude: Path | None = None) -> tuple[list[ResultFile], list[str]]:
+def load_records(results_dir: Path, exclude: Path | None = None,
+                 few_shot: bool | None = False) -> tuple[list[ResultFile], list[str]]:
     """Every result file under results_dir, read by the benchmark's one reader
     (`benchmark.results.read_record_files`: hidden folders and `exclude` skipped).
 
     Args:
         results_dir: the results folder.
         exclude: a folder inside it to skip (the site itself).
+        few_shot: False (default): full-data cells only (few-shot cells, fitted on a drawn subset, are
+            never ranked or compared with them); True: few-shot cells only; None: both.
 
     Returns:
         (files sorted by model, task, seed, path; problems): each problem names an unusable file by
@@ -127,6 +130,7 @@ def load_records(results_dir: Path, exclude: Path | None = None) -> tuple[list[R
     """
     found, problems = read_record_files(results_dir, exclude)
     prefix = str(Path(results_dir)).rstrip("/") + "/"
+    found = [(p, rec) for p, rec in found if few_shot is None or (rec.few_shot is not None) == few_shot]
     return ([ResultFile(rec=rec, path=p) for p, rec in found],
             [t[len(prefix):] if t.startswith(prefix) else t for t in problems])
 

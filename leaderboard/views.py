@@ -20,7 +20,8 @@ from markupsafe import Markup
 
 from benchmark.kinds import KINDS
 from leaderboard import plots
-from leaderboard.figures import ablation_figures, explanation_figures, oncology_scaling, scaling_plots, task_curves
+from leaderboard.figures import (ablation_figures, explanation_figures, few_shot_curves, oncology_scaling, scaling_plots,
+                                 task_curves)
 from leaderboard.records import (
     BOUNDED_01,
     Cell,
@@ -66,6 +67,7 @@ class Site:
     audits: list[dict] = field(default_factory=list)
     dataset: Dataset | None = None
     scaling_macro: dict | None = None  # figures.oncology_scaling: the MEHRT paper's scaling figure
+    few_shot: dict[str, list[ResultFile]] = field(default_factory=dict)  # task -> few-shot cells (never ranked)
 
 
 def collect(results_dir: Path, *, exclude: Path | None = None, model_specs: Mapping[str, Any] | None = None,
@@ -81,7 +83,7 @@ def collect(results_dir: Path, *, exclude: Path | None = None, model_specs: Mapp
     Returns:
         Sites sorted by dataset name and fingerprint (one empty site when there are no results).
     """
-    recs, problems = load_records(results_dir, exclude)
+    recs, problems = load_records(results_dir, exclude, few_shot=None)
     registry = dict(tasks) if tasks is not None else registry_tasks()
     groups: dict[str, list[ResultFile]] = {}
     datasets: dict[str, Dataset] = {}
@@ -97,14 +99,19 @@ def collect(results_dir: Path, *, exclude: Path | None = None, model_specs: Mapp
 
 def _collect_one(recs: list[ResultFile], problems: list[str], registry: Mapping[str, Any],
                  model_specs: Mapping[str, Any] | None, dataset: Dataset | None) -> Site:
-    """The view model of the records of one dataset."""
+    """The view model of the records of one dataset (few-shot cells apart: they only draw curves)."""
+    few: dict[str, list[ResultFile]] = {}
+    for r in recs:
+        if r.rec.few_shot is not None:
+            few.setdefault(r.rec.task, []).append(r)
+    recs = [r for r in recs if r.rec.few_shot is None]
     by_task: dict[str, list[ResultFile]] = {}
     for r in recs:
         by_task.setdefault(r.rec.task, []).append(r)
     task_infos: dict[str, TaskInfo] = {}
     current: list[ResultFile] = []
-    for tname in sorted(by_task):
-        trs = by_task[tname]
+    for tname in sorted(set(by_task) | set(few)):  # a task with few-shot cells only still gets its page
+        trs = by_task.get(tname) or few[tname]
         info = task_info(tname, registry.get(tname), trs)
         # only the newest task version in the results is ranked; older ones are counted
         versions = sorted({r.rec.task_version for r in trs})
@@ -116,7 +123,7 @@ def _collect_one(recs: list[ResultFile], problems: list[str], registry: Mapping[
             r0 = next(r.rec for r in trs if r.rec.task_version == newest)
             info.kind, info.main_metric = r0.task_kind, r0.main_metric
         task_infos[tname] = info
-        current += [r for r in trs if r.rec.task_version == newest]
+        current += [r for r in by_task.get(tname, []) if r.rec.task_version == newest]
     by_model: dict[str, list[ResultFile]] = {}
     for r in current:
         by_model.setdefault(r.rec.model, []).append(r)
@@ -148,7 +155,7 @@ def _collect_one(recs: list[ResultFile], problems: list[str], registry: Mapping[
                 n_files=len(recs), scaling=scaling_plots(models, cells, task_infos), modalities=modalities,
                 kinds=kinds, task_n_models={t: sum(1 for (_, tn) in cells if tn == t) for t in task_infos},
                 not_ranked=not_ranked, audits=audits, dataset=dataset,
-                scaling_macro=oncology_scaling(models, cells, task_infos))
+                scaling_macro=oncology_scaling(models, cells, task_infos), few_shot=few)
 
 
 def _audits(tasks: dict[str, TaskInfo], cells: dict[tuple[str, str], Cell]) -> list[dict]:
@@ -308,7 +315,8 @@ def task_page(site: Site, t: TaskInfo, top: str | None) -> dict[str, Any]:
     return dict(
         root="../", site=site, task=t, cells=cells, metric_names=order, curves=curves, fairness=fairness,
         shap=shap, shap_notes=shap_notes, ablations=ablations, per_label=per_label, thresholds=thresholds,
-        models=site.models, dataset=site.dataset, top=_up(top, 1), external=external_view(cells, t.main_metric))
+        models=site.models, dataset=site.dataset, top=_up(top, 1), external=external_view(cells, t.main_metric),
+        few_shot=few_shot_curves(t, site.few_shot.get(t.name, []), site.models))
 
 
 def _metric_view(m: Any) -> dict | None:

@@ -220,10 +220,10 @@ def test_the_runner_writes_v3_records_naming_the_dataset(small_cohort, tmp_path,
     [rec] = runner.evaluate("logistic_regression", TASK, data=small_cohort, results=tmp_path, budget="smoke")
     meta = json.loads((small_cohort.root / "metadata" / "dataset.json").read_text())
     fp = small_cohort.fingerprint()
-    assert rec.schema_version == SCHEMA_VERSION == 4 and rec.external is None  # no --external-data: no list
+    assert rec.schema_version == SCHEMA_VERSION == 5 and rec.external is None and rec.few_shot is None  # no --external-data: no list
     assert rec.dataset == DatasetRef(name=meta["dataset_name"], fingerprint=fp) and rec.provenance.data_fingerprint == fp
     on_disk = json.loads(cell_paths(tmp_path, "logistic_regression", TASK, 0)[0].read_text())
-    assert on_disk["schema_version"] == 4 and "external" not in on_disk and on_disk["dataset"] == {"name": meta["dataset_name"], "fingerprint": fp}
+    assert on_disk["schema_version"] == 5 and "external" not in on_disk and "few_shot" not in on_disk and on_disk["dataset"] == {"name": meta["dataset_name"], "fingerprint": fp}
 
 
 def test_model_info_keeps_spec_fields_typed():

@@ -116,16 +116,16 @@ def test_label_extraction_crash_fails_one_task_only(small_cohort, tmp_path, cach
     """A polars error while extracting one task's labels is printed verbatim; the other task runs."""
     import polars as pl
 
-    from benchmark import runner
+    from benchmark import planning, runner
 
-    real = runner.extract_labels
+    real = planning.extract_labels
 
     def flaky(task, cohort, **kw):
         if task.name == "oncology/mortality_1y":
             raise pl.exceptions.ComputeError("cannot read [/data/train/0.parquet]")
         return real(task, cohort, **kw)
 
-    monkeypatch.setattr(runner, "extract_labels", flaky)
+    monkeypatch.setattr(planning, "extract_labels", flaky)  # task_labels moved to benchmark.planning
     rc = runner.run_grid("logistic_regression", TWO_TASKS, small_cohort, tmp_path / "res", budget="smoke")
     out = _flat(capsys.readouterr().out)
     assert rc == 1 and "labels of task oncology/mortality_1y: ComputeError: cannot read [/data/train/0.parquet]" in out
@@ -136,10 +136,10 @@ def test_label_extraction_crash_fails_one_task_only(small_cohort, tmp_path, cach
 # ---------------------------------------------------------------------------- item 6: results folder, writes
 def test_results_pointing_at_a_file_is_refused_before_any_cell(small_cohort, tmp_path, cache, monkeypatch):
     """Before: NotADirectoryError traceback after the first cell's work was done."""
-    from benchmark import runner
+    from benchmark import planning, runner
 
     monkeypatch.setattr(runner, "run_cell", lambda *a, **k: pytest.fail("a cell ran"))
-    monkeypatch.setattr(runner, "extract_labels", lambda *a, **k: pytest.fail("labels were extracted"))
+    monkeypatch.setattr(planning, "extract_labels", lambda *a, **k: pytest.fail("labels were extracted"))
     f = tmp_path / "results.txt"
     f.write_text("not a folder")
     with pytest.raises(UserError) as e:
