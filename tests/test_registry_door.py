@@ -46,7 +46,7 @@ def test_builtin_models_are_declared_as_entry_points_not_a_core_list():
     built-in is an entry point of pyproject.toml, and the installed metadata agrees with it."""
     assert not hasattr(registry, "BUILTIN_MODELS")
     declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"][registry.ENTRY_POINT_GROUP]
-    assert len(declared) == 63  # issue 15: + ehrt-tiny/small/9m, mehrt-prs-cross, mehrt-prs-prefix, mehrt-joint, 4 *_tuned, rf/lr late fusion, concat_lr_icu(_ts); issue 16: + 15 paper-head names (image_only_mlp, ehr_only_mlp*, concat_mlp*, *_fm, *_curated), cxr_supervised, cxr_simclr
+    assert len(declared) == 67  # issue 18: + ehrt-zeroshot-path/freq, mehrt-zeroshot-path/freq; issue 15: + ehrt-tiny/small/9m, mehrt-prs-cross, mehrt-prs-prefix, mehrt-joint, 4 *_tuned, rf/lr late fusion, concat_lr_icu(_ts); issue 16: + 15 paper-head names (image_only_mlp, ehr_only_mlp*, concat_mlp*, *_fm, *_curated), cxr_supervised, cxr_simclr
     assert {n: v for n, v in registry.model_targets().items() if n in declared} == declared
 
 
