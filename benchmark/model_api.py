@@ -25,6 +25,12 @@ from benchmark.data.leakage import demographic_rows, visible_events, visible_mod
 from benchmark.taskspec import TaskSpec
 
 
+class NotApplicable(Exception):
+    """Raised by a model's `fit` when it cannot answer this task on this data (e.g. a zero-shot model
+    whose outcome no token can express). The runner records the cell as "refused" with the message,
+    not as "failed": the model worked as designed, the task is outside what it can answer."""
+
+
 @dataclass(frozen=True)
 class Budget:
     """How much search, training and resampling a run may spend, the same for every model family.

@@ -43,7 +43,7 @@ from benchmark.errors import UserError
 from benchmark.external import ExternalSet, applicability, open_external, predictions_name, score_external
 from benchmark.few_shot import ShotPoint, cell_label, point_of, record_block, subsample, subset_problem
 from benchmark.label_files import given_labels
-from benchmark.model_api import BUDGETS, Budget, Prediction, TaskData
+from benchmark.model_api import BUDGETS, Budget, NotApplicable, Prediction, TaskData
 from benchmark.paths import cache_dir, default_results_dir
 from benchmark.planning import input_problem, names_of, split_names, task_labels  # noqa: F401 - re-exported
 from benchmark.records import (INFO_EXPLANATIONS, SCHEMA_VERSION, DatasetRef, Hardware, ModelInfo, Provenance,
@@ -219,6 +219,8 @@ def run_cell(cell: Cell, cohort: Cohort, labels: pl.DataFrame, results_dir: Path
             legacy.unlink(missing_ok=True)
     except _Refused:
         pass
+    except NotApplicable as e:  # the model cannot answer this task (its message says why): refused, not failed
+        reached.update(status="refused", refused=e.render() if hasattr(e, "render") else str(e))
     except Exception as e:  # noqa: BLE001 - a failing cell is recorded and the run goes on
         reached.update(status="failed", error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=8))
     compute = dict(wall_s=round(time.perf_counter() - t0, 3), peak_rss_mb=round(_peak_rss_mb(), 1),

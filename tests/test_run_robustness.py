@@ -394,3 +394,30 @@ def test_task_file_with_unsafe_name_is_rejected(tmp_path):
     with pytest.raises(UserError) as e:
         load_task_file(f, "fam/[x] y")
     assert e.value.field == "file name" and "rename" in e.value.fix
+
+
+class _NotForThisTask:
+    """A model that cannot answer the task (as a zero-shot model whose outcome has no token)."""
+
+    def fit(self, data):
+        from benchmark.model_api import NotApplicable
+        raise NotApplicable(f"cannot answer {data.task.name}: its outcome [death] has no token")
+
+    def predict(self, data, split):  # pragma: no cover - never reached
+        raise AssertionError
+
+
+def test_a_model_that_cannot_answer_the_task_is_refused_not_failed(small_cohort, tmp_path, cache, with_models,
+                                                                   capsys):
+    """Before: any exception in fit made the cell "failed" (a traceback in the record) although the model
+    worked as designed. Now NotApplicable gives a "refused" record with the model's reason, no
+    predictions file, and the run's exit status stays 0."""
+    from benchmark.runner import run_grid
+
+    with_models["picky"] = _spec("picky", lambda budget, seed: _NotForThisTask())
+    rc = run_grid("picky", TASK, small_cohort, tmp_path / "res", budget="smoke")
+    assert rc == 0
+    rec = json.loads((tmp_path / "res/picky" / TASK / "seed0.json").read_text())
+    assert rec["status"] == "refused" and "has no token" in rec["refused"] and "[death]" in rec["refused"]
+    assert not rec.get("error") and not rec.get("metrics")
+    assert not list((tmp_path / "res/picky" / TASK).glob("*predictions*"))

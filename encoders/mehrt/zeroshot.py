@@ -37,7 +37,7 @@ import numpy as np
 import polars as pl
 
 from benchmark.errors import UserError
-from benchmark.model_api import Budget, Prediction, TaskData
+from benchmark.model_api import Budget, NotApplicable, Prediction, TaskData
 from benchmark.predicates import BUILTIN_PREDICATES, CodeRule, DatasetRule, RuleUnion
 from encoders.mehrt.collate import collator, recent_starts
 from encoders.mehrt.generate import Sampling, Target, sample_paths
@@ -52,7 +52,7 @@ ROWS_PER_BATCH = 2048        # prompts x N paths decoded together
 _PATHS: dict = {}            # last sampled paths, shared by the -path and -freq specs of one run
 
 
-class ZeroShotNotApplicable(UserError):
+class ZeroShotNotApplicable(NotApplicable, UserError):
     """The task cannot be answered from generated tokens; the message says which rule refuses it."""
 
 
