@@ -356,7 +356,7 @@ def run_evaluation(models: str | list[str], tasks: str | list[str], cohort: Coho
     require_integrity(cohort)  # refuse a cohort that fails validate's integrity checks, before any label or cell
     if seeds < 1:
         raise UserError(f"--seeds {seeds} must be at least 1", field="--seeds", fix="pass --seeds 1 or more")
-    specs = [get_model(m) for m in names_of(models, "--model")]
+    specs = [m if isinstance(m, ModelSpec) else get_model(m) for m in names_of(models, "--model")]
     task_list = select_tasks(",".join(names_of(tasks, "--task")))
     b = resolve_budget(budget)
     results_dir = check_results_dir(results_dir)
