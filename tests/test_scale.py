@@ -134,7 +134,9 @@ def test_tiny_scale_run_writes_records_summary_view_and_resumes(small_cohort, ca
         point = next(p for p in points if p.model == name)
         m = row["macro_auroc"]
         assert m["value"] == pytest.approx(auroc) == pytest.approx(point.value)
-        assert (m["ci_low"], m["ci_high"]) == (point.ci_low, point.ci_high) and m["ci_low"] < m["value"] < m["ci_high"]
+        assert (m["ci_low"], m["ci_high"], m["note"]) == (point.ci_low, point.ci_high, point.note)
+        # 8 held-out positives here: the view refuses the interval and says why (a CI-backed number or none)
+        assert m["ci_low"] is not None or "10" in m["note"]
     # MEHRT started from the very EHRT checkpoint (same steps): one Stage-1 perplexity
     assert rows["ehrt-tiny"]["perplexity"]["1"] == rows["mehrt-tiny"]["perplexity"]["1"]
     assert (results / "scale_summary.md").read_text().count("| ehrt-tiny |") == 1
