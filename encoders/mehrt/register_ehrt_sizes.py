@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 
 from encoders.mehrt.register_ehrt import SPEC as EHRT_SPEC
-from encoders.mehrt.register_mehrt import FIXED_SIZES
+from encoders.mehrt.register_mehrt import FIXED_SIZES, _overrides
 
 
 def _factory(budget, seed: int = 0, size: str | None = None, steps: int | None = None, compile: bool = False):
@@ -34,7 +34,7 @@ def sized_spec(size: str, steps: int | None = None, compile: bool = False):
     return EHRT_SPEC.model_copy(update={
         "name": f"ehrt-{size.lower()}",
         "description": f"EHRT at the fixed '{size}' size config (encoders/mehrt/sizes.py SIZES){how}; otherwise as `ehrt`",
-        "factory": functools.partial(_factory, size=size, steps=steps, compile=compile)})
+        "factory": functools.partial(_factory, size=size, **_overrides(steps, compile))})
 
 
 SPECS = tuple(sized_spec(size) for size in FIXED_SIZES)

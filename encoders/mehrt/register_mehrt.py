@@ -52,6 +52,11 @@ SPEC = ModelSpec(
 )
 
 
+def _overrides(steps: int | None, compile: bool) -> dict:
+    """The factory keywords `scale` sets (none for the registered entries, which stay {"size": ...})."""
+    return {k: v for k, v in (("steps", steps), ("compile", compile)) if v}
+
+
 def sized_spec(size: str, steps: int | None = None, compile: bool = False) -> ModelSpec:
     """`mehrt-<size>`: MEHRT at a fixed size config whatever the budget (the budget still sets the
     pretraining steps and probe search). Results of several sizes feed the leaderboard's scaling plot.
@@ -69,7 +74,7 @@ def sized_spec(size: str, steps: int | None = None, compile: bool = False) -> Mo
     return SPEC.model_copy(update={
         "name": f"mehrt-{size.lower()}",
         "description": f"MEHRT at the fixed '{size}' size config (encoders/mehrt/sizes.py SIZES){how}; otherwise as `mehrt`",
-        "factory": functools.partial(_factory, size=size, steps=steps, compile=compile)})
+        "factory": functools.partial(_factory, size=size, **_overrides(steps, compile))})
 
 
 # Fixed sizes on the leaderboard's scaling plot (keys of encoders/mehrt/model.py SIZES).
