@@ -276,6 +276,26 @@ def cmd_run(args: argparse.Namespace) -> int:
                     external=args.external_data, labels=args.labels, shots=shots)
 
 
+def cmd_scale(args: argparse.Namespace) -> int:
+    """`scale`: the MEHRT paper's scaling study (encoders/mehrt/scale.py) with the leaderboard's scaling view."""
+    from encoders.mehrt.scale import default_rule, parse_rule, resolve_families, resolve_sizes, run_scale
+    from leaderboard.views import collect
+
+    sizes, families = resolve_sizes(args.sizes), resolve_families(args.families)  # flag errors first
+    rule = parse_rule(args.tokens_rule, args.max_epochs) if args.tokens_rule else None
+    cohort = _resolve_cohort(args)
+
+    def view(results: Path, fingerprint: str) -> dict:
+        # the site of this cohort's records: leaderboard/scaling.py's points (joint subject bootstrap CI)
+        sites = [s for s in collect(results) if s.dataset is not None and s.dataset.fingerprint == fingerprint]
+        macro = (sites[0].scaling_macro if sites else None) or {}
+        return {"points": {p.model: vars(p) for p in macro.get("points", [])}, "notes": macro.get("notes", []),
+                "figure": str(macro["figure"]) if macro.get("figure") is not None else None}
+
+    return run_scale(cohort, sizes, families, rule or default_rule(args.budget), Path(args.results), view=view,
+                     budget=args.budget, seeds=args.seeds, tasks=args.tasks, force=args.force, compile=args.compile)
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     from leaderboard.build import build
 
@@ -424,6 +444,29 @@ def build_parser() -> argparse.ArgumentParser:
                          "(e.g. 0.01,0.1,1); cells seed<s>.frac-<f>-d<draw>")
     pr.add_argument("--draws", type=int, default=3, help="draws per few-shot point (default 3; 'all' has one)")
     pr.set_defaults(func=cmd_run)
+
+    psc = sub.add_parser("scale", help="scaling study: pretrain EHRT and MEHRT at several sizes, probe every "
+                                       "oncology task, macro AUROC vs parameters and perplexity by stage",
+                         epilog="exit status as `run`; writes scale_summary.json / .md and scale_plot.svg in --results")
+    psc.add_argument("--sizes", required=True, help="sizes, comma-separated (tiny, small, 9M, 28M, 56M, 109M, 256M, "
+                                                    "535M, 982M: encoders/mehrt/sizes.py)")
+    psc.add_argument("--families", default="ehrt,mehrt", help="ehrt and/or mehrt (default both)")
+    psc.add_argument("--tokens-rule", help="fixed:N (N Stage-1 tokens for every size; k/M/B allowed) or chinchilla:R "
+                                           "(R x non-embedding parameters); default fixed at the budget's Stage-1 "
+                                           "tokens (default budget: 614400)")
+    psc.add_argument("--max-epochs", type=float, default=10.0,
+                     help="cap on Stage-1 passes over the training corpus (default 10, the paper's)")
+    psc.add_argument("--tasks", default="oncology", help="task selection; its binary tasks run (default oncology)")
+    psc.add_argument("--data", help="cohort folder (default: the embedded synthetic cohort)")
+    psc.add_argument("--dataset", help="dataset profile name or folder (default: recognised)")
+    psc.add_argument("--results", default=str(default_results_dir() / "scale"),
+                     help="results folder, one per token rule (default ./results/scale)")
+    psc.add_argument("--seeds", type=int, default=1, help="probe seeds per cell (default 1)")
+    psc.add_argument("--budget", choices=("smoke", "default", "full"), default="default",
+                     help="probe search (and the default token rule); the rule sets the pretraining steps")
+    psc.add_argument("--compile", action="store_true", help="torch.compile pretraining on CUDA")
+    psc.add_argument("--force", action="store_true", help="recompute finished cells")
+    psc.set_defaults(func=cmd_scale)
 
     add_meds_parsers(sub, pt)  # evaluate, fit, predict, export, tasks import-aces (benchmark/cli_meds.py)
 

@@ -58,8 +58,12 @@ def input_problem(task: TaskSpec, labels: pl.DataFrame, splits: pl.DataFrame) ->
     return None
 
 
-def names_of(names: str | list[str] | tuple[str, ...], flag: str) -> list[str]:
-    """split_names for a comma string or a list of names (the Python API takes both)."""
+def names_of(names: str | list[str] | tuple[str, ...], flag: str) -> list:
+    """split_names for a comma string or a list of names (the Python API takes both). A list of
+    objects that are not names (the ModelSpecs `scale` builds with a token rule's steps) is returned
+    as it is: the runner uses those specs instead of looking names up."""
+    if not isinstance(names, str) and names and not any(isinstance(n, str) for n in names):
+        return list(names)
     return split_names(names if isinstance(names, str) else ",".join(names), flag)
 
 

@@ -388,7 +388,7 @@ def run_evaluation(models: str | list[str], tasks: str | list[str], cohort: Coho
     if shots and (ablate or external is not None):
         raise UserError("a few-shot run (--k-shots / --train-fraction) takes no --ablate-modalities or --external-data",
                         field="--k-shots", fix="run the ablations or the external validation on the full data")
-    specs = [get_model(m) for m in names_of(models, "--model")]
+    specs = [m if isinstance(m, ModelSpec) else get_model(m) for m in names_of(models, "--model")]
     task_list = select_tasks(",".join(names_of(tasks, "--task")))
     b = resolve_budget(budget)
     results_dir = check_results_dir(results_dir)

@@ -78,6 +78,7 @@ class Settings:
         probe_folds: CV folds.
         prs_mode: the PRS pathway ("cross_attention" or "prefix"; None for EHRT). It reaches the
             model config, whose hash is part of every checkpoint and representation cache key.
+        compile: torch.compile the pretraining stages on CUDA (not part of any cache key).
     """
 
     size: str
@@ -90,6 +91,7 @@ class Settings:
     probe_trials: int = 8
     probe_folds: int = 5
     prs_mode: str | None = None
+    compile: bool = False
 
     def encode_hash(self) -> str:
         """Hash of what changes a cached representation."""
@@ -106,7 +108,7 @@ DEFAULT_PRS_MODE = "cross_attention"
 
 def settings_for(budget: Budget, multimodal: bool, stage: str | None = None, size: str | None = None,
                  steps: int | None = None, prs_mode: str | None = None,
-                 representations: tuple[str, ...] | None = None) -> Settings:
+                 representations: tuple[str, ...] | None = None, compile: bool = False) -> Settings:
     """Pipeline settings for a runner budget.
 
     Args:
@@ -119,6 +121,7 @@ def settings_for(budget: Budget, multimodal: bool, stage: str | None = None, siz
             (registry entries `mehrt-prs-cross` / `mehrt-prs-prefix`); EHRT has none.
         representations: override the probe's candidates (default REPRESENTATIONS, the same for
             MEHRT and EHRT at every budget; STUDY_REPRESENTATION only for a multimodal model).
+        compile: torch.compile pretraining on CUDA (`scale --compile`).
 
     Returns:
         The settings.
@@ -151,7 +154,7 @@ def settings_for(budget: Budget, multimodal: bool, stage: str | None = None, siz
         # Probes are cheap next to encoding: a few more candidates than the budget's
         # random-search trials (with at least 8), since C spans 20 decades.
         probe_trials=min(40, max(8, 2 * budget.n_trials)), probe_folds=max(budget.n_folds, 3),
-        prs_mode=(prs_mode or DEFAULT_PRS_MODE) if multimodal else None)
+        prs_mode=(prs_mode or DEFAULT_PRS_MODE) if multimodal else None, compile=compile)
 
 
 # ------------------------------------------------------------------------------ pretrained models
@@ -167,7 +170,7 @@ def load_pretrained(cohort, settings: Settings, log=None):
         (model, meta) where meta["stages"] has per-stage perplexity, tokens/s, ... and
         meta["key"] identifies the checkpoint.
     """
-    plan = default_plan(settings.size, settings.steps, prs_mode=settings.prs_mode)
+    plan = default_plan(settings.size, settings.steps, compile=settings.compile, prs_mode=settings.prs_mode)
     k = (str(cohort.root), cohort.fingerprint(), repr(plan), settings.stage)
     if k not in _MODELS:
         model, meta = run_curriculum(cohort, plan, settings.stage, log=log)
@@ -409,12 +412,13 @@ class MEHRTPipeline:
         prs_mode: the PRS pathway (None = DEFAULT_PRS_MODE; registry entries `mehrt-prs-*`).
         representations: the probe's candidates overriding REPRESENTATIONS (e.g. to add
             STUDY_REPRESENTATION for MEHRT; not comparable with EHRT then).
+        compile: torch.compile pretraining on CUDA.
     """
 
     def __init__(self, budget: Budget, seed: int = 0, multimodal: bool = True, stage: str | None = None,
                  size: str | None = None, steps: int | None = None, prs_mode: str | None = None,
-                 representations: tuple[str, ...] | None = None):
-        self.budget = budget
+                 representations: tuple[str, ...] | None = None, compile: bool = False):
+        self.budget, self.compile = budget, compile
         self.size, self.steps, self.prs_mode = size, steps, prs_mode
         self.representations = representations
         self.seed = seed
@@ -424,7 +428,7 @@ class MEHRTPipeline:
     def settings(self) -> Settings:
         """The pipeline settings of this budget, stage and size/steps overrides (see settings_for)."""
         return settings_for(self.budget, self.multimodal, self.stage, size=self.size, steps=self.steps,
-                            prs_mode=self.prs_mode, representations=self.representations)
+                            prs_mode=self.prs_mode, representations=self.representations, compile=self.compile)
 
     def fit(self, data: TaskData) -> MEHRTPipeline:
         """Pretrain (or load), encode train + tuning samples, tune and fit the probe.
@@ -569,7 +573,8 @@ class MEHRTPipeline:
             "pretraining": {k: {"steps": v["train_config"]["steps"], "held_out_perplexity": round(v["held_out_perplexity"], 3),
                                 "perplexity_tokens": v.get("perplexity_tokens"), "documents": v.get("n_stage_documents"),
                                 "size": s.size, "n_parameters": v["n_parameters"],
-                                "tokens_per_s": round(v["tokens_per_s"], 1), "train_seconds": round(v["train_seconds"], 1)}
+                                "tokens_per_s": round(v["tokens_per_s"], 1), "train_seconds": round(v["train_seconds"], 1),
+                                "tokens": v.get("tokens")}
                             for k, v in stages.items()},
             "pretraining_data": "training-split subjects' whole records (tuning and held-out never used)",
             "encode_len": s.encode_len, "peak_memory_mb": round(self.peak_mb_, 1),

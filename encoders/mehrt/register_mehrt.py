@@ -19,11 +19,14 @@ from benchmark.vocabulary import IMAGE_MODALITIES
 MEHRT_MODALITIES = ("structured", *IMAGE_MODALITIES, "prs")
 
 
-def _factory(budget, seed: int = 0, size: str | None = None, prs_mode: str | None = None):
+def _factory(budget, seed: int = 0, size: str | None = None, prs_mode: str | None = None, steps: int | None = None,
+             compile: bool = False):
     """Build the pipeline (see encoders/mehrt/pipeline.py); size overrides the budget's size, prs_mode
-    the default PRS pathway (pipeline.DEFAULT_PRS_MODE, cross-attention)."""
+    the default PRS pathway (pipeline.DEFAULT_PRS_MODE, cross-attention), steps the budget's Stage-1
+    steps (`scale`'s token rule), compile turns on torch.compile for pretraining on CUDA."""
     from encoders.mehrt.pipeline import MEHRTPipeline
-    return MEHRTPipeline(budget=budget, seed=seed, multimodal=True, size=size, prs_mode=prs_mode)
+    return MEHRTPipeline(budget=budget, seed=seed, multimodal=True, size=size, prs_mode=prs_mode, steps=steps,
+                         compile=compile)
 
 
 SPEC = ModelSpec(
@@ -49,13 +52,29 @@ SPEC = ModelSpec(
 )
 
 
-def sized_spec(size: str) -> ModelSpec:
+def _overrides(steps: int | None, compile: bool) -> dict:
+    """The factory keywords `scale` sets (none for the registered entries, which stay {"size": ...})."""
+    return {k: v for k, v in (("steps", steps), ("compile", compile)) if v}
+
+
+def sized_spec(size: str, steps: int | None = None, compile: bool = False) -> ModelSpec:
     """`mehrt-<size>`: MEHRT at a fixed size config whatever the budget (the budget still sets the
-    pretraining steps and probe search). Results of several sizes feed the leaderboard's scaling plot."""
+    pretraining steps and probe search). Results of several sizes feed the leaderboard's scaling plot.
+
+    Args:
+        size: a key of encoders/mehrt/sizes.py SIZES.
+        steps: Stage-1 pretraining steps instead of the budget's (the override `python -m benchmark
+            scale` passes from its token rule; None, as registered, keeps `run --model mehrt-<size>`'s).
+        compile: torch.compile the pretraining on CUDA (`scale --compile`).
+
+    Returns:
+        The spec.
+    """
+    how = f"; Stage 1 pretrained {steps} steps (scale's token rule)" if steps is not None else ""
     return SPEC.model_copy(update={
         "name": f"mehrt-{size.lower()}",
-        "description": f"MEHRT at the fixed '{size}' size config (encoders/mehrt/model.py SIZES); otherwise as `mehrt`",
-        "factory": functools.partial(_factory, size=size)})
+        "description": f"MEHRT at the fixed '{size}' size config (encoders/mehrt/sizes.py SIZES){how}; otherwise as `mehrt`",
+        "factory": functools.partial(_factory, size=size, **_overrides(steps, compile))})
 
 
 # Fixed sizes on the leaderboard's scaling plot (keys of encoders/mehrt/model.py SIZES).
