@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from markupsafe import Markup
 
-from benchmark.kinds import KINDS
+from benchmark.kinds import BINARY, KINDS
 from leaderboard import plots
 from leaderboard.records import (BOUNDED_01, Cell, ModelInfo, ResultFile, TaskInfo, is_num, metric_label,
                                  read_predictions)
@@ -425,7 +425,7 @@ def few_shot_curves(task: TaskInfo, files: list[ResultFile], models: dict[str, M
             continue
         vals = [f.rec.main().value for f in ok]
         value, low, high, method = float(np.mean(vals)), None, None, ""
-        frames = [read_predictions(f.pred) for f in ok] if metric == "auroc" and task.kind == "binary" else []
+        frames = [read_predictions(f.pred) for f in ok] if metric == "auroc" and KINDS.get(task.kind) is BINARY else []
         if frames and all(fr is not None for fr in frames):
             try:
                 value, low, high, _, note = joint_bootstrap({"draws": frames}, n_boot)

@@ -45,6 +45,7 @@ from typing import Callable, Literal
 
 from benchmark.artifacts import atomic_write
 from benchmark.errors import UserError
+from benchmark.kinds import BINARY, kind_of
 from benchmark.model_api import BUDGETS
 from benchmark.registry import ModelSpec
 
@@ -62,23 +63,23 @@ class TokenRule:
     """How many Stage-1 tokens a size trains.
 
     Args:
-        kind: "fixed" (value = tokens, every size) or "chinchilla" (value = tokens per non-embedding
+        scheme: "fixed" (value = tokens, every size) or "chinchilla" (value = tokens per non-embedding
             parameter of the backbone).
         value: N or R.
         max_epochs: cap, in passes over the training corpus's structured tokens.
     """
 
-    kind: Literal["fixed", "chinchilla"]
+    scheme: Literal["fixed", "chinchilla"]
     value: float
     max_epochs: float = DEFAULT_MAX_EPOCHS
 
     def text(self) -> str:
         """The rule as the command line writes it (fixed:614400, chinchilla:20)."""
-        return f"{self.kind}:{self.value:g}" if self.kind == "chinchilla" else f"fixed:{int(self.value)}"
+        return f"{self.scheme}:{self.value:g}" if self.scheme == "chinchilla" else f"fixed:{int(self.value)}"
 
     def wanted(self, non_embedding: int) -> float:
         """Tokens before the epoch cap for a backbone with `non_embedding` parameters."""
-        return self.value if self.kind == "fixed" else self.value * non_embedding
+        return self.value if self.scheme == "fixed" else self.value * non_embedding
 
 
 def parse_rule(text: str, max_epochs: float = DEFAULT_MAX_EPOCHS) -> TokenRule:
@@ -88,17 +89,17 @@ def parse_rule(text: str, max_epochs: float = DEFAULT_MAX_EPOCHS) -> TokenRule:
         UserError: anything else, or a non-positive N, R or max_epochs.
     """
     fix = "pass --tokens-rule fixed:N (tokens per size, e.g. fixed:300k) or chinchilla:R (e.g. chinchilla:20)"
-    kind, _, value = text.strip().partition(":")
+    scheme, _, value = text.strip().partition(":")
     m = _COUNT.match(value.strip())
-    if kind not in ("fixed", "chinchilla") or not m:
+    if scheme not in ("fixed", "chinchilla") or not m:
         raise UserError(f"--tokens-rule {text!r} is not a token rule", field="--tokens-rule", fix=fix)
     v = float(m.group(1)) * _UNIT[m.group(2).lower()]
-    if v <= 0 or (kind == "fixed" and v < 1):
+    if v <= 0 or (scheme == "fixed" and v < 1):
         raise UserError(f"--tokens-rule {text!r} must be positive", field="--tokens-rule", fix=fix)
     if not max_epochs > 0:
         raise UserError(f"--max-epochs {max_epochs} must be positive", field="--max-epochs",
                         fix="pass a positive number of passes over the training corpus (default 10)")
-    return TokenRule(kind, v, max_epochs)  # type: ignore[arg-type]
+    return TokenRule(scheme, v, max_epochs)  # type: ignore[arg-type]
 
 
 def tokens_per_step(size: str) -> int:
@@ -245,7 +246,7 @@ def oncology_task_names(selection: str) -> list[str]:
     """
     from benchmark.task_registry import select_tasks
 
-    names = [t.name for t in select_tasks(selection) if t.kind == "binary"]
+    names = [t.name for t in select_tasks(selection) if kind_of(t.kind) is BINARY]
     if not names:
         raise UserError(f"--tasks {selection!r} selects no binary task", field="--tasks",
                         fix="pass oncology (every oncology task) or some of its binary tasks")
@@ -362,7 +363,7 @@ def summarize(entries: list[ScaleEntry], records, shown: dict, *, rule: TokenRul
                                for r in mine if (r.metrics or {}).get("auroc") is not None and r.seed == 0},
             "macro_auroc": None if p is None else {k: p.get(k) for k in ("value", "ci_low", "ci_high", "method", "note")},
         })
-    return {"rule": rule.text(), "rule_kind": rule.kind, "max_epochs": rule.max_epochs,
+    return {"rule": rule.text(), "rule_kind": rule.scheme, "max_epochs": rule.max_epochs,
             "corpus_tokens": corpus_tokens, "budget": budget, "seeds": seeds, "tasks": tasks,
             "token_unit": "window slots: steps x batch x seq_len (Stage 1); tokens_seen: real tokens",
             "rows": rows, "notes": list(shown.get("notes", []))}

@@ -37,6 +37,7 @@ import numpy as np
 import polars as pl
 
 from benchmark.errors import UserError
+from benchmark.kinds import BINARY, kind_of
 from benchmark.model_api import Budget, NotApplicable, Prediction, TaskData
 from benchmark.predicates import BUILTIN_PREDICATES, CodeRule, DatasetRule, RuleUnion
 from encoders.mehrt.collate import collator, recent_starts
@@ -68,7 +69,7 @@ def label_window_minutes(task) -> tuple[float, float]:
     """
     lab = task.label
     why = None
-    if task.kind != "binary":
+    if kind_of(task.kind) is not BINARY:
         why = f"it is a {task.kind} task (zero-shot trajectories answer binary tasks only)"
     elif lab.duration_to is not None or lab.window is None or lab.outcome is None:
         why = "its label is not 'outcome within a window' (a duration threshold)"
