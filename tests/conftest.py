@@ -64,3 +64,30 @@ def with_models(monkeypatch):
     real = registry.get_model
     monkeypatch.setattr("benchmark.runner.get_model", lambda n: extra[n] if n in extra else real(n))
     return extra
+
+
+@pytest.fixture(scope="session")
+def lr_binary_survival_run(tmp_path_factory) -> dict:
+    """logistic_regression (smoke budget) run on a binary and a survival task of a 2000-subject cohort,
+    shared by the prediction-file tests (tests/test_meds_evaluation.py, tests/test_evaluate_external.py).
+
+    Returns:
+        {"base": the folder, "cohort": the Cohort, "results": the run's results folder,
+         "recs": task name -> ResultRecord}; the run's cache is base/"cache".
+    """
+    import os
+
+    from data_prep.synthetic import generate
+    from benchmark import runner
+
+    base = tmp_path_factory.mktemp("lr_binary_survival")
+    old = os.environ.get("MEHR_BENCH_CACHE")
+    os.environ["MEHR_BENCH_CACHE"] = str(base / "cache")
+    try:
+        cohort = Cohort(generate(base / "cohort", n_subjects=2000, seed=3, images=False))
+        recs = runner.evaluate("logistic_regression", "oncology/mortality_1y,survival/mace", data=cohort,
+                               results=base / "run", budget="smoke")
+    finally:
+        os.environ.pop("MEHR_BENCH_CACHE") if old is None else os.environ.__setitem__("MEHR_BENCH_CACHE", old)
+    assert [r.status for r in recs] == ["ok", "ok"]
+    return {"base": base, "cohort": cohort, "results": base / "run", "recs": {r.task: r for r in recs}}

@@ -18,7 +18,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-from benchmark.data.cohort import Cohort
 from benchmark.errors import UserError
 from benchmark.external_predictions import EXTERNAL_KIND, evaluate_predictions
 from benchmark.results import cell_paths, predictions_name, read_record
@@ -29,22 +28,9 @@ MULTILABEL, REGRESSION = "cxr/chexpert_multilabel", "icu/los_days_24h"
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-    """A 2000-subject cohort, logistic_regression run on a binary and a survival task (smoke budget)."""
-    from data_prep.synthetic import generate
-    from benchmark import runner
-
-    base = tmp_path_factory.mktemp("evaluate_external")
-    old = os.environ.get("MEHR_BENCH_CACHE")
-    os.environ["MEHR_BENCH_CACHE"] = str(base / "cache")
-    try:
-        cohort = Cohort(generate(base / "cohort", n_subjects=2000, seed=3, images=False))
-        recs = runner.evaluate("logistic_regression", f"{BINARY},{SURVIVAL}", data=cohort, results=base / "run",
-                               budget="smoke")
-        assert [r.status for r in recs] == ["ok", "ok"]
-        yield {"base": base, "cohort": cohort, "recs": {r.task: r for r in recs}}
-    finally:
-        os.environ.pop("MEHR_BENCH_CACHE") if old is None else os.environ.__setitem__("MEHR_BENCH_CACHE", old)
+def env(lr_binary_survival_run):
+    """The shared logistic_regression run (tests/conftest.py) on a binary and a survival task."""
+    return lr_binary_survival_run
 
 
 def run_pred(env, task: str) -> Path:

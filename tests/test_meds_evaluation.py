@@ -10,7 +10,6 @@ ColumnNotFoundError "predicted_boolean_value"; 0.0.3: the float32 probability).
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,6 @@ import numpy as np
 import polars as pl
 import pytest
 
-from benchmark.data.cohort import Cohort
 from benchmark.results import cell_paths, legacy_predictions_name, predictions_name, predictions_path
 
 BINARY, SURVIVAL = "oncology/mortality_1y", "survival/mace"
@@ -28,22 +26,9 @@ SCHEMA = {"subject_id": pl.Int64, "prediction_time": pl.Datetime("us"), "boolean
 
 
 @pytest.fixture(scope="module")
-def ran(tmp_path_factory):
-    """logistic_regression (smoke budget) on a binary and a survival task of a 2000-subject cohort."""
-    from data_prep.synthetic import generate
-    from benchmark import runner
-
-    base = tmp_path_factory.mktemp("meds_eval")
-    old = os.environ.get("MEHR_BENCH_CACHE")
-    os.environ["MEHR_BENCH_CACHE"] = str(base / "cache")
-    try:
-        cohort = Cohort(generate(base / "cohort", n_subjects=2000, seed=3, images=False))
-        recs = runner.evaluate("logistic_regression", f"{BINARY},{SURVIVAL}", data=cohort, results=base / "r",
-                               budget="smoke")
-    finally:
-        os.environ.pop("MEHR_BENCH_CACHE") if old is None else os.environ.__setitem__("MEHR_BENCH_CACHE", old)
-    assert [r.status for r in recs] == ["ok", "ok"]
-    return base / "r", {r.task: r for r in recs}
+def ran(lr_binary_survival_run):
+    """(results folder, task -> record) of the shared logistic_regression run (tests/conftest.py)."""
+    return lr_binary_survival_run["results"], lr_binary_survival_run["recs"]
 
 
 def test_binary_file_is_exactly_the_prediction_schema_and_meds_evaluation_0_0_6_scores_it(ran):
