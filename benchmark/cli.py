@@ -12,7 +12,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from benchmark.cli_support import console as _console, err as _err, plain as _plain, resolve_cohort as _resolve_cohort
+from benchmark.cli_support import add_map_args, console as _console, err as _err, plain as _plain
+from benchmark.cli_support import resolve_cohort as _resolve_cohort
 from benchmark.cli_meds import add_meds_parsers
 from benchmark.errors import UserError
 
@@ -415,9 +416,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--model", required=True, help="model name(s), comma-separated")
     pr.add_argument("--task", required=True, help="task name(s), comma-separated, a family, or 'all'")
     pr.add_argument("--data", help="cohort folder (default: the embedded synthetic cohort)")
-    pr.add_argument("--predicates", help="predicates.yaml (default: <data>/predicates.yaml, else the profile's map)")
-    pr.add_argument("--dataset", help="dataset profile name or folder (default: recognised from "
-                                      "metadata/dataset.json; see `datasets`)")
+    add_map_args(pr)
     pr.add_argument("--results", default=str(default_results_dir()), help="results folder (default ./results)")
     pr.add_argument("--seeds", type=int, default=1, help="number of seeds (default 1)")
     pr.add_argument("--budget", choices=("smoke", "default", "full"), default="default")
@@ -477,17 +476,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     pv = sub.add_parser("validate", help="check a cohort folder (MEDS + sidecar + leakage-relevant checks)")
     pv.add_argument("--data", required=True)
-    pv.add_argument("--predicates", help="predicates.yaml (default: <data>/predicates.yaml, else the profile's map)")
-    pv.add_argument("--dataset", help="dataset profile name or folder (default: recognised from "
-                                      "metadata/dataset.json; see `datasets`)")
+    add_map_args(pv)
     pv.set_defaults(func=cmd_validate)
 
     plb = sub.add_parser("labels", help="extract task labels; print counts, attrition and warnings")
     plb.add_argument("--task", default="all")
     plb.add_argument("--data")
-    plb.add_argument("--predicates", help="predicates.yaml (default: <data>/predicates.yaml, else the profile's map)")
-    plb.add_argument("--dataset", help="dataset profile name or folder (default: recognised from "
-                                       "metadata/dataset.json; see `datasets`)")
+    add_map_args(plb)
     plb.add_argument("--export", "--out", dest="export", metavar="DIR",
                      help="also write DIR/<task>/<split>/0.parquet in the MEDS LabelSchema, the layout ACES and "
                           "MEDS-DEV models use (--out: older name)")

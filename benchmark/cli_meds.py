@@ -8,7 +8,7 @@ import argparse
 import os
 from pathlib import Path
 
-from benchmark.cli_support import resolve_cohort as _resolve_cohort
+from benchmark.cli_support import add_map_args, resolve_cohort as _resolve_cohort
 from benchmark.errors import UserError
 
 
@@ -118,9 +118,7 @@ def add_meds_parsers(sub: argparse._SubParsersAction, pt: argparse.ArgumentParse
                     help="a parquet file, or a folder: every *.parquet under it (e.g. one per shard)")
     pe.add_argument("--name", required=True, help="the name on the leaderboard (not a registered model's)")
     pe.add_argument("--data", help="the cohort the predictions were made on (default: the embedded synthetic cohort)")
-    pe.add_argument("--predicates", help="predicates.yaml (default: <data>/predicates.yaml, else the profile's map)")
-    pe.add_argument("--dataset", help="dataset profile name or folder (default: recognised from "
-                                      "metadata/dataset.json; see `datasets`)")
+    add_map_args(pe)
     pe.add_argument("--results", default=str(default_results_dir()), help="results folder (default ./results)")
     pe.add_argument("--seed", type=int, default=0, help="the seed the record is filed under and the bootstrap "
                                                         "seed (default 0)")

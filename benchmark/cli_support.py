@@ -32,3 +32,11 @@ def resolve_cohort(args: argparse.Namespace):
         return Cohort(args.data, predicates, dataset)
     from benchmark.default_cohort import ensure_default_cohort
     return Cohort(ensure_default_cohort(), predicates, dataset)
+
+
+def add_map_args(p: argparse.ArgumentParser) -> None:
+    """The --predicates / --dataset pair of every command that reads a cohort's predicate map
+    (`resolve_cohort` reads them)."""
+    p.add_argument("--predicates", help="predicates.yaml (default: <data>/predicates.yaml, else the profile's map)")
+    p.add_argument("--dataset", help="dataset profile name or folder (default: recognised from "
+                                     "metadata/dataset.json; see `datasets`)")
