@@ -60,16 +60,18 @@ def atomic_path(path: Path, suffix: str = "") -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_dir(path: Path) -> Iterator[Path]:
+def atomic_dir(path: Path, replace: bool = False) -> Iterator[Path]:
     """A fresh temp folder next to `path`; renamed onto `path` when the block succeeds.
 
-    For outputs that are whole folders (a generated cohort, an exported image folder): readers never
-    see a half-written one. An existing empty folder at `path` is replaced; a non-empty one makes the
-    rename fail (someone else published first), and nothing is overwritten. On any error, the temp
-    folder is removed and the error re-raised.
+    For outputs that are whole folders (a generated cohort, an exported image folder, a label export):
+    readers never see a half-written one. An existing empty folder at `path` is replaced; a non-empty
+    one makes the rename fail (someone else published first), and nothing is overwritten, unless
+    `replace`: then the old folder is moved aside, the new one renamed in, and the old one removed
+    (put back if the rename fails). On any error, the temp folder is removed and the error re-raised.
 
     Args:
         path: the final folder.
+        replace: swap out an existing non-empty folder (the caller decided it may be replaced).
 
     Yields:
         The temp folder to fill (it exists, empty).
@@ -81,10 +83,26 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         yield tmp
         if path.is_dir() and not any(path.iterdir()):
             path.rmdir()
-        os.rename(tmp, path)
+        if replace and path.exists():
+            _swap_in(tmp, path)
+        else:
+            os.rename(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _swap_in(tmp: Path, path: Path) -> None:
+    """Rename the filled temp folder onto `path` (the old folder is moved aside first, then removed)."""
+    old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+    os.rename(path, old / "x")
+    try:
+        os.rename(tmp, path)
+    except OSError:
+        os.rename(old / "x", path)  # put the old folder back
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:

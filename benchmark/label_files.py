@@ -15,14 +15,12 @@ record's provenance and into its cache keys.
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
 import polars as pl
 
+from benchmark.artifacts import atomic_dir
 from benchmark.data.cohort import Cohort
 from benchmark.errors import UserError
 from benchmark.taskspec import Index, Label, TaskSpec, Window
@@ -79,21 +77,15 @@ def write_label_dir(labels: pl.DataFrame, splits: pl.DataFrame, out_dir: Path) -
     names = list(dict.fromkeys(splits["split"].drop_nulls().to_list()))
     if out_dir.exists():
         _check_replaceable(out_dir)
-    tmp = None
     try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
-        for split in names:
-            part = lab.filter(pl.col("split") == split).drop("split").sort("subject_id", "prediction_time")
-            (tmp / split).mkdir()
-            pq.write_table(schema.align(part.to_arrow()), tmp / split / LABEL_FILE)
-        _swap_in(tmp, out_dir)
+        with atomic_dir(out_dir, replace=True) as tmp:
+            for split in names:
+                part = lab.filter(pl.col("split") == split).drop("split").sort("subject_id", "prediction_time")
+                (tmp / split).mkdir()
+                pq.write_table(schema.align(part.to_arrow()), tmp / split / LABEL_FILE)
     except OSError as e:
         raise UserError(f"cannot write labels: {e.strerror or e}", file=out_dir, field="--export",
                         fix="pass a folder you can write to") from None
-    finally:
-        if tmp is not None and tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 
@@ -104,22 +96,6 @@ def _check_replaceable(out_dir: Path) -> None:
         raise UserError("exists and holds other files than labels; not overwritten", file=other[0] if other else out_dir,
                         field="--export", fix="pass a new folder, or remove that one")
 
-
-def _swap_in(tmp: Path, out_dir: Path) -> None:
-    """Rename the filled temp folder onto out_dir (an old out_dir is moved aside first, then removed)."""
-    old = None
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".old"))
-        os.rename(out_dir, old / "x")
-    try:
-        os.rename(tmp, out_dir)
-    except OSError:
-        if old is not None:
-            os.rename(old / "x", out_dir)  # put the old labels back
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------- read
