@@ -205,41 +205,41 @@ def represent(model, collate, encode_len: int, representations=REPRESENTATIONS,
     M = len(model.config.image_dims)
     width = {r: d * (1 + M) if r == STUDY_REPRESENTATION else d for r in representations}
     out = {r: np.zeros((D, width[r]), np.float32) for r in representations}
-    one_pass = [r for r in out if r != "echo"]
+    # One forward pass per batch for every representation. With echo it is the repeated window
+    # [x; x]: under causal attention the first copy sees only x, so its hidden states are those of
+    # x alone (last, mean and the study states read them), and the second copy gives echo. Before,
+    # x was encoded once more on its own: a third of the encoding compute.
+    echo = "echo" in out
     order = np.argsort(lengths, kind="stable")
     i = 0
     with torch.inference_mode(), encode_autocast(device):
         while i < D:
             # as many documents as fit the token budget at the longest length among them
             j = i + 1
-            while j < D and (j + 1 - i) * lengths[order[j]] * (2 if "echo" in out else 1) <= encode_tokens:
+            while j < D and (j + 1 - i) * lengths[order[j]] * (2 if echo else 1) <= encode_tokens:
                 j += 1
             docs = order[i:j]
             starts = recent_starts(full, docs, encode_len)
             n = torch.from_numpy(lengths[docs])
             rows = torch.arange(len(docs))
-            if one_pass:
-                batch = collate(docs, starts, encode_len)
-                h = model.encode(**_enc_inputs(model_inputs(batch, device))).float().cpu()  # [B, T, d]
-                real = torch.arange(h.shape[1])[None, :] < n[:, None]
-                mean = (h * real[..., None]).sum(1) / n[:, None]  # [B, d]
-                if "last" in out:
-                    out["last"][docs] = h[rows, n - 1].numpy()
-                if "mean" in out:
-                    out["mean"][docs] = mean.numpy()
-                if STUDY_REPRESENTATION in out:
-                    parts = [mean]
-                    pos = torch.arange(h.shape[1])[None, :]
-                    for m in range(1, M + 1):
-                        # hidden state at the most recent placeholder of modality m (0 if none)
-                        at = (batch["image_index"] == m) if "image_index" in batch else torch.zeros_like(real)
-                        last = torch.where(at, pos, -1).max(1).values  # [B]
-                        parts.append(h[rows, last.clamp(min=0)] * (last >= 0)[:, None])
-                    out[STUDY_REPRESENTATION][docs] = torch.cat(parts, 1).numpy()
-            if "echo" in out:
-                batch = collate(docs, starts, encode_len, repeat=True)
-                h = model.encode(**_enc_inputs(model_inputs(batch, device))).float().cpu()  # [B, 2T, d]
-                pos = torch.arange(h.shape[1])[None, :]
+            batch = collate(docs, starts, encode_len, repeat=echo)
+            h = model.encode(**_enc_inputs(model_inputs(batch, device))).float().cpu()  # [B, T or 2T, d]
+            pos = torch.arange(h.shape[1])[None, :]
+            real = pos < n[:, None]  # the (first copy of the) window
+            mean = (h * real[..., None]).sum(1) / n[:, None]  # [B, d]
+            if "last" in out:
+                out["last"][docs] = h[rows, n - 1].numpy()
+            if "mean" in out:
+                out["mean"][docs] = mean.numpy()
+            if STUDY_REPRESENTATION in out:
+                parts = [mean]
+                for m in range(1, M + 1):
+                    # hidden state at the most recent placeholder of modality m in the window (0 if none)
+                    at = ((batch["image_index"] == m) & real) if "image_index" in batch else torch.zeros_like(real)
+                    last = torch.where(at, pos, -1).max(1).values  # [B]
+                    parts.append(h[rows, last.clamp(min=0)] * (last >= 0)[:, None])
+                out[STUDY_REPRESENTATION][docs] = torch.cat(parts, 1).numpy()
+            if echo:
                 second = (pos >= n[:, None]) & (pos < 2 * n[:, None])
                 out["echo"][docs] = ((h * second[..., None]).sum(1) / n[:, None]).numpy()
             i = j
@@ -321,16 +321,40 @@ def encode_split(model, meta: dict, data: TaskData, split, settings: Settings) -
     Returns:
         name -> float32 [n, d_model], rows aligned with data.samples(split).
     """
+    return encode_samples(model, meta, data, split, data.samples(split), settings)
 
+
+def encode_samples(model, meta: dict, data: TaskData, split, samples: pl.DataFrame, settings: Settings,
+                   without: tuple[str, ...] = ()) -> dict[str, np.ndarray]:
+    """Representations of some of a split's samples, encoding only those not in the cache.
+
+    The cache is keyed by sample (subject_id, prediction_time), not by task: every task of the same
+    checkpoint, encoding settings and input window reads the vectors another task stored (all
+    oncology tasks index on the first treatment, so the second one encodes nothing).
+
+    Args:
+        model: the pretrained model.
+        meta: its meta (key, tokenizer).
+        data: the task.
+        split: the split (or tuple of splits) the samples belong to.
+        samples: subject_id, prediction_time rows (duplicates allowed).
+        settings: pipeline settings.
+        without: modalities treated as absent for every one of these samples (test-time masking,
+            benchmark.ablation); each set has a cache folder of its own.
+
+    Returns:
+        name -> float32 [n, width], rows aligned with `samples`.
+    """
     names = tuple(settings.representations)
-    cache = RepresentationCache(_rep_folder(meta, settings, model, data.task))
-    samples = data.samples(split)
+    cache = RepresentationCache(_rep_folder(meta, settings, model, data.task, without))
+    samples = samples.select("subject_id", "prediction_time")
     keys = samples.unique(maintain_order=True)
     have_keys, have = cache.lookup(keys, names)
     missing = keys.join(have_keys, on=["subject_id", "prediction_time"], how="anti", maintain_order="left")
     if missing.height:
         tok = meta["tokenizer"]
-        corpus = task_corpus(model, tok, data, split, missing, settings.multimodal)
+        drop = {m: missing for m in without} or None
+        corpus = task_corpus(model, tok, data, split, missing, settings.multimodal, drop=drop)
         reps = represent(model, collator(corpus, tok, model.config), settings.encode_len, names,
                          settings.encode_tokens)
         cache.add(corpus.keys, reps)
@@ -369,7 +393,7 @@ def task_corpus(model, tokenizer, data: TaskData, split, samples: pl.DataFrame, 
         if config.prs_mode and PRS_MODALITY in present:
             prs = _without(data.visible_modality(PRS_MODALITY, split), (drop or {}).get(PRS_MODALITY))
     corpus = tokenizer.tokenize(events, samples, images, prs, eos=False)
-    return _align_image_dims(corpus, config.image_dims)
+    return _align_image_dims(corpus, config.image_dims, config.prs_dim)
 
 
 def _without(rows: pl.LazyFrame, keys: pl.DataFrame | None) -> pl.LazyFrame:
@@ -381,20 +405,27 @@ def _without(rows: pl.LazyFrame, keys: pl.DataFrame | None) -> pl.LazyFrame:
     return rows.filter(~pl.struct("subject_id", "prediction_time").is_in(drop))
 
 
-def _align_image_dims(corpus, image_dims):
-    """Give a task corpus the model's image layout (a modality absent from these samples keeps its width)."""
+def _align_image_dims(corpus, image_dims, prs_dim: int | None = None):
+    """Give a task corpus the model's image and PRS layout (a modality absent from these samples keeps
+    its width: e.g. every PRS masked, read from a list-typed sidecar that gives no width when empty)."""
     width = max((d for _, d in image_dims), default=0)
     images = corpus.images
     if images.shape[1] < width:
         images = np.pad(images, ((0, 0), (0, width - images.shape[1])))
-    return replace(corpus, images=images, image_dims=tuple(image_dims))
+    prs = corpus.prs
+    if prs_dim and prs.shape[1] < prs_dim and not corpus.has_prs.any():
+        prs = np.zeros((prs.shape[0], prs_dim), np.float32)  # nobody has one: the zero vector
+    return replace(corpus, images=images, image_dims=tuple(image_dims), prs=prs)
 
 
-def _rep_folder(meta: dict, settings: Settings, model, task) -> Path:
-    """Cache folder of one checkpoint's representations under one encoding setup (incl. precision)
-    and the task's input window (a window changes what a (subject, prediction time) encodes to)."""
+def _rep_folder(meta: dict, settings: Settings, model, task, without: tuple[str, ...] = ()) -> Path:
+    """Cache folder of one checkpoint's representations under one encoding setup (incl. precision),
+    the task's input window (a window changes what a (subject, prediction time) encodes to) and the
+    masked modalities (`without`: none for the ordinary representations)."""
     precision = "bf16" if bf16_supported(next(model.parameters()).device) else "fp32"
-    return mehrt_cache() / "reps" / f"{meta['key']}-{settings.encode_hash()}-{precision}{task.input_window_tag()}"
+    masked = f"-without-{'+'.join(sorted(set(without)))}" if without else ""
+    return (mehrt_cache() / "reps"
+            / f"{meta['key']}-{settings.encode_hash()}-{precision}{task.input_window_tag()}{masked}")
 
 
 # ------------------------------------------------------------------------------ the model object
@@ -429,6 +460,32 @@ class MEHRTPipeline:
         """The pipeline settings of this budget, stage and size/steps overrides (see settings_for)."""
         return settings_for(self.budget, self.multimodal, self.stage, size=self.size, steps=self.steps,
                             prs_mode=self.prs_mode, representations=self.representations, compile=self.compile)
+
+    def prepare(self, cohort) -> str:
+        """The label-free, task-independent work of every cell, done once before them: the
+        pretraining curriculum this model encodes with (Stage 1 for `ehrt`; 1, 2, 3 for `mehrt`;
+        1, 3-Joint for `mehrt-joint`), into the on-disk cache under its file locks. Idempotent and
+        safe in another process than the cells (they find the stages cached; in this process the
+        loaded model is kept too).
+
+        Args:
+            cohort: the Cohort whose training split is pretrained on.
+
+        Returns:
+            One line for the console, e.g. "pretrained stages 1, 2, 3 (small, 600 steps) in 274 s" or
+            "pretraining cached (stages 1, 2, 3, small, 600 steps)".
+        """
+        settings = self.settings()
+        t0 = time.time()
+        _, meta = load_pretrained(cohort, settings)
+        stages = ", ".join(meta["stages"])
+        what = f"{settings.size}, {settings.steps} steps"
+        # a stage trained now has its meta.json (written last, atomically) from after t0
+        fresh = [s for s, m in meta["stages"].items()
+                 if (mehrt_cache() / "ckpt" / m["key"] / "meta.json").stat().st_mtime >= t0]
+        if not fresh:
+            return f"pretraining cached (stages {stages}, {what})"
+        return f"pretrained stages {', '.join(fresh)} ({what}) in {time.time() - t0:.0f} s"
 
     def fit(self, data: TaskData) -> MEHRTPipeline:
         """Pretrain (or load), encode train + tuning samples, tune and fit the probe.
@@ -521,27 +578,28 @@ class MEHRTPipeline:
         """Predictions where drop[m] (bool over the split's rows) marks samples re-encoded without any
         study of modality m (no placeholder tokens; for PRS a zero PRS vector, as a subject without a
         PRS gets, read by the cross-attention or prefix pathway), as if they had none. The masked
-        representations are not cached."""
+        representations are cached per (sample, set of masked modalities) like the others, so the
+        leave-one-modality-out of the next task with the same prediction times encodes nothing."""
 
         t0 = time.perf_counter()
         reps = self._split_reps(data, split)
         samples = data.samples(split)
         # only samples that have a study of m change (the others' tokens are identical): re-encode those
-        rows = {m: np.asarray(r, dtype=bool) & self.present_rows(data, split, m) for m, r in drop.items()}
-        keys = {m: samples.filter(pl.Series(r)) for m, r in rows.items() if r.any()}
-        if keys:
-            affected = pl.concat(list(keys.values())).unique(maintain_order=True)
-            tok, s = self.meta_["tokenizer"], self.settings_
-            corpus = task_corpus(self.model_, tok, data, split, affected, s.multimodal, drop=keys)
-            new = represent(self.model_, collator(corpus, tok, self.model_.config), s.encode_len,
-                            tuple(s.representations), s.encode_tokens)
-            at = (samples.with_row_index("_r")
-                  .join(corpus.keys.select("subject_id", "prediction_time").with_row_index("_k"),
-                        on=["subject_id", "prediction_time"], how="inner"))
-            r, k = at["_r"].to_numpy(), at["_k"].to_numpy()
+        rows = {m: np.asarray(r, dtype=bool) & self.present_rows(data, split, m) for m, r in sorted(drop.items())}
+        # each row's set of masked modalities (usually one), one cache folder per set
+        sets = ["+".join(m for m in rows if rows[m][i]) for i in range(samples.height)] if rows else []
+        groups: dict[str, list[int]] = {}
+        for i, key in enumerate(sets):
+            if key:
+                groups.setdefault(key, []).append(i)
+        if groups:
             reps = {n: v.copy() for n, v in reps.items()}
+        for key, idx in groups.items():
+            at = np.asarray(idx)
+            new = encode_samples(self.model_, self.meta_, data, split, samples[at], self.settings_,
+                                 without=tuple(key.split("+")))
             for n in reps:
-                reps[n][r] = new[n][k]
+                reps[n][at] = new[n]
         return self._predict_reps(data, reps, t0)
 
     def _predict_reps(self, data: TaskData, reps: dict[str, np.ndarray], t0: float) -> Prediction:
