@@ -3,6 +3,7 @@
     model = MEHRTPipeline(budget=Budget, seed=int, multimodal=True)   # `mehrt` (Stage 3 weights)
     MEHRTPipeline(..., stage="3joint")                                # `mehrt-joint` (Stage 3-Joint)
     MEHRTPipeline(..., multimodal=False)                              # `ehrt` (Stage 1)
+    model.prepare(cohort)          # optional, before the cells: pretrain (or find cached) once
     model.fit(data)                # pretrain once per cohort (cached), encode, tune + fit the probe
     model.predict(data, "held_out")
 
@@ -21,8 +22,11 @@ fit():
      candidates at every budget (`settings_for`), so their comparison differs only in the inputs.
      ``mean+studies`` (``mean`` plus the hidden state at the most recent placeholder of each image
      modality) exists for MEHRT but only on request (`representations=`): EHRT has no
-     placeholders, and offering it to one model only would confound MEHRT vs EHRT. Representations
-     are cached per (checkpoint, sample), so tasks sharing prediction times encode once;
+     placeholders, and offering it to one model only would confound MEHRT vs EHRT. One forward
+     pass per window gives every representation (with echo it is the [x; x] pass: causal
+     attention makes its first copy x's own states). Representations are cached per (checkpoint,
+     input window, masked modalities, sample), not per task, so tasks sharing prediction times
+     encode once, the test-time modality masking of the leave-one-modality-out attribution included;
   3. probing (`probe.Probe`): representation and regularisation chosen by 5-fold CV on train +
      tuning, then refit on both.
 
