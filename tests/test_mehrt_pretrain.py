@@ -340,6 +340,7 @@ def _ddp_accum_worker(rank: int, world: int, port: int, out: str) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_two_process_ddp_with_grad_accum_matches_one_process_large_batch(tmp_path):
     """DDP x accumulation (no_sync on the first micro-batch): 2 ranks x 2 rows x 2 micro-batches ==
     one process with batch 8."""

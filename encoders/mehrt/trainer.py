@@ -245,7 +245,9 @@ def train_stage(model: MEHRT, collate: Collator, cfg: TrainConfig, stage: str, f
     device = layout.device
     model.to(device)
     for name, p in model.named_parameters():
-        p.requires_grad_(trainable(name))
+        # Empty parameters (EHRT's [0, d] modality_emb) never get a gradient: DDP would wait for them
+        # forever and fail at the second step ("did not receive grad"), so they are not trained.
+        p.requires_grad_(trainable(name) and p.numel() > 0)
     opt = _optimizer(model, cfg, device)
     state = {"step": 0, "losses": [], "tokens": 0, "train_seconds": 0.0, "stage": stage,
              "train_config": dataclasses.asdict(cfg)}
