@@ -31,11 +31,14 @@ The pieces, each in its own module:
                     tokenizer, model config hash, stage, steps, training config) under
                     ``cache_dir()/mehrt/ckpt/``.
 
-Usage (also under torchrun for several GPUs or processes)::
+Usage (also under torchrun for several GPUs, processes or nodes; only rank 0 writes, and every node
+must see the same MEHR_BENCH_CACHE: see encoders/mehrt/README.md, "Many processes and nodes")::
 
     python -m encoders.mehrt.pretrain --data COHORT --size small --steps 600 --stages 1,2,3,3joint
     torchrun --nproc-per-node 8 -m encoders.mehrt.pretrain --data COHORT --size 109M --steps 20000 \
         --batch-size 256 --seq-len 2048 --compile
+    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 --rdzv-id JOB \
+        -m encoders.mehrt.pretrain --data COHORT --size 256M --steps 20000 --batch-size 128 --grad-accum 2
 """
 
 from __future__ import annotations
