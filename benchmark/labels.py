@@ -429,6 +429,9 @@ def _label_part(task: TaskSpec, cohort: Cohort, rules, splits: pl.DataFrame | No
     """Labels, diagnostics, attrition steps and predicate counts of one group of shards (None: all)."""
     events, bounds = predicate_events(task, cohort, rules, files)
     counts = {n: events[n].height for n in sorted(events) if not n.startswith("__")}
+    if splits is not None and files is not None:
+        # the split of this part's subjects only: each attrition step joins its rows with it
+        splits = splits.join(bounds.select("subject_id"), on="subject_id", how="semi")
     tracker = Tracker(splits)
     labels, diag = _label(task, events, bounds, tracker)
     diag = diag.select([c for c in ("subject_id", "boolean_value", "__death_only") if c in diag.columns])
