@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 
 from benchmark.artifacts import atomic_write, cached_artifact
 from benchmark.attrition import AttritionStep, Tracker, criterion_text, index_text
@@ -117,39 +118,22 @@ def _scan_predicates(cohort: Cohort, code_rules: dict[str, DatasetRule], need_st
     record_start (first timed event other than MEDS_BIRTH, which is timed but is not a record).
     With any_event, the events also hold "_any_event" (every timed event).
 
-    The rules' code tests run on the distinct codes (hundreds to thousands), not on every row: rows
-    whose code matches no rule are dropped by one hash lookup (`is_in`) before the full rules (value
-    bounds, conversions) run on the few rows left. That is exact because a rule's `expr()` implies its
-    `code_expr()` (DatasetRule's contract), and it is where the time went (a regex on every row).
-    One shard is read into memory once and every query runs on it; several files are scanned lazily.
+    One shard is read in batches of BATCH_ROWS rows, each queried in memory and then let go; the
+    per-batch results (predicate rows, per-subject partial bounds) are combined. Several files are
+    scanned lazily in one streaming pass instead.
     """
     names = sorted(code_rules)
     text = any(code_rules[n].reads_text() for n in names)
     cols = ("subject_id", "time", "code", "numeric_value") + (("text_value",) if text else ())
-    lf = cohort.scan(cols, files=files, timed_only=True)
-    one_shard = files is not None and len(files) == 1
-    engine = "in-memory" if one_shard else "streaming"
-    if one_shard:
-        lf = _read_shard(lf).lazy()
-    queries = []
-    if names:
-        codes = lf.select(pl.col("code").unique()).collect(engine=engine)
-        matched = codes.filter(pl.any_horizontal([code_rules[n].code_expr() for n in names]))["code"].to_list()
-        flags = [code_rules[n].expr().alias(f"__p{i}") for i, n in enumerate(names)]
-        values = [code_rules[n].value_expr().alias(f"__v{i}") for i, n in enumerate(names)]
-        queries.append(lf.filter(pl.col("code").is_in(matched)).with_columns(flags)
-                       .filter(pl.any_horizontal([f"__p{i}" for i in range(len(names))]))
-                       .with_columns(values)
-                       .select("subject_id", "time", *[f"__p{i}" for i in range(len(names))],
-                               *[f"__v{i}" for i in range(len(names))]))
-    queries.append(lf.group_by("subject_id").agg(pl.col("time").max().alias("record_end")))
-    queries.append(lf.filter(pl.col("code") == DEATH_CODE).select("subject_id").unique())
-    if need_start:
-        queries.append(lf.filter(pl.col("code") != "MEDS_BIRTH").group_by("subject_id")
-                       .agg(pl.col("time").min().alias("record_start")))
-    if any_event:
-        queries.append(lf.select("subject_id", "time", "numeric_value"))
-    frames = pl.collect_all(queries, engine=engine)
+    if files is not None and len(files) == 1:
+        parts = []
+        for rows in _row_batches(files[0]):
+            df = _read_batch(cohort.scan(cols, files=files, timed_only=True, rows=rows))
+            parts.append(_scan_queries(df.lazy(), code_rules, need_start, any_event, "in-memory"))
+        frames = [_COMBINE[kind](pl.concat([p[i][1] for p in parts])) for i, (kind, _) in enumerate(parts[0])]
+    else:
+        lf = cohort.scan(cols, files=files, timed_only=True)
+        frames = [f for _, f in _scan_queries(lf, code_rules, need_start, any_event, "streaming")]
     k = 1 if names else 0
     bounds = frames[k].join(frames[k + 1].with_columns(pl.lit(True).alias("dead")), on="subject_id", how="left")
     bounds = bounds.with_columns(pl.col("dead").fill_null(False))
@@ -167,16 +151,72 @@ def _scan_predicates(cohort: Cohort, code_rules: dict[str, DatasetRule], need_st
     return out, bounds
 
 
-def _read_shard(lf: pl.LazyFrame) -> pl.DataFrame:
-    """One shard's rows (the columns the task reads), in memory: the most a worker holds at once.
+BATCH_ROWS = 250_000  # rows of a shard read at once: ~10 MB of the four core columns
 
-    MEDS shards are sorted by subject_id (validate checks it); when this one is, polars is told so,
-    and its per-subject group-bys take the sorted path (several times faster than hashing).
+
+def _row_batches(file: Path) -> list[tuple[int, int]]:
+    """(offset, length) of each batch of a shard's rows (from the parquet footer's row count)."""
+    n = pq.read_metadata(file).num_rows
+    return [(o, BATCH_ROWS) for o in range(0, n, BATCH_ROWS)] or [(0, 0)]
+
+
+def _read_batch(lf: pl.LazyFrame) -> pl.DataFrame:
+    """One batch of a shard's rows (the columns the task reads), in memory: with the shard's
+    predicate events so far, the most a worker holds at once.
+
+    MEDS shards are sorted by subject_id (validate checks it); when this batch is, polars is told
+    so, and its per-subject group-bys take the sorted path (several times faster than hashing).
     """
     df = lf.collect(engine="in-memory")
     if df["subject_id"].is_sorted():
         df = df.with_columns(pl.col("subject_id").set_sorted())
     return df
+
+
+def _scan_queries(lf: pl.LazyFrame, code_rules: dict[str, DatasetRule], need_start: bool, any_event: bool,
+                  engine: str) -> list[tuple[str, pl.DataFrame]]:
+    """The scan's queries on some rows, run together: [(kind, frame)] with kinds hits (when there
+    are code rules), end, dead, start (need_start) and any (any_event), in that order.
+
+    The rules' code tests run on the distinct codes (hundreds to thousands), not on every row: rows
+    whose code matches no rule are dropped by one hash lookup (`is_in`) before the full rules (value
+    bounds, conversions) run on the few rows left. That is exact because a rule's `expr()` implies its
+    `code_expr()` (DatasetRule's contract), and it is where the time went (a regex on every row).
+    """
+    names = sorted(code_rules)
+    kinds, queries = [], []
+    if names:
+        codes = lf.select(pl.col("code").unique()).collect(engine=engine)
+        matched = codes.filter(pl.any_horizontal([code_rules[n].code_expr() for n in names]))["code"].to_list()
+        flags = [code_rules[n].expr().alias(f"__p{i}") for i, n in enumerate(names)]
+        values = [code_rules[n].value_expr().alias(f"__v{i}") for i, n in enumerate(names)]
+        kinds.append("hits")
+        queries.append(lf.filter(pl.col("code").is_in(matched)).with_columns(flags)
+                       .filter(pl.any_horizontal([f"__p{i}" for i in range(len(names))]))
+                       .with_columns(values)
+                       .select("subject_id", "time", *[f"__p{i}" for i in range(len(names))],
+                               *[f"__v{i}" for i in range(len(names))]))
+    kinds += ["end", "dead"]
+    queries.append(lf.group_by("subject_id").agg(pl.col("time").max().alias("record_end")))
+    queries.append(lf.filter(pl.col("code") == DEATH_CODE).select("subject_id").unique())
+    if need_start:
+        kinds.append("start")
+        queries.append(lf.filter(pl.col("code") != "MEDS_BIRTH").group_by("subject_id")
+                       .agg(pl.col("time").min().alias("record_start")))
+    if any_event:
+        kinds.append("any")
+        queries.append(lf.select("subject_id", "time", "numeric_value"))
+    return list(zip(kinds, pl.collect_all(queries, engine=engine)))
+
+
+# how the batches' results of each query combine (a subject may span batches of its shard)
+_COMBINE = {
+    "hits": lambda df: df,
+    "end": lambda df: df.group_by("subject_id").agg(pl.col("record_end").max()),
+    "dead": lambda df: df.unique(),
+    "start": lambda df: df.group_by("subject_id").agg(pl.col("record_start").min()),
+    "any": lambda df: df,
+}
 
 
 def _kdigo_aki(cr: pl.DataFrame, rule) -> pl.DataFrame:

@@ -56,7 +56,9 @@ def _assert_same(a: L.LabelSet, b: L.LabelSet, what: str) -> None:
     assert a.predicate_counts == b.predicate_counts, what
 
 
-def _check_every_task(cohort: Cohort, min_tasks: int) -> None:
+def _check_every_task(cohort: Cohort, min_tasks: int, monkeypatch, small_batch: int) -> None:
+    """Per shard with workers 1 and 2 (default batches), and with batches of `small_batch` rows
+    (subjects then span batches of their shard), each equal to one pass over all shards."""
     tasks = _applicable(cohort)
     assert len(tasks) >= min_tasks
     for name, rules in tasks:
@@ -64,11 +66,14 @@ def _check_every_task(cohort: Cohort, min_tasks: int) -> None:
         one = L._compute_labels(task, cohort, rules, None, shards=False)
         for w in (1, 2):
             _assert_same(L._compute_labels(task, cohort, rules, None, workers=w), one, f"{name} workers={w}")
+        with monkeypatch.context() as m:
+            m.setattr(L, "BATCH_ROWS", small_batch)
+            _assert_same(L._compute_labels(task, cohort, rules, None, workers=2), one, f"{name} small batches")
 
 
-def test_every_task_same_labels_per_shard_as_in_one_pass(many_shards):
+def test_every_task_same_labels_per_shard_as_in_one_pass(many_shards, monkeypatch):
     assert len(many_shards.data_files()) >= 10
-    _check_every_task(many_shards, min_tasks=20)
+    _check_every_task(many_shards, 20, monkeypatch, small_batch=777)
 
 
 def test_scan_matches_rules_evaluated_on_every_row(many_shards):
@@ -93,15 +98,18 @@ def test_scan_matches_rules_evaluated_on_every_row(many_shards):
     assert len(checked) >= 10
 
 
-def test_each_worker_reads_one_shard_at_a_time(many_shards, monkeypatch):
-    """A spy on the per-shard reader: every read is one shard (never more rows than the largest shard),
-    together they are the whole cohort, and no more shards are in memory at once than workers."""
+def test_each_worker_reads_one_batch_of_one_shard_at_a_time(many_shards, monkeypatch):
+    """A spy on the reader: every read is at most BATCH_ROWS rows of one shard, together the reads are
+    the whole cohort once, and no more shards are being labelled at once than workers."""
     task = TASKS["oncology/mortality_1y"]
     sizes = [pl.scan_parquet(f).filter(pl.col("time").is_not_null()).select(pl.len()).collect().item()
              for f in many_shards.data_files()]
+    monkeypatch.setattr(L, "BATCH_ROWS", 1000)  # several batches per shard
+    batches = sum(len(L._row_batches(f)) for f in many_shards.data_files())
+    assert batches > 2 * len(sizes)
     reads: list[int] = []
     live, peak, lock = [0], [0], threading.Lock()
-    read, label_part = L._read_shard, L._label_part
+    read, label_part = L._read_batch, L._label_part
 
     def spy_read(lf):
         df = read(lf)
@@ -118,13 +126,13 @@ def test_each_worker_reads_one_shard_at_a_time(many_shards, monkeypatch):
             with lock:
                 live[0] -= 1
 
-    monkeypatch.setattr(L, "_read_shard", spy_read)
+    monkeypatch.setattr(L, "_read_batch", spy_read)
     monkeypatch.setattr(L, "_label_part", spy_part)
     for workers in (1, 2):
         reads.clear()
         peak[0] = 0
         L.extract_labels(task, many_shards, use_cache=False, workers=workers)
-        assert len(reads) == len(sizes) and max(reads) <= max(sizes) and sum(reads) == sum(sizes)
+        assert len(reads) == batches and max(reads) <= 1000 and sum(reads) == sum(sizes)
         assert 1 <= peak[0] <= workers
 
 
@@ -204,13 +212,13 @@ def _reshard(src: Path, dst: Path, per_shard: int) -> Cohort:
 
 
 @pytest.mark.slow
-def test_every_task_same_labels_on_the_default_cohort(default_cohort):
-    _check_every_task(default_cohort, min_tasks=20)
+def test_every_task_same_labels_on_the_default_cohort(default_cohort, monkeypatch):
+    _check_every_task(default_cohort, 20, monkeypatch, small_batch=100_003)
 
 
 @pytest.mark.slow
-def test_every_task_same_labels_on_the_mimic_demo_in_many_shards(mimic_meds_020, tmp_path):
+def test_every_task_same_labels_on_the_mimic_demo_in_many_shards(mimic_meds_020, tmp_path, monkeypatch):
     """The real MIMIC-IV demo (MEDS from the community ETL), re-cut into shards of 8 subjects."""
     cohort = _reshard(mimic_meds_020, tmp_path / "mimic", per_shard=8)
     assert len(cohort.data_files()) >= 10
-    _check_every_task(cohort, min_tasks=20)
+    _check_every_task(cohort, 20, monkeypatch, small_batch=5003)
