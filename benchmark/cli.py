@@ -168,7 +168,7 @@ def cmd_labels(args: argparse.Namespace) -> int:
     cohort = _resolve_cohort(args)
     for task in select_tasks(args.task):
         try:
-            ls = extract_labels(task, cohort, announce=False)  # warnings printed below, cached or not
+            ls = extract_labels(task, cohort, announce=False, workers=args.workers)  # warnings: below, cached or not
         except TaskNotApplicable as e:
             print(f"skip {task.name}: the dataset does not map {', '.join(e.missing)}")
             continue
@@ -486,6 +486,9 @@ def build_parser() -> argparse.ArgumentParser:
     plb.add_argument("--export", "--out", dest="export", metavar="DIR",
                      help="also write DIR/<task>/<split>/0.parquet in the MEDS LabelSchema, the layout ACES and "
                           "MEDS-DEV models use (--out: older name)")
+    plb.add_argument("--workers", type=int, metavar="W",
+                     help="shards labelled at once, each worker holding one shard in memory (default: one per CPU, "
+                          "at most one per shard; the labels do not depend on it)")
     plb.set_defaults(func=cmd_labels)
 
     pc = sub.add_parser("compare", help="paired comparison of two models across tasks, or a paper's table (--table)")
