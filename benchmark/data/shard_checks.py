@@ -9,14 +9,18 @@ reported (a warning) and the cohort reader drops them from model inputs.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from benchmark.artifacts import cached_artifact
 from benchmark.data.findings import Collector, is_string, read_footer, short_error
 from benchmark.errors import UserError
+from benchmark.paths import cache_dir, tasks_dir
 from benchmark.predicate_maps import load_predicate_map
 from benchmark.predicates import CodeRule
 from benchmark.task_registry import load_tasks
@@ -208,12 +212,6 @@ def nonstatic_null_codes(shards: list[Path], predicates_file: Path) -> dict[str,
     minute at 1M subjects), and the integrity check and the cohort reader of every run ask for it."""
     if not shards:
         return {}
-    import hashlib
-    import json
-
-    from benchmark.artifacts import cached_artifact
-    from benchmark.paths import cache_dir, tasks_dir
-
     h = hashlib.sha256(f"{NULL_TIME_VERSION}\n".encode())
     for f in shards:
         st = Path(f).stat()
