@@ -290,7 +290,12 @@ class Cohort:
         """One row per subject: subject_id, sex, race, ethnicity, birth_time (nulls where absent).
 
         Read as the profile's ``demographics`` says (benchmark.data.profiles.read_demographics); without a
-        profile from the static codes GENDER/*, RACE/*, ETHNICITY/* and MEDS_BIRTH.
+        profile from the static codes GENDER/*, RACE/*, ETHNICITY/* and MEDS_BIRTH. Read once per Cohort
+        (a scan of every shard, which featurization and the fairness report both ask for).
         """
+        return self._demographics
+
+    @cached_property
+    def _demographics(self) -> pl.DataFrame:
         spec = self.profile.demographics if self.profile else DEFAULT_DEMOGRAPHICS
         return read_demographics(self, spec)
