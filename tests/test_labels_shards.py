@@ -15,6 +15,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from benchmark import label_events as E
 from benchmark import labels as L
 from benchmark.cli import main
 from benchmark.data.cohort import Cohort
@@ -75,7 +76,7 @@ def _check_every_task(cohort: Cohort, min_tasks: int, monkeypatch, small_batch: 
         for w in (1, 2):
             _assert_same(L._compute_labels(task, cohort, rules, None, workers=w), one, f"{name} workers={w}")
         with monkeypatch.context() as m:
-            m.setattr(L, "BATCH_ROWS", small_batch)
+            m.setattr(E, "BATCH_ROWS", small_batch)
             _assert_same(L._compute_labels(task, cohort, rules, None, workers=2), one, f"{name} small batches")
 
 
@@ -96,7 +97,7 @@ def test_scan_matches_rules_evaluated_on_every_row(many_shards):
     checked = set()
     for name, rules in _applicable(many_shards):
         for f in many_shards.data_files()[:3]:
-            events, _ = L.predicate_events(TASKS[name], many_shards, rules, [f])
+            events, _ = E.predicate_events(TASKS[name], many_shards, rules, [f])
             rows = lf.filter(pl.col("subject_id").is_in(pl.scan_parquet(f).select("subject_id").collect()["subject_id"]
                                                         .implode()))
             for p, rule in rules.items():
@@ -117,12 +118,12 @@ def test_each_worker_reads_one_batch_of_one_shard_at_a_time(many_shards, monkeyp
     task = TASKS["oncology/mortality_1y"]
     sizes = [pl.scan_parquet(f).filter(pl.col("time").is_not_null()).select(pl.len()).collect().item()
              for f in many_shards.data_files()]
-    monkeypatch.setattr(L, "BATCH_ROWS", 1000)  # several batches per shard
-    batches = sum(len(L._row_batches(f)) for f in many_shards.data_files())
+    monkeypatch.setattr(E, "BATCH_ROWS", 1000)  # several batches per shard
+    batches = sum(len(E._row_batches(f)) for f in many_shards.data_files())
     assert batches > 2 * len(sizes)
     reads: list[int] = []
     live, peak, lock = [0], [0], threading.Lock()
-    read, label_part = L._read_batch, L._label_part
+    read, label_part = E._read_batch, L._label_part
 
     def spy_read(lf):
         df = read(lf)
@@ -139,7 +140,7 @@ def test_each_worker_reads_one_batch_of_one_shard_at_a_time(many_shards, monkeyp
             with lock:
                 live[0] -= 1
 
-    monkeypatch.setattr(L, "_read_batch", spy_read)
+    monkeypatch.setattr(E, "_read_batch", spy_read)
     monkeypatch.setattr(L, "_label_part", spy_part)
     for workers in (1, 2):
         reads.clear()
