@@ -272,8 +272,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     split_names(args.task, "--task")
     few = args.k_shots is not None or args.train_fraction is not None
     shots = parse_points(args.k_shots, args.train_fraction, args.draws) if few else None
+    where = placement(args.jobs, args.executor, args.address, args.shard)
     cohort = _resolve_cohort(args)
-    where = placement(args.jobs, args.executor, args.address, args.shard)  # flag errors before the cohort is read
     return run_grid(models=args.model, tasks=args.task, cohort=cohort, results_dir=Path(args.results),
                     seeds=args.seeds, budget=args.budget, force=args.force, ablate=args.ablate_modalities,
                     external=args.external_data, labels=args.labels, shots=shots, where=where)
