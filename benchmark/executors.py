@@ -275,6 +275,20 @@ def _ray_task(fn: Callable[..., Any], args: tuple, cpus: int) -> Outcome:
     return _call(fn, args)
 
 
+def _unreachable(address: str) -> str | None:
+    """Why nothing listens at a host:port address (None: something does, or the address is not host:port)."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            return None
+    except OSError as e:
+        return e.strerror or str(e)
+
+
 class RayCluster(Backend):
     """A running Ray cluster: one Ray task per job, with the job's CPUs (and GPUs when the cluster
     has any; `gpus` is dropped otherwise and the job runs on CPU).
@@ -295,14 +309,17 @@ class RayCluster(Backend):
                             fix="pip install 'mehr-bench[ray]' (or run with --jobs K on this machine)") from None
         self.ray = ray
         env = {k: os.environ[k] for k in SHARED_ENV if k in os.environ}
+        fix = ("start one with `ray start --head` (it prints the address to pass) and check that this machine "
+               "can reach it")
+        why = _unreachable(address)
+        if why:  # ray.init retries an address nobody listens on for minutes: refuse at once
+            raise UserError(f"no Ray cluster reachable at --address {address}: {why}", field="--address", fix=fix)
         try:
             ray.init(address=address, runtime_env={"env_vars": env} if env else None,
                      log_to_driver=False, configure_logging=False)
         except (ConnectionError, RuntimeError, ValueError) as e:
             raise UserError(f"no Ray cluster reachable at --address {address}: {str(e).splitlines()[0]}",
-                            field="--address",
-                            fix="start one with `ray start --head` (it prints the address to pass) and check that "
-                                "this machine can reach it") from None
+                            field="--address", fix=fix) from None
         res = ray.cluster_resources()
         self.has_gpu = res.get("GPU", 0) > 0
         say(f"ray cluster at {address}: {int(res.get('CPU', 0))} CPUs, {int(res.get('GPU', 0))} GPUs"
