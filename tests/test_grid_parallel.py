@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import polars as pl
@@ -191,11 +193,12 @@ def test_ray_cluster_on_loopback_gives_the_serial_results(small_cohort, tmp_path
     port = _free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
            "RAY_USAGE_STATS_ENABLED": "0", "MEHR_BENCH_CACHE": cache}
+    ray_tmp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 characters
     # --block: the head lives in this process group, which the finalizer ends (not `ray stop`, which
     # would stop every Ray process of the user on the machine)
     head = subprocess.Popen([str(ray_bin), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
                              f"--port={port}", "--num-cpus=2", "--object-store-memory=200000000",
-                             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={tmp_path / 'ray'}"],
+                             "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={ray_tmp}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
     try:
         _wait_for_port(port, head)
@@ -214,6 +217,7 @@ def test_ray_cluster_on_loopback_gives_the_serial_results(small_cohort, tmp_path
         _same(ref, _outputs(tmp_path / "r"))
     finally:
         _end_group(head)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def _wait_for_port(port: int, proc: subprocess.Popen, timeout: float = 120) -> None:
