@@ -322,6 +322,8 @@ class RayCluster(Backend):
                             field="--address", fix=fix) from None
         res = ray.cluster_resources()
         self.has_gpu = res.get("GPU", 0) > 0
+        # a task asking more CPUs than any node has would wait forever: it gets the largest node's
+        self.max_cpus = max([int(n["Resources"].get("CPU", 1)) for n in ray.nodes() if n.get("Alive")] or [1])
         say(f"ray cluster at {address}: {int(res.get('CPU', 0))} CPUs, {int(res.get('GPU', 0))} GPUs"
             + ("" if self.has_gpu else " (jobs that declare a GPU run on CPU)"))
         self.remote = ray.remote(_ray_task)
@@ -331,8 +333,8 @@ class RayCluster(Backend):
         return self.ray.put(frame)
 
     def submit(self, job: Job) -> None:
-        gpus = job.gpus if self.has_gpu else 0
-        ref = self.remote.options(num_cpus=job.cpus, num_gpus=gpus, max_retries=0).remote(job.fn, job.args, job.cpus)
+        gpus, cpus = (job.gpus if self.has_gpu else 0), max(1, min(job.cpus, self.max_cpus))
+        ref = self.remote.options(num_cpus=cpus, num_gpus=gpus, max_retries=0).remote(job.fn, job.args, cpus)
         self.pending[ref] = job
 
     def busy(self) -> bool:
