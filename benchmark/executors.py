@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
@@ -179,6 +180,7 @@ class LocalPool(Backend):
     jobs: int
     queue: list[Job] = field(default_factory=list)
     workers: list[_Worker] = field(default_factory=list)
+    unsent: list[tuple[Job, Outcome]] = field(default_factory=list)  # jobs that could not be pickled
 
     def __post_init__(self) -> None:
         import multiprocessing as mp
@@ -210,19 +212,27 @@ class LocalPool(Backend):
                     return
                 idle = self._spawn()
             job = self.queue.pop(0)
+            try:
+                idle.conn.send((job.fn, job.args))  # pickled before anything is written: the pipe stays clean
+            except (pickle.PicklingError, AttributeError, TypeError) as e:
+                self.unsent.append((job, Outcome(False, error=f"{job.name} cannot be sent to a worker process "
+                                                             f"({type(e).__name__}: {e}); run it without --jobs")))
+                continue
             idle.job = job
-            idle.conn.send((job.fn, job.args))
 
     def submit(self, job: Job) -> None:
         self.queue.append(job)
         self._dispatch()
 
     def busy(self) -> bool:
-        return bool(self.queue) or any(w.job is not None for w in self.workers)
+        return bool(self.queue or self.unsent) or any(w.job is not None for w in self.workers)
 
     def wait(self) -> list[tuple[Job, Outcome]]:
         from multiprocessing.connection import wait
 
+        if self.unsent:
+            done, self.unsent = self.unsent, []
+            return done
         running = [w for w in self.workers if w.job is not None]
         ready = set(wait([w.conn for w in running] + [w.process.sentinel for w in running]))
         done = []

@@ -590,6 +590,6 @@ def _run_cells(todo: list[Cell], cohort: Cohort, labels: dict[str, pl.DataFrame]
                         prepared(c.spec, s, False, None, broken[c.spec.name, s])
             bar.start(f"{c.spec.name} · {c.key[1]} · seed {c.seed}")
             why = broken.get((c.spec.name, c.seed))
-            finish(c, _failed_record(c, cohort, budget, f"prepare step failed: {why}", 0.0) if why else
-                   _compute(c, cohort, labels[c.task.name], results_dir, budget, force, ablate, ext))
+            bad = why and _failed_record(c, cohort, budget, f"the prepare step of {c.spec.name} failed: {why}", 0.0)
+            finish(c, bad or _compute(c, cohort, labels[c.task.name], results_dir, budget, force, ablate, ext))
     return failed

@@ -103,15 +103,14 @@ def test_a_shard_owns_the_same_cells_whatever_is_finished(small_cohort, tmp_path
 def test_jobs_and_two_shards_give_the_serial_results(small_cohort, tmp_path, cache):
     """Serial vs --jobs 2 vs shards 0/2 and 1/2 into one folder: the same cells, metrics (value and
     CI) and predictions."""
-    models = "logistic_regression,grid_plain"
-    from tests.grid_models import PLAIN
     from benchmark.registry import get_model
-    specs = [get_model("logistic_regression"), PLAIN]
+    from tests.grid_models import PLAIN
+    specs = [get_model("logistic_regression"), PLAIN]  # catboost too: the Ray test (slow) runs all four ways
     serial = _evaluate(small_cohort, tmp_path / "serial", specs, TASKS2)
     jobs = _evaluate(small_cohort, tmp_path / "jobs", specs, TASKS2, jobs=2)
     for i in range(2):
         _evaluate(small_cohort, tmp_path / "shards", specs, TASKS2, shard=f"{i}/2")
-    assert serial.failed == jobs.failed == 0 and models
+    assert serial.failed == jobs.failed == 0
     ref = _outputs(tmp_path / "serial")
     assert len(ref) == 4 and {v[0] for v in ref.values()} == {"ok"}
     _same(ref, _outputs(tmp_path / "jobs"))
@@ -131,6 +130,16 @@ def test_a_killed_worker_fails_only_its_cell(small_cohort, tmp_path, cache):
         assert st == "failed" and "grid_kill on " + t in err and "died (signal 9)" in err, err
         assert status["logistic_regression", t] == ("ok", None)
     assert not cell_paths(tmp_path, "grid_kill", "icu/mortality_24h", 0)[0].exists()  # unfinished: rerun computes it
+
+
+def test_a_model_that_cannot_reach_a_worker_fails_its_cells_not_the_run(small_cohort, tmp_path, cache):
+    """A spec whose factory is a closure and that is not registered (so it cannot travel by name)."""
+    from tests.grid_models import PLAIN, _Scores
+    closure = PLAIN.model_copy(update={"name": "grid_closure", "factory": lambda budget, seed=0: _Scores(budget, seed)})
+    ev = _evaluate(small_cohort, tmp_path, [closure, PLAIN], "oncology/mortality_1y", jobs=2)
+    st = {r.model: (r.status, r.error) for r in ev.records}
+    assert st["grid_plain"] == ("ok", None) and st["grid_closure"][0] == "failed"
+    assert "cannot be sent to a worker process" in st["grid_closure"][1] and ev.failed == 1
 
 
 # ---------------------------------------------------------------------------- the prepare step
@@ -163,6 +172,8 @@ def test_serial_prepare_once_and_failure_is_the_models_only(small_cohort, tmp_pa
     assert sorted(log.read_text().splitlines()) == [f"grid_prep 0 {os.getpid()}", f"grid_prep 1 {os.getpid()}"]
     st = {(r.model, r.task, r.seed): r.status for r in ev.records}
     assert [k for k, v in st.items() if v == "failed"] == [k for k in st if k[0] == "grid_bad_prep"] and len(st) == 8
+    assert all("the prepare step of grid_bad_prep failed: RuntimeError: planted" in r.error
+               for r in ev.records if r.model == "grid_bad_prep")
 
 
 def test_resources_are_declared_and_listed():
@@ -186,8 +197,8 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 def test_ray_cluster_on_loopback_gives_the_serial_results(small_cohort, tmp_path, cache):
-    """A Ray head started here on 127.0.0.1; `run --executor ray --address` through the CLI: the
-    serial run's cells, metrics and predictions."""
+    """A Ray head started here on 127.0.0.1; `run --executor ray --address`, `--jobs 2` and shards
+    0/2 + 1/2 through the CLI, with catboost: the serial run's cells, metrics and predictions."""
     pytest.importorskip("ray")
     ray_bin = Path(sys.executable).with_name("ray")
     port = _free_port()
@@ -207,14 +218,19 @@ def test_ray_cluster_on_loopback_gives_the_serial_results(small_cohort, tmp_path
         serial = subprocess.run([sys.executable, "-m", "benchmark", "run", *common, "--results", str(tmp_path / "s")],
                                 capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
         assert serial.returncode == 0, serial.stdout + serial.stderr
-        ray = subprocess.run([sys.executable, "-m", "benchmark", "run", *common, "--results", str(tmp_path / "r"),
-                              "--executor", "ray", "--address", f"127.0.0.1:{port}"],
-                             capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
-        assert ray.returncode == 0, ray.stdout + ray.stderr
-        assert "ray cluster at 127.0.0.1" in ray.stdout and "run on CPU" in ray.stdout
+        ways = {"r": ["--executor", "ray", "--address", f"127.0.0.1:{port}"], "j": ["--jobs", "2"],
+                "sh": ["--shard", "0/2"], "sh ": ["--shard", "1/2"]}  # both shards into one folder
+        for folder, flags in ways.items():
+            r = subprocess.run([sys.executable, "-m", "benchmark", "run", *common, "--results",
+                                str(tmp_path / folder.strip()), *flags],
+                               capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
+            assert r.returncode == 0, r.stdout + r.stderr
+            if folder == "r":
+                assert "ray cluster at 127.0.0.1" in r.stdout and "run on CPU" in r.stdout
         ref = _outputs(tmp_path / "s")
         assert len(ref) == 6
-        _same(ref, _outputs(tmp_path / "r"))
+        for folder in ("r", "j", "sh"):
+            _same(ref, _outputs(tmp_path / folder))
     finally:
         _end_group(head)
         shutil.rmtree(ray_tmp, ignore_errors=True)
