@@ -64,15 +64,16 @@ def test_bad_shard_is_a_user_error_naming_the_flag(text):
     assert e.value.field == "--shard" and "SLURM_ARRAY_TASK_ID" in e.value.fix
 
 
-def test_shard_flags_on_the_command_line(tmp_path):
-    for flags, field in ((["--shard", "3/2"], "--shard"), (["--jobs", "0"], "--jobs"),
+def test_shard_flags_on_the_command_line(tmp_path, capsys):
+    from benchmark.cli import main
+    for flags, field in ((["--shard", "3/2"], "--shard"), (["--shard", "a/b"], "--shard"), (["--jobs", "0"], "--jobs"),
                          (["--address", "127.0.0.1:1"], "--address"),
                          (["--executor", "ray", "--jobs", "2"], "--jobs")):
-        r = subprocess.run([sys.executable, "-m", "benchmark", "run", "--model", "logistic_regression", "--task",
-                            "oncology/mortality_1y", "--results", str(tmp_path), *flags],
-                           capture_output=True, text=True, cwd=REPO, timeout=120)
-        assert r.returncode == 2 and field in r.stderr and "Traceback" not in r.stderr, (flags, r.stderr)
-        assert not any(tmp_path.iterdir())
+        code = main(["run", "--model", "logistic_regression", "--task", "oncology/mortality_1y",
+                     "--data", str(tmp_path / "never-read"), "--results", str(tmp_path / "r"), *flags])
+        err = capsys.readouterr().err
+        assert code == 2 and field in err and "fix:" in err and "Traceback" not in err, (flags, err)
+        assert not (tmp_path / "r").exists()  # refused before the cohort or the results folder is touched
 
 
 def test_shards_partition_the_grid_deterministically():
@@ -177,15 +178,14 @@ def test_serial_prepare_once_and_failure_is_the_models_only(small_cohort, tmp_pa
 
 
 def test_resources_are_declared_and_listed():
-    import json
-    from benchmark.registry import ModelSpec, Resources
+    from benchmark.registry import ModelSpec, Resources, get_model
     assert ModelSpec.model_fields["resources"].default == Resources(cpus=1, gpus=0.0)
     with pytest.raises(ValueError):
         Resources(cpus=1, gpu=1)  # extra="forbid"
-    r = subprocess.run([sys.executable, "-m", "benchmark", "models", "--json"], capture_output=True, text=True,
-                       cwd=REPO, timeout=300)
-    lr = next(m for m in json.loads(r.stdout) if m["name"] == "logistic_regression")
-    assert lr["resources"] == {"cpus": 1, "gpus": 0.0}
+    with pytest.raises(ValueError):
+        Resources(cpus=0)
+    # `models --json` prints public_dict()
+    assert get_model("logistic_regression").public_dict()["resources"] == {"cpus": 1, "gpus": 0.0}
 
 
 # ---------------------------------------------------------------------------- Ray
