@@ -10,7 +10,8 @@ finished cell or nothing; rerunning recomputes only the unfinished cells. A cell
 recorded with status "failed" and its error, and the run goes on; the summary table is always
 printed. Each cell runs under a file lock, so two runs sharing a results folder do not compute the
 same cell twice (the second finds it finished and keeps it). Console text is escaped: error messages
-and user names are never read as rich markup.
+and user names are never read as rich markup. Cells run here, in K local worker processes (--jobs)
+or as Ray tasks (benchmark.grid_parallel); --shard keeps a fixed 1/N of the grid (benchmark.parallel).
 
 Exit status of `run` (run_grid's return value):
   0  every planned cell finished (a metric a sample cannot support is refused, not failed) or was kept
