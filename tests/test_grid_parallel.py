@@ -198,7 +198,7 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_ray_cluster_on_loopback_gives_the_serial_results(small_cohort, tmp_path, cache):
     """A Ray head started here on 127.0.0.1; `run --executor ray --address`, `--jobs 2` and shards
-    0/2 + 1/2 through the CLI, with catboost: the serial run's cells, metrics and predictions."""
+    0/2 + 1/2 through the CLI, with catboost and ehrt: the serial run's cells, metrics and predictions."""
     pytest.importorskip("ray")
     ray_bin = Path(sys.executable).with_name("ray")
     port = _free_port()
@@ -213,7 +213,7 @@ def test_ray_cluster_on_loopback_gives_the_serial_results(small_cohort, tmp_path
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
     try:
         _wait_for_port(port, head)
-        models = "logistic_regression,catboost"
+        models = "logistic_regression,catboost,ehrt"  # ehrt (torch): its output is the same at 1 and 2 threads
         common = ["--model", models, "--task", TASKS3, "--data", str(small_cohort.root), "--budget", "smoke"]
         serial = subprocess.run([sys.executable, "-m", "benchmark", "run", *common, "--results", str(tmp_path / "s")],
                                 capture_output=True, text=True, env=env, cwd=REPO, timeout=900)
@@ -228,7 +228,7 @@ def test_ray_cluster_on_loopback_gives_the_serial_results(small_cohort, tmp_path
             if folder == "r":
                 assert "ray cluster at 127.0.0.1" in r.stdout and "run on CPU" in r.stdout
         ref = _outputs(tmp_path / "s")
-        assert len(ref) == 6
+        assert len(ref) == 9
         for folder in ("r", "j", "sh"):
             _same(ref, _outputs(tmp_path / folder))
     finally:
