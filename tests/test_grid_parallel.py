@@ -89,6 +89,22 @@ def test_shards_partition_the_grid_deterministically():
     assert threads_per_job(2, cores=2) == 1 and threads_per_job(3, cores=16) == 5 and threads_per_job(4, cores=2) == 1
 
 
+def test_a_worker_thread_budget_reaches_the_libraries(monkeypatch):
+    from baselines.tabular import TabularBaseline
+    from benchmark.model_api import BUDGETS
+    from benchmark.parallel import limit_threads, thread_budget
+    for var in ("MEHR_BENCH_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "POLARS_MAX_THREADS"):
+        monkeypatch.delenv(var, raising=False)  # monkeypatch restores them (limit_threads sets them)
+    if "torch" in sys.modules:  # limit_threads sets torch's pool too: give it back after the test
+        monkeypatch.setattr(sys.modules["torch"], "set_num_threads", lambda n: None)
+    limit_threads(1)  # what a worker of `run --jobs 2` on 2 cores does first
+    assert thread_budget() == 1 and os.environ["OMP_NUM_THREADS"] == "1"
+    assert TabularBaseline("catboost", budget=BUDGETS["smoke"]).threads == 1  # not its own 2: no oversubscription
+    monkeypatch.setenv("MEHR_BENCH_THREADS", "8")
+    assert TabularBaseline("catboost", budget=BUDGETS["smoke"]).threads == 2  # capped as before
+
+
 def test_a_shard_owns_the_same_cells_whatever_is_finished(small_cohort, tmp_path, cache):
     """The split is over the whole grid, not over the cells left to do: finishing some cells
     (another shard's or a serial run's) does not move a cell from one shard to another."""
