@@ -8,6 +8,8 @@ STAMP := $(VENV)/.installed-$(LOCK_HASH)
 MODELS ?= catboost,ehrt,mehrt
 TASKS ?= all
 BUDGET ?= default
+# cells in JOBS local worker processes (`run --jobs`), each with cores/JOBS threads
+JOBS ?= 2
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: setup run test test-slow bench leaderboard clean
@@ -24,7 +26,7 @@ $(STAMP): requirements.lock pyproject.toml
 # The leaderboard is built even when some cell failed (failed cells are listed on it); the
 # run's exit status is kept.
 run: setup
-	$(PY) -m benchmark run --model $(MODELS) --task $(TASKS) --budget $(BUDGET); status=$$?; \
+	$(PY) -m benchmark run --model $(MODELS) --task $(TASKS) --budget $(BUDGET) --jobs $(JOBS); status=$$?; \
 	$(PY) -m benchmark leaderboard && exit $$status
 
 # Two workers (pytest-xdist): the fast suite is ~1150 tests and must stay well inside 15 minutes with
@@ -39,8 +41,9 @@ test: setup
 test-slow: setup
 	$(PY) -m pytest -q --benchmark-disable -p no:randomly -m slow tests
 
+# The large sizes (MEHR_BENCH_LARGE=1: 200k-1M subjects); `make test` runs the benchmarks once, small.
 bench: setup
-	$(PY) -m pytest -q tests/benchmarks --benchmark-enable --benchmark-columns=min,mean,rounds
+	MEHR_BENCH_LARGE=1 $(PY) -m pytest -q tests/benchmarks --benchmark-enable --benchmark-columns=min,mean,rounds
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

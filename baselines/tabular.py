@@ -98,17 +98,19 @@ class TabularBaseline:
             logistic_regression (Tables B1-B4, B.1 features), ours lightgbm, or the *_tuned variants.
         budget: search budget (trials, folds, rounds cap).
         seed: the cell seed (folds, trials and model seeds derive from it).
-        threads: threads for the library (<= 2 on the benchmark machine).
+        threads: threads for the library (default: 2, or the worker's share under `run --jobs K` /
+            Ray, benchmark.parallel.thread_budget(): K cells must not oversubscribe the cores).
         explain: add explanations to held-out predictions.
     """
 
-    def __init__(self, setup: str, budget: Budget, seed: int = 0, threads: int = 2, explain: bool = True):
+    def __init__(self, setup: str, budget: Budget, seed: int = 0, threads: int | None = None, explain: bool = True):
+        from benchmark.parallel import thread_budget
         self.setup = setup
         self.library = setup_of(setup).library
         self.feature_set = setup_of(setup).feature_set
         self.budget = budget
         self.seed = seed
-        self.threads = threads
+        self.threads = threads if threads is not None else min(2, thread_budget())
         self.explain = explain
 
     def fit(self, data: TaskData) -> "TabularBaseline":

@@ -15,9 +15,10 @@ from __future__ import annotations
 from typing import Callable
 
 from benchmark.model_api import Budget, NotApplicable, Prediction, TaskData
-from benchmark.registry import ENTRY_POINT_GROUP, ModelSpec, get_model, list_models, model_names, require
+from benchmark.registry import ENTRY_POINT_GROUP, ModelSpec, Resources, get_model, list_models, model_names, require
 
-__all__ = ["ALL_KINDS", "ENTRY_POINT_GROUP", "TRAINING_DATA", "Budget", "ModelSpec", "NotApplicable", "Prediction", "TaskData",
+__all__ = ["ALL_KINDS", "ENTRY_POINT_GROUP", "TRAINING_DATA", "Budget", "ModelSpec", "NotApplicable", "Prediction", "Resources",
+           "TaskData",
            "get_model", "list_models", "model_names", "require", "spec"]
 
 ALL_KINDS = ("binary", "multilabel", "survival", "regression")

@@ -168,7 +168,7 @@ def cmd_labels(args: argparse.Namespace) -> int:
     cohort = _resolve_cohort(args)
     for task in select_tasks(args.task):
         try:
-            ls = extract_labels(task, cohort, announce=False)  # warnings printed below, cached or not
+            ls = extract_labels(task, cohort, announce=False, workers=args.workers)  # warnings: below, cached or not
         except TaskNotApplicable as e:
             print(f"skip {task.name}: the dataset does not map {', '.join(e.missing)}")
             continue
@@ -265,16 +265,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     """`run`: parse the flags, run the grid (benchmark.runner.run_evaluation, the work behind the
     Python API `benchmark.evaluate`) with console output, print the table; returns the exit status."""
     from benchmark.few_shot import parse_points
+    from benchmark.parallel import placement
     from benchmark.runner import run_grid, split_names
 
     split_names(args.model, "--model")  # flag errors before the (maybe generated) cohort is read
     split_names(args.task, "--task")
     few = args.k_shots is not None or args.train_fraction is not None
     shots = parse_points(args.k_shots, args.train_fraction, args.draws) if few else None
+    where = placement(args.jobs, args.executor, args.address, args.shard)
     cohort = _resolve_cohort(args)
     return run_grid(models=args.model, tasks=args.task, cohort=cohort, results_dir=Path(args.results),
                     seeds=args.seeds, budget=args.budget, force=args.force, ablate=args.ablate_modalities,
-                    external=args.external_data, labels=args.labels, shots=shots)
+                    external=args.external_data, labels=args.labels, shots=shots, where=where)
 
 
 def cmd_scale(args: argparse.Namespace) -> int:
@@ -442,6 +444,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="label-fraction curve: refit on that fraction of each class's training and tuning subjects "
                          "(e.g. 0.01,0.1,1); cells seed<s>.frac-<f>-d<draw>")
     pr.add_argument("--draws", type=int, default=3, help="draws per few-shot point (default 3; 'all' has one)")
+    pr.add_argument("--jobs", type=int, default=1, metavar="K",
+                    help="run cells in K local worker processes, each with cores/K threads (default 1: one by one)")
+    pr.add_argument("--executor", choices=("local", "ray"), default="local",
+                    help="local (this machine, --jobs) or ray: one Ray task per cell on a running cluster, with each "
+                         "model's declared CPUs/GPUs (pip install 'mehr-bench[ray]')")
+    pr.add_argument("--address", metavar="ADDR",
+                    help="the Ray cluster (host:port that `ray start --head` prints; default: the running local one)")
+    pr.add_argument("--shard", metavar="i/N",
+                    help="run only shard i of N of the grid (cell j when j %% N == i), e.g. a Slurm array's "
+                         "${SLURM_ARRAY_TASK_ID}/N; all shards write into one shared --results folder")
     pr.set_defaults(func=cmd_run)
 
     psc = sub.add_parser("scale", help="scaling study: pretrain EHRT and MEHRT at several sizes, probe every "
@@ -486,6 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
     plb.add_argument("--export", "--out", dest="export", metavar="DIR",
                      help="also write DIR/<task>/<split>/0.parquet in the MEDS LabelSchema, the layout ACES and "
                           "MEDS-DEV models use (--out: older name)")
+    plb.add_argument("--workers", type=int, metavar="W",
+                     help="shards labelled at once, each worker holding one shard in memory (default: one per CPU, "
+                          "at most one per shard; the labels do not depend on it)")
     plb.set_defaults(func=cmd_labels)
 
     pc = sub.add_parser("compare", help="paired comparison of two models across tasks, or a paper's table (--table)")

@@ -1,6 +1,6 @@
 """Vectorized label extraction (polars): task spec + cohort -> MEDS LabelSchema rows.
 
-One scan over the shards collects the events of every predicate a task needs; everything after
+One scan per shard (benchmark.label_events) collects the events of every predicate a task needs; everything after
 that is joins and group-bys on those (small) predicate tables. Output columns follow
 `meds.LabelSchema`: subject_id, prediction_time and, by kind,
   binary      boolean_value
@@ -15,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,17 +29,16 @@ from benchmark.attrition import AttritionStep, Tracker, criterion_text, index_te
 from benchmark.data.cohort import Cohort
 from benchmark.durations import parse_duration, to_timedelta
 from benchmark.errors import UserError
+from benchmark.label_events import predicate_events
 from benchmark.paths import cache_dir
 from benchmark.predicates import BUILTIN_PREDICATES, DatasetRule, DerivedRule, predicate_rules_digest
-from benchmark.suitability import extra_predicates, suitability_warnings
+from benchmark.suitability import STAY_END, STAY_START, extra_predicates, is_onset_task, suitability_warnings
 from benchmark.taskspec import TaskSpec
 from benchmark.units import canonical_unit
 
 # 3: NaN/inf numeric values read as null, non-static null-time rows dropped (issue 12)
 # 4: the cache carries the attrition table and the suitability warnings (issue 14)
 LABELER_VERSION = "4"
-DEATH_CODE = "MEDS_DEATH"
-_EVENTS_SCHEMA = {"subject_id": pl.Int64, "time": pl.Datetime("us"), "numeric_value": pl.Float32}
 
 
 class TaskNotApplicable(Exception):
@@ -104,120 +105,6 @@ def _check_units(task: TaskSpec, rules: dict) -> None:
                                                "(or scale / offset) so its values are converted")
 
 
-def _scan_predicates(cohort: Cohort, code_rules: dict[str, DatasetRule],
-                     need_start: bool = False) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
-    """One pass over the shards: events per dataset predicate, and per-subject record bounds.
-
-    Each predicate's events carry its value in the rule's final unit (`DatasetRule.value_expr`:
-    unit conversions applied, or the number in text_value); text_value is read only when a rule
-    needs it. Bounds: record_end (last timed event), dead (has MEDS_DEATH) and, when asked,
-    record_start (first timed event other than MEDS_BIRTH, which is timed but is not a record).
-    The queries share one scan (polars collect_all); each aggregate reads only the columns it needs.
-    """
-    names = sorted(code_rules)
-    text = any(code_rules[n].reads_text() for n in names)
-    cols = ("subject_id", "time", "code", "numeric_value") + (("text_value",) if text else ())
-    lf = cohort.scan(cols).filter(pl.col("time").is_not_null())
-    queries = []
-    if names:
-        flags = [code_rules[n].expr().alias(f"__p{i}") for i, n in enumerate(names)]
-        values = [code_rules[n].value_expr().alias(f"__v{i}") for i, n in enumerate(names)]
-        queries.append(lf.with_columns(flags).filter(pl.any_horizontal([f"__p{i}" for i in range(len(names))]))
-                       .with_columns(values)
-                       .select("subject_id", "time", *[f"__p{i}" for i in range(len(names))],
-                               *[f"__v{i}" for i in range(len(names))]))
-    queries.append(lf.group_by("subject_id").agg(pl.col("time").max().alias("record_end")))
-    queries.append(lf.filter(pl.col("code") == DEATH_CODE).select("subject_id").unique())
-    if need_start:
-        queries.append(lf.filter(pl.col("code") != "MEDS_BIRTH").group_by("subject_id")
-                       .agg(pl.col("time").min().alias("record_start")))
-    frames = pl.collect_all(queries, engine="streaming")
-    k = 1 if names else 0
-    bounds = frames[k].join(frames[k + 1].with_columns(pl.lit(True).alias("dead")), on="subject_id", how="left")
-    bounds = bounds.with_columns(pl.col("dead").fill_null(False))
-    if need_start:
-        bounds = bounds.join(frames[k + 2], on="subject_id", how="left")
-    out = {}
-    if names:
-        hits = frames[0]
-        for i, n in enumerate(names):
-            out[n] = (hits.filter(pl.col(f"__p{i}"))
-                      .select("subject_id", "time", pl.col(f"__v{i}").cast(pl.Float32).alias("numeric_value"))
-                      .sort("subject_id", "time"))
-    return out, bounds
-
-
-def _kdigo_aki(cr: pl.DataFrame, rule) -> pl.DataFrame:
-    """AKI events: creatinine rise >= abs_rise within abs_window, or >= rel_rise x min within rel_window."""
-    cr = cr.drop_nulls("numeric_value").sort("subject_id", "time")
-    if cr.height == 0:
-        return cr
-    def prior_min(period: str) -> pl.Series:
-        return (cr.rolling(index_column="time", period=period, closed="left", group_by="subject_id")
-                .agg(pl.col("numeric_value").min().alias("m"))["m"])
-    # rolling() keeps the input order within groups; cr is sorted by (subject_id, time) already.
-    cr = cr.with_columns(prior_min(rule.abs_window.replace("min", "m")).alias("min_abs"),
-                         prior_min(rule.rel_window.replace("min", "m")).alias("min_rel"))
-    hit = (((pl.col("numeric_value") - pl.col("min_abs")) >= rule.abs_rise - 1e-6).fill_null(False)
-           | ((pl.col("numeric_value") / pl.col("min_rel")) >= rule.rel_rise - 1e-6).fill_null(False))
-    return cr.filter(hit).select("subject_id", "time", "numeric_value")
-
-
-def _neutropenic_fever(anc: pl.DataFrame, temp: pl.DataFrame, rule) -> pl.DataFrame:
-    """Events where ANC < anc_max and temperature >= temp_min lie within `within` of each other."""
-    tol = to_timedelta(parse_duration(rule.within))
-    low = anc.filter(pl.col("numeric_value") < rule.anc_max).select("subject_id", "time").sort("subject_id", "time")
-    fev = temp.filter(pl.col("numeric_value") >= rule.temp_min).select("subject_id", "time").sort("subject_id", "time")
-    # A pair is timed at its later member: for each fever, the latest low ANC at or before it
-    # within tol; for each low ANC, the latest fever at or before it within tol.
-    a = (fev.join_asof(low.with_columns(pl.col("time").alias("t_other")), on="time", by="subject_id",
-                       strategy="backward", tolerance=tol, check_sortedness=False).filter(pl.col("t_other").is_not_null()))
-    b = (low.join_asof(fev.with_columns(pl.col("time").alias("t_other")), on="time", by="subject_id",
-                       strategy="backward", tolerance=tol, check_sortedness=False).filter(pl.col("t_other").is_not_null()))
-    ev = pl.concat([a.select("subject_id", "time"), b.select("subject_id", "time")]).unique().sort("subject_id", "time")
-    return ev.with_columns(pl.lit(None, dtype=pl.Float32).alias("numeric_value"))
-
-
-def predicate_events(task: TaskSpec, cohort: Cohort, rules) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
-    """Events (subject_id, time, numeric_value) of every predicate the task reads, plus record bounds."""
-    code_rules = {n: r for n, r in rules.items() if isinstance(r, DatasetRule)}
-    events, bounds = _scan_predicates(cohort, code_rules, need_start="_record_start" in rules)
-    if "_record_start" in rules:
-        events["_record_start"] = (bounds.select("subject_id", pl.col("record_start").alias("time"),
-                                                 pl.lit(None, dtype=pl.Float32).alias("numeric_value"))
-                                   .drop_nulls("time"))
-    if "_any_event" in rules:
-        events["_any_event"] = (cohort.scan(("subject_id", "time", "numeric_value"))
-                                .filter(pl.col("time").is_not_null()).collect(engine="streaming"))
-    pending = {n: r for n, r in rules.items() if isinstance(r, DerivedRule)}
-    while pending:
-        progressed = False
-        for n, r in list(pending.items()):
-            if not all(i in events for i in r.inputs()):
-                continue
-            if r.of is not None:
-                e = events[r.of]
-                v = pl.col("numeric_value")
-                if r.value_min is not None:
-                    e = e.filter((v >= r.value_min) if r.value_min_inclusive else (v > r.value_min))
-                if r.value_max is not None:
-                    e = e.filter((v <= r.value_max) if r.value_max_inclusive else (v < r.value_max))
-            elif r.any_of_predicates is not None:
-                e = pl.concat([events[i] for i in r.any_of_predicates]).sort("subject_id", "time")
-            elif r.kdigo_aki is not None:
-                e = _kdigo_aki(events[r.kdigo_aki.creatinine], r.kdigo_aki)
-            else:
-                nf = r.neutropenic_fever
-                e = _neutropenic_fever(events[nf.anc], events[nf.temperature], nf)
-            events[n] = e.cast(_EVENTS_SCHEMA)
-            del pending[n]
-            progressed = True
-        if not progressed:
-            raise UserError(f"task predicates form a cycle or use unknown names: {sorted(pending)}",
-                            field="predicates", fix="each task predicate must build on defined names")
-    return events, bounds
-
-
 # ---------------------------------------------------------------------------- windows
 def _window_stats(samples: pl.DataFrame, events: pl.DataFrame, start_s: float, end_s: float | pl.Expr,
                   name: str, start_inclusive: bool = False, end_inclusive: bool = True) -> pl.DataFrame:
@@ -261,8 +148,8 @@ def label_cache_file(task: TaskSpec, cohort: Cohort, rules) -> Path:
 
 
 def extract_labels(task: TaskSpec, cohort: Cohort, *, dataset_rules: dict[str, DatasetRule] | None = None,
-                   use_cache: bool = True, announce: bool = True) -> LabelSet:
-    """Compute (or load from cache) the labels of `task` on `cohort`.
+                   use_cache: bool = True, announce: bool = True, workers: int | None = None) -> LabelSet:
+    """Compute (or load from cache) the labels of `task` on `cohort`, one MEDS shard at a time.
 
     Args:
         task: the task spec.
@@ -271,6 +158,8 @@ def extract_labels(task: TaskSpec, cohort: Cohort, *, dataset_rules: dict[str, D
         use_cache: read/write the on-disk label cache.
         announce: issue LabelSet.warnings as Python warnings when the labels are computed (the CLI
             passes False and prints them itself, once per task, cached or not).
+        workers: shards labelled at once (threads, each holding one shard); default
+            min(os.cpu_count(), number of shards). The labels and the cache key do not depend on it.
 
     Returns:
         LabelSet with a LabelSchema DataFrame sorted by subject_id, prediction_time, its attrition
@@ -278,17 +167,21 @@ def extract_labels(task: TaskSpec, cohort: Cohort, *, dataset_rules: dict[str, D
 
     Raises:
         TaskNotApplicable: the dataset does not map some predicates the task needs.
+        UserError: workers is not a whole number >= 1.
     """
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise UserError(f"workers must be a whole number >= 1, got {workers!r}", field="--workers",
+                        fix="pass --workers 1 or more (default: one per CPU, at most one per shard)")
     dataset_rules = cohort.predicate_map() if dataset_rules is None else dataset_rules
     rules = _resolve_rules(task, dataset_rules)
     if not use_cache:
-        ls = _compute_labels(task, cohort, rules, None)
+        ls = _compute_labels(task, cohort, rules, None, workers)
         return _announce(ls) if announce else ls
     cache_file = label_cache_file(task, cohort, rules)
     computed: list[LabelSet] = []
 
     def compute() -> LabelSet:
-        computed.append(_compute_labels(task, cohort, rules, cache_file))
+        computed.append(_compute_labels(task, cohort, rules, cache_file, workers))
         return computed[0]
 
     # Concurrent runs: one computes, the others wait on the entry's lock and then read its file.
@@ -322,18 +215,112 @@ def _write_cached(tmp: Path, ls: LabelSet) -> None:
     ls.labels.write_parquet(tmp)
 
 
-def _compute_labels(task: TaskSpec, cohort: Cohort, rules, cache_file: Path | None) -> LabelSet:
-    """Extract labels (cache_file only names where they will be stored)."""
-    events, bounds = predicate_events(task, cohort, rules)
-    counts = {n: events[n].height for n in sorted(events) if not n.startswith("__")}
+@dataclass
+class _Part:
+    """What labelling one group of shards gives (a group is one shard, or all of them)."""
+
+    labels: pl.DataFrame
+    diag: pl.DataFrame
+    steps: list[AttritionStep]
+    counts: dict[str, int]
+    suit_events: dict[str, pl.DataFrame]
+    subjects: pl.Series  # the subjects with a timed event in the group
+
+
+def _compute_labels(task: TaskSpec, cohort: Cohort, rules, cache_file: Path | None,
+                    workers: int | None = None, shards: bool = True) -> LabelSet:
+    """Extract labels (cache_file only names where they will be stored).
+
+    Every rule reads one subject's events only, and `validate` guarantees a subject never spans
+    shards (shard_checks.check_shards, required by `run`), so each shard is labelled on its own and
+    the parts are concatenated; counts and attrition steps add up. A cohort that breaks the rule
+    (`labels` does not require validate) is detected from the parts and labelled in one pass instead.
+    shards=False labels in one pass over all shards (the reference the tests compare with).
+    """
+    files = cohort.data_files()
+    splits = _splits_or_none(cohort)
+    notes: list[str] = []
+    parts = _map_shards(task, cohort, rules, splits, files, workers) if shards else None
+    if parts is not None:
+        subjects = pl.concat([p.subjects for p in parts])
+        if subjects.n_unique() != subjects.len():
+            notes.append(f"{cohort.root}: some subjects appear in more than one data shard, so the labels were "
+                         "computed in one pass over all shards (slower, more memory); `validate` reports them")
+            parts = None
+    if parts is None:
+        parts = [_label_part(task, cohort, rules, splits, None)]
+    counts = {n: sum(p.counts[n] for p in parts) for n in parts[0].counts}
     notes = [f"task {task.name}: predicate {n!r} matches no event in {cohort.root}; "
              f"check its rule in {cohort.predicates_file}" for n, c in counts.items()
-             if c == 0 and isinstance(rules.get(n), DatasetRule)]
-    splits = _splits_or_none(cohort)
+             if c == 0 and isinstance(rules.get(n), DatasetRule)] + notes
+    labels = pl.concat([p.labels for p in parts]).sort("subject_id", "prediction_time")
+    diag = pl.concat([p.diag for p in parts], how="vertical_relaxed")
+    steps = _merge_steps([p.steps for p in parts])
+    suit = {n: pl.concat([p.suit_events[n] for p in parts]) for n in parts[0].suit_events}
+    notes += suitability_warnings(task, labels, diag, suit, splits, steps)
+    return LabelSet(task, labels, counts, notes, cache_file, steps)
+
+
+def _map_shards(task: TaskSpec, cohort: Cohort, rules, splits: pl.DataFrame | None, files: list[Path],
+                workers: int | None) -> list[_Part]:
+    """Label each shard on its own, `workers` shards at a time (threads: polars and the parquet reader
+    release the GIL, and threads share the parsed task and splits instead of pickling them)."""
+    n = min(workers or os.cpu_count() or 1, len(files))
+    cohort.scan(("subject_id",), timed_only=True)  # footer checks and schemas once, here, not in every thread
+    if n == 1:
+        return [_label_part(task, cohort, rules, splits, [f]) for f in files]
+    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="labels") as pool:
+        return list(pool.map(lambda f: _label_part(task, cohort, rules, splits, [f]), files))
+
+
+def _label_part(task: TaskSpec, cohort: Cohort, rules, splits: pl.DataFrame | None,
+                files: list[Path] | None) -> _Part:
+    """Labels, diagnostics, attrition steps and predicate counts of one group of shards (None: all)."""
+    events, bounds = predicate_events(task, cohort, rules, files)
+    counts = {n: events[n].height for n in sorted(events) if not n.startswith("__")}
+    if splits is not None and files is not None:
+        # the split of this part's subjects only: each attrition step joins its rows with it
+        splits = splits.join(bounds.select("subject_id"), on="subject_id", how="semi")
     tracker = Tracker(splits)
     labels, diag = _label(task, events, bounds, tracker)
-    notes += suitability_warnings(task, labels, diag, events, splits, tracker.steps)
-    return LabelSet(task, labels, counts, notes, cache_file, tracker.steps)
+    diag = diag.select([c for c in ("subject_id", "boolean_value", "__death_only") if c in diag.columns])
+    return _Part(labels, diag, tracker.steps, counts, _suitability_events(task, labels, events),
+                 bounds["subject_id"])
+
+
+def _suitability_events(task: TaskSpec, labels: pl.DataFrame, events: dict[str, pl.DataFrame]) -> dict:
+    """The events suitability_warnings reads, kept for the subjects it reads them for: the outcome
+    and hospital-stay predicates of onset tasks, joined to the positive rows (suitability._prevalent).
+    Keeping only those is what lets a shard's events go once it is labelled."""
+    if not is_onset_task(task):
+        return {}
+    pos = labels.filter(pl.col("boolean_value")).select("subject_id").unique()
+    names = (task.label.outcome, STAY_START, STAY_END)
+    return {n: events[n].join(pos, on="subject_id", how="semi") for n in names if n in events}
+
+
+def _merge_steps(parts: list[list[AttritionStep]]) -> list[AttritionStep]:
+    """Attrition steps of all shards: counts add up (a subject is in one shard, so subjects do too)."""
+    def add(dicts: list[dict | None]) -> dict | None:
+        if all(d is None for d in dicts):
+            return None
+        total: dict[str, int] = {}
+        for d in dicts:
+            for k, v in (d or {}).items():
+                total[k] = total.get(k, 0) + v
+        return dict(sorted(total.items()))
+
+    merged = []
+    for same in zip(*parts, strict=True):
+        first = same[0]
+        assert all(st.name == first.name for st in same), "every shard applies the task's rules in one order"
+        ev = [st.events_out for st in same]
+        merged.append(AttritionStep(first.name, first.rule, sum(st.rows_in for st in same),
+                                    sum(st.rows_out for st in same), sum(st.subjects_out for st in same),
+                                    add([st.by_split for st in same]) or {},
+                                    None if all(e is None for e in ev) else sum(e or 0 for e in ev),
+                                    add([st.events_by_split for st in same])))
+    return merged
 
 
 def _splits_or_none(cohort: Cohort) -> pl.DataFrame | None:

@@ -74,6 +74,14 @@ class Prediction:
 
 
 class Model(Protocol):
+    """fit and predict (module docstring). Optional: ``prepare(cohort) -> str | None``, the model's
+    label-free, task-independent work (e.g. MEHRT/EHRT pretraining into the shared cache), which
+    the runner calls once per (model, seed, budget) among the cells it will compute, before that
+    model's cells, as a visible step (its returned line is printed: "pretrained stages 1-3 in 274 s",
+    "pretraining cached"). It must be idempotent and may run in another process than the cells
+    (`run --jobs`, Ray): everything it makes goes to the on-disk cache, under file locks. A prepare
+    that raises fails that model's cells (with its error), not the others'."""
+
     def fit(self, data: "TaskData") -> "Model": ...
     def predict(self, data: "TaskData", split: str) -> Prediction: ...
 

@@ -34,7 +34,10 @@ class _Strict(BaseModel):
 
 class DatasetRule(_Strict):
     """What a dataset predicate offers the label code: which rows match, and their value (in the
-    rule's final unit). Implemented by `CodeRule` (one matcher) and `RuleUnion` (several)."""
+    rule's final unit). Implemented by `CodeRule` (one matcher) and `RuleUnion` (several).
+
+    Contract: `expr()` implies `code_expr()` (a row that matches has a matching code), so the label
+    scan may drop the rows whose code matches no rule before it evaluates `expr()`."""
 
     def code_expr(self) -> pl.Expr:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -68,6 +68,21 @@ class ModelUnavailable(UserError):
         super().__init__(f"model {name!r} needs {missing}, which is not installed (extra mehr-bench[{extra}])",
                          field="--model", fix=f"pip install 'mehr-bench[{extra}]' (or 'mehr-bench[all]')")
 
+class Resources(BaseModel):
+    """What one cell of a model needs from a cluster (`run --executor ray` schedules on it; a
+    cluster without GPUs runs a GPU model's cells on CPU).
+
+    Args:
+        cpus: CPU cores of one cell (its thread budget on Ray).
+        gpus: GPUs of one cell (a fraction shares one GPU).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cpus: int = Field(default=1, ge=1)
+    gpus: float = Field(default=0.0, ge=0.0)
+
+
 ModelKind = Literal["baseline", "encoder+head", "foundation"]
 Modality = ModelModality
 
@@ -88,6 +103,7 @@ class ModelSpec(BaseModel):
     reference: str
     authors: str
     factory: Callable[..., Any] = Field(exclude=True)
+    resources: Resources = Field(default=Resources(), description="what one cell needs on a cluster")
 
     @field_validator("name")
     @classmethod
@@ -96,6 +112,16 @@ class ModelSpec(BaseModel):
         if not SAFE_NAME.match(v):
             raise ValueError(f"model name {v!r} is not a safe identifier: use {SAFE_NAME_HELP}")
         return v
+
+    def __reduce_ex__(self, protocol):
+        # A registered spec travels to worker processes (`run --jobs`, Ray) by name, re-imported
+        # there: its factory may be a closure, which pickle cannot carry. Others go field by field.
+        try:
+            if get_model(self.name) is self:
+                return get_model, (self.name,)
+        except (UserError, ImportError):
+            pass
+        return super().__reduce_ex__(protocol)
 
     def public_dict(self) -> dict:
         """JSON-able metadata (without the factory)."""

@@ -10,7 +10,8 @@ finished cell or nothing; rerunning recomputes only the unfinished cells. A cell
 recorded with status "failed" and its error, and the run goes on; the summary table is always
 printed. Each cell runs under a file lock, so two runs sharing a results folder do not compute the
 same cell twice (the second finds it finished and keeps it). Console text is escaped: error messages
-and user names are never read as rich markup.
+and user names are never read as rich markup. Cells run here, in K local worker processes (--jobs)
+or as Ray tasks (benchmark.grid_parallel); --shard keeps a fixed 1/N of the grid (benchmark.parallel).
 
 Exit status of `run` (run_grid's return value):
   0  every planned cell finished (a metric a sample cannot support is refused, not failed) or was kept
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import resource
 import time
 import traceback
 from dataclasses import dataclass
@@ -32,9 +32,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from pydantic import ValidationError
-
-from benchmark import __version__
 from benchmark.ablation import is_maskable, leave_one_out, modality_ablation, modality_attribution
 from benchmark.data.cohort import Cohort
 from benchmark.data.integrity import require_integrity
@@ -44,15 +41,17 @@ from benchmark.external import ExternalSet, applicability, open_external, predic
 from benchmark.few_shot import ShotPoint, cell_label, point_of, record_block, subsample, subset_problem
 from benchmark.label_files import given_labels
 from benchmark.model_api import BUDGETS, Budget, NotApplicable, Prediction, TaskData
+from benchmark.parallel import Placement, Shard, placement, shard_of
 from benchmark.paths import cache_dir, default_results_dir
 from benchmark.planning import input_problem, names_of, split_names, task_labels  # noqa: F401 - re-exported
-from benchmark.records import (INFO_EXPLANATIONS, SCHEMA_VERSION, DatasetRef, Hardware, ModelInfo, Provenance,
-                               ResultRecord, compute_block, dataset_name)
+from benchmark.cell_records import (_counts, _dataset, _failed_record, _peak_rss_mb,  # noqa: F401 - re-exported
+                                    _provenance, _record)
+from benchmark.records import INFO_EXPLANATIONS, SCHEMA_VERSION, ResultRecord
 from benchmark.registry import ModelSpec, get_model
 from benchmark.reporting import ConsoleReporter, Key, Reporter, summary_table
-from benchmark.results import (cache_lock, cell_paths, cell_state, check_results_dir, git_sha, hardware,
-                               legacy_predictions_name, lockfile_hash, read_record, read_records, record_from_bytes,
-                               result_json, write_predictions, write_result)
+from benchmark.results import (cache_lock, cell_paths, cell_state, check_results_dir, legacy_predictions_name,
+                               read_record, read_records, record_from_bytes, result_json, write_predictions,
+                               write_result)
 from benchmark.scoring import score_cell
 from benchmark.task_registry import select_tasks
 from benchmark.taskspec import TaskSpec
@@ -88,10 +87,6 @@ def seed_everything(seed: int) -> None:
     if "torch" in sys.modules:
         import torch
         torch.manual_seed(seed)
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def task_data(task: TaskSpec, cohort: Cohort, seed: int, labels: pl.DataFrame,
@@ -133,19 +128,6 @@ def resolve_budget(budget: str | Budget) -> Budget:
     if budget not in BUDGETS:
         raise UserError(f"unknown budget {budget!r}", field="--budget", fix=f"use one of {', '.join(BUDGETS)}")
     return BUDGETS[budget]
-
-
-def _provenance(task: TaskSpec, cohort: Cohort, labels_hash: str | None = None) -> Provenance:
-    """Code, task definition, data (and labels made elsewhere) and machine of a cell."""
-    return Provenance(package_version=__version__, git_sha=git_sha(), task_hash=task.content_hash(),
-                      data_fingerprint=cohort.fingerprint(), lockfile_hash=lockfile_hash(),
-                      hardware=Hardware(**hardware()), cohort=str(cohort.root),
-                      **({"labels_hash": labels_hash} if labels_hash else {}))  # unset: files as before
-
-
-def _dataset(cohort: Cohort) -> DatasetRef:
-    """Which data a cell ran on: the cohort's dataset name and content fingerprint."""
-    return DatasetRef(name=dataset_name(cohort.root) or "unnamed dataset", fingerprint=cohort.fingerprint())
 
 
 def run_cell(cell: Cell, cohort: Cohort, labels: pl.DataFrame, results_dir: Path, budget: str | Budget,
@@ -284,57 +266,6 @@ def add_external(cell: Cell, cohort: Cohort, labels: pl.DataFrame, results_dir: 
         return new.model_copy(update={"write_error": f"could not write {json_path}: {e.strerror or e}"})
 
 
-def _counts(data: TaskData) -> dict[str, int | None]:
-    """n_train, n_tuning, n_test and n_events (held-out) of a cell's data."""
-    return {"n_train": int(data.frame("train").height), "n_tuning": int(data.frame("tuning").height),
-            "n_test": int(data.frame("held_out").height), "n_events": data.task.kind_obj.n_events(data.y("held_out"))}
-
-
-def _record(cell: Cell, cohort: Cohort, budget: Budget, *, counts: dict, info: dict, reached: dict, wall_s: float,
-            peak_rss_mb: float, spec_n_parameters: int | None) -> ResultRecord:
-    """Build a cell's ResultRecord (validated). Model output the record cannot hold (say, explanations
-    that are not a mapping) makes the cell "failed" with the validation message, not a lost cell.
-
-    Args:
-        cell: the cell.
-        cohort: the cohort.
-        budget: the budget it ran under.
-        counts: n_train, n_tuning, n_test, n_events (None where unknown).
-        info: spec fields plus the model's Prediction.info (the model_info block).
-        reached: the optional fields the cell reached (status, metrics, refused, error, fairness...).
-        wall_s, peak_rss_mb, spec_n_parameters: for the compute block.
-
-    Returns:
-        The record.
-    """
-    spec, task = cell.spec, cell.task
-
-    def build(info: dict, reached: dict) -> ResultRecord:
-        return ResultRecord(
-            schema_version=SCHEMA_VERSION, model=spec.name, task=task.name, task_version=task.version,
-            task_kind=task.kind, seed=cell.seed, budget=budget.name, main_metric=task.main_metric,
-            dataset=_dataset(cohort), **counts, provenance=_provenance(task, cohort, cell.labels_hash),
-            model_info=ModelInfo(**info),
-            compute=compute_block(info, wall_s=wall_s, peak_rss_mb=peak_rss_mb, spec_n_parameters=spec_n_parameters),
-            **reached)
-
-    try:
-        return build(info, reached)
-    except ValidationError as e:
-        base = {k: info[k] for k in ("kind", "modalities", "reference")}
-        return build(base, {"status": "failed", "error": f"the model's output does not fit a result record: {e}"})
-
-
-def _failed_record(cell: Cell, cohort: Cohort, budget: Budget, error: str, wall_s: float) -> ResultRecord:
-    """The record of a cell that raised outside run_cell's own guard (its work folder, its lock...);
-    counts are unknown (None). It is not written: the cell stays unfinished on disk."""
-    s = cell.spec
-    info = {"kind": s.kind, "modalities": list(s.modalities), "reference": s.reference}
-    return _record(cell, cohort, budget, counts=dict.fromkeys(("n_train", "n_tuning", "n_test", "n_events")),
-                   info=info, reached={"status": "failed", "error": error}, wall_s=round(wall_s, 3),
-                   peak_rss_mb=round(_peak_rss_mb(), 1), spec_n_parameters=s.n_parameters)
-
-
 def _has_ablations(results_dir: Path, c: Cell) -> bool:
     rec = read_record(c.paths(results_dir)[0])
     return rec is not None and rec.ablations is not None
@@ -367,9 +298,12 @@ class Evaluation:
 def run_evaluation(models: str | list[str], tasks: str | list[str], cohort: Cohort, results_dir: Path,
                    seeds: int = 1, budget: str | Budget = "default", force: bool = False, ablate: bool = False,
                    reporter: Reporter | None = None, external: str | Path | None = None,
-                   labels: str | Path | None = None, shots: list[ShotPoint] | None = None) -> Evaluation:
+                   labels: str | Path | None = None, shots: list[ShotPoint] | None = None, jobs: int = 1,
+                   executor: str = "local", address: str | None = None, shard: str | Shard | None = None) -> Evaluation:
     """Plan and run every fitting (model, task, seed) cell (see benchmark.evaluate for the arguments);
     with `shots` (benchmark.few_shot.parse_points), one cell per (model, task, seed, point, draw).
+    jobs: cells run in that many local worker processes; executor "ray": as Ray tasks on the cluster
+    at `address` (benchmark.executors); shard "i/N": only cell j % N == i of the grid (benchmark.parallel).
 
     Order of checks, before any label or cell: cohort integrity, --seeds, model names, task names,
     budget, a writable results folder, the external dataset (then, per task, its labels.csv columns).
@@ -388,6 +322,7 @@ def run_evaluation(models: str | list[str], tasks: str | list[str], cohort: Coho
     if shots and (ablate or external is not None):
         raise UserError("a few-shot run (--k-shots / --train-fraction) takes no --ablate-modalities or --external-data",
                         field="--k-shots", fix="run the ablations or the external validation on the full data")
+    where = placement(jobs, executor, address, shard)
     specs = [m if isinstance(m, ModelSpec) else get_model(m) for m in names_of(models, "--model")]
     task_list = select_tasks(",".join(names_of(tasks, "--task")))
     b = resolve_budget(budget)
@@ -395,39 +330,45 @@ def run_evaluation(models: str | list[str], tasks: str | list[str], cohort: Coho
     ext = open_external(external, cohort, None) if external is not None else None
     given = given_labels(task_list, cohort, Path(labels)) if labels is not None else None
     hashes = {name: h for name, (_, h) in (given or {}).items()}
+    grid, skipped = [], []  # the whole grid first: a shard owns a fixed part of it, whatever the labels give
+    for spec in specs:
+        for t in task_list:
+            why = spec.fits(t)
+            if why:
+                skipped.append((spec.name, t.name, why))
+                continue
+            grid += [Cell(spec, t, s, hashes.get(t.name), p) for s in range(seeds) for p in (shots or [None])]
+    grid = shard_of(grid, where.shard)
+    if where.shard is not None:  # a shard extracts (or reads from the locked cache) only its tasks' labels
+        rep.say(f"shard {where.shard}: {len(grid)} cell(s) of the grid")
+        task_list = [t for t in task_list if any(c.task.name == t.name for c in grid)]
     labels, bad_input, failed = task_labels(task_list, cohort, rep, given)
     if ext is not None:
         for t in task_list:
             why = applicability(ext, t) if t.name in labels else None  # a bad labels.csv raises here
             if why:
                 rep.say((f"external {ext.ref.name} not scored on {t.name}", "yellow"), f": {why}")
-    cells, skipped = [], []
-    for spec in specs:
-        for t in task_list:
-            if t.name not in labels:
-                continue
-            why = spec.fits(t)
-            if why:
-                skipped.append((spec.name, t.name, why))
-                continue
-            cells += [Cell(spec, t, s, hashes.get(t.name), p) for s in range(seeds) for p in (shots or [None])]
+    cells = [c for c in grid if c.task.name in labels]
     for m, t, why in skipped:
         rep.say((f"skip {m} on {t}", "yellow"), f": {why}")
     todo = _plan(cells, cohort, results_dir, force, ablate, rep, ext)
     rep.cells = cells
-    failed += _run_cells(todo, cohort, labels, results_dir, b, force, ablate, rep, ext)
+    failed += _run_cells(todo, cohort, labels, results_dir, b, force, ablate, rep, ext,
+                         where=where, external=external)
     return Evaluation(records=_records_of(cells, results_dir, rep.records), failed=failed, bad_input=bad_input)
 
 
 def run_grid(models: str, tasks: str, cohort: Cohort, results_dir: Path, seeds: int = 1, budget: str = "default",
              force: bool = False, ablate: bool = False, external: str | Path | None = None,
-             labels: str | Path | None = None, shots: list[ShotPoint] | None = None) -> int:
+             labels: str | Path | None = None, shots: list[ShotPoint] | None = None,
+             where: Placement = Placement()) -> int:
     """`run`: evaluate the grid with console output and print the results table.
 
     ablate: run modality ablations in every cell; finished cells without them are rerun.
     external: an external dataset folder (--external-data) every fitted model is also scored on.
     labels: a label folder (--labels) used instead of the tasks' extraction.
     shots: few-shot points (--k-shots / --train-fraction with --draws; benchmark.few_shot).
+    where: --jobs / --executor / --address / --shard (benchmark.parallel.placement).
 
     Returns:
         The exit status (module docstring): 0 all finished, 1 some cell failed or was not written,
@@ -444,7 +385,8 @@ def run_grid(models: str, tasks: str, cohort: Cohort, results_dir: Path, seeds: 
     rep = ConsoleReporter(console)
     try:
         ev = run_evaluation(models, tasks, cohort, results_dir, seeds=seeds, budget=budget, force=force,
-                            ablate=ablate, reporter=rep, external=external, labels=labels, shots=shots)
+                            ablate=ablate, reporter=rep, external=external, labels=labels, shots=shots,
+                            jobs=where.jobs, executor=where.executor, address=where.address, shard=where.shard)
     finally:  # once planned, the summary is printed even when a cell, or the user (Ctrl-C), stops the loop
         if rep.cells is not None:
             console.print(_summary(rep.cells, Path(results_dir), seeds, rep.records))
@@ -551,42 +493,104 @@ def _is_current(c: Cell, cohort: Cohort, results_dir: Path, ablate: bool) -> boo
     return st == "current" and not (ablate and not _has_ablations(results_dir, c))
 
 
+def _compute(c: Cell, cohort: Cohort, labels: pl.DataFrame, results_dir: Path, budget: Budget, force: bool,
+             ablate: bool, ext: ExternalSet | None) -> ResultRecord | None:
+    """One cell under its lock (in the driver or a worker): its record, or None when another run
+    finished it meanwhile (kept)."""
+    t0 = time.perf_counter()
+    try:
+        with cache_lock(c.paths(results_dir)[0]):
+            current = not force and _is_current(c, cohort, results_dir, ablate)
+            lacking = _needs_external(results_dir, c, ext) if current else None
+            if current and lacking is None:
+                return None
+            if lacking is not None:
+                return add_external(c, cohort, labels, results_dir, budget, ext, lacking)
+            return run_cell(c, cohort, labels, results_dir, budget, ablate=ablate, external=ext)
+    except Exception as e:  # noqa: BLE001 - outside run_cell's own guard (locks, work folder...)
+        return _failed_record(c, cohort, budget, f"{type(e).__name__}: {e}", time.perf_counter() - t0)
+
+
+def _prepare(spec: ModelSpec, budget: Budget, seed: int, cohort: Cohort) -> tuple[bool, str | None]:
+    """The model's optional prepare step (benchmark.model_api.Model): (whether it has one, its line)."""
+    model = spec.factory(budget=budget, seed=seed)
+    if not callable(getattr(model, "prepare", None)):
+        return False, None
+    seed_everything(seed)
+    return True, model.prepare(cohort)
+
+
+def _cell_job(c: Cell, where: tuple, labels, results_dir: Path, budget: Budget, force: bool, ablate: bool,
+              external: str | Path | None) -> ResultRecord | None:
+    """A worker's cell (benchmark.executors): reopen the cohort, read the shared labels, compute."""
+    from benchmark.executors import fetch
+    from benchmark.grid_parallel import opened
+    cohort, ext = opened(where, external)
+    return _compute(c, cohort, fetch(labels), results_dir, budget, force, ablate, ext)
+
+
+def _prepare_job(spec: ModelSpec, budget: Budget, seed: int, where: tuple) -> tuple[bool, str | None]:
+    """A worker's prepare step: reopen the cohort, run it."""
+    from benchmark.grid_parallel import opened
+    return _prepare(spec, budget, seed, opened(where, None)[0])
+
+
 def _run_cells(todo: list[Cell], cohort: Cohort, labels: dict[str, pl.DataFrame], results_dir: Path, budget: Budget,
-               force: bool, ablate: bool, rep: Reporter, ext: ExternalSet | None = None) -> int:
-    """Run the cells one by one (each under its lock); a failure is reported and the loop goes on.
-    Each cell's record lands in rep.records.
+               force: bool, ablate: bool, rep: Reporter, ext: ExternalSet | None = None,
+               where: Placement = Placement(), external: str | Path | None = None) -> int:
+    """Run the cells (each under its lock) in the driver, local workers or Ray (`where`); each model's
+    prepare step first (once per model and seed). A failure is reported and the run goes on; each
+    cell's record lands in rep.records.
 
     Returns:
         The number of cells that failed or whose result could not be written.
     """
     failed = 0
-    with rep.progress(len(todo)) as bar:
-        for c in todo:
-            name = f"{c.spec.name} on {c.key[1]}" + (f" seed {c.seed}" if c.seed else "")
-            bar.start(f"{c.spec.name} · {c.key[1]} · seed {c.seed}")
-            t0 = time.perf_counter()
-            try:
-                json_path, _ = c.paths(results_dir)
-                with cache_lock(json_path):
-                    current = not force and _is_current(c, cohort, results_dir, ablate)
-                    lacking = _needs_external(results_dir, c, ext) if current else None
-                    if current and lacking is None:
-                        rep.say(f"kept {name}: finished by another run meanwhile")
-                        bar.advance()
-                        continue
-                    if lacking is not None:
-                        rec = add_external(c, cohort, labels[c.task.name], results_dir, budget, ext, lacking)
-                    else:
-                        rec = run_cell(c, cohort, labels[c.task.name], results_dir, budget, ablate=ablate,
-                                       external=ext)
-            except Exception as e:  # noqa: BLE001 - outside run_cell's own guard (locks, work folder...)
-                rec = _failed_record(c, cohort, budget, f"{type(e).__name__}: {e}", time.perf_counter() - t0)
+
+    def name(c: Cell) -> str:
+        return f"{c.spec.name} on {c.key[1]}" + (f" seed {c.seed}" if c.seed else "")
+
+    def finish(c: Cell, rec: ResultRecord | None) -> None:
+        nonlocal failed
+        if rec is None:
+            rep.say(f"kept {name(c)}: finished by another run meanwhile")
+        else:
             rep.records[c.key] = rec
+            failed += bool(rec.write_error or rec.status == "failed")
             if rec.write_error:
-                failed += 1
-                rep.say(("not written", "red"), f" {name}: {rec.write_error}", problem=True)
+                rep.say(("not written", "red"), f" {name(c)}: {rec.write_error}", problem=True)
             elif rec.status == "failed":
-                failed += 1
-                rep.say(("failed", "red"), f" {name}: {rec.error}", problem=True)
-            bar.advance()
+                rep.say(("failed", "red"), f" {name(c)}: {rec.error}", problem=True)
+        bar.advance()
+
+    def prepared(spec: ModelSpec, seed: int, ok: bool, value, error: str | None) -> None:
+        who = spec.name + (f" seed {seed}" if seed else "")
+        if not ok:
+            rep.say(("failed", "red"), f" prepare step of {who}: {error}", problem=True)
+        elif value[0]:
+            rep.say(f"prepared {who}: {value[1] or 'done'}")
+
+    with rep.progress(len(todo)) as bar:
+        if where.parallel:
+            from benchmark.grid_parallel import run_parallel
+            fail = lambda c, error: _failed_record(c, cohort, budget, error, 0.0)  # noqa: E731
+            run_parallel(todo, cohort, labels, where, rep, bar, finish, prepared, fail, cell_job=_cell_job,
+                         prepare_job=_prepare_job, args=(results_dir, budget, force, ablate, external))
+            return failed
+        broken: dict[tuple[str, int], str] = {}  # (model, seed) -> why its prepare step failed
+        ready: set[tuple[str, int]] = set()
+        for c in todo:
+            if (c.spec.name, c.seed) not in ready:  # this model's prepare steps, before its first cell
+                for s in sorted({x.seed for x in todo if x.spec.name == c.spec.name}):
+                    bar.start(f"{c.spec.name} · prepare · seed {s}")
+                    ready.add((c.spec.name, s))
+                    try:
+                        prepared(c.spec, s, True, _prepare(c.spec, budget, s, cohort), None)
+                    except Exception as e:  # noqa: BLE001 - that model's cells fail with it, the others run
+                        broken[c.spec.name, s] = f"{type(e).__name__}: {e}"
+                        prepared(c.spec, s, False, None, broken[c.spec.name, s])
+            bar.start(f"{c.spec.name} · {c.key[1]} · seed {c.seed}")
+            why = broken.get((c.spec.name, c.seed))
+            bad = why and _failed_record(c, cohort, budget, f"the prepare step of {c.spec.name} failed: {why}", 0.0)
+            finish(c, bad or _compute(c, cohort, labels[c.task.name], results_dir, budget, force, ablate, ext))
     return failed

@@ -244,3 +244,21 @@ def test_survival_and_regression(cohort, tmp_path):
     g = {x["group"]: x for x in sex["groups"]}
     assert g["F"]["value"] == pytest.approx(np.abs(pred - yv)[pop["sex"] == "F"].mean(), abs=1e-6)
     assert sex["worst_group"]["group"] == "M"  # larger error is worse for MAE
+
+
+def test_parity_differences_equal_fairlearns_functions():
+    """_parity reads both differences off its one MetricFrame (issue 19: each fairlearn function built
+    its own); the oracle is fairlearn's demographic_parity_difference / equalized_odds_difference."""
+    import numpy as np
+    from fairlearn.metrics import demographic_parity_difference, equalized_odds_difference
+
+    from benchmark.fairness import _parity, _r
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        n = 3000
+        groups = rng.choice(np.array(["a", "b", "c", "unknown"])[: 2 + seed % 3], n)
+        y = (rng.random(n) < 0.3).astype(int)
+        pred = ((rng.random(n) + 0.3 * y + 0.1 * (groups == "a")) > 0.7).astype(int)
+        diffs, _ = _parity(y, pred, groups)
+        assert diffs == {"demographic_parity_difference": _r(demographic_parity_difference(y, pred, sensitive_features=groups)),
+                         "equalized_odds_difference": _r(equalized_odds_difference(y, pred, sensitive_features=groups))}

@@ -125,7 +125,8 @@ class Cohort:
         return nonstatic_null_codes(self._checked_files, self.predicates_file)
 
     def scan(self, columns: tuple[str, ...] = ("subject_id", "time", "code", "numeric_value"),
-             files: list[Path] | None = None) -> pl.LazyFrame:
+             files: list[Path] | None = None, timed_only: bool = False,
+             rows: tuple[int, int] | None = None) -> pl.LazyFrame:
         """Lazy scan over all shards (or `files`) with the requested core columns (extra columns are ignored).
 
         numeric_value is read as Float32 and time as microsecond Datetime whatever the shard's
@@ -133,6 +134,10 @@ class Cohort:
         (shard_checks.REQUIRED_COLUMNS) raises UserError naming it; only the optional text_value is
         read as null when absent. NaN/inf numeric values are read as null (no value), and null-time
         rows of codes that are not static facts are dropped (the null-time rule of DESIGN.md).
+        timed_only: keep only rows with a time (the label extractor's view); the null-time rule is
+        then moot, so its whole-cohort scan (nonstatic_null_codes) is skipped.
+        rows: (offset, length) of the files' rows to read, before any row is dropped (polars reads
+        only the row groups that hold them): a shard in batches.
         """
         all_files = self._checked_files
         if files is None:
@@ -144,11 +149,14 @@ class Cohort:
             if unknown:
                 raise ValueError(f"{unknown[0]} is not a data shard of {self}")
         lf = scan_shards(files, tuple(dict.fromkeys([*columns, "time", "code"])), self._schemas)
+        if rows is not None:
+            lf = lf.slice(*rows)
         if "numeric_value" in columns:
             v = pl.col("numeric_value")
             lf = lf.with_columns(pl.when(v.is_finite()).then(v).otherwise(None).alias("numeric_value"))
-        blocked = self.nonstatic_null_codes
-        if blocked:
+        if timed_only:
+            lf = lf.filter(pl.col("time").is_not_null())
+        elif blocked := self.nonstatic_null_codes:
             lf = drop_nonstatic_nulls(lf, blocked)
         return lf.select(list(columns))
 
@@ -282,7 +290,12 @@ class Cohort:
         """One row per subject: subject_id, sex, race, ethnicity, birth_time (nulls where absent).
 
         Read as the profile's ``demographics`` says (benchmark.data.profiles.read_demographics); without a
-        profile from the static codes GENDER/*, RACE/*, ETHNICITY/* and MEDS_BIRTH.
+        profile from the static codes GENDER/*, RACE/*, ETHNICITY/* and MEDS_BIRTH. Read once per Cohort
+        (a scan of every shard, which featurization and the fairness report both ask for).
         """
+        return self._demographics
+
+    @cached_property
+    def _demographics(self) -> pl.DataFrame:
         spec = self.profile.demographics if self.profile else DEFAULT_DEMOGRAPHICS
         return read_demographics(self, spec)

@@ -9,14 +9,18 @@ reported (a warning) and the cohort reader drops them from model inputs.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from benchmark.artifacts import cached_artifact
 from benchmark.data.findings import Collector, is_string, read_footer, short_error
 from benchmark.errors import UserError
+from benchmark.paths import cache_dir, tasks_dir
 from benchmark.predicate_maps import load_predicate_map
 from benchmark.predicates import CodeRule
 from benchmark.task_registry import load_tasks
@@ -199,7 +203,31 @@ def label_code_rules(predicates_file: Path) -> dict[str, tuple[CodeRule, list[st
     return out
 
 
+NULL_TIME_VERSION = "1"  # bump when nonstatic_null_codes' rule changes: its cached answers go stale
+
+
 def nonstatic_null_codes(shards: list[Path], predicates_file: Path) -> dict[str, dict]:
+    """`_nonstatic_null_codes`, cached under the cache folder by the shards' names, sizes and mtimes,
+    the predicate map's and the task files' contents: the answer takes a scan of every event (a
+    minute at 1M subjects), and the integrity check and the cohort reader of every run ask for it."""
+    if not shards:
+        return {}
+    h = hashlib.sha256(f"{NULL_TIME_VERSION}\n".encode())
+    for f in shards:
+        st = Path(f).stat()
+        h.update(f"{Path(f).resolve()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    pf = Path(predicates_file)
+    h.update(str(pf.resolve()).encode() + b"\0" + (pf.read_bytes() if pf.is_file() else b"<none>"))
+    root = Path(tasks_dir())
+    for t in sorted(root.rglob("*.yaml")) if root.is_dir() else []:
+        h.update(t.relative_to(root).as_posix().encode() + b"\0" + t.read_bytes())
+    return cached_artifact(cache_dir() / "null_time" / f"{h.hexdigest()[:24]}.json",
+                           lambda: _nonstatic_null_codes(shards, predicates_file),
+                           read=lambda path: json.loads(path.read_text()),
+                           write=lambda tmp, value: tmp.write_text(json.dumps(value)), lock=False, best_effort=True)
+
+
+def _nonstatic_null_codes(shards: list[Path], predicates_file: Path) -> dict[str, dict]:
     """Codes whose null-time rows may not be read as static facts.
 
     A code is static only if it never occurs with a time and no task uses it as an index, outcome or

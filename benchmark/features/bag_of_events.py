@@ -26,7 +26,10 @@ The output is a scipy CSR matrix per split, cached in the task's work folder.
 from __future__ import annotations
 
 import json
+import os
 import re
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,31 +108,83 @@ class BagOfEvents:
         return sp.vstack([self.X[s] for s in splits]).tocsr()
 
 
-def _shard_counts(cohort, samples: pl.DataFrame, numeric: bool) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Per shard: (row, code) counts and last numeric values of visible events; concatenated."""
-    counts, firsts = [], []
-    truncate = _truncation(cohort)
-    for f in cohort.data_files():
-        # Cohort.scan checks the shard's columns and drops null-time rows that are not static facts
-        ev = cohort.scan(("subject_id", "time", "code", "numeric_value"), files=[f])
-        # the task's input window (an input_start column of `samples`) hides rows before it, except
-        # demographic codes; the join takes the sample's row number
-        vis = (visible_events(ev, samples.lazy(), window_exempt=demographic_rows(cohort))
-               .join(samples.lazy().drop("input_start", strict=False), on=["subject_id", "prediction_time"])
-               .with_columns(normalize_code(pl.col("code"), truncate).alias("code")))
-        aggs = [pl.len().alias("n")]
-        if numeric:
-            aggs.append(pl.col("numeric_value").sort_by("time").drop_nulls().last().alias("last"))
-        q1 = vis.filter(pl.col("code") != "MEDS_BIRTH").group_by("row", "code").agg(aggs)
-        q2 = (vis.filter(pl.col("time").is_not_null() & (pl.col("code") != "MEDS_BIRTH"))
-              .group_by("row").agg(pl.col("time").min().alias("first_time")))
-        c, fi = pl.collect_all([q1, q2])
-        counts.append(c)
-        firsts.append(fi)
-    return pl.concat(counts), pl.concat(firsts)
+def default_workers(n_shards: int) -> int:
+    """Shards featurized at once by default: min(os.cpu_count(), n_shards), at least 1."""
+    return max(1, min(os.cpu_count() or 1, n_shards))
 
 
-def featurize(data: TaskData, *, feature_set: str = PAPER_B1, min_subject_frac: float = 0.01) -> BagOfEvents:
+@dataclass
+class _ShardPart:
+    """What one shard leaves in memory after its pass: small per-shard tables; its (row, code) counts
+    wait on disk (`counts_file`) until the vocabulary is known."""
+
+    counts_file: Path
+    firsts: pl.DataFrame          # row, first_time (one row per sample of the shard)
+    vocab: pl.DataFrame           # code, k (training subjects with the code), numeric
+
+
+def _shard_pass(cohort, f: Path, samples: pl.DataFrame, train: pl.DataFrame, numeric: bool,
+                exclude_prefixes: tuple[str, ...], truncate: dict[str, int], out: Path) -> _ShardPart:
+    """One shard's visible events -> (row, code) counts (and last numeric values) spilled to `out`,
+    the first visible time per row, and the shard's share of the vocabulary counts.
+
+    A subject never spans shards (the integrity checks refuse such a cohort), so per-shard counts of
+    training subjects per code add up to the cohort's, and every sample's counts come from one shard.
+    """
+    # Cohort.scan checks the shard's columns and drops null-time rows that are not static facts
+    ev = cohort.scan(("subject_id", "time", "code", "numeric_value"), files=[f])
+    # the task's input window (an input_start column of `samples`) hides rows before it, except
+    # demographic codes; the join takes the sample's row number
+    vis = (visible_events(ev, samples.lazy(), window_exempt=demographic_rows(cohort))
+           .join(samples.lazy().drop("input_start", strict=False), on=["subject_id", "prediction_time"])
+           .with_columns(normalize_code(pl.col("code"), truncate).alias("code")))
+    aggs = [pl.len().alias("n")]
+    if numeric:
+        aggs.append(pl.col("numeric_value").sort_by("time").drop_nulls().last().alias("last"))
+    q1 = vis.filter(pl.col("code") != "MEDS_BIRTH").group_by("row", "code").agg(aggs)
+    q2 = (vis.filter(pl.col("time").is_not_null() & (pl.col("code") != "MEDS_BIRTH"))
+          .group_by("row").agg(pl.col("time").min().alias("first_time")))
+    counts, firsts = pl.collect_all([q1, q2])
+    if exclude_prefixes:  # B.1 counts medical codes; gender and ethnicity come in as demographics
+        counts = counts.filter(~pl.any_horizontal([pl.col("code").str.starts_with(p) for p in exclude_prefixes]))
+    vocab = (counts.join(train, on="row")
+             .group_by("code").agg(pl.col("subject_id").n_unique().alias("k"),
+                                   pl.col("last").is_not_null().any().alias("numeric") if numeric
+                                   else pl.lit(False).alias("numeric")))
+    # spilled, so memory holds one shard's counts per worker, not the whole cohort's until the vocabulary is known
+    counts.write_parquet(out, compression="lz4", statistics=False)
+    return _ShardPart(out, firsts, vocab)
+
+
+def _shard_entries(part: _ShardPart, code_idx: pl.DataFrame, num_idx: pl.DataFrame | None
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One shard's matrix entries (row int32, col int32, value float32): counts of vocabulary codes,
+    then last values of numeric vocabulary codes."""
+    counts = pl.read_parquet(part.counts_file)
+    m = counts.join(code_idx, on="code", how="inner")
+    rows, cols, vals = [m["row"].to_numpy()], [m["col"].to_numpy()], [m["n"].to_numpy().astype(np.float32)]
+    if num_idx is not None:
+        mn = counts.drop_nulls("last").join(num_idx, on="code", how="inner")
+        rows.append(mn["row"].to_numpy())
+        cols.append(mn["col"].to_numpy())
+        vals.append(mn["last"].to_numpy().astype(np.float32))
+    part.counts_file.unlink(missing_ok=True)
+    return (np.concatenate(rows).astype(np.int32), np.concatenate(cols).astype(np.int32),
+            np.concatenate(vals).astype(np.float32))
+
+
+def _map_shards(fn, items: list, workers: int) -> list:
+    """fn over items, `workers` at a time, results in item order. Threads, not processes: each
+    shard's work runs inside polars (Rust, GIL released), so threads run shards in parallel without
+    starting interpreters or copying results between processes; memory is one shard per worker."""
+    if workers <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bag-of-events") as pool:
+        return list(pool.map(fn, items))
+
+
+def featurize(data: TaskData, *, feature_set: str = PAPER_B1, min_subject_frac: float = 0.01,
+              workers: int | None = None) -> BagOfEvents:
     """Build (or load) bag-of-events features for every split of the task.
 
     Args:
@@ -138,11 +193,15 @@ def featurize(data: TaskData, *, feature_set: str = PAPER_B1, min_subject_frac: 
             ethnicity) or "extended" (ours: adds last numeric values, age at prediction, race and
             counts of the demographic codes); see the module docstring.
         min_subject_frac: keep codes present in at least this fraction of training subjects.
+        workers: shards featurized at once (None: min(os.cpu_count(), number of shards)); the
+            matrices do not depend on it.
 
     Returns:
         BagOfEvents with CSR matrices for train, tuning and held_out, rows in label order.
     """
     check_feature_set(feature_set)
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     # "extended" keeps the key of the features it replaces (numeric=True), so existing caches stay valid
     parts = [FEATURIZER_VERSION, min_subject_frac, True if feature_set == EXTENDED else feature_set,
              data.labels.select("subject_id", "prediction_time").hash_rows().sum()]
@@ -156,7 +215,7 @@ def featurize(data: TaskData, *, feature_set: str = PAPER_B1, min_subject_frac: 
     key = digest(parts, n=12)
     cache = data.work_dir / f"bag_of_events-{key}.npz"
     # Concurrent runs on one cache: one builds the features, the others wait and read its files.
-    return cached_artifact(cache, lambda: _build(data, min_subject_frac, feature_set), read=_read_cache,
+    return cached_artifact(cache, lambda: _build(data, min_subject_frac, feature_set, workers), read=_read_cache,
                            write=lambda tmp, bag: _write_cache(cache, tmp, bag), suffix=".npz")
 
 
@@ -180,47 +239,55 @@ def _write_cache(cache: Path, tmp: Path, bag: BagOfEvents) -> None:
     np.savez(tmp, **payload)
 
 
-def _build(data: TaskData, min_subject_frac: float, feature_set: str) -> BagOfEvents:
-    """Compute the features of every split (see `featurize`)."""
-    splits = SPLITS
+def _build(data: TaskData, min_subject_frac: float, feature_set: str, workers: int | None) -> BagOfEvents:
+    """Compute the features of every split (see `featurize`).
+
+    Two passes over per-shard results, `workers` shards at a time: (1) each shard's visible events
+    are counted per (row, code) and spilled to a temp file, keeping in memory only its first-event
+    times and its vocabulary counts; (2) once the vocabulary is known, each shard's counts become
+    matrix entries. Memory holds the shards in flight and the output entries, not all counts at once.
+    """
     extended = feature_set == EXTENDED
     numeric = extended
+    cohort = data.cohort
     samples = data.labels.select("subject_id", "prediction_time", "split").with_row_index("row")
     # the task's input window (if any) travels as an input_start column the guard reads
     guarded = with_input_window(samples.select("row", "subject_id", "prediction_time"), data.task.input_lookback_s())
-    counts, firsts = _shard_counts(data.cohort, guarded, numeric)
-    if not extended:  # B.1 counts medical codes; gender and ethnicity come in as demographics below
-        prefixes = _demographic_prefixes(data.cohort)
-        if prefixes:
-            counts = counts.filter(~pl.any_horizontal([pl.col("code").str.starts_with(p) for p in prefixes]))
+    files = cohort.data_files()
+    cohort.scan()  # footer checks, schemas and the null-time rule, computed once before the workers share them
     # vocabulary from training subjects only
-    train_rows = samples.filter(pl.col("split") == "train")
+    train_rows = samples.filter(pl.col("split") == "train").select("row", "subject_id")
     n_train_subjects = max(train_rows["subject_id"].n_unique(), 1)
-    vocab = (counts.join(train_rows.select("row", "subject_id"), on="row")
-             .group_by("code").agg(pl.col("subject_id").n_unique().alias("k"),
-                                   pl.col("last").is_not_null().any().alias("numeric") if numeric else pl.lit(False).alias("numeric"))
-             .filter(pl.col("k") >= min_subject_frac * n_train_subjects).sort("code"))
-    codes = vocab["code"].to_list()
-    names = [f"count:{c}" for c in codes]
-    # explicit schema: a task whose input window shows no timed event (W = 0) has an empty vocabulary
-    code_idx = pl.DataFrame({"code": codes, "col": np.arange(len(codes), dtype=np.int64)},
-                            schema={"code": pl.String, "col": pl.Int64})
-    m = counts.join(code_idx, on="code", how="inner")
-    rows = [m["row"].to_numpy()]
-    cols = [m["col"].to_numpy()]
-    vals = [m["n"].to_numpy().astype(np.float32)]
-    if numeric:
-        num_codes = vocab.filter(pl.col("numeric"))["code"].to_list()
-        num_idx = pl.DataFrame({"code": num_codes, "col": np.arange(len(num_codes), dtype=np.int64) + len(names)},
-                               schema={"code": pl.String, "col": pl.Int64})
-        names += [f"last:{c}" for c in num_codes]
-        mn = counts.drop_nulls("last").join(num_idx, on="code", how="inner")
-        rows.append(mn["row"].to_numpy())
-        cols.append(mn["col"].to_numpy())
-        vals.append(mn["last"].to_numpy().astype(np.float32))
+    exclude = () if extended else _demographic_prefixes(cohort)
+    truncate = _truncation(cohort)
+    n_workers = default_workers(len(files)) if workers is None else workers
+    Path(data.work_dir).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=data.work_dir, prefix=".bag_of_events-shards-") as tmp:
+        parts = _map_shards(lambda job: _shard_pass(cohort, job[1], guarded, train_rows, numeric, exclude, truncate,
+                                                    Path(tmp) / f"{job[0]}.parquet"),
+                            list(enumerate(files)), n_workers)
+        vocab = (pl.concat([p.vocab for p in parts]).group_by("code")
+                 .agg(pl.col("k").sum(), pl.col("numeric").any())
+                 .filter(pl.col("k") >= min_subject_frac * n_train_subjects).sort("code"))
+        codes = vocab["code"].to_list()
+        names = [f"count:{c}" for c in codes]
+        # explicit schema: a task whose input window shows no timed event (W = 0) has an empty vocabulary
+        code_idx = pl.DataFrame({"code": codes, "col": np.arange(len(codes), dtype=np.int64)},
+                                schema={"code": pl.String, "col": pl.Int64})
+        num_idx = None
+        if numeric:
+            num_codes = vocab.filter(pl.col("numeric"))["code"].to_list()
+            num_idx = pl.DataFrame({"code": num_codes, "col": np.arange(len(num_codes), dtype=np.int64) + len(names)},
+                                   schema={"code": pl.String, "col": pl.Int64})
+            names += [f"last:{c}" for c in num_codes]
+        entries = _map_shards(lambda part: _shard_entries(part, code_idx, num_idx), parts, n_workers)
+    firsts = pl.concat([p.firsts for p in parts])
+    del parts
+    rows, cols, vals = (list(x) for x in zip(*entries)) if entries else ([], [], [])
+    del entries
 
     # demographics: sex, ages, race and ethnicity one-hot (categories from the training split)
-    demo = data.cohort.demographics()
+    demo = cohort.demographics()
     s = (samples.join(demo, on="subject_id", how="left").join(firsts, on="row", how="left").sort("row"))
     dense_cols: list[tuple[str, np.ndarray]] = [
         ("sex:F", (s["sex"] == "F").fill_null(False).to_numpy().astype(np.float32)),
@@ -240,13 +307,37 @@ def _build(data: TaskData, min_subject_frac: float, feature_set: str) -> BagOfEv
     base = len(names)
     for j, (n, v) in enumerate(dense_cols):
         v = np.nan_to_num(np.asarray(v, dtype=np.float32), nan=0.0)
-        nz = np.nonzero(v)[0]
+        nz = np.nonzero(v)[0].astype(np.int32)
         rows.append(nz)
-        cols.append(np.full(len(nz), base + j))
+        cols.append(np.full(len(nz), base + j, dtype=np.int32))
         vals.append(v[nz])
         names.append(n)
-    X_all = sp.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-                          shape=(samples.height, len(names)), dtype=np.float32)
-    split_arr = samples["split"].to_numpy()
-    X = {sp_: X_all[np.nonzero(split_arr == sp_)[0]] for sp_ in splits}
-    return BagOfEvents(X, names)
+    return BagOfEvents(_split_matrices(samples["split"].to_numpy(), rows, cols, vals, len(names)), names)
+
+
+def _split_matrices(split_of_row: np.ndarray, rows: list[np.ndarray], cols: list[np.ndarray],
+                    vals: list[np.ndarray], n_cols: int) -> dict[str, sp.csr_matrix]:
+    """Per split, the CSR matrix of the entries whose sample row is in that split, rows in sample
+    order (the same matrices as slicing one all-samples matrix, without building it).
+
+    Args:
+        split_of_row: each sample row's split.
+        rows, cols, vals: matrix entries in pieces (global sample row, column, value).
+        n_cols: number of features.
+    """
+    r = np.concatenate(rows) if rows else np.zeros(0, np.int32)
+    c = np.concatenate(cols) if cols else np.zeros(0, np.int32)
+    v = np.concatenate(vals) if vals else np.zeros(0, np.float32)
+    rows.clear(), cols.clear(), vals.clear()
+    code = np.full(len(split_of_row), -1, dtype=np.int8)
+    pos = np.zeros(len(split_of_row), dtype=np.int32)  # row number inside its split
+    for k, split in enumerate(SPLITS):
+        idx = np.nonzero(split_of_row == split)[0]
+        code[idx] = k
+        pos[idx] = np.arange(len(idx), dtype=np.int32)
+    entry_split = code[r]
+    X = {}
+    for k, split in enumerate(SPLITS):
+        m = entry_split == k
+        X[split] = sp.csr_matrix((v[m], (pos[r[m]], c[m])), shape=(int((code == k).sum()), n_cols), dtype=np.float32)
+    return X

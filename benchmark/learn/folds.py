@@ -18,12 +18,94 @@ have at least k subjects", the rule the baselines used before.)
 
 from __future__ import annotations
 
+import math
 import zlib
 
 import numpy as np
 from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+from sklearn.utils import check_random_state, column_or_1d
+from sklearn.utils.multiclass import type_of_target
 
 from benchmark.kinds import kind_of
+
+
+class _StratifiedGroupKFold(StratifiedGroupKFold):
+    """scikit-learn's StratifiedGroupKFold (1.9; BSD-3, after a kaggle kernel under Apache 2.0) with the
+    same folds, computed faster: its greedy pass calls numpy on tiny arrays once per group and fold
+    and builds each fold's index list in a Python loop over every sample (minutes at 1M subjects,
+    issue 19). Here the per-group evaluation runs on Python floats in numpy's exact order of
+    operations (same sums, same rounding, so the same ties and the same folds: tests compare with
+    scikit-learn's class), class counts come from np.add.at and the test indices from numpy."""
+
+    def _iter_test_indices(self, X, y, groups):
+        rng = check_random_state(self.random_state)
+        y = np.asarray(y)
+        if type_of_target(y) not in ("binary", "multiclass"):
+            raise ValueError(f"Supported target types are: ('binary', 'multiclass'). Got {type_of_target(y)!r} instead.")
+        y = column_or_1d(y)
+        _, y_inv, y_cnt = np.unique(y, return_inverse=True, return_counts=True)
+        if np.all(self.n_splits > y_cnt):
+            raise ValueError("n_splits=%d cannot be greater than the number of members in each class." % self.n_splits)
+        _, groups_inv, groups_cnt = np.unique(groups, return_inverse=True, return_counts=True)
+        n_groups, n_classes, k = len(groups_cnt), len(y_cnt), self.n_splits
+        if k > n_groups:
+            raise ValueError(f"Cannot have number of splits n_splits={k} greater than the number of groups: {n_groups}.")
+        y_counts_per_group = np.zeros((n_groups, n_classes))
+        np.add.at(y_counts_per_group, (groups_inv.ravel(), y_inv.ravel()), 1)  # integer counts: exact
+        if self.shuffle:
+            perm = np.arange(n_groups)
+            rng.shuffle(perm)
+            y_counts_per_group = y_counts_per_group[perm]
+            inv_perm = np.empty_like(perm)
+            inv_perm[perm] = np.arange(perm.size)
+            groups_inv = inv_perm[groups_inv]
+        order = np.argsort(-np.std(y_counts_per_group, axis=1), kind="stable")
+        fold_of_group = np.empty(n_groups, dtype=np.int64)
+        per_fold = [[0.0] * n_classes for _ in range(k)]   # y_counts_per_fold
+        totals = [float(c) for c in y_cnt]
+        rows = y_counts_per_group.tolist()
+        for g in order.tolist():
+            best = _best_fold(per_fold, totals, rows[g], k, n_classes)
+            row = per_fold[best]
+            for c, v in enumerate(rows[g]):
+                row[c] += v
+            fold_of_group[g] = best
+        fold_of_sample = fold_of_group[groups_inv.ravel()]
+        for i in range(k):
+            yield np.nonzero(fold_of_sample == i)[0]
+
+
+def _best_fold(per_fold: list[list[float]], totals: list[float], add: list[float], k: int, n_classes: int) -> int:
+    """StratifiedGroupKFold._find_best_fold on Python floats, in numpy's order of operations:
+    per class, std over folds of count / class total (mean = sequential sum / k; squared deviations
+    summed sequentially / k; sqrt), averaged over classes; ties (np.isclose) go to the smaller fold."""
+    best, min_eval, min_samples = None, math.inf, math.inf
+    for i in range(k):
+        stds = []
+        for c in range(n_classes):
+            t = totals[c]
+            vals = [(per_fold[r][c] + add[c] if r == i else per_fold[r][c]) / t for r in range(k)]
+            s = vals[0]
+            for v in vals[1:]:
+                s += v
+            mean = s / k
+            d = vals[0] - mean
+            ss = d * d
+            for v in vals[1:]:
+                d = v - mean
+                ss += d * d
+            stds.append(math.sqrt(ss / k))
+        e = stds[0]
+        for v in stds[1:]:
+            e += v
+        fold_eval = e / n_classes
+        samples = per_fold[i][0]
+        for v in per_fold[i][1:]:
+            samples += v
+        close = (fold_eval == min_eval) if math.isinf(min_eval) else abs(fold_eval - min_eval) <= 1e-8 + 1e-5 * abs(min_eval)
+        if fold_eval < min_eval or (close and samples < min_samples):
+            best, min_eval, min_samples = i, fold_eval, samples
+    return best
 
 
 
@@ -93,7 +175,7 @@ def make_folds(kind: str, y: np.ndarray, groups: np.ndarray, n_folds: int,
     idx = np.arange(len(groups))
     strat = _pool_rare(stratification_key(kind, y), groups, k)
     if len(np.unique(strat)) >= 2:
-        cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+        cv = _StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
         return [(tr, va) for tr, va in cv.split(idx, strat, groups)]
     cv = GroupKFold(n_splits=k, shuffle=True, random_state=seed)
     return [(tr, va) for tr, va in cv.split(idx, None, groups)]

@@ -31,11 +31,14 @@ The pieces, each in its own module:
                     tokenizer, model config hash, stage, steps, training config) under
                     ``cache_dir()/mehrt/ckpt/``.
 
-Usage (also under torchrun for several GPUs or processes)::
+Usage (also under torchrun for several GPUs, processes or nodes; only rank 0 writes, and every node
+must see the same MEHR_BENCH_CACHE: see encoders/mehrt/README.md, "Many processes and nodes")::
 
     python -m encoders.mehrt.pretrain --data COHORT --size small --steps 600 --stages 1,2,3,3joint
     torchrun --nproc-per-node 8 -m encoders.mehrt.pretrain --data COHORT --size 109M --steps 20000 \
         --batch-size 256 --seq-len 2048 --compile
+    torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 --rdzv-id JOB \
+        -m encoders.mehrt.pretrain --data COHORT --size 256M --steps 20000 --batch-size 128 --grad-accum 2
 """
 
 from __future__ import annotations
@@ -44,10 +47,11 @@ import dataclasses
 import hashlib
 import json
 import shutil
-from contextlib import nullcontext
+import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -57,7 +61,7 @@ from safetensors.torch import load_file, load_model, save_model
 from benchmark.artifacts import atomic_path, atomic_write
 
 from encoders.mehrt.collate import Collator, collator
-from encoders.mehrt.corpora import Corpora, file_lock, mehrt_cache, prepare_corpora
+from encoders.mehrt.corpora import Corpora, corpora_folder, file_lock, mehrt_cache, prepare_corpora
 from encoders.mehrt.model import MEHRT, MEHRTConfig
 from encoders.mehrt.sizes import SIZES, config_for
 from encoders.mehrt.trainer import Dist, TrainConfig, init_distributed, peak_memory_mb, perplexity_detail, train_stage
@@ -244,8 +248,10 @@ def run_curriculum(cohort, plan: Plan, upto: str, *, eval_docs: int = 256,
         (model in eval mode, meta of every stage on the path: perplexity, tokens_per_s, ...).
     """
     chain = {"1": ["1"], "2": ["1", "2"], "3": ["1", "2", "3"], "3joint": ["1", "3joint"]}[upto]
-    corpora = prepare_corpora(cohort)
     layout = init_distributed()
+    if not layout.main:
+        wait_for_corpora(cohort, log)  # rank 0 tokenizes (only it writes); the others then read
+    corpora = prepare_corpora(cohort)
     fp, th = cohort.fingerprint(), corpora.tokenizer.hash()
     metas: dict[str, dict] = {}
     parent_key, parent_weights, model = None, None, None
@@ -255,12 +261,9 @@ def run_curriculum(cohort, plan: Plan, upto: str, *, eval_docs: int = 256,
                   else multimodal_config(plan.size, corpora, cfg.seq_len, plan.prs_mode))
         key = stage_key(fp, th, config, stage, cfg, parent_key)
         out = mehrt_cache() / "ckpt" / key
-        if not (out / "meta.json").exists():
-            # One process trains, concurrent runs wait on the lock. Under DDP every rank must
-            # enter training together (collectives), so no lock there: ranks agree on the check.
-            with file_lock(out.with_suffix(".lock")) if layout.world == 1 else nullcontext():
-                if not (out / "meta.json").exists():
-                    _train_one(stage, config, cfg, corpora, parent_weights, out, layout, eval_docs, log)
+        with stage_lock(out, layout) as todo:
+            if todo:
+                _train_one(stage, config, cfg, corpora, parent_weights, out, layout, eval_docs, log)
         meta = json.loads((out / "meta.json").read_text())
         meta["key"] = key
         metas[stage] = meta
@@ -269,6 +272,57 @@ def run_curriculum(cohort, plan: Plan, upto: str, *, eval_docs: int = 256,
     load_model(model, str(parent_weights), strict=True)
     model.to(layout.device).eval()
     return model, {"stages": metas, "corpora": str(corpora.folder), "tokenizer": corpora.tokenizer}
+
+
+@contextmanager
+def stage_lock(out: Path, layout: Dist) -> Iterator[bool]:
+    """Decide once, for all ranks, whether a stage must be trained, holding its cache lock meanwhile.
+
+    Only rank 0 takes the file lock (out.lock, next to the stage folder) and checks out/meta.json;
+    under DDP it broadcasts the answer, so every rank enters training together (collectives) or
+    none does, and no other rank writes anything. The lock is held while all ranks train: another
+    run (one process or another torchrun job) on the same cache waits for it and then finds the
+    stage done. Every node must see the same MEHR_BENCH_CACHE (a shared file system with flock).
+
+    Args:
+        out: the stage's cache folder.
+        layout: the process layout.
+
+    Yields:
+        True when the stage is to be trained now.
+    """
+    done = out / "meta.json"
+    if layout.main and done.exists():
+        todo = False  # the common case takes no lock (nothing to write)
+        lock = nullcontext()
+    else:
+        todo = None
+        lock = file_lock(out.with_suffix(".lock")) if layout.main else nullcontext()
+    with lock:
+        if layout.main and todo is None:
+            todo = not done.exists()
+        if layout.world > 1:
+            flag = [todo]
+            dist.broadcast_object_list(flag, src=0)
+            todo = bool(flag[0])
+        yield bool(todo)
+
+
+def wait_for_corpora(cohort, log: Callable[[str], None] | None = None, poll_s: float = 1.0) -> None:
+    """Block until rank 0 has published the cohort's corpora (no collective, so no timeout).
+
+    Rank 0 tokenizes under the corpora lock (`prepare_corpora`); the other ranks poll for its
+    done.json instead of taking the lock, so only rank 0 writes. torchrun stops every rank if rank 0
+    fails. The folder must be on a file system all nodes share (MEHR_BENCH_CACHE).
+    """
+    done = corpora_folder(cohort) / "done.json"
+    t0, warned = time.monotonic(), False
+    while not done.exists():
+        if log and not warned and time.monotonic() - t0 > 120:
+            log(f"waiting for rank 0 to tokenize into {done.parent}: MEHR_BENCH_CACHE must be a file system "
+                "shared by all nodes")
+            warned = True
+        time.sleep(poll_s)
 
 
 def _train_one(stage: str, config: MEHRTConfig, cfg: TrainConfig, corpora: Corpora, parent: Path | None,
@@ -325,9 +379,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, help="global batch in sequences (default: the size's plan)")
     p.add_argument("--seq-len", type=int, help="tokens per sequence (default 256)")
     p.add_argument("--lr", type=float, help="peak learning rate of Stage 1 (later stages keep their ratio)")
+    p.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step (default 1): a step trains on "
+                   "batch-size x grad-accum sequences, each micro-batch split over the torchrun processes")
+    p.add_argument("--checkpoint-every", type=int, help="steps between resumable checkpoints (default: steps / 5)")
     a = p.parse_args(argv)
     plan = default_plan(a.size, a.steps, compile=a.compile)
-    over = {k: v for k, v in (("batch_size", a.batch_size), ("seq_len", a.seq_len)) if v}
+    over = {k: v for k, v in (("batch_size", a.batch_size), ("seq_len", a.seq_len), ("grad_accum", a.grad_accum),
+                              ("checkpoint_every", a.checkpoint_every)) if v}
     if over or a.lr:
         scale = a.lr / plan.stages["1"].lr if a.lr else 1.0
         plan = dataclasses.replace(plan, stages={k: dataclasses.replace(c, lr=c.lr * scale, **over)

@@ -495,7 +495,8 @@ def pretraining_documents(cohort, split: str) -> pl.DataFrame:
             .with_columns(pl.lit(END_OF_TIME).cast(pl.Datetime("us")).alias("prediction_time")))
 
 
-def guarded_inputs(cohort, docs: pl.DataFrame, modalities=IMAGE_MODALITIES, prs: str | None = "prs"):
+def guarded_inputs(cohort, docs: pl.DataFrame, modalities=IMAGE_MODALITIES, prs: str | None = "prs",
+                   files: list[Path] | None = None):
     """Events, image sidecars and PRS for documents, through the leakage guard.
 
     Args:
@@ -503,12 +504,21 @@ def guarded_inputs(cohort, docs: pl.DataFrame, modalities=IMAGE_MODALITIES, prs:
         docs: subject_id, prediction_time.
         modalities: image sidecars to read (missing ones are skipped).
         prs: PRS sidecar name or None.
+        files: read only these data shards (the shard-parallel corpus: `docs` are that shard's
+            subjects, and sidecar rows are filtered to them before the guard's join).
 
     Returns:
         (events LazyFrame, {modality: LazyFrame}, prs LazyFrame | None).
     """
     have = set(cohort.modality_names())
-    ev = visible_events(cohort.scan(EVENT_COLUMNS), docs)
-    imgs = {m: visible_modality(cohort.modality(m), docs) for m in modalities if m in have}
-    p = visible_modality(cohort.modality(prs), docs) if prs and prs in have else None
+    ev = visible_events(cohort.scan(EVENT_COLUMNS, files=files), docs)
+
+    def side(name: str) -> pl.LazyFrame:
+        lf = cohort.modality(name)
+        if files is not None:  # one shard: read its subjects' rows only (pushed into the parquet scan)
+            lf = lf.filter(pl.col("subject_id").is_in(docs["subject_id"].unique().implode()))
+        return visible_modality(lf, docs)
+
+    imgs = {m: side(m) for m in modalities if m in have}
+    p = side(prs) if prs and prs in have else None
     return ev, imgs, p

@@ -1,16 +1,21 @@
 """MEHRT training loop of one stage: settings, batch sampling, devices, AdamW, resumable steps, perplexity.
 
-Batches. Step s of a stage draws its global batch from ``numpy.random.default_rng([seed, stage,
-s])``: documents with probability proportional to their number of windows, each cut to a window of
-``seq_len`` tokens (the demographic prefix is always kept, then a random contiguous span). A batch
-is therefore a pure function of the step, which makes resumption exact and lets ranks shard it.
+Batches. Step s of a stage draws its global batch of ``batch_size x grad_accum`` windows from
+``numpy.random.default_rng([seed, stage, s])``: documents with probability proportional to their
+number of windows, each cut to a window of ``seq_len`` tokens (the demographic prefix is always
+kept, then a random contiguous span). A batch is therefore a pure function of the step and the
+global batch size, never of the world size: resumption is exact, ranks shard it, and a checkpoint
+written by W processes resumes in W' processes (same data, same gradient up to float32 summation
+order). Gradient accumulation splits the step's global batch into ``grad_accum`` micro-batches of
+``batch_size`` rows (rows k*B .. (k+1)*B - 1); each micro-batch is split over the ranks.
 
 Optimisation. AdamW (decoupled weight decay on matrices only), linear warmup then cosine decay to
 ``min_lr_ratio * lr``, global-norm gradient clipping, float32 master weights. On CUDA: bf16
 autocast, SDPA flash attention (model.py), optional torch.compile, fused AdamW. DDP through
 torchrun: ``init_process_group`` from the environment when WORLD_SIZE > 1; rank r takes rows
-r, r + W, ... of the global batch, and the loss is rescaled so the averaged gradient equals the
-single-process gradient of the global batch's token-mean loss.
+r, r + W, ... of each micro-batch, and every micro-batch's loss is rescaled so the accumulated,
+rank-averaged gradient equals the single-process gradient of the whole step's token-mean loss.
+DDP's all-reduce runs once per optimizer step (``no_sync`` on the other micro-batches).
 
 `pretrain.py` (the curriculum) calls `train_stage` once per stage; checkpoints are `checkpoints.py`.
 """
@@ -46,8 +51,10 @@ STAGE_CODE = {"1": 1, "2": 2, "3": 3, "3joint": 4}  # enters the batch RNG seed
 class TrainConfig:
     """Optimisation settings of one stage (frozen; `hash` enters the checkpoint cache key).
 
-    ``batch_size`` is the global batch in sequences (split across DDP ranks); ``warmup_steps``
-    None means 5 % of the steps (at least 1).
+    ``batch_size`` is the global micro-batch in sequences (split across DDP ranks: batch_size / W
+    rows per rank); ``grad_accum`` micro-batches make one optimizer step, so a step trains on
+    batch_size x grad_accum sequences whatever the world size. ``warmup_steps`` None means 5 % of
+    the steps (at least 1).
     """
 
     steps: int
@@ -63,12 +70,27 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 100
     compile: bool = False
+    grad_accum: int = 1
+
+    def __post_init__(self):
+        if self.grad_accum < 1:
+            raise ValueError(f"grad_accum={self.grad_accum} must be at least 1")
+
+    @property
+    def global_batch(self) -> int:
+        """Sequences per optimizer step: batch_size x grad_accum (independent of the world size)."""
+        return self.batch_size * self.grad_accum
 
     def hash(self) -> str:
-        """Stable 16-hex-digit hash of the settings that change the result (not checkpoint_every)."""
+        """Stable 16-hex-digit hash of the settings that change the result (not checkpoint_every).
+
+        grad_accum enters only when it is not 1, so stages cached before it existed keep their key.
+        """
         d = dataclasses.asdict(self)
         d.pop("checkpoint_every")
         d.pop("compile")
+        if d["grad_accum"] == 1:
+            d.pop("grad_accum")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @property
@@ -112,21 +134,27 @@ def sample_windows(lengths: np.ndarray, probs: np.ndarray, step: int, cfg: Train
                    stage: str) -> tuple[np.ndarray, np.ndarray]:
     """The global batch of a step: document indices and window starts (a pure function of the step).
 
+    It depends on the step and the global batch size (batch_size x grad_accum) only, never on the
+    world size, so checkpoints resume across world sizes; batch_size 2b x grad_accum 1 and b x 2
+    draw the same windows.
+
     Args:
         lengths: tokens per document in the stage's variant (with or without placeholders).
         probs: from `window_weights`.
         step: the step.
-        cfg: the stage's settings (seed, batch_size, seq_len).
+        cfg: the stage's settings (seed, batch_size, grad_accum, seq_len).
         stage: stage name (enters the seed, so stages draw different batches).
 
     Returns:
-        (docs int64 [B], starts int64 [B]); a window is the prefix + tokens[start:start+seq_len-PREFIX_LEN].
+        (docs int64 [B x A], starts int64 [B x A]); a window is the prefix +
+        tokens[start:start+seq_len-PREFIX_LEN]; micro-batch k is rows k*B .. (k+1)*B - 1.
     """
+    n = cfg.global_batch
     rng = np.random.default_rng([cfg.seed, STAGE_CODE[stage], step])
-    docs = rng.choice(len(lengths), size=cfg.batch_size, p=probs)
+    docs = rng.choice(len(lengths), size=n, p=probs)
     body = cfg.seq_len - PREFIX_LEN
     last_start = np.maximum(lengths[docs] - body, PREFIX_LEN)  # last start with a full window
-    starts = PREFIX_LEN + np.floor(rng.random(cfg.batch_size) * (last_start - PREFIX_LEN + 1)).astype(np.int64)
+    starts = PREFIX_LEN + np.floor(rng.random(n) * (last_start - PREFIX_LEN + 1)).astype(np.int64)
     return docs.astype(np.int64), starts
 
 
@@ -212,11 +240,14 @@ def train_stage(model: MEHRT, collate: Collator, cfg: TrainConfig, stage: str, f
     """
     layout = layout or init_distributed()
     if cfg.batch_size < layout.world:
-        raise ValueError(f"batch_size={cfg.batch_size} must be at least the world size {layout.world}")
+        raise ValueError(f"batch_size={cfg.batch_size} (the global micro-batch) must be at least the world size "
+                         f"{layout.world}: every rank needs a row of each micro-batch")
     device = layout.device
     model.to(device)
     for name, p in model.named_parameters():
-        p.requires_grad_(trainable(name))
+        # Empty parameters (EHRT's [0, d] modality_emb) never get a gradient: DDP would wait for them
+        # forever and fail at the second step ("did not receive grad"), so they are not trained.
+        p.requires_grad_(trainable(name) and p.numel() > 0)
     opt = _optimizer(model, cfg, device)
     state = {"step": 0, "losses": [], "tokens": 0, "train_seconds": 0.0, "stage": stage,
              "train_config": dataclasses.asdict(cfg)}
@@ -226,36 +257,45 @@ def train_stage(model: MEHRT, collate: Collator, cfg: TrainConfig, stage: str, f
     lengths = collate.corpus.lengths(collate.multimodal)
     probs = window_weights(lengths, cfg.seq_len, eligible)
     net: torch.nn.Module = model
+    ddp = None
     if layout.world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
+        net = ddp = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile and device.type == "cuda":
         net = torch.compile(net)
     model.train()
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     params = [p for p in model.parameters() if p.requires_grad]
+    B, A = cfg.batch_size, cfg.grad_accum
     for step in range(state["step"], end):
         t0 = time.perf_counter()
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         docs, starts = sample_windows(lengths, probs, step, cfg, stage)
-        mine = slice(layout.rank, None, layout.world)  # DistributedSampler-style shard of the batch
-        batch = collate(docs[mine], starts[mine], cfg.seq_len)
-        n_local = (batch["labels"][:, 1:] != IGNORE_INDEX).sum().to(device)
-        counts = torch.stack([n_local.float(), batch["lengths"].sum().float().to(device)])
+        # micro-batch k = rows k*B ..; rank r takes rows r, r+W, ... of it (DistributedSampler-style)
+        mine = [slice(k * B + layout.rank, (k + 1) * B, layout.world) for k in range(A)]
+        batches = [collate(docs[m], starts[m], cfg.seq_len) for m in mine]
+        n_micro = [(b["labels"][:, 1:] != IGNORE_INDEX).sum() for b in batches]
+        counts = torch.stack([sum(n_micro).float(), sum(b["lengths"].sum() for b in batches).float()]).to(device)
         if layout.world > 1:
             dist.all_reduce(counts)
-        with _autocast(device):
-            loss = net(**model_inputs(batch, device))["loss"]
-        # The model returns this rank's token mean. Scaling by n_local * world / n_global makes
-        # DDP's gradient average equal the gradient of the global batch's token mean.
-        scaled = loss * n_local.float() * layout.world / counts[0].clamp(min=1)
-        scaled.backward()
+        global_loss = torch.zeros((), device=device)
+        for k, (batch, n_k) in enumerate(zip(batches, n_micro)):
+            # gradients are all-reduced once, on the last micro-batch
+            sync = nullcontext() if ddp is None or k == A - 1 else ddp.no_sync()
+            with sync:
+                with _autocast(device):
+                    loss = net(**model_inputs(batch, device))["loss"]
+                # The model returns this rank's micro-batch token mean. Scaling by n_k * world /
+                # n_global makes the accumulated DDP average the gradient of the whole step's
+                # global token mean, however it is split over ranks and micro-batches.
+                scaled = loss * n_k.to(device).float() * layout.world / counts[0].clamp(min=1)
+                scaled.backward()
+            global_loss += scaled.detach() / layout.world
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        global_loss = scaled.detach().clone() / layout.world
         if layout.world > 1:
             dist.all_reduce(global_loss)
         state["losses"].append(float(global_loss))

@@ -12,11 +12,19 @@ featurizer's disk cache bypassed (a fresh work folder per call). Under `make ben
   ``value_counts`` of the truncated codes, as one dict per sample (before any matrix is built). Ours must be
   >= 10x faster.
 - Scaling: featurizing a cohort 10x larger must cost <= 11x the time.
+- Scaling at 100k -> 1M subjects (issue 19; only with MEHR_BENCH_LARGE=1, which `make bench` sets;
+  without it 300 -> 3000 subjects, no ratio asserted): each side featurizes in a fresh interpreter
+  (labels extracted here first and handed over as parquet), 10x the subjects must cost <= 11x the
+  time at <= 1.5x the peak RSS (VmHWM of the featurizing process, see _MEASURE).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -33,6 +41,10 @@ from tests.benchmarks.conftest import best_of
 
 TASK = "oncology/mortality_1y"
 BENCH_SIZES, SMOKE_SIZES = (2000, 20000), (150, 1500)
+LARGE = os.environ.get("MEHR_BENCH_LARGE") == "1"
+SCALING_SIZES = (100_000, 1_000_000) if LARGE else (300, 3000)
+MAX_TIME_RATIO, MAX_RSS_RATIO = 11.0, 1.5
+REPO = Path(__file__).resolve().parents[2]
 _ICD = re.compile(r"^((?:ICD10CM|ICD10PCS)/[^.]{1,3})")
 
 
@@ -112,3 +124,75 @@ def test_bench_featurizer_scales_linearly(benchmark, bench_enabled, cohorts):
     print(f"\n[{benchmark.name}] {small} subjects {t_small:.3f}s, {large} subjects {t_large:.3f}s: "
           f"time x{ratio:.2f} for rows x{rows:.2f} (target <= 11x)")
     assert ratio <= 11.0, f"10x more data cost {ratio:.2f}x the time (target <= 11x)"
+
+
+# One featurization in a fresh interpreter: argv = cohort dir, labels parquet, feature set. Prints one JSON
+# line. Peak = VmHWM of this process, reset to the current RSS (writing "5" to /proc/self/clear_refs) once the
+# libraries are imported and the labels read, so it is the featurization's peak including the interpreter
+# (what /usr/bin/time reports for a process doing only this); see test_bench_labels_vs_aces for why not ru_maxrss.
+_MEASURE = r"""
+import json, sys, tempfile, time
+from pathlib import Path
+import polars as pl
+from benchmark.data.cohort import Cohort
+from benchmark.features.bag_of_events import featurize
+from benchmark.model_api import TaskData
+from benchmark.task_registry import load_tasks
+root, labels_file, feature_set = sys.argv[1:4]
+
+def status_kb(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+
+data = TaskData(task=load_tasks()["oncology/mortality_1y"], cohort=Cohort(root), labels=pl.read_parquet(labels_file),
+                seed=0, work_dir=Path(tempfile.mkdtemp()))
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+base_kb = status_kb("VmRSS")
+t0 = time.perf_counter()
+bag = featurize(data, feature_set=feature_set)
+seconds = time.perf_counter() - t0
+peak_kb = status_kb("VmHWM")
+out_mb = sum(x.data.nbytes + x.indices.nbytes + x.indptr.nbytes for x in bag.X.values()) / 2**20
+print(json.dumps({"seconds": seconds, "base_mb": base_kb / 1024, "peak_mb": peak_kb / 1024, "output_mb": out_mb,
+                  "rows": data.labels.height, "nnz": sum(x.nnz for x in bag.X.values())}))
+"""
+
+
+def _featurize_in_subprocess(cohort: Cohort, labels: pl.DataFrame, tmp: Path, feature_set: str = "paper_b1") -> dict:
+    """Seconds and peak RSS (MB) of one featurization in a fresh interpreter."""
+    labels_file = tmp / f"labels-{cohort.root.parent.name}.parquet"
+    labels.write_parquet(labels_file)
+    env = {**os.environ, "MEHR_BENCH_CACHE": str(tmp / "cache"),
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    out = subprocess.run([sys.executable, "-c", _MEASURE, str(cohort.root), str(labels_file), feature_set],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    assert out.returncode == 0, f"featurization failed:\n{out.stderr[-3000:]}"
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_bench_featurizer_scaling_100k_to_1m(benchmark, bench_enabled, cohorts, tmp_path):
+    """10x the subjects: <= 11x the time at <= 1.5x the peak RSS (issue 19), each side in its own process."""
+    if not Path("/proc/self/clear_refs").exists():
+        import pytest
+        pytest.skip("needs /proc/self/clear_refs (Linux) to read one process's peak RSS")
+    small, large = SCALING_SIZES
+    sides = {}
+    d_small, d_large = _task_data(cohorts(small)), _task_data(cohorts(large))
+    sides[small] = _featurize_in_subprocess(d_small.cohort, d_small.labels, tmp_path)
+    # the large side is the timed body (one round: each round is a fresh interpreter of minutes at 1M)
+    sides[large] = benchmark.pedantic(lambda: _featurize_in_subprocess(d_large.cohort, d_large.labels, tmp_path),
+                                      rounds=1, iterations=1)
+    s, l = sides[small], sides[large]
+    time_ratio, rss_ratio = l["seconds"] / s["seconds"], l["peak_mb"] / s["peak_mb"]
+    benchmark.extra_info.update(small=s, large=l, time_ratio=time_ratio, rss_ratio=rss_ratio,
+                                load_avg=os.getloadavg()[0])
+    print(f"\n[featurizer {small} -> {large} subjects] time {s['seconds']:.1f}s -> {l['seconds']:.1f}s "
+          f"(x{time_ratio:.2f}, target <= {MAX_TIME_RATIO}), peak RSS {s['peak_mb']:.0f} -> {l['peak_mb']:.0f} MB "
+          f"(x{rss_ratio:.2f}, target <= {MAX_RSS_RATIO}; output matrices {s['output_mb']:.0f} -> "
+          f"{l['output_mb']:.0f} MB), load average {os.getloadavg()[0]:.1f}")
+    assert l["rows"] > 5 * s["rows"]
+    if bench_enabled and LARGE:
+        assert time_ratio <= MAX_TIME_RATIO, f"10x the data cost {time_ratio:.2f}x the time (target <= {MAX_TIME_RATIO})"
+        assert rss_ratio <= MAX_RSS_RATIO, f"10x the data took {rss_ratio:.2f}x the peak RSS (target <= {MAX_RSS_RATIO})"

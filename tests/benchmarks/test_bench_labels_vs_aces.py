@@ -1,16 +1,21 @@
 """Label extraction speed and peak memory: ours (benchmark.labels) against ACES (es-aces 0.7.3).
 
-Task oncology/mortality_1y on the synthetic cohort: 5000 subjects under `make bench`, 300 under
-`make test` (--benchmark-disable: both sides run once, targets not asserted). Both sides start from the
-parquet shards and end with labels in memory; ours runs without its label cache. ACES runs in-process
-(not through hydra) one shard at a time, as its `expand_shards` mode does (tests/aces/aces_bridge.py);
-its task config is tests/aces/configs/oncology/mortality_1y.yaml.
+Task oncology/mortality_1y on the synthetic cohort (shards of 5000 subjects): LARGE_SUBJECTS = 200,000
+(40 shards) under `make bench` (MEHR_BENCH_LARGE=1, timing on, targets asserted); SMOKE_SUBJECTS = 300
+otherwise (`make test`: each side runs once, no target asserted). Both sides start from the parquet
+shards and end with labels in memory; ours runs without its label cache, shard-parallel with its
+default workers (one per CPU, at most one per shard). ACES runs in-process (not through hydra) one
+shard at a time, as its `expand_shards` mode does (tests/aces/aces_bridge.py); its task config is
+tests/aces/configs/oncology/mortality_1y.yaml.
 
-Targets: ours >= 5x faster (best-of-rounds wall time, same process) and ours' peak RSS growth <= 1/3 of
-ACES's. Memory is measured as peak RSS in a fresh subprocess per side (polars allocates in Rust, where
-tracemalloc cannot see); each side's RSS after its imports and setup is subtracted, so the ratio compares
-the extraction work, not the interpreter or the libraries. See _MEASURE for why the peak is read from
-VmHWM rather than ru_maxrss.
+Targets (issue 19):
+  speed:  ours >= MIN_SPEEDUP = 10x faster: best-of-rounds wall time of each side, same process, same run.
+  memory: ours' peak RSS growth <= MAX_MEMORY_RATIO = 1/2 of ACES's. Each side runs in a fresh subprocess
+          (polars allocates in Rust, where tracemalloc cannot see); its RSS after imports and setup is the
+          baseline, and the compared number is peak RSS (VmHWM) minus that baseline: the extraction's own
+          memory, not the interpreter or the libraries (ACES imports more, so its absolute peak is higher).
+          Both absolute peaks are recorded too (extra_info ours_peak_total_mb / aces_peak_total_mb).
+See _MEASURE for why the peak is read from VmHWM rather than ru_maxrss.
 """
 
 from __future__ import annotations
@@ -30,9 +35,10 @@ from tests.aces.aces_bridge import config_path, load_config, run_aces
 
 REPO = Path(__file__).resolve().parents[2]
 TASK = "oncology/mortality_1y"
-BENCH_SUBJECTS, SMOKE_SUBJECTS = 5000, 300
-MIN_SPEEDUP = 5.0
-MAX_MEMORY_RATIO = 1 / 3
+LARGE_SUBJECTS, SMOKE_SUBJECTS = 200_000, 300
+MIN_SPEEDUP = 10.0
+MAX_MEMORY_RATIO = 1 / 2
+LARGE = os.environ.get("MEHR_BENCH_LARGE") == "1"  # `make bench` sets it
 
 # Run in a fresh interpreter: argv = side ("ours" | "aces"), cohort dir, task. Prints one JSON line.
 #
@@ -101,12 +107,14 @@ def _peak_rss(side: str, cohort_dir: Path, cache: Path) -> dict:
     assert out.returncode == 0, f"{side} measurement failed:\n{out.stderr[-3000:]}"
     r = json.loads(out.stdout.strip().splitlines()[-1])
     r["work_mb"] = max(r["peak_kb"] - r["base_kb"], 0) / 1024  # both in KiB
+    r["total_mb"] = r["peak_kb"] / 1024
     return r
 
 
 def test_labels_faster_and_leaner_than_aces(benchmark, bench_enabled, compare, cohorts, tmp_path, monkeypatch):
     monkeypatch.setenv("MEHR_BENCH_CACHE", str(tmp_path / "cache"))
-    n_subjects = BENCH_SUBJECTS if bench_enabled else SMOKE_SUBJECTS
+    n_subjects = LARGE_SUBJECTS if LARGE else SMOKE_SUBJECTS
+    targets = LARGE and bench_enabled  # the small size runs once, unjudged (2 shared cores are noisy there)
     cohort = cohorts(n_subjects)
     task = load_tasks()[TASK]
     work = Path(tempfile.mkdtemp(dir=tmp_path))
@@ -132,19 +140,21 @@ def test_labels_faster_and_leaner_than_aces(benchmark, bench_enabled, compare, c
     benchmark.extra_info.update(
         task=TASK, n_subjects=n_subjects, rows_ours=results["ours"].height, rows_aces=results["aces"].height,
         memory_ratio=mem_ratio, ours_peak_mb=mem["ours"]["work_mb"], aces_peak_mb=mem["aces"]["work_mb"],
+        ours_peak_total_mb=mem["ours"]["total_mb"], aces_peak_total_mb=mem["aces"]["total_mb"],
         ours_subprocess_s=mem["ours"]["seconds"], aces_subprocess_s=mem["aces"]["seconds"],
-        memory_target=MAX_MEMORY_RATIO, speed_target=MIN_SPEEDUP)
+        memory_target=MAX_MEMORY_RATIO, speed_target=MIN_SPEEDUP, load_average=os.getloadavg()[0])
     print(f"\n[labels vs ACES, {TASK}, {n_subjects} subjects] peak RSS growth ours {mem['ours']['work_mb']:.1f} MB"
-          f" vs ACES {mem['aces']['work_mb']:.1f} MB (ratio {mem_ratio:.3f}, target <= {MAX_MEMORY_RATIO:.3f}); "
-          f"single cold run ours {mem['ours']['seconds']:.3f}s vs ACES {mem['aces']['seconds']:.3f}s")
+          f" vs ACES {mem['aces']['work_mb']:.1f} MB (ratio {mem_ratio:.3f}, target <= {MAX_MEMORY_RATIO:.3f}; "
+          f"total peak {mem['ours']['total_mb']:.0f} vs {mem['aces']['total_mb']:.0f} MB); single cold run ours "
+          f"{mem['ours']['seconds']:.3f}s vs ACES {mem['aces']['seconds']:.3f}s; load average {os.getloadavg()[0]:.2f}")
 
     failures = []
     try:  # compare() prints and records the time ratio, and asserts it when benchmarks are enabled
-        time_ratio = compare(ours, aces, min_ratio=MIN_SPEEDUP, rounds=5 if bench_enabled else 1,
-                             reference_rounds=3 if bench_enabled else 1)
+        time_ratio = compare(ours, aces, min_ratio=MIN_SPEEDUP if targets else 0.0, rounds=3 if LARGE else 1,
+                             reference_rounds=2 if LARGE else 1)
         benchmark.extra_info["time_ratio"] = time_ratio
     except AssertionError as e:
         failures.append(str(e).splitlines()[0])
-    if bench_enabled and mem_ratio > MAX_MEMORY_RATIO:
+    if targets and mem_ratio > MAX_MEMORY_RATIO:
         failures.append(f"peak memory ratio {mem_ratio:.3f} is above the target {MAX_MEMORY_RATIO:.3f}")
     assert not failures, "; ".join(failures)

@@ -1,0 +1,59 @@
+"""Planted models for the parallel-grid tests (tests/test_grid_parallel.py): module-level classes,
+so worker processes (spawned, or Ray) import them by reference.
+
+PrepModel records each prepare() call as a line "<name> <seed> <pid>" in $GRID_PREPARE_LOG;
+BadPrepModel's prepare raises; KillModel's fit kills its own process (a worker crash: OOM killer,
+a segfault in native code)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+
+from benchmark.api import ModelSpec, Prediction, Resources
+
+
+class _Scores:
+    """Deterministic, label-free scores (subject_id mod 7): enough for a cell to be scored."""
+
+    name = "grid_prep"
+
+    def __init__(self, budget, seed: int = 0):
+        self.seed = seed
+
+    def fit(self, data):
+        return self
+
+    def predict(self, data, split):
+        ids = data.samples(split)["subject_id"].to_numpy()
+        return Prediction(score=((ids % 7) / 7.0 + 0.01 * self.seed).astype(float))
+
+
+class PrepModel(_Scores):
+    def prepare(self, cohort) -> str:
+        with open(os.environ["GRID_PREPARE_LOG"], "a") as f:
+            f.write(f"{self.name} {self.seed} {os.getpid()}\n")
+        return f"planted prepare for seed {self.seed}"
+
+
+class BadPrepModel(_Scores):
+    def prepare(self, cohort) -> str:
+        raise RuntimeError("planted prepare failure")
+
+
+class KillModel(_Scores):
+    def fit(self, data):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _spec(name: str, factory) -> ModelSpec:
+    return ModelSpec(name=name, kind="baseline", description="planted (tests/grid_models.py)", modalities=("structured",),
+                     task_kinds=("binary",), n_parameters=None, training_data="none", license="Apache-2.0",
+                     reference="test", authors="test", factory=factory, resources=Resources(cpus=1))
+
+
+PREP = _spec("grid_prep", PrepModel)
+BAD_PREP = _spec("grid_bad_prep", BadPrepModel)
+KILL = _spec("grid_kill", KillModel)
+PLAIN = _spec("grid_plain", _Scores)
