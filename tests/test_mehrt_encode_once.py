@@ -197,3 +197,16 @@ def test_prepare_pretrains_once_before_the_cells(leak, monkeypatch):
     assert time.perf_counter() - t0 < 30 and trained == ["1", "2", "3"]
     assert joint.prepare(data.cohort).startswith("pretrained stages 3joint ")  # Stage 1 reused
     assert trained == ["1", "2", "3", "3joint"]
+
+
+def test_mehrt_family_declares_its_resources_and_a_prepare_step():
+    """Ray schedules a MEHRT / EHRT cell on two cores and a GPU (when the cluster has one), and every
+    MEHRT-family model, the zero-shot ones included, pretrains in the runner's prepare step."""
+    from benchmark.registry import get_model
+    from benchmark.runner import resolve_budget
+
+    for name in ("ehrt", "mehrt", "mehrt-joint", "ehrt-zeroshot-path", "mehrt-zeroshot-freq"):
+        spec = get_model(name)
+        assert (spec.resources.cpus, spec.resources.gpus) == (2, 1.0), name
+        assert callable(getattr(spec.factory(resolve_budget("smoke"), seed=0), "prepare", None)), name
+    assert get_model("catboost").resources.gpus == 0

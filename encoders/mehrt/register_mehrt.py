@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 
-from benchmark.registry import ModelSpec
+from benchmark.registry import ModelSpec, Resources
 from benchmark.vocabulary import IMAGE_MODALITIES
 
 # the timeline, the image studies (placeholder tokens) and the PRS (soft tokens); no notes
@@ -49,6 +49,8 @@ SPEC = ModelSpec(
               "Multimodal EHR Foundation Models (Amar et al. 2025)",
     authors="MEHR-Bench",
     factory=_factory,
+    # a cell pretrains (prepare step) and encodes with torch: two cores, a GPU where the Ray cluster has one
+    resources=Resources(cpus=2, gpus=1),
 )
 
 

@@ -202,6 +202,21 @@ class ZeroShotPipeline:
         self.sampling = sampling or Sampling(n_paths=N_PATHS, max_new_tokens=NEW_TOKENS, seed=seed)
         self.size, self.steps = size, steps
 
+    def prepare(self, cohort) -> str:
+        """The checkpoint the trajectories are sampled from, pretrained (or found cached) once before
+        the cells (the runner's prepare step); label-free and task-independent.
+
+        Args:
+            cohort: the Cohort whose training split is pretrained on.
+
+        Returns:
+            One line for the console.
+        """
+        settings = settings_for(self.budget, self.multimodal, size=self.size, steps=self.steps)
+        t0 = time.perf_counter()
+        load_pretrained(cohort, settings)
+        return f"checkpoint ready ({settings.size}, {settings.steps} steps) in {time.perf_counter() - t0:.0f} s"
+
     def fit(self, data: TaskData) -> ZeroShotPipeline:
         """Refuse a task the tokens cannot answer (before pretraining), then load the checkpoint.
 
