@@ -79,3 +79,16 @@ def test_prepare_corpora_is_memory_mapped_and_in_subject_order(sharded_cohort, c
     assert isinstance(corpora.train.tokens, np.memmap) and isinstance(corpora.held_out.tokens, np.memmap)
     _, _, held = one_shot(sharded_cohort, "held_out")
     assert_same(held, corpora.held_out)
+
+
+def test_tokenizer_workers_stay_in_process_inside_a_pool_worker():
+    """`run --jobs K` pretrains in a daemonic pool worker, which may not start processes: the corpus
+    is then tokenized in that process (seen as 'daemonic processes are not allowed to have children'
+    before); outside a pool the request holds, capped at one process per shard."""
+    from multiprocessing import get_context
+
+    from encoders.mehrt.corpora import corpus_workers
+
+    assert corpus_workers(4, 3) == 3 and corpus_workers(2, 8) == 2 and corpus_workers(1, 8) == 1
+    with get_context("spawn").Pool(1) as pool:  # daemonic workers, as benchmark.executors.LocalPool's
+        assert pool.apply(corpus_workers, (4, 8)) == 1

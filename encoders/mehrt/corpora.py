@@ -25,13 +25,14 @@ import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from multiprocessing import get_context
+from multiprocessing import current_process, get_context
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 from benchmark.artifacts import atomic_write
+from benchmark.parallel import thread_budget
 from encoders.mehrt.tokenizer import (IMAGE_MODALITIES, TOKENIZER_VERSION, Corpus, Tokenizer, guarded_inputs,
                                       placeholder, pretraining_documents)
 
@@ -111,7 +112,8 @@ def tokenize_sharded(cohort, tok: Tokenizer, docs: pl.DataFrame, out: Path, work
         docs: subject_id, prediction_time, one document per subject, sorted by subject (the
             output order).
         out: destination folder (a `Corpus.save` layout; replaced atomically).
-        workers: processes (default min(CPUs, shards)); 1 tokenizes in this process. Each worker
+        workers: processes (default min(thread budget, shards); always 1 in a daemonic process:
+            `corpus_workers`); 1 tokenizes in this process. Each worker
             holds one shard's events at a time.
 
     Returns:
@@ -120,7 +122,7 @@ def tokenize_sharded(cohort, tok: Tokenizer, docs: pl.DataFrame, out: Path, work
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     files = list(cohort.data_files())
-    workers = max(1, min(workers or os.cpu_count() or 1, len(files)))
+    workers = corpus_workers(workers, len(files))
     parts_dir = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.shards.", suffix=".tmp"))
     try:
         tok_file = parts_dir / "tokenizer.json"
@@ -145,6 +147,23 @@ def tokenize_sharded(cohort, tok: Tokenizer, docs: pl.DataFrame, out: Path, work
     finally:
         shutil.rmtree(parts_dir, ignore_errors=True)
     return out
+
+
+def corpus_workers(requested: int | None, n_files: int) -> int:
+    """Tokenizer processes to use: the request (default: this cell's thread budget,
+    benchmark.parallel.thread_budget), at most one per shard, and 1 inside a daemonic process
+    (a worker of `run --jobs K` pretraining in its prepare step may not start processes of its own).
+
+    Args:
+        requested: the `workers` argument (None: the thread budget).
+        n_files: the number of shards.
+
+    Returns:
+        A positive process count.
+    """
+    if current_process().daemon:
+        return 1
+    return max(1, min(requested or thread_budget(), n_files))
 
 
 def _tokenize_shard(job) -> Path | None:
