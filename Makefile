@@ -37,9 +37,11 @@ test: setup
 	$(PY) -m pytest -q --benchmark-disable -p no:randomly -n 2 -m "not slow" tests
 
 # The slow tests (marked `slow`: real MIMIC-IV demo data through the community ETL, OMOP / eICU ETLs,
-# the planted cross-modal claim, image encoders); CI runs them after `make test`.
+# the planted cross-modal claim, image encoders, torchrun / Ray grids); CI runs them after `make test`,
+# on two workers, one test file per worker (--dist loadfile: a module's fixtures are built once; the
+# on-disk ETL / venv caches are built under file locks, so two workers never build one twice).
 test-slow: setup
-	$(PY) -m pytest -q --benchmark-disable -p no:randomly -m slow tests
+	$(PY) -m pytest -q --benchmark-disable -p no:randomly -n 2 --dist loadfile -m slow tests
 
 # The large sizes (MEHR_BENCH_LARGE=1: 200k-1M subjects); `make test` runs the benchmarks once, small.
 bench: setup
