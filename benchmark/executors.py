@@ -9,7 +9,8 @@ error. The runner (benchmark.runner) builds the jobs; this module knows no cell.
 
 Local workers are spawned (torch and fork do not mix), each capped at its thread share
 (benchmark.parallel) before it imports anything heavy. The driver owns them: a worker that dies (OOM
-killer, SIGKILL) fails only the job it was running, named, and is replaced; Ctrl-C terminates them.
+killer, SIGKILL) fails only the job it was running, named, and is replaced; Ctrl-C terminates them;
+a worker whose driver is killed exits within a second (no orphan finishes its cell).
 Ray is optional: `import benchmark` never imports it.
 """
 
@@ -149,6 +150,7 @@ def _worker_main(conn, threads: int) -> None:
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's: it terminates the workers
+    _exit_with(os.getppid())
     limit_threads(threads)
     while True:
         try:
@@ -159,6 +161,21 @@ def _worker_main(conn, threads: int) -> None:
             return
         fn, args = msg
         conn.send(_call(fn, args))
+
+
+def _exit_with(driver: int) -> None:
+    """End this worker as soon as its driver is gone (killed by a signal it cannot catch, SIGKILL or
+    SIGTERM): an orphan would finish its cell unasked, write into a results folder the user may have
+    cleared and reused, and hold a core. A daemon thread polls the parent pid once a second."""
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == driver:
+            time.sleep(1.0)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="driver-watch", daemon=True).start()
 
 
 @dataclass

@@ -57,3 +57,12 @@ PREP = _spec("grid_prep", PrepModel)
 BAD_PREP = _spec("grid_bad_prep", BadPrepModel)
 KILL = _spec("grid_kill", KillModel)
 PLAIN = _spec("grid_plain", _Scores)
+
+
+def write_pid_and_sleep(path: str, seconds: float) -> None:
+    """A long job (test_a_worker_exits_when_its_driver_is_killed): its worker's pid, then a sleep."""
+    import time
+
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(seconds)

@@ -285,3 +285,51 @@ def test_ray_without_a_cluster_is_a_user_error(tmp_path, small_cohort, cache):
                        capture_output=True, text=True, cwd=REPO, timeout=300,
                        env={**os.environ, "RAY_USAGE_STATS_ENABLED": "0"})
     assert r.returncode == 2 and "ray start --head" in r.stderr and "Traceback" not in r.stderr, r.stdout + r.stderr
+
+
+_DRIVER = """
+import sys
+from benchmark.executors import Job, LocalPool, execute
+from tests.grid_models import write_pid_and_sleep
+pool = LocalPool(1)
+execute([Job(key=0, fn=write_pid_and_sleep, args=(sys.argv[1], 300.0), name="sleeper")], pool, lambda j, o: None)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process runs (a zombie, exited but not yet reaped by its new parent, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return state not in {"Z", "X"}
+
+
+def test_a_worker_exits_when_its_driver_is_killed(tmp_path):
+    """Planted fault: the driver of `run --jobs` is SIGKILLed mid-cell. Its worker must not live on as
+    an orphan that finishes the cell unasked (seen: it wrote a record into a results folder that had
+    been cleared and reused by the next run)."""
+    import signal
+    import time
+
+    pid_file = tmp_path / "worker.pid"
+    driver = subprocess.Popen([sys.executable, "-c", _DRIVER, str(pid_file)], cwd=Path(__file__).resolve().parents[1],
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    try:
+        for _ in range(600):
+            if pid_file.exists() and pid_file.read_text():
+                break
+            time.sleep(0.1)
+        worker = int(pid_file.read_text())
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(10)
+        for _ in range(100):  # the watchdog polls once a second
+            if not _alive(worker):
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(worker, signal.SIGKILL)
+            pytest.fail("the worker outlived its killed driver by 10 s")
+    finally:
+        if driver.poll() is None:
+            driver.kill()
