@@ -17,28 +17,8 @@ from encoders.mehrt import pipeline as P
 from encoders.mehrt import pretrain
 from encoders.mehrt.collate import collator, model_inputs, recent_starts
 from encoders.mehrt.corpora import mehrt_cache
-from tests.contracts.test_model_contract import build_leak_cohort, task_data_for
-from tests.test_mehrt_pipeline import BUDGET
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _test_level():
-    mp = pytest.MonkeyPatch()
-    mp.setitem(P.LEVELS, "mehrt-test", ("tiny", 6))
-    yield
-    mp.undo()
-
-
-@pytest.fixture(scope="module")
-def leak(tmp_path_factory):
-    """The contract's leak cohort + a private cache of this module's own."""
-    root = tmp_path_factory.mktemp("fast_leak") / "cohort"
-    truth = build_leak_cohort(root)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MEHR_BENCH_CACHE", str(tmp_path_factory.mktemp("fast_cache")))
-    torch.set_num_threads(1)
-    yield root, truth, tmp_path_factory.mktemp("fast_work")
-    mp.undo()
+from tests.contracts.test_model_contract import task_data_for
+from tests.test_mehrt_pipeline import BUDGET, _test_level, leak  # noqa: F401 - the pipeline tests' fixtures: its level and leak cohort
 
 
 def _data(leak, kind: str):

@@ -203,7 +203,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+def _ddp_worker(rank: int, world: int, port: int, out: str, batch_size: int = 6, grad_accum: int = 1) -> None:
+    """One rank of a 2-process gloo run of Stage 3 on the toy corpus (4 steps); rank 0 saves the
+    weights (ddp.safetensors) and the losses (ddp.json) into `out`."""
     import os
 
     import torch.distributed as dist
@@ -212,7 +214,8 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         model = build_model(toy_config(True), 0)
-        state = train_stage(model, toy_collator(toy_corpus(), True), cfg(steps=4, batch_size=6), "3",
+        state = train_stage(model, toy_collator(toy_corpus(), True),
+                            cfg(steps=4, batch_size=batch_size, grad_accum=grad_accum), "3",
                             Path(out) / "ck", layout=Dist(rank, world, torch.device("cpu")))
         if rank == 0:
             save_model(model, str(Path(out) / "ddp.safetensors"))
@@ -322,24 +325,6 @@ def test_grad_accum_two_micro_batches_equal_one_batch_of_twice_the_size(tmp_path
         torch.testing.assert_close(b.state_dict()[k], v, rtol=1e-4, atol=1e-5)
 
 
-def _ddp_accum_worker(rank: int, world: int, port: int, out: str) -> None:
-    import os
-
-    import torch.distributed as dist
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        model = build_model(toy_config(True), 0)
-        state = train_stage(model, toy_collator(toy_corpus(), True), cfg(steps=4, batch_size=4, grad_accum=2), "3",
-                            Path(out) / "ck", layout=Dist(rank, world, torch.device("cpu")))
-        if rank == 0:
-            save_model(model, str(Path(out) / "ddp.safetensors"))
-            (Path(out) / "ddp.json").write_text(json.dumps(state["losses"]))
-    finally:
-        dist.destroy_process_group()
-
-
 @pytest.mark.slow
 def test_two_process_ddp_with_grad_accum_matches_one_process_large_batch(tmp_path):
     """DDP x accumulation (no_sync on the first micro-batch): 2 ranks x 2 rows x 2 micro-batches ==
@@ -350,7 +335,7 @@ def test_two_process_ddp_with_grad_accum_matches_one_process_large_batch(tmp_pat
     single = build_model(toy_config(True), 0)
     s = train_stage(single, toy_collator(toy_corpus(), True), cfg(steps=4, batch_size=8), "3",
                     tmp_path / "single", layout=Dist())
-    mp.spawn(_ddp_accum_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path), 4, 2), nprocs=2, join=True)
     np.testing.assert_allclose(json.loads((tmp_path / "ddp.json").read_text()), s["losses"], rtol=1e-5)
     ddp = build_model(toy_config(True), 99)
     load_model(ddp, str(tmp_path / "ddp.safetensors"))
