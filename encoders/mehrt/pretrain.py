@@ -182,7 +182,7 @@ def default_plan(size: str, steps: int, compile: bool = False, prs_mode: str | N
 
     Args:
         size: MEHRT size name.
-        steps: Stage-1 steps (pipeline.LEVELS: the budget level's steps).
+        steps: Stage-1 steps (settings.LEVELS: the budget level's steps).
         compile: torch.compile on CUDA.
         prs_mode: the PRS pathway of the multimodal stages ("cross_attention", "prefix" or None).
 

@@ -111,7 +111,7 @@ def tokens_per_step(size: str) -> int:
 
 
 def default_rule(budget: str) -> TokenRule:
-    """fixed at the budget level's Stage-1 tokens (pipeline.LEVELS: its size's steps x tokens per step)."""
+    """fixed at the budget level's Stage-1 tokens (settings.LEVELS: its size's steps x tokens per step)."""
     from encoders.mehrt.pipeline import LEVELS
 
     size, steps = LEVELS[budget]
