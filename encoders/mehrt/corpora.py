@@ -264,7 +264,12 @@ def merge_corpora(parts: list[Corpus], tok: Tokenizer, out: Path) -> None:
             dst = slice(int(offsets[a]), int(offsets[b]))
             tokens[dst] = c.tokens[src]
             r = np.asarray(c.image_rows[src])
-            image_rows[dst] = np.where(r >= 0, remaps[shard[a]][np.maximum(r, 0)], -1)
+            # index the shard's remap only at image tokens: a shard without any study has an
+            # empty remap (np.where would evaluate the lookup everywhere: the MIMIC demo's shards)
+            rows = np.full(len(r), -1, np.int64)
+            at_image = r >= 0
+            rows[at_image] = remaps[shard[a]][r[at_image]]
+            image_rows[dst] = rows
             prs[a:b, :c.prs.shape[1]] = c.prs[l0:l1]
             has_prs[a:b] = c.has_prs[l0:l1]
         for i, c in enumerate(parts):
