@@ -42,6 +42,8 @@ class Job:
         name: how messages name the job ("ehrt on oncology/mortality_1y seed 0").
         cpus, gpus: what it needs (Ray schedules on these; the local pool runs one job per worker).
         after: the key of a job that must finish without error first, or None.
+        not_before: the key of a job that must have ended (with or without error) first, or None:
+            an ordering without a dependency (benchmark.registry.ModelSpec.prepare_chain).
     """
 
     key: Hashable
@@ -51,6 +53,7 @@ class Job:
     cpus: int = 1
     gpus: float = 0.0
     after: Hashable | None = None
+    not_before: Hashable | None = None
 
 
 @dataclass
@@ -79,20 +82,26 @@ def execute(jobs: list[Job], backend: "Backend", on_done: Callable[[Job, Outcome
         on_done: called in the driver as each job finishes (also for a job skipped because its
             dependency failed: not ok, the dependency's error).
     """
-    waiting: dict[Hashable, list[Job]] = {}
+    waiting: dict[Hashable, list[Job]] = {}  # key -> the jobs waiting for it, in `jobs` order
     for j in jobs:
-        if j.after is not None:
-            waiting.setdefault(j.after, []).append(j)
+        if j.after is not None and j.not_before is not None:
+            raise ValueError(f"job {j.name}: give `after` or `not_before`, not both")
+        if j.after is not None or j.not_before is not None:
+            waiting.setdefault(j.after if j.after is not None else j.not_before, []).append(j)
         else:
             backend.submit(j)
+
+    def ended(job: Job, out: Outcome) -> None:
+        on_done(job, out)
+        for dep in waiting.pop(job.key, []):
+            if out.ok or dep.not_before is not None:  # an ordering only: it runs whatever the first's outcome
+                backend.submit(dep)
+            else:
+                ended(dep, Outcome(False, error=f"{job.name} failed: {out.error}", traceback=out.traceback))
+
     while backend.busy():
         for job, out in backend.wait():
-            on_done(job, out)
-            for dep in waiting.pop(job.key, []):
-                if out.ok:
-                    backend.submit(dep)
-                else:
-                    on_done(dep, Outcome(False, error=f"{job.name} failed: {out.error}", traceback=out.traceback))
+            ended(job, out)
     for key, deps in waiting.items():  # a dependency that was never submitted: a bug, said, not hung on
         for dep in deps:
             on_done(dep, Outcome(False, error=f"internal: the job it waits for ({key}) never ran"))

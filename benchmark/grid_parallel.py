@@ -35,6 +35,22 @@ def opened(where: tuple, external: str | Path | None) -> tuple[Cohort, ExternalS
     return _OPENED[where, external]
 
 
+def prepare_jobs(models: dict, prepare_job: Callable, budget, reopen: tuple) -> list[Job]:
+    """One prepare job per (model, seed), in grid order. Those of one prepare chain (ModelSpec.prepare_chain:
+    the MEHRT family, whose steps pretrain Stage 1 under one lock) start one after another: the second
+    would otherwise hold a worker idle on the first's lock while other models' cells wait to run."""
+    jobs, last = [], {}
+    for (m, s), spec in models.items():
+        key = ("prepare", m, s, "")
+        chain = spec.prepare_chain
+        jobs.append(Job(key, prepare_job, (spec, budget, s, reopen), f"the prepare step of {m}",
+                        cpus=spec.resources.cpus, gpus=spec.resources.gpus,
+                        not_before=last.get(chain) if chain is not None else None))
+        if chain is not None:
+            last[chain] = key
+    return jobs
+
+
 def run_parallel(todo: list, cohort, labels: dict, where: Placement, rep, bar, finish: Callable, prepared: Callable,
                  fail: Callable, *, cell_job: Callable, prepare_job: Callable, args: tuple) -> None:
     """Run the cells on local workers or Ray; finish(cell, record) as each ends.
@@ -61,8 +77,7 @@ def run_parallel(todo: list, cohort, labels: dict, where: Placement, rep, bar, f
         bar.start(f"{len(todo)} cell(s) in parallel")
         shared = {t: backend.share(labels[t]) for t in dict.fromkeys(c.task.name for c in todo)}
         models = {(c.spec.name, c.seed): c.spec for c in todo}
-        jobs = [Job(("prepare", m, s, ""), prepare_job, (spec, budget, s, reopen), f"the prepare step of {m}",
-                    cpus=spec.resources.cpus, gpus=spec.resources.gpus) for (m, s), spec in models.items()]
+        jobs = prepare_jobs(models, prepare_job, budget, reopen)
         jobs += [Job(c.key, cell_job, (c, reopen, shared[c.task.name], *args),
                      f"{c.spec.name} on {c.key[1]} seed {c.seed}", cpus=c.spec.resources.cpus,
                      gpus=c.spec.resources.gpus, after=("prepare", c.spec.name, c.seed, "")) for c in todo]

@@ -104,6 +104,10 @@ class ModelSpec(BaseModel):
     authors: str
     factory: Callable[..., Any] = Field(exclude=True)
     resources: Resources = Field(default=Resources(), description="what one cell needs on a cluster")
+    prepare_chain: str | None = Field(
+        default=None, description="models whose prepare steps build shared artifacts under one lock (the MEHRT "
+        "family's Stage-1 checkpoint) name the same chain: a parallel run starts those steps one after another, "
+        "so no worker waits idle on another's lock while cells could run")
 
     @field_validator("name")
     @classmethod

@@ -42,21 +42,49 @@ class BadPrepModel(_Scores):
         raise RuntimeError("planted prepare failure")
 
 
+class SlowPrepModel(_Scores):
+    """prepare() logs "<name> start|end <time>" around a 1-second sleep (a pretraining step)."""
+
+    def prepare(self, cohort) -> str:
+        import time
+        with open(os.environ["GRID_PREPARE_LOG"], "a") as f:
+            f.write(f"{self.name} start {time.time()}\n")
+        time.sleep(1.0)
+        with open(os.environ["GRID_PREPARE_LOG"], "a") as f:
+            f.write(f"{self.name} end {time.time()}\n")
+        return "slow planted prepare"
+
+
+class ChainA(SlowPrepModel):
+    name = "grid_chain_a"
+
+
+class ChainB(SlowPrepModel):
+    name = "grid_chain_b"
+
+
 class KillModel(_Scores):
     def fit(self, data):
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _spec(name: str, factory) -> ModelSpec:
+def _spec(name: str, factory, chain: str | None = None) -> ModelSpec:
     return ModelSpec(name=name, kind="baseline", description="planted (tests/grid_models.py)", modalities=("structured",),
                      task_kinds=("binary",), n_parameters=None, training_data="none", license="Apache-2.0",
-                     reference="test", authors="test", factory=factory, resources=Resources(cpus=1))
+                     reference="test", authors="test", factory=factory, resources=Resources(cpus=1),
+                     prepare_chain=chain)
 
 
 PREP = _spec("grid_prep", PrepModel)
 BAD_PREP = _spec("grid_bad_prep", BadPrepModel)
 KILL = _spec("grid_kill", KillModel)
 PLAIN = _spec("grid_plain", _Scores)
+# one prepare chain (as the MEHRT family's): their prepare steps must not overlap
+CHAIN_A = _spec("grid_chain_a", ChainA, chain="planted-pretraining")
+CHAIN_B = _spec("grid_chain_b", ChainB, chain="planted-pretraining")
+UNCHAINED_A = _spec("grid_chain_a", ChainA)
+UNCHAINED_B = _spec("grid_chain_b", ChainB)
+CHAIN_BAD = _spec("grid_bad_prep", BadPrepModel, chain="planted-pretraining")
 
 
 def write_pid_and_sleep(path: str, seconds: float) -> None:

@@ -17,6 +17,7 @@ import polars as pl
 import pytest
 
 from benchmark.errors import UserError
+from benchmark.registry import get_model
 from benchmark.parallel import Shard, parse_shard, placement, shard_of, threads_per_job
 from benchmark.results import cell_paths, read_records
 
@@ -179,6 +180,44 @@ def test_prepare_runs_once_per_model_and_seed_before_its_cells(small_cohort, tmp
     assert ev.failed == 6
     again = _evaluate(small_cohort, tmp_path / "r", [PREP, PLAIN], TASKS3, seeds=2, jobs=2)
     assert again.failed == 0 and log.read_text().splitlines() == lines  # every cell finished: no prepare
+
+
+def _prepare_spans(log: Path) -> dict[str, tuple[float, float]]:
+    spans: dict[str, list[float]] = {}
+    for line in log.read_text().splitlines():
+        name, what, t = line.split()
+        spans.setdefault(name, [0.0, 0.0])[what == "end"] = float(t)
+    return {k: (a, b) for k, (a, b) in spans.items()}
+
+
+def test_prepare_steps_of_one_chain_run_one_after_another(small_cohort, tmp_path, cache, monkeypatch):
+    """The MEHRT family's prepare steps pretrain Stage 1 under one lock: started side by side, the
+    second held a worker idle for the whole of the first (206 s in `make run`). One chain: in turn."""
+    from tests.grid_models import CHAIN_A, CHAIN_B, UNCHAINED_A, UNCHAINED_B
+    assert get_model("ehrt").prepare_chain == get_model("mehrt").prepare_chain == "mehrt-pretraining"
+    assert get_model("mehrt-zeroshot-path").prepare_chain == "mehrt-pretraining"
+    assert get_model("catboost").prepare_chain is None
+    log = tmp_path / "chained.log"
+    monkeypatch.setenv("GRID_PREPARE_LOG", str(log))
+    ev = _evaluate(small_cohort, tmp_path / "r", [CHAIN_A, CHAIN_B], "oncology/mortality_1y", jobs=2)
+    assert ev.failed == 0
+    spans = _prepare_spans(log)
+    assert spans["grid_chain_b"][0] >= spans["grid_chain_a"][1]  # B started after A ended
+    # the control: unchained, two workers start both at once (so the check above can fail)
+    log2 = tmp_path / "unchained.log"
+    monkeypatch.setenv("GRID_PREPARE_LOG", str(log2))
+    _evaluate(small_cohort, tmp_path / "r2", [UNCHAINED_A, UNCHAINED_B], "oncology/mortality_1y", jobs=2)
+    spans = _prepare_spans(log2)
+    assert spans["grid_chain_b"][0] < spans["grid_chain_a"][1]
+
+
+def test_a_failed_prepare_step_does_not_stop_the_next_in_its_chain(small_cohort, tmp_path, cache, monkeypatch):
+    from tests.grid_models import CHAIN_B, CHAIN_BAD
+    monkeypatch.setenv("GRID_PREPARE_LOG", str(tmp_path / "p.log"))
+    ev = _evaluate(small_cohort, tmp_path / "r", [CHAIN_BAD, CHAIN_B], TASKS2, jobs=2)
+    st = {(r.model, r.task): r.status for r in ev.records}
+    assert st == {("grid_bad_prep", t): "failed" for t in TASKS2.split(",")} | {("grid_chain_b", t): "ok" for t in TASKS2.split(",")}
+    assert "grid_chain_b" in _prepare_spans(tmp_path / "p.log")
 
 
 def test_serial_prepare_once_and_failure_is_the_models_only(small_cohort, tmp_path, cache, monkeypatch):

@@ -51,6 +51,9 @@ SPEC = ModelSpec(
     factory=_factory,
     # a cell pretrains (prepare step) and encodes with torch: two cores, a GPU where the Ray cluster has one
     resources=Resources(cpus=2, gpus=1),
+    # EHRT, MEHRT, their sizes, 3-Joint and zero-shot variants (copies of this spec) pretrain Stage 1
+    # under one lock: a second prepare step started beside the first would only wait for it
+    prepare_chain="mehrt-pretraining",
 )
 
 
