@@ -399,7 +399,8 @@ def evaluate(models: str | list[str], tasks: str | list[str], data: str | Path |
              results: str | Path | None = None, budget: str | Budget = "default", seeds: int = 1,
              force: bool = False, ablate: bool = False, dataset: str | None = None,
              external_data: str | Path | None = None, labels: str | Path | None = None,
-             shots: list[ShotPoint] | None = None) -> list[ResultRecord]:
+             shots: list[ShotPoint] | None = None, jobs: int = 1, executor: str = "local",
+             address: str | None = None, shard: str | None = None) -> list[ResultRecord]:
     """Run models on tasks and return their typed result records (what `run` does, without printing).
 
     Result files are written exactly as `run` writes them; finished cells are kept (not recomputed)
@@ -424,6 +425,8 @@ def evaluate(models: str | list[str], tasks: str | list[str], data: str | Path |
             of the tasks' extraction; their hash is in each record's provenance.labels_hash.
         shots: few-shot points (benchmark.few_shot.parse_points): each fits on a drawn subset of the
             training and tuning subjects, scored on the whole held-out set; records carry few_shot.
+        jobs, executor, address, shard: where the cells run, as `run --jobs K`, `--executor local|ray`,
+            `--address ADDR` and `--shard i/N` (then only that shard's records are returned).
 
     Returns:
         One record per (model, task, seed) cell that fits, in grid order; a failed cell's record has
@@ -437,7 +440,8 @@ def evaluate(models: str | list[str], tasks: str | list[str], data: str | Path |
     cohort = data if isinstance(data, Cohort) else Cohort(data, dataset=dataset)
     results_dir = Path(results) if results is not None else default_results_dir()
     return run_evaluation(models, tasks, cohort, results_dir, seeds=seeds, budget=budget, force=force,
-                          ablate=ablate, external=external_data, labels=labels, shots=shots).records
+                          ablate=ablate, external=external_data, labels=labels, shots=shots, jobs=jobs,
+                          executor=executor, address=address, shard=shard).records
 
 
 def _records_of(cells: list[Cell], results_dir: Path, records: dict[Key, ResultRecord]) -> list[ResultRecord]:

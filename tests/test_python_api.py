@@ -40,6 +40,25 @@ def test_evaluate_returns_the_records_on_disk(small_cohort, tmp_path, cache):
     assert again == recs
 
 
+def test_evaluate_runs_on_workers_and_in_shards(small_cohort, tmp_path, cache):
+    """`evaluate(jobs=, shard=)` as `run --jobs` / `--shard`: the same records as the serial call."""
+    serial = benchmark.evaluate("logistic_regression", TASKS, data=small_cohort.root, results=tmp_path / "s",
+                                budget="smoke")
+    pooled = benchmark.evaluate("logistic_regression", TASKS, data=small_cohort.root, results=tmp_path / "j",
+                                budget="smoke", jobs=2)
+    halves = [benchmark.evaluate("logistic_regression", TASKS, data=small_cohort.root, results=tmp_path / "h",
+                                 budget="smoke", shard=f"{i}/2") for i in range(2)]
+    assert [len(h) for h in halves] == [1, 1]  # each shard returns its own cell
+    strip = lambda rs: sorted(((r.model, r.task), _metric_values(r)) for r in rs)  # noqa: E731
+    assert strip(pooled) == strip(serial) == strip(halves[0] + halves[1])
+    with pytest.raises(UserError, match="--jobs"):
+        benchmark.evaluate("logistic_regression", TASKS, data=small_cohort.root, results=tmp_path / "x", jobs=0)
+
+
+def _metric_values(r) -> dict:
+    return {k: (m.value, m.ci_low, m.ci_high) for k, m in r.metrics.items()}
+
+
 def test_cli_and_api_write_identical_result_files(small_cohort, tmp_path, cache, capsys):
     from benchmark import cli
 
