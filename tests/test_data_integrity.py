@@ -341,6 +341,30 @@ def test_nan_and_inf_in_embeddings_are_an_error(tmp_path, cache, capsys):
     assert_clean_error(rc, out, "2 embeddings contain NaN or infinite")
 
 
+@pytest.mark.parametrize("batch_rows", [1, 2, 3, 1000])
+def test_embedding_check_counts_across_batches_as_one_pass(tmp_path, monkeypatch, batch_rows):
+    """The embedding check reads a sidecar in batches (bounded memory at 1M subjects): NaN / inf rows in
+    any batch, lengths that differ only between batches, null embeddings and null values, compared
+    with the one-pass polars expression the check used before (the oracle)."""
+    from benchmark.data import sidecar_checks
+    from benchmark.data.findings import Collector
+    monkeypatch.setattr(sidecar_checks, "EMBEDDING_BATCH_ROWS", batch_rows)
+    rows = [[0.1, 0.2], [0.3, 0.4], None, [0.5, None], [float("nan"), 0.0], [1.0, 2.0], [0.0, float("-inf")]]
+    for kind, data in (("fixed", rows), ("ragged", rows[:5] + [[1.0, 2.0, 3.0], [0.0, float("-inf")]])):
+        t = pa.list_(pa.float32(), 2) if kind == "fixed" else pa.list_(pa.float32())
+        f = tmp_path / f"{kind}.parquet"
+        pq.write_table(pa.table({"embedding": pa.array(data, t)}), f)
+        c = Collector(tmp_path)
+        sidecar_checks._check_embeddings(c, f, t)
+        emb = pl.col("embedding").cast(pl.List(pl.Float64))
+        oracle = pl.read_parquet(f).select(
+            emb.list.len().n_unique().alias("sizes"),
+            emb.list.eval(pl.element().is_finite().not_()).list.any().fill_null(False).sum().alias("nonfinite"))
+        msgs = [x.message for x in c.findings]
+        assert oracle["nonfinite"][0] == 2 and f"2 embeddings contain NaN or infinite values; a model would train on them" in msgs
+        assert ("embeddings have different lengths" in msgs) == (kind == "ragged")
+
+
 # ---------------------------------------------------------------------------- item 8: sidecar paths
 @pytest.mark.parametrize("bad", ["/etc/passwd", "../../etc/passwd", "images/../../outside.png"])
 def test_sidecar_paths_must_stay_inside_the_cohort(tmp_path, cache, capsys, bad):

@@ -13,6 +13,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -157,7 +158,10 @@ def check_shard_contents(c: Collector, f: Path) -> pl.DataFrame | None:
         c.warn(f, "numeric_value", f"{s['nonfinite']} values are NaN or infinite; they are read as null "
                "(no value) and never reach a model or a value-based label",
                "write null for a missing value, and fix infinite values at the source")
-    return subjects.with_columns(pl.lit(c.rel(f)).alias("shard"))
+    # a copy: the frame polars' unique() returns keeps the capacity of the whole shard's column alive
+    # (~13 MB per 1.6M-row shard, 2.6 GB of a cold 1M-subject run's peak when kept for 200 shards)
+    ids = np.array(subjects["subject_id"].to_numpy(), dtype=np.int64, copy=True)
+    return pl.DataFrame({"subject_id": ids}).with_columns(pl.lit(c.rel(f), dtype=pl.String).alias("shard"))
 
 
 def check_shards(c: Collector, root: Path) -> tuple[list[Path], pl.DataFrame]:

@@ -24,9 +24,10 @@ def best_of(fn: Callable[[], object], rounds: int) -> float:
     return best
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cohorts(tmp_path_factory):
-    """Synthetic cohorts without images (seed 5) by size, generated once per module: cohorts(n) -> Cohort."""
+    """Synthetic cohorts without images (seed 5) by size, generated once per session (the featurizer and
+    integrity benchmarks share the 100k / 1M-subject ones under `make bench`): cohorts(n) -> Cohort."""
     from benchmark.data.cohort import Cohort
     from data_prep.synthetic import generate
 
