@@ -197,7 +197,8 @@ def test_bench_end_to_end_vs_meds_tab(benchmark, tmp_path):
     print(f"\n[end to end vs MEDS-Tab] ours {ours['wall_s']:.1f}s; MEDS-Tab steps: "
           + " && ".join(" ".join(a) for a in steps))
     per_step = run_meds_tab(venv, steps, logs)
-    theirs = {"wall_s": sum(r["wall_s"] for r in per_step.values()), "cpu_s": sum(r["cpu_s"] for r in per_step.values()),
+    theirs = {"wall_s": sum(r["wall_s"] for r in per_step.values()),
+              "cpu_s": sum(r["cpu_s"] for r in per_step.values()),
               "peak_rss_mb": max(r["peak_rss_mb"] for r in per_step.values())}
     preds = sorted((tmp_path / "meds_tab" / "model").rglob("best_trial/held_out_predictions.parquet"))
     assert preds, "MEDS-Tab wrote no held_out_predictions.parquet"
