@@ -268,19 +268,18 @@ def _assemble(pieces: list[tuple[Path, np.ndarray, np.ndarray]], split_of_row: n
 
     Args:
         pieces: per shard (entries file sorted by row then column, its rows, entries per row).
-        split_of_row: each sample row's split.
+        split_of_row: each sample row's split as its index in SPLITS (int8; -1: none).
         n_cols: number of features.
     """
     n = len(split_of_row)
     row_nnz = np.zeros(n, dtype=np.int64)
     for _, nz_rows, n_per_row in pieces:  # a sample's entries all come from its subject's shard
         row_nnz[nz_rows] = n_per_row
-    code = np.full(n, -1, dtype=np.int8)
+    code = split_of_row
     start = np.zeros(n, dtype=np.int64)  # where each row's entries begin in its split's arrays
     out: dict[str, tuple] = {}
     for k, split in enumerate(SPLITS):
-        idx = np.nonzero(split_of_row == split)[0]
-        code[idx] = k
+        idx = np.nonzero(code == k)[0]
         indptr = np.zeros(len(idx) + 1, dtype=np.int64)
         np.cumsum(row_nnz[idx], out=indptr[1:])
         start[idx] = indptr[:-1]
@@ -424,5 +423,8 @@ def _build(data: TaskData, min_subject_frac: float, feature_set: str, workers: i
                                                         Path(tmp) / f"{job[0]}.entries.npz"),
                              list(enumerate(parts)), n_workers)
         del parts
-        X = _assemble(pieces, samples["split"].to_numpy(), len(names))
+        # split codes, not a numpy array of Python strings (~60 bytes a sample)
+        split_code = samples["split"].replace_strict({s: k for k, s in enumerate(SPLITS)}, default=-1,
+                                                     return_dtype=pl.Int8).to_numpy()
+        X = _assemble(pieces, split_code, len(names))
     return BagOfEvents(X, names)
