@@ -157,7 +157,8 @@ def demographic_columns(s: pl.DataFrame, extended: bool,
         ("age_at_first_event", ((s["first_time"] - s["birth_time"]).dt.total_days() / 365.25).to_numpy()),
     ]
     if extended:
-        cols.append(("age_at_prediction", ((s["prediction_time"] - s["birth_time"]).dt.total_days() / 365.25).to_numpy()))
+        cols.append(("age_at_prediction",
+                     ((s["prediction_time"] - s["birth_time"]).dt.total_days() / 365.25).to_numpy()))
     if one_hot is None:
         one_hot = one_hot_attributes(s.filter(pl.col("split") == "train"), extended)
     for name, col, cats in one_hot:

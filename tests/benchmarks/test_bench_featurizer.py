@@ -156,8 +156,8 @@ bag = featurize(data, feature_set=feature_set)
 seconds, c1 = time.perf_counter() - t0, os.times()
 peak_kb = status_kb("VmHWM")
 out_mb = sum(x.data.nbytes + x.indices.nbytes + x.indptr.nbytes for x in bag.X.values()) / 2**20
-print(json.dumps({"seconds": seconds, "cpu_s": c1.user + c1.system - c0.user - c0.system, "base_mb": base_kb / 1024, "peak_mb": peak_kb / 1024, "output_mb": out_mb,
-                  "rows": data.labels.height, "nnz": sum(x.nnz for x in bag.X.values())}))
+print(json.dumps({"seconds": seconds, "cpu_s": c1.user + c1.system - c0.user - c0.system, "base_mb": base_kb / 1024,
+                  "peak_mb": peak_kb / 1024, "output_mb": out_mb, "rows": data.labels.height, "nnz": sum(x.nnz for x in bag.X.values())}))
 """
 
 
