@@ -11,7 +11,7 @@ import scipy.sparse as sp
 
 from benchmark.data.leakage import demographic_rows, visible_events, with_input_window
 from benchmark.features.bag_of_events import (EXTENDED, PAPER_B1, BagOfEvents, _demographic_prefixes, _truncation,
-                                              normalize_code)
+                                              demographic_columns, normalize_code)
 from benchmark.model_api import TaskData
 from benchmark.vocabulary import SPLITS
 
@@ -79,27 +79,13 @@ def build_serial(data: TaskData, min_subject_frac: float = 0.01, feature_set: st
         cols.append(mn["col"].to_numpy())
         vals.append(mn["last"].to_numpy().astype(np.float32))
 
-    # demographics: sex, ages, race and ethnicity one-hot (categories from the training split)
+    # demographics: sex, ages, race and ethnicity one-hot (categories from the training split), the
+    # featurizer's own helper (unchanged logic; what the oracle checks is the counting and assembly)
     demo = data.cohort.demographics()
     s = (samples.join(demo, on="subject_id", how="left").join(firsts, on="row", how="left").sort("row"))
-    dense_cols: list[tuple[str, np.ndarray]] = [
-        ("sex:F", (s["sex"] == "F").fill_null(False).to_numpy().astype(np.float32)),
-        ("age_at_first_event", ((s["first_time"] - s["birth_time"]).dt.total_days() / 365.25).to_numpy()),
-    ]
-    if extended:
-        dense_cols.append(
-            ("age_at_prediction", ((s["prediction_time"] - s["birth_time"]).dt.total_days() / 365.25).to_numpy()))
-    train_demo = s.filter(pl.col("split") == "train")
-    # extended: race and ethnicity; B.1: ethnicity, or the combined race/ethnicity field where the
-    # profile has no separate ethnicity (MIMIC-IV, eICU; see the module docstring)
-    one_hot = [("race", "race"), ("ethnicity", "ethnicity")] if extended else [
-        ("ethnicity", "ethnicity" if train_demo["ethnicity"].drop_nulls().len() else "race")]
-    for name, col in one_hot:
-        for cat in sorted(v for v in train_demo[col].unique().to_list() if v is not None):
-            dense_cols.append((f"{name}:{cat}", (s[col] == cat).fill_null(False).to_numpy().astype(np.float32)))
+    dense_cols = demographic_columns(s, extended)
     base = len(names)
     for j, (n, v) in enumerate(dense_cols):
-        v = np.nan_to_num(np.asarray(v, dtype=np.float32), nan=0.0)
         nz = np.nonzero(v)[0]
         rows.append(nz)
         cols.append(np.full(len(nz), base + j))

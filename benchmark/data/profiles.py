@@ -266,8 +266,9 @@ DEFAULT_TRUNCATE: dict[str, int] = {"ICD10CM/": 3, "ICD10PCS/": 3}
 
 
 # ---------------------------------------------------------------------------- reading demographics
-def read_demographics(cohort, spec: Demographics) -> pl.DataFrame:
-    """One row per subject of the splits: subject_id, sex, race, ethnicity, birth_time.
+def read_demographics(cohort, spec: Demographics, *, files: list | None = None,
+                      subjects: pl.DataFrame | None = None) -> pl.DataFrame:
+    """One row per subject of the splits (or of `subjects`): subject_id, sex, race, ethnicity, birth_time.
 
     Per attribute the sources are tried in order; a subject takes the first source that gives it a
     value. A code_prefix source gives the code after the prefix, a column source the column's value,
@@ -278,16 +279,21 @@ def read_demographics(cohort, spec: Demographics) -> pl.DataFrame:
     Args:
         cohort: the Cohort (its guarded `scan`, shard list and footers are used).
         spec: the profile's demographics block.
+        files: read only these shards (default: all); a subject never spans shards, so its row is
+            the same read from its own shard (the featurizer reads shard by shard, bounding memory).
+        subjects: a subject_id frame, the rows returned (default: every subject of the splits).
     """
     prefixes = [s.code_prefix for a in DEMOGRAPHIC_ATTRIBUTES for s in getattr(spec, a) if s.code_prefix]
     birth_codes = [s.code for s in spec.birth if s.code]
     wanted = pl.col("code").is_in(birth_codes)
     for p in prefixes:
         wanted = wanted | pl.col("code").str.starts_with(p)
-    static = _time_ordered(cohort.scan(("subject_id", "time", "code")).filter(wanted).collect())
-    out = cohort.splits.select("subject_id")
+    out = cohort.splits.select("subject_id") if subjects is None else subjects.select("subject_id")
+    if subjects is not None:
+        wanted = wanted & pl.col("subject_id").is_in(out["subject_id"].implode())
+    static = _time_ordered(cohort.scan(("subject_id", "time", "code"), files=files).filter(wanted).collect())
     for attr in DEMOGRAPHIC_ATTRIBUTES:
-        out = out.join(_attribute(cohort, spec, attr, static), on="subject_id", how="left")
+        out = out.join(_attribute(cohort, spec, attr, static, files), on="subject_id", how="left")
     birth = (static.filter(pl.col("code").is_in(birth_codes)).group_by("subject_id")
              .agg(pl.col("time").min().alias("birth_time")))
     return out.join(birth, on="subject_id", how="left").sort("subject_id")
@@ -298,7 +304,8 @@ def _time_ordered(df: pl.DataFrame) -> pl.DataFrame:
     return df.sort(["subject_id", "time"], nulls_last=False, maintain_order=True)
 
 
-def _attribute(cohort, spec: Demographics, attr: str, static: pl.DataFrame) -> pl.DataFrame:
+def _attribute(cohort, spec: Demographics, attr: str, static: pl.DataFrame, files: list | None = None
+               ) -> pl.DataFrame:
     """subject_id -> value of one attribute (first source that gives the subject one), grouped."""
     parts = []
     for rank, src in enumerate(getattr(spec, attr)):
@@ -306,7 +313,7 @@ def _attribute(cohort, spec: Demographics, attr: str, static: pl.DataFrame) -> p
             vals = (static.filter(pl.col("code").str.starts_with(src.code_prefix))
                     .select("subject_id", pl.col("code").str.slice(len(src.code_prefix)).alias(attr)))
         elif src.column:
-            vals = _column_values(cohort, src.column, attr)
+            vals = _column_values(cohort, src.column, attr, files)
         else:
             continue
         parts.append(vals.filter(pl.col(attr).is_not_null() & (pl.col(attr) != ""))
@@ -324,13 +331,14 @@ def _attribute(cohort, spec: Demographics, attr: str, static: pl.DataFrame) -> p
     return vals
 
 
-def _column_values(cohort, column: str, attr: str) -> pl.DataFrame:
+def _column_values(cohort, column: str, attr: str, files: list | None = None) -> pl.DataFrame:
     """subject_id, <attr>: the non-null values of an extra shard column, in time order (only the
-    shards that have the column are read)."""
+    shards that have the column, of `files` if given, are read)."""
+    only = None if files is None else {Path(f) for f in files}
     frames = [pl.scan_parquet(f).select(pl.col("subject_id").cast(pl.Int64), pl.col("time").cast(pl.Datetime("us")),
                                         pl.col(column).cast(pl.String).alias(attr))
               .filter(pl.col(attr).is_not_null())
-              for f, schema in cohort._schemas.items() if column in schema.names]
+              for f, schema in cohort._schemas.items() if column in schema.names and (only is None or f in only)]
     if not frames:
         return pl.DataFrame(schema={"subject_id": pl.Int64, attr: pl.String})
     return _time_ordered(pl.concat(frames).collect()).select("subject_id", attr)

@@ -39,7 +39,7 @@ import scipy.sparse as sp
 
 from benchmark.artifacts import atomic_write, cached_artifact, digest
 from benchmark.data.leakage import demographic_rows, visible_events, with_input_window
-from benchmark.data.profiles import DEFAULT_DEMOGRAPHICS, DEFAULT_TRUNCATE  # (a cohort without a profile)
+from benchmark.data.profiles import DEFAULT_DEMOGRAPHICS, DEFAULT_TRUNCATE, read_demographics
 from benchmark.model_api import TaskData
 from benchmark.vocabulary import SPLITS
 
@@ -74,8 +74,7 @@ def _truncation(cohort) -> dict[str, int]:
 
 def _demographic_prefixes(cohort) -> tuple[str, ...]:
     """Code prefixes the cohort's profile reads sex, race and ethnicity from (GENDER/, RACE/, ...)."""
-    profile = getattr(cohort, "profile", None)
-    spec = profile.demographics if profile is not None else DEFAULT_DEMOGRAPHICS
+    spec = _demographics_spec(cohort)
     return tuple(sorted({s.code_prefix for attr in ("sex", "race", "ethnicity") for s in getattr(spec, attr)
                          if s.code_prefix}))
 
@@ -113,30 +112,91 @@ def default_workers(n_shards: int) -> int:
     return max(1, min(os.cpu_count() or 1, n_shards))
 
 
+def _demographics_spec(cohort):
+    """The cohort profile's demographics block (the default one for a cohort without a profile)."""
+    profile = getattr(cohort, "profile", None)
+    return profile.demographics if profile is not None else DEFAULT_DEMOGRAPHICS
+
+
+def one_hot_attributes(train_demo: pl.DataFrame, extended: bool) -> list[tuple[str, str, list[str]]]:
+    """The one-hot demographic features: (feature prefix, column, categories), categories being the
+    sorted non-null values among training samples.
+
+    Args:
+        train_demo: race and ethnicity columns of the training samples (any rows of them, duplicates
+            allowed: only the set of values matters, so per-shard pieces can be concatenated).
+        extended: the "extended" feature set (race and ethnicity) rather than B.1.
+
+    Returns:
+        [(name, column, categories)]: extended: race and ethnicity; B.1: ethnicity, or the combined
+        race/ethnicity field where no training sample has an ethnicity (MIMIC-IV, eICU; see the module
+        docstring).
+    """
+    pairs = [("race", "race"), ("ethnicity", "ethnicity")] if extended else [
+        ("ethnicity", "ethnicity" if train_demo["ethnicity"].drop_nulls().len() else "race")]
+    return [(name, col, sorted(v for v in train_demo[col].unique().to_list() if v is not None))
+            for name, col in pairs]
+
+
+def demographic_columns(s: pl.DataFrame, extended: bool,
+                        one_hot: list[tuple[str, str, list[str]]] | None = None) -> list[tuple[str, np.ndarray]]:
+    """The demographic features of some samples: sex, ages, race / ethnicity one-hot.
+
+    Args:
+        s: one row per sample: prediction_time, split, first_time (first visible timed event) and
+            the cohort's demographics (sex, race, ethnicity, birth_time); nulls where absent.
+        extended: the "extended" feature set (adds age at prediction and race) rather than B.1.
+        one_hot: `one_hot_attributes` of the task's training samples (default: computed from the
+            training rows of `s`, which then must hold all of them).
+
+    Returns:
+        [(feature name, float32 values aligned with the rows of s)], NaN (unknown age) as 0.
+    """
+    cols: list[tuple[str, np.ndarray]] = [
+        ("sex:F", (s["sex"] == "F").fill_null(False).to_numpy()),
+        ("age_at_first_event", ((s["first_time"] - s["birth_time"]).dt.total_days() / 365.25).to_numpy()),
+    ]
+    if extended:
+        cols.append(("age_at_prediction",
+                     ((s["prediction_time"] - s["birth_time"]).dt.total_days() / 365.25).to_numpy()))
+    if one_hot is None:
+        one_hot = one_hot_attributes(s.filter(pl.col("split") == "train"), extended)
+    for name, col, cats in one_hot:
+        for cat in cats:
+            cols.append((f"{name}:{cat}", (s[col] == cat).fill_null(False).to_numpy()))
+    return [(n, np.nan_to_num(np.asarray(v, dtype=np.float32), nan=0.0)) for n, v in cols]
+
+
 @dataclass
 class _ShardPart:
-    """What one shard leaves in memory after its pass: small per-shard tables; its (row, code) counts
-    wait on disk (`counts_file`) until the vocabulary is known."""
+    """What one shard leaves in memory after its pass: small per-shard tables; its (row, code)
+    counts and its samples' demographics wait on disk until the vocabulary is known."""
 
     counts_file: Path
-    firsts: pl.DataFrame          # row, first_time (one row per sample of the shard)
-    vocab: pl.DataFrame           # code, k (training subjects with the code), numeric
+    demo_file: Path                # row, prediction_time, split, first_time, sex, race, ethnicity, birth_time
+    vocab: pl.DataFrame            # code, k (training subjects with the code), numeric
+    train_demo: pl.DataFrame       # distinct race, ethnicity of the shard's training samples
 
 
 def _shard_pass(cohort, f: Path, samples: pl.DataFrame, train: pl.DataFrame, numeric: bool,
                 exclude_prefixes: tuple[str, ...], truncate: dict[str, int], out: Path) -> _ShardPart:
-    """One shard's visible events -> (row, code) counts (and last numeric values) spilled to `out`,
-    the first visible time per row, and the shard's share of the vocabulary counts.
+    """One shard's visible events -> (row, code) counts (and last numeric values) and its samples'
+    demographics with their first visible time, spilled to `out`.*; the shard's share of the
+    vocabulary counts and its training samples' race / ethnicity values stay in memory.
 
     A subject never spans shards (the integrity checks refuse such a cohort), so per-shard counts of
-    training subjects per code add up to the cohort's, and every sample's counts come from one shard.
+    training subjects per code add up to the cohort's, and every sample's counts and demographics
+    come from one shard. Only the shard's own samples take part (joins of one shard's size, not the
+    cohort's; demographics read for them only, not for every subject of the cohort).
     """
-    # Cohort.scan checks the shard's columns and drops null-time rows that are not static facts
     ev = cohort.scan(("subject_id", "time", "code", "numeric_value"), files=[f])
+    mine = samples.join(cohort.scan(("subject_id",), files=[f]).unique().collect(), on="subject_id", how="semi")
+    keys = mine.drop("split", "input_start", strict=False)
     # the task's input window (an input_start column of `samples`) hides rows before it, except
-    # demographic codes; the join takes the sample's row number
-    vis = (visible_events(ev, samples.lazy(), window_exempt=demographic_rows(cohort))
-           .join(samples.lazy().drop("input_start", strict=False), on=["subject_id", "prediction_time"])
+    # demographic codes; the join takes the sample's row number. Cohort.scan checks the shard's
+    # columns and drops null-time rows that are not static facts.
+    vis = (visible_events(ev, mine.drop("split").lazy(), window_exempt=demographic_rows(cohort))
+           .join(keys.lazy(), on=["subject_id", "prediction_time"])
            .with_columns(normalize_code(pl.col("code"), truncate).alias("code")))
     aggs = [pl.len().alias("n")]
     if numeric:
@@ -151,15 +211,27 @@ def _shard_pass(cohort, f: Path, samples: pl.DataFrame, train: pl.DataFrame, num
              .group_by("code").agg(pl.col("subject_id").n_unique().alias("k"),
                                    pl.col("last").is_not_null().any().alias("numeric") if numeric
                                    else pl.lit(False).alias("numeric")))
+    demo = read_demographics(cohort, _demographics_spec(cohort), files=[f], subjects=mine.select("subject_id").unique())
+    rows = (mine.select("row", "subject_id", "prediction_time", "split")
+            .join(demo, on="subject_id", how="left").join(firsts, on="row", how="left").drop("subject_id"))
     # spilled, so memory holds one shard's counts per worker, not the whole cohort's until the vocabulary is known
-    counts.write_parquet(out, compression="lz4", statistics=False)
-    return _ShardPart(out, firsts, vocab)
+    counts_file, demo_file = out.with_suffix(".counts.parquet"), out.with_suffix(".demo.parquet")
+    counts.write_parquet(counts_file, compression="lz4", statistics=False)
+    rows.write_parquet(demo_file, compression="lz4", statistics=False)
+    train_demo = rows.filter(pl.col("split") == "train").select("race", "ethnicity").unique()
+    return _ShardPart(counts_file, demo_file, vocab, train_demo)
 
 
-def _shard_entries(part: _ShardPart, code_idx: pl.DataFrame, num_idx: pl.DataFrame | None
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One shard's matrix entries (row int32, col int32, value float32): counts of vocabulary codes,
-    then last values of numeric vocabulary codes."""
+def _shard_entries(part: _ShardPart, code_idx: pl.DataFrame, num_idx: pl.DataFrame | None,
+                   one_hot: list[tuple[str, str, list[str]]], extended: bool, out: Path
+                   ) -> tuple[Path, np.ndarray, np.ndarray]:
+    """One shard's matrix entries: counts of vocabulary codes, last values of numeric vocabulary
+    codes, then its samples' demographic features; sorted by (sample row, column) and spilled to
+    `out` (.npz of row int32, col int32, value float32).
+
+    Returns:
+        (out, rows with entries, number of entries of each of those rows).
+    """
     counts = pl.read_parquet(part.counts_file)
     m = counts.join(code_idx, on="code", how="inner")
     rows, cols, vals = [m["row"].to_numpy()], [m["col"].to_numpy()], [m["n"].to_numpy().astype(np.float32)]
@@ -168,9 +240,72 @@ def _shard_entries(part: _ShardPart, code_idx: pl.DataFrame, num_idx: pl.DataFra
         rows.append(mn["row"].to_numpy())
         cols.append(mn["col"].to_numpy())
         vals.append(mn["last"].to_numpy().astype(np.float32))
+    del counts, m
+    demo = pl.read_parquet(part.demo_file)
+    base = len(code_idx) + (len(num_idx) if num_idx is not None else 0)
+    demo_rows = demo["row"].to_numpy()
+    for j, (_, v) in enumerate(demographic_columns(demo, extended, one_hot)):
+        nz = np.nonzero(v)[0]
+        rows.append(demo_rows[nz])
+        cols.append(np.full(len(nz), base + j))
+        vals.append(v[nz])
+    r, c, v = (np.concatenate(rows).astype(np.int32), np.concatenate(cols).astype(np.int32),
+               np.concatenate(vals).astype(np.float32))
+    order = np.lexsort((c, r))
+    r, c, v = r[order], c[order], v[order]
+    np.savez(out, row=r, col=c, val=v)
     part.counts_file.unlink(missing_ok=True)
-    return (np.concatenate(rows).astype(np.int32), np.concatenate(cols).astype(np.int32),
-            np.concatenate(vals).astype(np.float32))
+    part.demo_file.unlink(missing_ok=True)
+    nz_rows, n_per_row = np.unique(r, return_counts=True)
+    return out, nz_rows, n_per_row
+
+
+def _assemble(pieces: list[tuple[Path, np.ndarray, np.ndarray]], split_of_row: np.ndarray,
+              n_cols: int) -> dict[str, sp.csr_matrix]:
+    """Per split, the CSR matrix of the spilled shard entries, rows in sample order (the same
+    matrices as slicing one all-samples matrix), written in place: the output arrays are
+    allocated once at their final size and each shard's entries land in their rows, one shard in
+    memory at a time (so the peak is the output plus one shard, not the entries several times over).
+
+    Args:
+        pieces: per shard (entries file sorted by row then column, its rows, entries per row).
+        split_of_row: each sample row's split as its index in SPLITS (int8; -1: none).
+        n_cols: number of features.
+    """
+    n = len(split_of_row)
+    row_nnz = np.zeros(n, dtype=np.int64)
+    for _, nz_rows, n_per_row in pieces:  # a sample's entries all come from its subject's shard
+        row_nnz[nz_rows] = n_per_row
+    code = split_of_row
+    start = np.zeros(n, dtype=np.int64)  # where each row's entries begin in its split's arrays
+    out: dict[str, tuple] = {}
+    for k, split in enumerate(SPLITS):
+        idx = np.nonzero(code == k)[0]
+        indptr = np.zeros(len(idx) + 1, dtype=np.int64)
+        np.cumsum(row_nnz[idx], out=indptr[1:])
+        start[idx] = indptr[:-1]
+        nnz = int(indptr[-1])
+        out[split] = (np.empty(nnz, dtype=np.float32), np.empty(nnz, dtype=np.int32), indptr)
+    del row_nnz
+    for f, _, _ in pieces:
+        with np.load(f) as z:
+            r, c, v = z["row"], z["col"], z["val"]
+        # entry i's place in its row: i minus the index of the row's first entry (entries are sorted by row)
+        dest = start[r] + (np.arange(len(r)) - np.searchsorted(r, r, side="left"))
+        kk = code[r]
+        for k, split in enumerate(SPLITS):
+            m = kk == k
+            data, indices, _ = out[split]
+            data[dest[m]] = v[m]
+            indices[dest[m]] = c[m]
+        f.unlink(missing_ok=True)
+    X = {}
+    for split, (data, indices, indptr) in out.items():
+        if indptr[-1] < np.iinfo(np.int32).max:
+            indptr = indptr.astype(np.int32)
+        X[split] = sp.csr_matrix((data, indices, indptr), shape=(len(indptr) - 1, n_cols), copy=False)
+        X[split].has_sorted_indices = True
+    return X
 
 
 def _map_shards(fn, items: list, workers: int) -> list:
@@ -243,16 +378,18 @@ def _build(data: TaskData, min_subject_frac: float, feature_set: str, workers: i
     """Compute the features of every split (see `featurize`).
 
     Two passes over per-shard results, `workers` shards at a time: (1) each shard's visible events
-    are counted per (row, code) and spilled to a temp file, keeping in memory only its first-event
-    times and its vocabulary counts; (2) once the vocabulary is known, each shard's counts become
-    matrix entries. Memory holds the shards in flight and the output entries, not all counts at once.
+    are counted per (row, code) and spilled to a temp file with its samples' demographics, keeping
+    in memory only its vocabulary counts and its training samples' race / ethnicity values; (2) once
+    the vocabulary and the one-hot categories are known, each shard's counts and demographics become
+    matrix entries, spilled again; they are then written in place into the per-split CSR arrays.
+    Memory holds the shards in flight and the output, not all counts, entries or subjects at once.
     """
     extended = feature_set == EXTENDED
     numeric = extended
     cohort = data.cohort
     samples = data.labels.select("subject_id", "prediction_time", "split").with_row_index("row")
     # the task's input window (if any) travels as an input_start column the guard reads
-    guarded = with_input_window(samples.select("row", "subject_id", "prediction_time"), data.task.input_lookback_s())
+    guarded = with_input_window(samples, data.task.input_lookback_s())
     files = cohort.data_files()
     cohort.scan()  # footer checks, schemas and the null-time rule, computed once before the workers share them
     # vocabulary from training subjects only
@@ -264,11 +401,12 @@ def _build(data: TaskData, min_subject_frac: float, feature_set: str, workers: i
     Path(data.work_dir).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=data.work_dir, prefix=".bag_of_events-shards-") as tmp:
         parts = _map_shards(lambda job: _shard_pass(cohort, job[1], guarded, train_rows, numeric, exclude, truncate,
-                                                    Path(tmp) / f"{job[0]}.parquet"),
+                                                    Path(tmp) / f"{job[0]}"),
                             list(enumerate(files)), n_workers)
         vocab = (pl.concat([p.vocab for p in parts]).group_by("code")
                  .agg(pl.col("k").sum(), pl.col("numeric").any())
                  .filter(pl.col("k") >= min_subject_frac * n_train_subjects).sort("code"))
+        one_hot = one_hot_attributes(pl.concat([p.train_demo for p in parts]), extended)
         codes = vocab["code"].to_list()
         names = [f"count:{c}" for c in codes]
         # explicit schema: a task whose input window shows no timed event (W = 0) has an empty vocabulary
@@ -280,64 +418,14 @@ def _build(data: TaskData, min_subject_frac: float, feature_set: str, workers: i
             num_idx = pl.DataFrame({"code": num_codes, "col": np.arange(len(num_codes), dtype=np.int64) + len(names)},
                                    schema={"code": pl.String, "col": pl.Int64})
             names += [f"last:{c}" for c in num_codes]
-        entries = _map_shards(lambda part: _shard_entries(part, code_idx, num_idx), parts, n_workers)
-    firsts = pl.concat([p.firsts for p in parts])
-    del parts
-    rows, cols, vals = (list(x) for x in zip(*entries)) if entries else ([], [], [])
-    del entries
-
-    # demographics: sex, ages, race and ethnicity one-hot (categories from the training split)
-    demo = cohort.demographics()
-    s = (samples.join(demo, on="subject_id", how="left").join(firsts, on="row", how="left").sort("row"))
-    dense_cols: list[tuple[str, np.ndarray]] = [
-        ("sex:F", (s["sex"] == "F").fill_null(False).to_numpy().astype(np.float32)),
-        ("age_at_first_event", ((s["first_time"] - s["birth_time"]).dt.total_days() / 365.25).to_numpy()),
-    ]
-    if extended:
-        dense_cols.append(
-            ("age_at_prediction", ((s["prediction_time"] - s["birth_time"]).dt.total_days() / 365.25).to_numpy()))
-    train_demo = s.filter(pl.col("split") == "train")
-    # extended: race and ethnicity; B.1: ethnicity, or the combined race/ethnicity field where the
-    # profile has no separate ethnicity (MIMIC-IV, eICU; see the module docstring)
-    one_hot = [("race", "race"), ("ethnicity", "ethnicity")] if extended else [
-        ("ethnicity", "ethnicity" if train_demo["ethnicity"].drop_nulls().len() else "race")]
-    for name, col in one_hot:
-        for cat in sorted(v for v in train_demo[col].unique().to_list() if v is not None):
-            dense_cols.append((f"{name}:{cat}", (s[col] == cat).fill_null(False).to_numpy().astype(np.float32)))
-    base = len(names)
-    for j, (n, v) in enumerate(dense_cols):
-        v = np.nan_to_num(np.asarray(v, dtype=np.float32), nan=0.0)
-        nz = np.nonzero(v)[0].astype(np.int32)
-        rows.append(nz)
-        cols.append(np.full(len(nz), base + j, dtype=np.int32))
-        vals.append(v[nz])
-        names.append(n)
-    return BagOfEvents(_split_matrices(samples["split"].to_numpy(), rows, cols, vals, len(names)), names)
-
-
-def _split_matrices(split_of_row: np.ndarray, rows: list[np.ndarray], cols: list[np.ndarray],
-                    vals: list[np.ndarray], n_cols: int) -> dict[str, sp.csr_matrix]:
-    """Per split, the CSR matrix of the entries whose sample row is in that split, rows in sample
-    order (the same matrices as slicing one all-samples matrix, without building it).
-
-    Args:
-        split_of_row: each sample row's split.
-        rows, cols, vals: matrix entries in pieces (global sample row, column, value).
-        n_cols: number of features.
-    """
-    r = np.concatenate(rows) if rows else np.zeros(0, np.int32)
-    c = np.concatenate(cols) if cols else np.zeros(0, np.int32)
-    v = np.concatenate(vals) if vals else np.zeros(0, np.float32)
-    rows.clear(), cols.clear(), vals.clear()
-    code = np.full(len(split_of_row), -1, dtype=np.int8)
-    pos = np.zeros(len(split_of_row), dtype=np.int32)  # row number inside its split
-    for k, split in enumerate(SPLITS):
-        idx = np.nonzero(split_of_row == split)[0]
-        code[idx] = k
-        pos[idx] = np.arange(len(idx), dtype=np.int32)
-    entry_split = code[r]
-    X = {}
-    for k, split in enumerate(SPLITS):
-        m = entry_split == k
-        X[split] = sp.csr_matrix((v[m], (pos[r[m]], c[m])), shape=(int((code == k).sum()), n_cols), dtype=np.float32)
-    return X
+        names += ["sex:F", "age_at_first_event"] + (["age_at_prediction"] if extended else [])
+        names += [f"{name}:{cat}" for name, _, cats in one_hot for cat in cats]
+        pieces = _map_shards(lambda job: _shard_entries(job[1], code_idx, num_idx, one_hot, extended,
+                                                        Path(tmp) / f"{job[0]}.entries.npz"),
+                             list(enumerate(parts)), n_workers)
+        del parts
+        # split codes, not a numpy array of Python strings (~60 bytes a sample)
+        split_code = samples["split"].replace_strict({s: k for k, s in enumerate(SPLITS)}, default=-1,
+                                                     return_dtype=pl.Int8).to_numpy()
+        X = _assemble(pieces, split_code, len(names))
+    return BagOfEvents(X, names)
