@@ -8,7 +8,12 @@ without asserting timing ratios (2 shared CI cores make wall-clock ratios noisy 
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Callable
 
 import pytest
@@ -22,6 +27,21 @@ def best_of(fn: Callable[[], object], rounds: int) -> float:
         fn()
         best = min(best, time.perf_counter() - t0)
     return best
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def fresh_interpreter(script: str, args: list[str], cache: Path, what: str, timeout: int = 1800) -> dict:
+    """Run `python -c script *args` in a fresh interpreter (this repo first on PYTHONPATH, its own
+    MEHR_BENCH_CACHE): a peak-RSS measurement that no earlier test's memory can spoil. Returns the
+    JSON object on the script's last stdout line; `what` names the step in the failure message."""
+    env = {**os.environ, "MEHR_BENCH_CACHE": str(cache),
+           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    out = subprocess.run([sys.executable, "-c", script, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=timeout)
+    assert out.returncode == 0, f"{what} failed:\n{out.stderr[-3000:]}"
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="session")

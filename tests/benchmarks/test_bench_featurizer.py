@@ -21,11 +21,8 @@ featurizer's disk cache bypassed (a fresh work folder per call). Under `make ben
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -38,14 +35,13 @@ from benchmark.data.cohort import Cohort
 from benchmark.labels import extract_labels
 from benchmark.model_api import TaskData
 from benchmark.task_registry import load_tasks
-from tests.benchmarks.conftest import best_of
+from tests.benchmarks.conftest import best_of, fresh_interpreter
 
 TASK = "oncology/mortality_1y"
 BENCH_SIZES, SMOKE_SIZES = (2000, 20000), (150, 1500)
 LARGE = os.environ.get("MEHR_BENCH_LARGE") == "1"
 SCALING_SIZES = (100_000, 1_000_000) if LARGE else (300, 3000)
 MAX_TIME_RATIO, MAX_RSS_RATIO = 11.0, 1.5
-REPO = Path(__file__).resolve().parents[2]
 _ICD = re.compile(r"^((?:ICD10CM|ICD10PCS)/[^.]{1,3})")
 
 
@@ -165,12 +161,8 @@ def _featurize_in_subprocess(cohort: Cohort, labels: pl.DataFrame, tmp: Path, fe
     """Seconds and peak RSS (MB) of one featurization in a fresh interpreter."""
     labels_file = tmp / f"labels-{cohort.root.parent.name}.parquet"
     labels.write_parquet(labels_file)
-    env = {**os.environ, "MEHR_BENCH_CACHE": str(tmp / "cache"),
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-    out = subprocess.run([sys.executable, "-c", _MEASURE, str(cohort.root), str(labels_file), feature_set],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
-    assert out.returncode == 0, f"featurization failed:\n{out.stderr[-3000:]}"
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return fresh_interpreter(_MEASURE, [str(cohort.root), str(labels_file), feature_set], tmp / "cache",
+                             "featurization")
 
 
 def test_bench_featurizer_scaling_100k_to_1m(benchmark, bench_enabled, cohorts, tmp_path):

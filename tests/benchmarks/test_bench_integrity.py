@@ -12,18 +12,16 @@ bench`, ratio asserted), else 300 / 3000 (runs once under `make test`, nothing a
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.benchmarks.conftest import fresh_interpreter
+
 LARGE = os.environ.get("MEHR_BENCH_LARGE") == "1"
 SIZES = (100_000, 1_000_000) if LARGE else (300, 3000)
 MAX_RSS_RATIO = 1.5
-REPO = Path(__file__).resolve().parents[2]
 
 _MEASURE = r"""
 import json, sys, time
@@ -44,12 +42,7 @@ print(json.dumps({"seconds": time.perf_counter() - t0, "peak_mb": status_kb("VmH
 
 
 def _check_in_subprocess(root: Path, cache: Path) -> dict:
-    env = {**os.environ, "MEHR_BENCH_CACHE": str(cache),
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-    out = subprocess.run([sys.executable, "-c", _MEASURE, str(root)], cwd=REPO, env=env, capture_output=True,
-                         text=True, timeout=1800)
-    assert out.returncode == 0, f"the integrity check failed:\n{out.stderr[-3000:]}"
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return fresh_interpreter(_MEASURE, [str(root)], cache, "the integrity check")
 
 
 def test_bench_integrity_check_memory_100k_to_1m(benchmark, bench_enabled, cohorts, tmp_path):
