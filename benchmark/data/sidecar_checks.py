@@ -71,10 +71,10 @@ def _check_embeddings(c: Collector, f: Path, t: pa.DataType) -> None:
         return
     sizes: set[int] = set()
     nonfinite = 0
-    # batch by batch with pyarrow kernels: a sidecar is one file that grows with the cohort (285 MB of
-    # CXR embeddings at 1M subjects); the whole column as polars float64 lists held 3.5 GB, the peak of
+    # batch by batch with pyarrow kernels, pages decoded as the batches need them (not a whole row
+    # group, ~100 MB, at once): a sidecar is one file that grows with the cohort (285 MB of CXR
+    # embeddings at 1M subjects); the whole column as polars float64 lists held 3.5 GB, the peak of
     # a cold 1M-subject run
-    # streamed: pages are decoded as the batches need them, not a whole row group (~100 MB) at once
     reader = pq.ParquetFile(f, pre_buffer=False, buffer_size=1 << 20)
     for batch in reader.iter_batches(batch_size=EMBEDDING_BATCH_ROWS, columns=["embedding"]):
         col = batch.column(0)

@@ -138,6 +138,12 @@ def one_hot_attributes(train_demo: pl.DataFrame, extended: bool) -> list[tuple[s
             for name, col in pairs]
 
 
+def demographic_names(extended: bool, one_hot: list[tuple[str, str, list[str]]]) -> list[str]:
+    """The demographic feature names, in `demographic_columns`' order (the matrix's last columns)."""
+    return (["sex:F", "age_at_first_event"] + (["age_at_prediction"] if extended else [])
+            + [f"{name}:{cat}" for name, _, cats in one_hot for cat in cats])
+
+
 def demographic_columns(s: pl.DataFrame, extended: bool,
                         one_hot: list[tuple[str, str, list[str]]] | None = None) -> list[tuple[str, np.ndarray]]:
     """The demographic features of some samples: sex, ages, race / ethnicity one-hot.
@@ -152,19 +158,15 @@ def demographic_columns(s: pl.DataFrame, extended: bool,
     Returns:
         [(feature name, float32 values aligned with the rows of s)], NaN (unknown age) as 0.
     """
-    cols: list[tuple[str, np.ndarray]] = [
-        ("sex:F", (s["sex"] == "F").fill_null(False).to_numpy()),
-        ("age_at_first_event", ((s["first_time"] - s["birth_time"]).dt.total_days() / 365.25).to_numpy()),
-    ]
+    values = [(s["sex"] == "F").fill_null(False).to_numpy(),
+              ((s["first_time"] - s["birth_time"]).dt.total_days() / 365.25).to_numpy()]
     if extended:
-        cols.append(("age_at_prediction",
-                     ((s["prediction_time"] - s["birth_time"]).dt.total_days() / 365.25).to_numpy()))
+        values.append(((s["prediction_time"] - s["birth_time"]).dt.total_days() / 365.25).to_numpy())
     if one_hot is None:
         one_hot = one_hot_attributes(s.filter(pl.col("split") == "train"), extended)
-    for name, col, cats in one_hot:
-        for cat in cats:
-            cols.append((f"{name}:{cat}", (s[col] == cat).fill_null(False).to_numpy()))
-    return [(n, np.nan_to_num(np.asarray(v, dtype=np.float32), nan=0.0)) for n, v in cols]
+    values += [(s[col] == cat).fill_null(False).to_numpy() for _, col, cats in one_hot for cat in cats]
+    return [(n, np.nan_to_num(np.asarray(v, dtype=np.float32), nan=0.0))
+            for n, v in zip(demographic_names(extended, one_hot), values, strict=True)]
 
 
 @dataclass
@@ -418,8 +420,7 @@ def _build(data: TaskData, min_subject_frac: float, feature_set: str, workers: i
             num_idx = pl.DataFrame({"code": num_codes, "col": np.arange(len(num_codes), dtype=np.int64) + len(names)},
                                    schema={"code": pl.String, "col": pl.Int64})
             names += [f"last:{c}" for c in num_codes]
-        names += ["sex:F", "age_at_first_event"] + (["age_at_prediction"] if extended else [])
-        names += [f"{name}:{cat}" for name, _, cats in one_hot for cat in cats]
+        names += demographic_names(extended, one_hot)
         pieces = _map_shards(lambda job: _shard_entries(job[1], code_idx, num_idx, one_hot, extended,
                                                         Path(tmp) / f"{job[0]}.entries.npz"),
                              list(enumerate(parts)), n_workers)
