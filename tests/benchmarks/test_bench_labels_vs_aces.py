@@ -20,10 +20,7 @@ See _MEASURE for why the peak is read from VmHWM rather than ru_maxrss.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -32,8 +29,8 @@ import polars as pl
 from benchmark.labels import extract_labels
 from benchmark.task_registry import load_tasks
 from tests.aces.aces_bridge import config_path, load_config, run_aces
+from tests.benchmarks.conftest import fresh_interpreter
 
-REPO = Path(__file__).resolve().parents[2]
 TASK = "oncology/mortality_1y"
 LARGE_SUBJECTS, SMOKE_SUBJECTS = 200_000, 300
 MIN_SPEEDUP = 10.0
@@ -100,12 +97,7 @@ print(json.dumps({"base_kb": base_kb, "peak_kb": peak_kb, "seconds": seconds, "r
 
 def _peak_rss(side: str, cohort_dir: Path, cache: Path) -> dict:
     """Peak RSS growth (MB) of one side's extraction, in a fresh interpreter."""
-    env = {**os.environ, "MEHR_BENCH_CACHE": str(cache),
-           "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
-    out = subprocess.run([sys.executable, "-c", _MEASURE, side, str(cohort_dir), TASK], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, f"{side} measurement failed:\n{out.stderr[-3000:]}"
-    r = json.loads(out.stdout.strip().splitlines()[-1])
+    r = fresh_interpreter(_MEASURE, [side, str(cohort_dir), TASK], cache, f"{side} measurement", timeout=600)
     r["work_mb"] = max(r["peak_kb"] - r["base_kb"], 0) / 1024  # both in KiB
     r["total_mb"] = r["peak_kb"] / 1024
     return r
