@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from benchmark.data.cohort import Cohort
@@ -31,19 +32,14 @@ def _scan_predicates(cohort: Cohort, code_rules: dict[str, DatasetRule], need_st
     record_start (first timed event other than MEDS_BIRTH, which is timed but is not a record).
     With any_event, the events also hold "_any_event" (every timed event).
 
-    One shard is read in batches of BATCH_ROWS rows, each queried in memory and then let go; the
-    per-batch results (predicate rows, per-subject partial bounds) are combined. Several files are
-    scanned lazily in one streaming pass instead.
+    One shard is read query by query, each reading only what it needs (`_shard_queries`); several
+    files are scanned lazily in one streaming pass instead.
     """
     names = sorted(code_rules)
     text = any(code_rules[n].reads_text() for n in names)
     cols = ("subject_id", "time", "code", "numeric_value") + (("text_value",) if text else ())
     if files is not None and len(files) == 1:
-        parts = []
-        for rows in _row_batches(files[0]):
-            df = _read_batch(cohort.scan(cols, files=files, timed_only=True, rows=rows))
-            parts.append(_scan_queries(df.lazy(), code_rules, need_start, any_event, "in-memory"))
-        frames = [_COMBINE[kind](pl.concat([p[i][1] for p in parts])) for i, (kind, _) in enumerate(parts[0])]
+        frames = _shard_queries(cohort, files[0], cols, code_rules, need_start, any_event)
     else:
         lf = cohort.scan(cols, files=files, timed_only=True)
         frames = [f for _, f in _scan_queries(lf, code_rules, need_start, any_event, "streaming")]
@@ -64,7 +60,67 @@ def _scan_predicates(cohort: Cohort, code_rules: dict[str, DatasetRule], need_st
     return out, bounds
 
 
-BATCH_ROWS = 250_000  # rows of a shard read at once: ~10 MB of the four core columns
+BATCH_ROWS = 1_000_000  # rows of a shard whose record bounds are read at once (~16 MB)
+
+
+def _shard_queries(cohort: Cohort, file: Path, cols: tuple[str, ...], code_rules: dict[str, DatasetRule],
+                   need_start: bool, any_event: bool) -> list[pl.DataFrame]:
+    """`_scan_queries`' frames for one shard, each query reading only what it needs.
+
+    - The task's rows (a small part of the shard): the rows whose code matches a rule, and the
+      MEDS_DEATH rows, in one filtered read of the whole shard (`_picked_rows`). Which codes match is
+      decided on the shard's distinct codes, read from the row groups' dictionaries
+      (`_distinct_codes`), so the rules' code tests (regexes included) run on hundreds of codes.
+    - The record bounds (and _any_event), from subject_id and time (plus code for record_start,
+      numeric_value for _any_event) in batches of BATCH_ROWS rows, each reduced and let go: the
+      only per-row data a worker holds besides the task's rows.
+    The frames equal `_scan_queries` on the whole shard (tests/test_labels_shards.py).
+    """
+    names = sorted(code_rules)
+    wanted = [DEATH_CODE]
+    if names:
+        codes = _distinct_codes(file).to_frame("code")
+        wanted += codes.filter(pl.any_horizontal([code_rules[n].code_expr() for n in names]))["code"].to_list()
+    picked = _picked_rows(cohort, file, cols, wanted).lazy()
+    task_rows = ([_rule_rows(picked, code_rules)] if names else [])
+    task_rows.append(picked.filter(pl.col("code") == DEATH_CODE).select("subject_id").unique())
+    task_rows = pl.collect_all(task_rows, engine="in-memory")
+    del picked
+    bound_cols = ("subject_id", "time") + (("code",) if need_start else ()) + (("numeric_value",) if any_event else ())
+    parts = []
+    for rows in _row_batches(file):
+        df = _read_batch(cohort.scan(bound_cols, files=[file], timed_only=True, rows=rows)).lazy()
+        queries = [df.group_by("subject_id").agg(pl.col("time").max().alias("record_end"))]
+        if need_start:
+            queries.append(df.filter(pl.col("code") != "MEDS_BIRTH").group_by("subject_id")
+                           .agg(pl.col("time").min().alias("record_start")))
+        if any_event:
+            queries.append(df.select("subject_id", "time", "numeric_value"))
+        parts.append(pl.collect_all(queries, engine="in-memory"))
+    bounds = [_COMBINE[kind](pl.concat([p[i] for p in parts]))
+              for i, kind in enumerate(["end"] + ["start"] * need_start + ["any"] * any_event)]
+    # in _scan_queries' order: hits (with rules), end, dead, start, any
+    return task_rows[:-1] + [bounds[0], task_rows[-1]] + bounds[1:]
+
+
+def _picked_rows(cohort: Cohort, file: Path, cols: tuple[str, ...], codes: list[str]) -> pl.DataFrame:
+    """A shard's timed rows whose code is one of `codes`: polars tests `code.is_in` on the parquet
+    dictionary and decodes the other columns of those rows only (about 3x cheaper than reading the
+    shard and filtering)."""
+    return (cohort.scan(cols, files=[file], timed_only=True)
+            .filter(pl.col("code").is_in(pl.Series(codes, dtype=pl.String).implode())).collect(engine="in-memory"))
+
+
+def _distinct_codes(file: Path) -> pl.Series:
+    """The codes of a shard, from each row group's dictionary (pyarrow `read_dictionary`: the rows
+    keep only their indices; a column stored without a dictionary gets one built). A dictionary may
+    hold a code no row uses: harmless, since these codes only choose which rows to read."""
+    pf = pq.ParquetFile(file, read_dictionary=["code"])
+    values = [pl.Series("code", [], dtype=pl.String)]
+    for i in range(pf.metadata.num_row_groups):  # one row group at a time: bounded memory
+        for chunk in pf.read_row_group(i, columns=["code"]).column("code").chunks:
+            values.append(pl.Series("code", chunk.dictionary.cast(pa.large_string())).cast(pl.String))
+    return pl.concat(values).unique()
 
 
 def _row_batches(file: Path) -> list[tuple[int, int]]:
@@ -74,8 +130,7 @@ def _row_batches(file: Path) -> list[tuple[int, int]]:
 
 
 def _read_batch(lf: pl.LazyFrame) -> pl.DataFrame:
-    """One batch of a shard's rows (the columns the task reads), in memory: with the shard's
-    predicate events so far, the most a worker holds at once.
+    """One batch of a shard's rows (the columns a query reads), in memory.
 
     MEDS shards are sorted by subject_id (validate checks it); when this batch is, polars is told
     so, and its per-subject group-bys take the sorted path (several times faster than hashing).
@@ -84,6 +139,18 @@ def _read_batch(lf: pl.LazyFrame) -> pl.DataFrame:
     if df["subject_id"].is_sorted():
         df = df.with_columns(pl.col("subject_id").set_sorted())
     return df
+
+
+def _rule_rows(lf: pl.LazyFrame, code_rules: dict[str, DatasetRule]) -> pl.LazyFrame:
+    """Rows that match a rule: subject_id, time, and per rule (sorted names) its flag __p<i> and its
+    value __v<i> in the rule's final unit."""
+    names = sorted(code_rules)
+    flags = [code_rules[n].expr().alias(f"__p{i}") for i, n in enumerate(names)]
+    values = [code_rules[n].value_expr().alias(f"__v{i}") for i, n in enumerate(names)]
+    return (lf.with_columns(flags).filter(pl.any_horizontal([f"__p{i}" for i in range(len(names))]))
+            .with_columns(values)
+            .select("subject_id", "time", *[f"__p{i}" for i in range(len(names))],
+                    *[f"__v{i}" for i in range(len(names))]))
 
 
 def _scan_queries(lf: pl.LazyFrame, code_rules: dict[str, DatasetRule], need_start: bool, any_event: bool,
@@ -101,14 +168,8 @@ def _scan_queries(lf: pl.LazyFrame, code_rules: dict[str, DatasetRule], need_sta
     if names:
         codes = lf.select(pl.col("code").unique()).collect(engine=engine)
         matched = codes.filter(pl.any_horizontal([code_rules[n].code_expr() for n in names]))["code"].to_list()
-        flags = [code_rules[n].expr().alias(f"__p{i}") for i, n in enumerate(names)]
-        values = [code_rules[n].value_expr().alias(f"__v{i}") for i, n in enumerate(names)]
         kinds.append("hits")
-        queries.append(lf.filter(pl.col("code").is_in(matched)).with_columns(flags)
-                       .filter(pl.any_horizontal([f"__p{i}" for i in range(len(names))]))
-                       .with_columns(values)
-                       .select("subject_id", "time", *[f"__p{i}" for i in range(len(names))],
-                               *[f"__v{i}" for i in range(len(names))]))
+        queries.append(_rule_rows(lf.filter(pl.col("code").is_in(matched)), code_rules))
     kinds += ["end", "dead"]
     queries.append(lf.group_by("subject_id").agg(pl.col("time").max().alias("record_end")))
     queries.append(lf.filter(pl.col("code") == DEATH_CODE).select("subject_id").unique())

@@ -17,6 +17,7 @@ import json
 import math
 import os
 import warnings
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -217,7 +218,7 @@ def _write_cached(tmp: Path, ls: LabelSet) -> None:
 
 @dataclass
 class _Part:
-    """What labelling one group of shards gives (a group is one shard, or all of them)."""
+    """What labelling one group of shards gives (some consecutive shards, or all of them)."""
 
     labels: pl.DataFrame
     diag: pl.DataFrame
@@ -261,24 +262,70 @@ def _compute_labels(task: TaskSpec, cohort: Cohort, rules, cache_file: Path | No
     return LabelSet(task, labels, counts, notes, cache_file, steps)
 
 
+LABEL_GROUP_ROWS = 2_000_000  # predicate-event rows labelled at once (see _map_shards)
+
+
 def _map_shards(task: TaskSpec, cohort: Cohort, rules, splits: pl.DataFrame | None, files: list[Path],
                 workers: int | None) -> list[_Part]:
-    """Label each shard on its own, `workers` shards at a time (threads: polars and the parquet reader
-    release the GIL, and threads share the parsed task and splits instead of pickling them)."""
+    """Scan each shard on its own, `workers` shards at a time, and label the shards' predicate events
+    in groups of consecutive shards holding up to LABEL_GROUP_ROWS event rows.
+
+    The scan is threads (polars and the parquet reader release the GIL, and threads share the parsed
+    task and splits instead of pickling them), at most `workers` shards ahead of the labelling, so a
+    worker holds one shard's rows at a time and the events waiting to be labelled stay bounded.
+    Grouping matters for speed, not for the result: a shard's events are a small fraction of its rows,
+    and labelling them shard by shard spends most of its time in ~100 small polars operations per shard.
+    """
     n = min(workers or os.cpu_count() or 1, len(files))
     cohort.scan(("subject_id",), timed_only=True)  # footer checks and schemas once, here, not in every thread
-    if n == 1:
-        return [_label_part(task, cohort, rules, splits, [f]) for f in files]
+
+    def scan(f: Path) -> tuple[dict[str, pl.DataFrame], pl.DataFrame]:
+        return predicate_events(task, cohort, rules, [f])
+
+    parts: list[_Part] = []
+    group: list[tuple[dict[str, pl.DataFrame], pl.DataFrame]] = []
     with ThreadPoolExecutor(max_workers=n, thread_name_prefix="labels") as pool:
-        return list(pool.map(lambda f: _label_part(task, cohort, rules, splits, [f]), files))
+        for scanned in (map(scan, files) if n == 1 else _bounded_map(pool, scan, files, ahead=n)):
+            group.append(scanned)
+            if sum(e.height for events, _ in group for e in events.values()) >= LABEL_GROUP_ROWS:
+                parts.append(_label_group(task, splits, group))
+                group = []
+    if group:
+        parts.append(_label_group(task, splits, group))
+    return parts
+
+
+def _bounded_map(pool: ThreadPoolExecutor, fn, items: list, ahead: int):
+    """pool.map(fn, items) in order, with at most `ahead` items submitted and not yet consumed."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+
+
+def _label_group(task: TaskSpec, splits: pl.DataFrame | None,
+                 group: list[tuple[dict[str, pl.DataFrame], pl.DataFrame]]) -> _Part:
+    """Label the predicate events of a group of shards together. _Part.subjects keeps one entry per
+    shard and subject, so a subject that spans shards still shows as a duplicate."""
+    events = {n: pl.concat([ev[n] for ev, _ in group]) for n in group[0][0]}
+    return _label_events(task, events, pl.concat([b for _, b in group]), splits, restrict=True)
 
 
 def _label_part(task: TaskSpec, cohort: Cohort, rules, splits: pl.DataFrame | None,
                 files: list[Path] | None) -> _Part:
     """Labels, diagnostics, attrition steps and predicate counts of one group of shards (None: all)."""
     events, bounds = predicate_events(task, cohort, rules, files)
+    return _label_events(task, events, bounds, splits, restrict=files is not None)
+
+
+def _label_events(task: TaskSpec, events: dict[str, pl.DataFrame], bounds: pl.DataFrame,
+                  splits: pl.DataFrame | None, restrict: bool) -> _Part:
+    """_Part of some shards' predicate events and record bounds (restrict: they are not all shards)."""
     counts = {n: events[n].height for n in sorted(events) if not n.startswith("__")}
-    if splits is not None and files is not None:
+    if splits is not None and restrict:
         # the split of this part's subjects only: each attrition step joins its rows with it
         splits = splits.join(bounds.select("subject_id"), on="subject_id", how="semi")
     tracker = Tracker(splits)

@@ -113,8 +113,9 @@ def test_scan_matches_rules_evaluated_on_every_row(many_shards):
 
 
 def test_each_worker_reads_one_batch_of_one_shard_at_a_time(many_shards, monkeypatch):
-    """A spy on the reader: every read is at most BATCH_ROWS rows of one shard, together the reads are
-    the whole cohort once, and no more shards are being labelled at once than workers."""
+    """Spies on the readers: every per-row read is at most BATCH_ROWS rows of one shard and together
+    they are the whole cohort once; the filtered read of a shard returns only rows of the task's codes
+    and MEDS_DEATH; no more shards are being scanned at once than workers."""
     task = TASKS["oncology/mortality_1y"]
     sizes = [pl.scan_parquet(f).filter(pl.col("time").is_not_null()).select(pl.len()).collect().item()
              for f in many_shards.data_files()]
@@ -122,32 +123,63 @@ def test_each_worker_reads_one_batch_of_one_shard_at_a_time(many_shards, monkeyp
     batches = sum(len(E._row_batches(f)) for f in many_shards.data_files())
     assert batches > 2 * len(sizes)
     reads: list[int] = []
+    picked: list[int] = []
     live, peak, lock = [0], [0], threading.Lock()
-    read, label_part = E._read_batch, L._label_part
+    read, scan_picked, events = E._read_batch, E._picked_rows, L.predicate_events
 
     def spy_read(lf):
         df = read(lf)
         reads.append(df.height)
         return df
 
-    def spy_part(*args, **kw):
+    def spy_picked(*args, **kw):
+        df = scan_picked(*args, **kw)
+        picked.append(df.height)
+        return df
+
+    def spy_events(*args, **kw):
         with lock:
             live[0] += 1
             peak[0] = max(peak[0], live[0])
         try:
-            return label_part(*args, **kw)
+            return events(*args, **kw)
         finally:
             with lock:
                 live[0] -= 1
 
     monkeypatch.setattr(E, "_read_batch", spy_read)
-    monkeypatch.setattr(L, "_label_part", spy_part)
+    monkeypatch.setattr(E, "_picked_rows", spy_picked)
+    monkeypatch.setattr(L, "predicate_events", spy_events)
     for workers in (1, 2):
         reads.clear()
+        picked.clear()
         peak[0] = 0
         L.extract_labels(task, many_shards, use_cache=False, workers=workers)
         assert len(reads) == batches and max(reads) <= 1000 and sum(reads) == sum(sizes)
+        assert len(picked) == len(sizes) and 0 < sum(picked) < sum(sizes) / 10  # the task's events only
         assert 1 <= peak[0] <= workers
+
+
+def test_shards_are_labelled_in_groups_up_to_the_row_budget(many_shards, monkeypatch):
+    """Shards' events are labelled together up to LABEL_GROUP_ROWS event rows (one group when they
+    fit, one group per shard with a budget of one row), and the labels do not depend on it."""
+    task = TASKS["oncology/mortality_1y"]
+    rules = L._resolve_rules(task, many_shards.predicate_map())
+    groups: list[int] = []
+    label_group = L._label_group
+
+    def spy(task, splits, group):
+        groups.append(len(group))
+        return label_group(task, splits, group)
+
+    monkeypatch.setattr(L, "_label_group", spy)
+    one = L._compute_labels(task, many_shards, rules, None, shards=False)
+    n = len(many_shards.data_files())
+    for budget, want in ((10**9, [n]), (1, [1] * n)):
+        groups.clear()
+        monkeypatch.setattr(L, "LABEL_GROUP_ROWS", budget)
+        _assert_same(L._compute_labels(task, many_shards, rules, None, workers=2), one, f"budget {budget}")
+        assert groups == want
 
 
 def _split_subject_across_shards(src: Cohort, dst: Path) -> Cohort:
@@ -236,3 +268,26 @@ def test_every_task_same_labels_on_the_mimic_demo_in_many_shards(mimic_meds_020,
     cohort = _reshard(mimic_meds_020, tmp_path / "mimic", per_shard=8)
     assert len(cohort.data_files()) >= 10
     _check_every_task(cohort, 20, monkeypatch, small_batch=5003)
+
+
+@pytest.mark.parametrize("dictionary", [True, False])
+def test_distinct_codes_from_the_parquet_dictionaries(many_shards, tmp_path, dictionary):
+    """The distinct codes read from the row groups' dictionaries equal polars' unique over every row,
+    whether the writer stored `code` with a dictionary or plain, in one row group or many; and a
+    shard rewritten either way gives the same predicate events."""
+    import pyarrow.parquet as pq
+    task = TASKS["oncology/aki_1y"]
+    rules = L._resolve_rules(task, many_shards.predicate_map())
+    src = many_shards.data_files()[0]
+    table = pq.read_table(src)
+    shutil.copytree(many_shards.root, tmp_path / "copy")
+    copy = Cohort(tmp_path / "copy")
+    dst = copy.root / src.relative_to(many_shards.root)
+    pq.write_table(table, dst, use_dictionary=dictionary, row_group_size=97)
+    assert pq.read_metadata(dst).num_row_groups > 3
+    codes = E._distinct_codes(dst)
+    assert sorted(codes.to_list()) == sorted(pl.read_parquet(dst)["code"].drop_nulls().unique().to_list())
+    a, b = E.predicate_events(task, many_shards, rules, [src]), E.predicate_events(task, copy, rules, [dst])
+    assert sorted(a[0]) == sorted(b[0]) and a[1].sort("subject_id").equals(b[1].sort("subject_id"))
+    for n in a[0]:
+        assert a[0][n].equals(b[0][n]), n
