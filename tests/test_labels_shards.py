@@ -291,3 +291,29 @@ def test_distinct_codes_from_the_parquet_dictionaries(many_shards, tmp_path, dic
     assert sorted(a[0]) == sorted(b[0]) and a[1].sort("subject_id").equals(b[1].sort("subject_id"))
     for n in a[0]:
         assert a[0][n].equals(b[0][n]), n
+
+
+def test_scans_run_at_most_workers_ahead_of_the_labelling():
+    """_bounded_map keeps at most `ahead` items submitted and not yet consumed, in order, whatever
+    the consumer's pace (pool.map would submit every shard at once, and their events would pile up
+    waiting for a slow labelling)."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+    submitted, consumed, most = [0], [0], [0]
+    lock = threading.Lock()
+
+    def work(i):
+        with lock:
+            submitted[0] += 1
+            most[0] = max(most[0], submitted[0] - consumed[0])
+        return i
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        out = []
+        for r in L._bounded_map(pool, work, list(range(30)), ahead=2):
+            time.sleep(0.002)  # a slow consumer
+            with lock:
+                consumed[0] += 1
+            out.append(r)
+    assert out == list(range(30))
+    assert most[0] <= 2
