@@ -437,3 +437,24 @@ def test_representation_cache_keeps_input_windows_apart(leak, monkeypatch):
     monkeypatch.setattr(P, "represent", counting)
     P.encode_split(m.model_, m.meta_, windowed, "held_out", m.settings_)
     assert calls == [data.frame("held_out").height]
+
+
+def test_a_windows_representation_does_not_depend_on_the_windows_encoded_with_it(leak):
+    """Bitwise the same representations whether each window is encoded alone, in small batches or
+    in large ones: batches hold one window length only, so no window is padded to a neighbour's
+    length (padding changes the kernels' rounding, ~1e-2 in bf16), and the batch size does not
+    change the numbers. So a cell's numbers do not depend on which other tasks or grids filled the
+    representation cache first."""
+    data, m = fitted("mehrt", "binary", leak)
+    tok, model = m.meta_["tokenizer"], m.model_
+    samples = data.samples("held_out")
+    corpus = P.task_corpus(model, tok, data, "held_out", samples, multimodal=True)
+    coll = P.collator(corpus, tok, model.config)
+    lengths = np.minimum(corpus.lengths(True), 40)
+    assert len(np.unique(lengths)) > 3  # windows of several lengths, which large batches would mix
+    names = (*P.REPRESENTATIONS, P.STUDY_REPRESENTATION)
+    alone = P.represent(model, coll, 40, names, encode_tokens=1)  # one window per batch
+    for budget in (300, 10**6):
+        together = P.represent(model, coll, 40, names, encode_tokens=budget)
+        for n in names:
+            np.testing.assert_array_equal(together[n], alone[n], err_msg=f"{n}, {budget} tokens per batch")

@@ -117,9 +117,16 @@ def represent(model, collate, encode_len: int, representations=REPRESENTATIONS,
     i = 0
     with torch.inference_mode(), encode_autocast(device):
         while i < D:
-            # as many documents as fit the token budget at the longest length among them
+            # Documents of one window length only, as many as fit the token budget. Padding is not
+            # neutral in floating point: the padded length changes how the attention and matmul
+            # kernels block their sums, so a window padded to a longer neighbour's length comes out
+            # slightly different (~1e-2 in bf16). With one length per batch (no padding) a window's
+            # representation depends on its own tokens only, not on which other windows (tasks,
+            # grids) were encoded with it; the batch size does not change the numbers
+            # (tests/test_mehrt_pipeline.py).
             j = i + 1
-            while j < D and (j + 1 - i) * lengths[order[j]] * (2 if echo else 1) <= encode_tokens:
+            while (j < D and lengths[order[j]] == lengths[order[i]]
+                   and (j + 1 - i) * lengths[order[j]] * (2 if echo else 1) <= encode_tokens):
                 j += 1
             docs = order[i:j]
             starts = recent_starts(full, docs, encode_len)
