@@ -41,22 +41,20 @@ def _scan_predicates(cohort: Cohort, code_rules: dict[str, DatasetRule], need_st
     if files is not None and len(files) == 1:
         frames = _shard_queries(cohort, files[0], cols, code_rules, need_start, any_event)
     else:
-        lf = cohort.scan(cols, files=files, timed_only=True)
-        frames = [f for _, f in _scan_queries(lf, code_rules, need_start, any_event, "streaming")]
-    k = 1 if names else 0
-    bounds = frames[k].join(frames[k + 1].with_columns(pl.lit(True).alias("dead")), on="subject_id", how="left")
+        frames = _scan_queries(cohort.scan(cols, files=files, timed_only=True), code_rules, need_start, any_event)
+    bounds = frames["end"].join(frames["dead"].with_columns(pl.lit(True).alias("dead")), on="subject_id", how="left")
     bounds = bounds.with_columns(pl.col("dead").fill_null(False))
     if need_start:
-        bounds = bounds.join(frames[k + 2], on="subject_id", how="left")
+        bounds = bounds.join(frames["start"], on="subject_id", how="left")
     out = {}
     if names:
-        hits = frames[0]
+        hits = frames["hits"]
         for i, n in enumerate(names):
             out[n] = (hits.filter(pl.col(f"__p{i}"))
                       .select("subject_id", "time", pl.col(f"__v{i}").cast(pl.Float32).alias("numeric_value"))
                       .sort("subject_id", "time"))
     if any_event:
-        out["_any_event"] = frames[-1]
+        out["_any_event"] = frames["any"]
     return out, bounds
 
 
@@ -64,7 +62,7 @@ BATCH_ROWS = 1_000_000  # rows of a shard whose record bounds are read at once (
 
 
 def _shard_queries(cohort: Cohort, file: Path, cols: tuple[str, ...], code_rules: dict[str, DatasetRule],
-                   need_start: bool, any_event: bool) -> list[pl.DataFrame]:
+                   need_start: bool, any_event: bool) -> dict[str, pl.DataFrame]:
     """`_scan_queries`' frames for one shard, each query reading only what it needs.
 
     - The task's rows (a small part of the shard): the rows whose code matches a rule, and the
@@ -82,9 +80,10 @@ def _shard_queries(cohort: Cohort, file: Path, cols: tuple[str, ...], code_rules
         codes = _distinct_codes(file).to_frame("code")
         wanted += codes.filter(pl.any_horizontal([code_rules[n].code_expr() for n in names]))["code"].to_list()
     picked = _picked_rows(cohort, file, cols, wanted).lazy()
-    task_rows = ([_rule_rows(picked, code_rules)] if names else [])
-    task_rows.append(picked.filter(pl.col("code") == DEATH_CODE).select("subject_id").unique())
-    task_rows = pl.collect_all(task_rows, engine="in-memory")
+    kinds = (["hits"] if names else []) + ["dead"]
+    queries = ([_rule_rows(picked, code_rules)] if names else [])
+    queries.append(picked.filter(pl.col("code") == DEATH_CODE).select("subject_id").unique())
+    frames = dict(zip(kinds, pl.collect_all(queries, engine="in-memory")))
     del picked
     bound_cols = ("subject_id", "time") + (("code",) if need_start else ()) + (("numeric_value",) if any_event else ())
     parts = []
@@ -97,10 +96,9 @@ def _shard_queries(cohort: Cohort, file: Path, cols: tuple[str, ...], code_rules
         if any_event:
             queries.append(df.select("subject_id", "time", "numeric_value"))
         parts.append(pl.collect_all(queries, engine="in-memory"))
-    bounds = [_COMBINE[kind](pl.concat([p[i] for p in parts]))
-              for i, kind in enumerate(["end"] + ["start"] * need_start + ["any"] * any_event)]
-    # in _scan_queries' order: hits (with rules), end, dead, start, any
-    return task_rows[:-1] + [bounds[0], task_rows[-1]] + bounds[1:]
+    kinds = ["end"] + ["start"] * need_start + ["any"] * any_event
+    frames.update({kind: _COMBINE[kind](pl.concat([p[i] for p in parts])) for i, kind in enumerate(kinds)})
+    return frames
 
 
 def _picked_rows(cohort: Cohort, file: Path, cols: tuple[str, ...], codes: list[str]) -> pl.DataFrame:
@@ -153,10 +151,10 @@ def _rule_rows(lf: pl.LazyFrame, code_rules: dict[str, DatasetRule]) -> pl.LazyF
                     *[f"__v{i}" for i in range(len(names))]))
 
 
-def _scan_queries(lf: pl.LazyFrame, code_rules: dict[str, DatasetRule], need_start: bool, any_event: bool,
-                  engine: str) -> list[tuple[str, pl.DataFrame]]:
-    """The scan's queries on some rows, run together: [(kind, frame)] with kinds hits (when there
-    are code rules), end, dead, start (need_start) and any (any_event), in that order.
+def _scan_queries(lf: pl.LazyFrame, code_rules: dict[str, DatasetRule], need_start: bool,
+                  any_event: bool) -> dict[str, pl.DataFrame]:
+    """The scan's queries over several shards, run together in one streaming pass: {kind: frame} with
+    kinds hits (when there are code rules), end, dead, start (need_start) and any (any_event).
 
     The rules' code tests run on the distinct codes (hundreds to thousands), not on every row: rows
     whose code matches no rule are dropped by one hash lookup (`is_in`) before the full rules (value
@@ -166,7 +164,7 @@ def _scan_queries(lf: pl.LazyFrame, code_rules: dict[str, DatasetRule], need_sta
     names = sorted(code_rules)
     kinds, queries = [], []
     if names:
-        codes = lf.select(pl.col("code").unique()).collect(engine=engine)
+        codes = lf.select(pl.col("code").unique()).collect(engine="streaming")
         matched = codes.filter(pl.any_horizontal([code_rules[n].code_expr() for n in names]))["code"].to_list()
         kinds.append("hits")
         queries.append(_rule_rows(lf.filter(pl.col("code").is_in(matched)), code_rules))
@@ -180,14 +178,12 @@ def _scan_queries(lf: pl.LazyFrame, code_rules: dict[str, DatasetRule], need_sta
     if any_event:
         kinds.append("any")
         queries.append(lf.select("subject_id", "time", "numeric_value"))
-    return list(zip(kinds, pl.collect_all(queries, engine=engine)))
+    return dict(zip(kinds, pl.collect_all(queries, engine="streaming")))
 
 
-# how the batches' results of each query combine (a subject may span batches of its shard)
+# how the batches' bounds combine (a subject may span batches of its shard)
 _COMBINE = {
-    "hits": lambda df: df,
     "end": lambda df: df.group_by("subject_id").agg(pl.col("record_end").max()),
-    "dead": lambda df: df.unique(),
     "start": lambda df: df.group_by("subject_id").agg(pl.col("record_start").min()),
     "any": lambda df: df,
 }

@@ -249,7 +249,7 @@ def _compute_labels(task: TaskSpec, cohort: Cohort, rules, cache_file: Path | No
                          "computed in one pass over all shards (slower, more memory); `validate` reports them")
             parts = None
     if parts is None:
-        parts = [_label_part(task, cohort, rules, splits, None)]
+        parts = [_label_in_one_pass(task, cohort, rules, splits)]
     counts = {n: sum(p.counts[n] for p in parts) for n in parts[0].counts}
     notes = [f"task {task.name}: predicate {n!r} matches no event in {cohort.root}; "
              f"check its rule in {cohort.predicates_file}" for n, c in counts.items()
@@ -284,12 +284,14 @@ def _map_shards(task: TaskSpec, cohort: Cohort, rules, splits: pl.DataFrame | No
 
     parts: list[_Part] = []
     group: list[tuple[dict[str, pl.DataFrame], pl.DataFrame]] = []
+    rows = 0  # event rows in the group
     with ThreadPoolExecutor(max_workers=n, thread_name_prefix="labels") as pool:
         for scanned in (map(scan, files) if n == 1 else _bounded_map(pool, scan, files, ahead=n)):
             group.append(scanned)
-            if sum(e.height for events, _ in group for e in events.values()) >= LABEL_GROUP_ROWS:
+            rows += sum(e.height for e in scanned[0].values())
+            if rows >= LABEL_GROUP_ROWS:
                 parts.append(_label_group(task, splits, group))
-                group = []
+                group, rows = [], 0
     if group:
         parts.append(_label_group(task, splits, group))
     return parts
@@ -314,11 +316,10 @@ def _label_group(task: TaskSpec, splits: pl.DataFrame | None,
     return _label_events(task, events, pl.concat([b for _, b in group]), splits, restrict=True)
 
 
-def _label_part(task: TaskSpec, cohort: Cohort, rules, splits: pl.DataFrame | None,
-                files: list[Path] | None) -> _Part:
-    """Labels, diagnostics, attrition steps and predicate counts of one group of shards (None: all)."""
-    events, bounds = predicate_events(task, cohort, rules, files)
-    return _label_events(task, events, bounds, splits, restrict=files is not None)
+def _label_in_one_pass(task: TaskSpec, cohort: Cohort, rules, splits: pl.DataFrame | None) -> _Part:
+    """Labels, diagnostics, attrition steps and predicate counts of all shards, scanned together."""
+    events, bounds = predicate_events(task, cohort, rules)
+    return _label_events(task, events, bounds, splits, restrict=False)
 
 
 def _label_events(task: TaskSpec, events: dict[str, pl.DataFrame], bounds: pl.DataFrame,
